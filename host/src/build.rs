@@ -1,0 +1,117 @@
+//! `host build`: run the manifest's build commands, installing a missing Rust target first.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::manifest::Manifest;
+
+/// A build command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The command could not be started.
+    #[error("cannot run build command `{command}` in {dir}: {source}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// Where it ran.
+        dir: PathBuf,
+        /// Why it did not start.
+        source: std::io::Error,
+    },
+    /// The command ran and failed.
+    #[error("build command `{command}` (function `{function}`) failed with {status}")]
+    Failed {
+        /// The function whose build failed.
+        function: String,
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+    },
+    /// A Rust target the command needs is missing and could not be installed.
+    #[error("Rust target `{target}` is missing and `rustup target add {target}` failed: {message}")]
+    Target {
+        /// The target triple.
+        target: String,
+        /// What rustup said.
+        message: String,
+    },
+}
+
+/// Run each distinct `build` command of the manifest once, in the manifest's folder, with the
+/// output going to this process's stderr.
+pub fn build(manifest: &Manifest) -> Result<(), BuildError> {
+    let mut done: Vec<&str> = Vec::new();
+    for (function, spec) in &manifest.functions {
+        let Some(command) = spec.build.as_deref() else { continue };
+        if done.contains(&command) {
+            continue;
+        }
+        done.push(command);
+        if let Some(target) = cargo_target(command) {
+            ensure_rust_target(target)?;
+        }
+        tracing::info!(%function, %command, "building");
+        let dir = manifest.dir().to_path_buf();
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::from(std::io::stderr()))
+            .status()
+            .map_err(|source| BuildError::Spawn { command: command.to_string(), dir, source })?;
+        if !status.success() {
+            return Err(BuildError::Failed { function: function.clone(), command: command.to_string(), status });
+        }
+    }
+    Ok(())
+}
+
+/// The `--target` of a cargo command line, if any.
+fn cargo_target(command: &str) -> Option<&str> {
+    let mut words = command.split_whitespace();
+    if words.next() != Some("cargo") {
+        return None;
+    }
+    let mut words = words.peekable();
+    while let Some(word) = words.next() {
+        if word == "--target" {
+            return words.next();
+        }
+        if let Some(target) = word.strip_prefix("--target=") {
+            return Some(target);
+        }
+    }
+    None
+}
+
+/// Install a Rust target with rustup when it is missing (offline machines set
+/// `RUSTUP_AUTO_INSTALL=0`, so cargo would otherwise just fail). Without rustup, leave it to cargo.
+pub fn ensure_rust_target(target: &str) -> Result<(), BuildError> {
+    let failed = |message: String| BuildError::Target { target: target.to_string(), message };
+    let Ok(listed) = Command::new("rustup").args(["target", "list", "--installed"]).output() else {
+        return Ok(());
+    };
+    if String::from_utf8_lossy(&listed.stdout).lines().any(|t| t.trim() == target) {
+        return Ok(());
+    }
+    eprintln!("installing Rust target {target} (rustup target add {target})");
+    let added = Command::new("rustup").args(["target", "add", target]).output().map_err(|e| failed(e.to_string()))?;
+    if !added.status.success() {
+        return Err(failed(String::from_utf8_lossy(&added.stderr).trim().to_string()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cargo_target;
+
+    #[test]
+    fn finds_the_cargo_target() {
+        assert_eq!(cargo_target("cargo build --target wasm32-wasip2 --release -p x"), Some("wasm32-wasip2"));
+        assert_eq!(cargo_target("cargo build --release --target=wasm32-wasip1"), Some("wasm32-wasip1"));
+        assert_eq!(cargo_target("cargo build --release"), None);
+        assert_eq!(cargo_target("make --target wasm32-wasip2"), None);
+    }
+}

@@ -1,0 +1,256 @@
+//! One call: a fresh Store and instance from the function's `InstancePre`, with limits, captured
+//! output and a named reason for every way a call can fail.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wasmtime::component::{InstancePre, Linker, ResourceTable, Val};
+use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::capabilities::Capabilities;
+use crate::engine::EPOCH_TICK;
+use crate::manifest::Limits;
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    /// The call ran longer than the function's `timeout` limit.
+    #[error("timed out after {limit:?} (limit `timeout`)")]
+    Timeout {
+        /// The configured limit.
+        limit: Duration,
+    },
+    /// The guest tried to grow its memory past the function's `memory` limit.
+    #[error("memory limit exceeded: the guest asked for {requested} bytes, limit `memory` is {limit} bytes")]
+    MemoryLimit {
+        /// The configured limit in bytes.
+        limit: u64,
+        /// The memory size the guest asked for.
+        requested: u64,
+    },
+    /// The guest ran out of stack (usually unbounded recursion).
+    #[error("stack overflow in the guest (deep recursion?)")]
+    StackOverflow,
+    /// The guest trapped (panic, `unreachable`, bad memory access, ...).
+    #[error("guest trapped: {message}")]
+    Trap {
+        /// The trap and the guest backtrace.
+        message: String,
+    },
+    /// The function returned the `err` case of its `result`.
+    #[error("function returned an error: {value}")]
+    Guest {
+        /// The error value as JSON.
+        value: serde_json::Value,
+    },
+    /// The host could not run the call (instantiation failed, resource table full, ...).
+    #[error("call failed: {message}")]
+    Host {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Output a guest wrote during one call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Logs {
+    /// Captured stdout (up to the `output` limit).
+    pub stdout: String,
+    /// Captured stderr (up to the `output` limit).
+    pub stderr: String,
+    /// Bytes written past the `output` limit and dropped (stdout + stderr).
+    pub dropped: u64,
+}
+
+/// The per-call data held by the wasmtime Store.
+pub struct CallState {
+    wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    limiter: Limiter,
+    pub(crate) caps: Arc<Capabilities>,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Link WASI p2 (everything denied unless granted: no dirs, env, args or network) and our
+/// capability interfaces.
+pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    crate::capabilities::add_to_linker(linker)
+}
+
+/// Enforces the memory and table limits and remembers a denied memory growth, so that the trap
+/// that usually follows (an allocator abort) is reported as what it is.
+struct Limiter {
+    memory: u64,
+    table_entries: usize,
+    denied_memory: Option<u64>,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired as u64 > self.memory {
+            self.denied_memory = Some(desired as u64);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= self.table_entries)
+    }
+}
+
+/// stdout or stderr of one call: keeps up to `cap` bytes, counts and drops the rest, and never
+/// fails the guest's write.
+#[derive(Clone)]
+struct Capture {
+    inner: Arc<Mutex<Captured>>,
+}
+
+#[derive(Default)]
+struct Captured {
+    bytes: Vec<u8>,
+    cap: usize,
+    dropped: u64,
+}
+
+impl Capture {
+    fn new(cap: u64) -> Capture {
+        Capture { inner: Arc::new(Mutex::new(Captured { cap: usize::try_from(cap).unwrap_or(usize::MAX), ..Captured::default() })) }
+    }
+
+    fn push(&self, data: &[u8]) {
+        let mut c = self.inner.lock().unwrap();
+        let room = c.cap.saturating_sub(c.bytes.len());
+        let kept = room.min(data.len());
+        c.bytes.extend_from_slice(&data[..kept]);
+        c.dropped += (data.len() - kept) as u64;
+    }
+
+    fn take(&self) -> (String, u64) {
+        let mut c = self.inner.lock().unwrap();
+        (String::from_utf8_lossy(&std::mem::take(&mut c.bytes)).into_owned(), c.dropped)
+    }
+}
+
+impl IsTerminal for Capture {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for Capture {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for Capture {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(64 << 10)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Capture {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for Capture {
+    fn poll_write(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        self.push(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Everything needed to run calls of one export: shared, immutable, cheap to clone.
+pub struct CallTarget {
+    pub(crate) pre: InstancePre<CallState>,
+    pub(crate) export: wasmtime::component::ComponentExportIndex,
+    pub(crate) result_count: usize,
+    pub(crate) limits: Limits,
+    pub(crate) caps: Arc<Capabilities>,
+}
+
+/// Run one call in a fresh instance. Returns the raw results (or why it failed) and the output.
+pub async fn run(target: &CallTarget, params: &[Val]) -> (Result<Vec<Val>, CallError>, Logs) {
+    let (stdout, stderr) = (Capture::new(target.limits.output), Capture::new(target.limits.output));
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(target.limits.table_entries as usize);
+    let state = CallState {
+        wasi: WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build(),
+        table,
+        limiter: Limiter { memory: target.limits.memory, table_entries: target.limits.table_entries as usize, denied_memory: None },
+        caps: target.caps.clone(),
+    };
+    let mut store = Store::new(target.pre.engine(), state);
+    store.limiter(|s| &mut s.limiter);
+    let ticks = target.limits.timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64;
+    store.set_epoch_deadline(ticks.max(1));
+    store.epoch_deadline_trap();
+
+    let started = Instant::now();
+    let limit = target.limits.timeout;
+    // The epoch deadline stops guest code; this timer also stops a guest parked in a host call
+    // (a sleep, a poll) where epochs are not checked. It fires a little later so the epoch, which
+    // leaves the store intact, normally wins.
+    let outcome = tokio::time::timeout(limit + EPOCH_TICK * 4, async {
+        let instance = target.pre.instantiate_async(&mut store).await?;
+        let func = instance
+            .get_func(&mut store, target.export)
+            .ok_or_else(|| wasmtime::format_err!("export not found in instance"))?;
+        let mut results = vec![Val::Bool(false); target.result_count];
+        func.call_async(&mut store, params, &mut results).await?;
+        Ok::<_, wasmtime::Error>(results)
+    })
+    .await;
+
+    let result = match outcome {
+        Err(_elapsed) => Err(CallError::Timeout { limit }),
+        Ok(Ok(results)) => Ok(results),
+        Ok(Err(error)) => Err(classify(&error, store.data().limiter.denied_memory, target.limits, started.elapsed())),
+    };
+    let (stdout, dropped_out) = stdout.take();
+    let (stderr, dropped_err) = stderr.take();
+    (result, Logs { stdout, stderr, dropped: dropped_out + dropped_err })
+}
+
+fn classify(error: &wasmtime::Error, denied_memory: Option<u64>, limits: Limits, elapsed: Duration) -> CallError {
+    if let Some(requested) = denied_memory {
+        return CallError::MemoryLimit { limit: limits.memory, requested };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Timeout { limit: limits.timeout },
+        Some(Trap::StackOverflow) => CallError::StackOverflow,
+        Some(_) => CallError::Trap { message: format!("{error:?}") },
+        None => {
+            tracing::debug!(?elapsed, error = ?error, "call failed in the host");
+            CallError::Host { message: format!("{error:#}") }
+        }
+    }
+}

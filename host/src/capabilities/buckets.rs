@@ -1,0 +1,207 @@
+//! `host:api/buckets`: objects as files under one cap-std `Dir` per (app, bucket), so no key can
+//! reach outside its bucket. Writes go to a staging folder first and are renamed into place.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+use wasmtime::component::Resource;
+
+use super::host::api::buckets::{Error, Host, HostBucket, ListPage, ObjectStat};
+use crate::call::CallState;
+
+/// Longest key accepted, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+/// Most keys returned by one `list` page.
+const MAX_PAGE: usize = 1000;
+/// Folder beside the buckets where writes are staged (bucket names cannot start with `.`).
+const STAGING: &str = ".staging";
+
+/// An open bucket.
+pub struct BucketDir {
+    dir: Dir,
+    staging: Arc<Dir>,
+}
+
+type BucketResult<T> = wasmtime::Result<Result<T, Error>>;
+
+/// Check a key against the rules in `buckets.wit`; the error says which rule it breaks.
+pub fn validate_key(key: &str) -> Result<(), Error> {
+    let shown: String = key.chars().take(80).collect();
+    let reason = if key.is_empty() {
+        "key is empty".to_string()
+    } else if key.len() > MAX_KEY_LEN {
+        format!("key is {} bytes long, the limit is {MAX_KEY_LEN}", key.len())
+    } else if key.contains('\0') {
+        format!("key {shown:?} contains a NUL byte")
+    } else if key.contains('\\') {
+        format!("key {shown:?} contains a backslash; use `/` to separate folders")
+    } else if key.starts_with('/') {
+        format!("key {shown:?} is absolute; keys are relative paths")
+    } else if let Some(segment) = key.split('/').find(|s| s.is_empty() || *s == "." || *s == "..") {
+        format!("key {shown:?} has an empty, `.` or `..` segment ({segment:?})")
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidKey(reason))
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => Error::NoSuchKey,
+        _ => Error::Other(e.to_string()),
+    }
+}
+
+/// Open (creating it if needed) the folder of bucket `name` under `buckets_dir`.
+pub fn open_bucket_dir(buckets_dir: &Path, name: &str) -> std::io::Result<Dir> {
+    let path = buckets_dir.join(name);
+    std::fs::create_dir_all(&path)?;
+    Dir::open_ambient_dir(path, ambient_authority())
+}
+
+impl CallState {
+    /// Run `op` on the bucket's folder after validating `key`.
+    fn with_key<T>(&self, bucket: &Resource<BucketDir>, key: &str, op: impl FnOnce(&BucketDir) -> std::io::Result<T>) -> BucketResult<T> {
+        let bucket = self.table.get(bucket)?;
+        Ok(validate_key(key).and_then(|()| op(bucket).map_err(io_error)))
+    }
+}
+
+impl Host for CallState {
+    async fn open(&mut self, name: String) -> BucketResult<Resource<BucketDir>> {
+        if !self.caps.grants.bucket(&name) {
+            return Ok(Err(Error::AccessDenied));
+        }
+        let opened = open_bucket_dir(&self.caps.buckets_dir, &name)
+            .and_then(|dir| Ok((dir, open_bucket_dir(&self.caps.buckets_dir, STAGING)?)));
+        match opened {
+            Ok((dir, staging)) => Ok(Ok(self.table.push(BucketDir { dir, staging: Arc::new(staging) })?)),
+            Err(e) => Ok(Err(Error::Other(format!("cannot open bucket `{name}`: {e}")))),
+        }
+    }
+}
+
+impl HostBucket for CallState {
+    async fn read(&mut self, bucket: Resource<BucketDir>, key: String) -> BucketResult<Vec<u8>> {
+        self.with_key(&bucket, &key, |b| b.dir.read(&key))
+    }
+
+    async fn read_range(&mut self, bucket: Resource<BucketDir>, key: String, offset: u64, length: u64) -> BucketResult<Vec<u8>> {
+        self.with_key(&bucket, &key, |b| {
+            let mut file = b.dir.open(&key)?;
+            file.seek(SeekFrom::Start(offset))?;
+            let mut data = Vec::new();
+            file.take(length).read_to_end(&mut data)?;
+            Ok(data)
+        })
+    }
+
+    async fn write(&mut self, bucket: Resource<BucketDir>, key: String, data: Vec<u8>) -> BucketResult<()> {
+        static STAGED: AtomicU64 = AtomicU64::new(0);
+        self.with_key(&bucket, &key, |b| {
+            if let Some((parent, _)) = key.rsplit_once('/') {
+                b.dir.create_dir_all(parent)?;
+            }
+            let staged = format!("{}-{}", std::process::id(), STAGED.fetch_add(1, Ordering::Relaxed));
+            let mut file = b.staging.create(&staged)?;
+            file.write_all(&data)?;
+            file.sync_data()?;
+            b.staging.rename(&staged, &b.dir, &key)
+        })
+    }
+
+    async fn delete(&mut self, bucket: Resource<BucketDir>, key: String) -> BucketResult<()> {
+        self.with_key(&bucket, &key, |b| match b.dir.remove_file(&key) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        })
+    }
+
+    async fn exists(&mut self, bucket: Resource<BucketDir>, key: String) -> BucketResult<bool> {
+        self.with_key(&bucket, &key, |b| Ok(b.dir.metadata(&key).is_ok_and(|m| m.is_file())))
+    }
+
+    async fn stat(&mut self, bucket: Resource<BucketDir>, key: String) -> BucketResult<ObjectStat> {
+        self.with_key(&bucket, &key, |b| {
+            let meta = b.dir.metadata(&key)?;
+            if !meta.is_file() {
+                return Err(std::io::ErrorKind::NotFound.into());
+            }
+            let modified = meta.modified()?.into_std();
+            let modified_ms = modified.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            Ok(ObjectStat { size: meta.len(), modified_ms })
+        })
+    }
+
+    async fn list(&mut self, bucket: Resource<BucketDir>, prefix: String, cursor: Option<String>, limit: u32) -> BucketResult<ListPage> {
+        let bucket = self.table.get(&bucket)?;
+        let mut keys = Vec::new();
+        if let Err(e) = walk(&bucket.dir, "", &mut keys) {
+            return Ok(Err(Error::Other(e.to_string())));
+        }
+        keys.sort();
+        let limit = (limit as usize).clamp(1, MAX_PAGE);
+        let mut page: Vec<String> = keys
+            .into_iter()
+            .filter(|k| k.starts_with(&prefix) && cursor.as_ref().is_none_or(|c| k > c))
+            .take(limit + 1)
+            .collect();
+        let cursor = (page.len() > limit).then(|| {
+            page.truncate(limit);
+            page[limit - 1].clone()
+        });
+        Ok(Ok(ListPage { keys: page, cursor }))
+    }
+
+    async fn drop(&mut self, bucket: Resource<BucketDir>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
+
+/// Collect every file under `dir` as a `/`-separated key prefixed by `prefix`.
+fn walk(dir: &Dir, prefix: &str, keys: &mut Vec<String>) -> std::io::Result<()> {
+    for entry in dir.entries()? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let key = format!("{prefix}{name}");
+        if entry.file_type()?.is_dir() {
+            walk(&entry.open_dir()?, &format!("{key}/"), keys)?;
+        } else {
+            keys.push(key);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_could_escape_are_rejected_with_the_rule_broken() {
+        for (key, rule) in [
+            ("", "empty"),
+            ("../etc/passwd", "`..`"),
+            ("a/../../b", "`..`"),
+            ("/etc/passwd", "absolute"),
+            ("a//b", "empty"),
+            ("a/./b", "`.`"),
+            ("a\\..\\b", "backslash"),
+            ("a\0b", "NUL"),
+        ] {
+            match validate_key(key) {
+                Err(Error::InvalidKey(reason)) => assert!(reason.contains(rule), "{key:?}: {reason}"),
+                other => panic!("{key:?} accepted: {other:?}"),
+            }
+        }
+        assert!(matches!(validate_key(&"k".repeat(MAX_KEY_LEN + 1)), Err(Error::InvalidKey(r)) if r.contains("1025 bytes")));
+        for key in ["a", "photos/2024/cat.png", "weird name ü.txt", "..hidden", "a.b"] {
+            assert!(validate_key(key).is_ok(), "{key:?} rejected");
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Host side of the WIT interfaces guests import: one module per capability.
+//!
+//! Every capability checks the calling function's grants from its manifest entry; nothing is
+//! reachable without one. Adding an interface = one WIT file in `wit/`, one line in the
+//! `imports` world, one module here and one line in [`add_to_linker`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::call::CallState;
+use crate::manifest::Grants;
+use crate::store::Store;
+
+pub mod buckets;
+pub mod config;
+pub mod kv;
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "host:api/imports",
+    imports: { default: async | trappable },
+    with: {
+        "wasi:keyvalue/store.bucket": kv::KvBucket,
+        "wasi:keyvalue/atomics.cas": kv::KvCas,
+        "host:api/buckets.bucket": buckets::BucketDir,
+    },
+});
+
+/// What one function may reach, shared by all its calls.
+pub struct Capabilities {
+    /// The app the function belongs to (the namespace of its stores and buckets).
+    pub app: String,
+    /// Resources granted by the manifest.
+    pub grants: Grants,
+    /// `wasi:config` values from the manifest.
+    pub config: BTreeMap<String, String>,
+    /// The host's embedded store.
+    pub store: Arc<Store>,
+    /// The folder holding this app's buckets.
+    pub buckets_dir: PathBuf,
+}
+
+/// Add every capability interface to the linker.
+pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    fn state(s: &mut CallState) -> &mut CallState {
+        s
+    }
+    wasi::keyvalue::store::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
+    wasi::keyvalue::atomics::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
+    wasi::keyvalue::batch::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
+    host::api::kv_ext::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
+    wasi::config::store::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
+    host::api::buckets::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
+    Ok(())
+}

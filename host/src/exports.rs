@@ -1,0 +1,107 @@
+//! The functions a component exports, read from the component's own type information.
+
+use serde_json::{Value, json};
+use wasmtime::component::{Component, ComponentExportIndex, Type, types::ComponentItem};
+
+use crate::values::{self, Direction};
+
+/// One exported function of a component, with its WIT types.
+#[derive(Clone)]
+pub struct Export {
+    /// Short name used to call it: `greet` at top level, `math.add` inside interface `pkg:x/math`.
+    pub name: String,
+    /// The name as the component spells it: `greet`, or `pkg:x/math@0.1.0#add`.
+    pub full_name: String,
+    /// Parameters in order, with their names.
+    pub params: Vec<(String, Type)>,
+    /// The result type, if the function returns one.
+    pub result: Option<Type>,
+    pub(crate) index: ComponentExportIndex,
+}
+
+impl Export {
+    /// The WIT signature, e.g. `func(who: record { name: string }) -> result<string, string>`.
+    pub fn signature(&self) -> String {
+        let params: Vec<String> = self.params.iter().map(|(n, t)| format!("{n}: {}", values::wit(t))).collect();
+        match &self.result {
+            Some(result) => format!("func({}) -> {}", params.join(", "), values::wit(result)),
+            None => format!("func({})", params.join(", ")),
+        }
+    }
+
+    /// JSON Schema of the arguments object (`{"param": value, ...}`).
+    pub fn params_schema(&self) -> Value {
+        values::object_schema(self.params.iter().cloned(), Direction::Input)
+    }
+
+    /// JSON Schema of what a successful call returns. A top-level `result<T, E>` is unwrapped: the
+    /// call returns `T` and fails with `E` (see [`Export::error_schema`]).
+    pub fn result_schema(&self) -> Value {
+        match &self.result {
+            Some(Type::Result(r)) => r.ok().map_or(json!({ "type": "null" }), |t| values::schema(&t, Direction::Output)),
+            Some(ty) => values::schema(ty, Direction::Output),
+            None => json!({ "type": "null" }),
+        }
+    }
+
+    /// JSON Schema of the error value a failed call carries, when the function returns a `result`.
+    pub fn error_schema(&self) -> Option<Value> {
+        match &self.result {
+            Some(Type::Result(r)) => Some(r.err().map_or(json!({ "type": "null" }), |t| values::schema(&t, Direction::Output))),
+            _ => None,
+        }
+    }
+}
+
+/// Every exported function of `component` whose types can be passed as JSON, at top level and
+/// inside exported interfaces, in the component's order. Functions taking resources, futures or
+/// streams are left out (they are reached through other triggers, e.g. wasi:http).
+pub fn exports(component: &Component) -> Vec<Export> {
+    let engine = component.engine();
+    let mut found = Vec::new();
+    for (name, item) in component.component_type().exports(engine) {
+        match item.ty {
+            ComponentItem::ComponentFunc(func) => {
+                if let Some(index) = component.get_export_index(None, name) {
+                    found.push(export(name.to_string(), name.to_string(), &func, index));
+                }
+            }
+            ComponentItem::ComponentInstance(instance) => {
+                let Some(instance_index) = component.get_export_index(None, name) else { continue };
+                let short = interface_short_name(name);
+                for (func_name, item) in instance.exports(engine) {
+                    if let ComponentItem::ComponentFunc(func) = item.ty
+                        && let Some(index) = component.get_export_index(Some(&instance_index), func_name)
+                    {
+                        found.push(export(format!("{short}.{func_name}"), format!("{name}#{func_name}"), &func, index));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    found.retain(|e| {
+        let ok = e.params.iter().all(|(_, t)| values::representable(t)) && e.result.as_ref().is_none_or(values::representable);
+        if !ok {
+            tracing::debug!(export = %e.full_name, "export not callable with JSON; skipped");
+        }
+        ok
+    });
+    found
+}
+
+fn export(name: String, full_name: String, func: &wasmtime::component::types::ComponentFunc, index: ComponentExportIndex) -> Export {
+    Export {
+        name,
+        full_name,
+        params: func.params().map(|(n, t)| (n.to_string(), t)).collect(),
+        result: func.results().next(),
+        index,
+    }
+}
+
+/// `pkg:name/iface@1.0.0` -> `iface`.
+fn interface_short_name(name: &str) -> &str {
+    let without_version = name.split('@').next().unwrap_or(name);
+    without_version.rsplit('/').next().unwrap_or(without_version)
+}

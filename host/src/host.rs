@@ -1,0 +1,257 @@
+//! The embedding API: [`Host`] owns the engine and the data dir, [`App`] is one loaded manifest,
+//! [`Function`] is one callable export.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use wasmtime::component::{Type, Val};
+
+use crate::Error;
+use crate::call::{self, CallError, CallTarget, Logs};
+use crate::capabilities::Capabilities;
+use crate::engine::{LoadError, Runtime};
+use crate::exports::{self, Export};
+use crate::manifest::Manifest;
+use crate::store::{CommitStats, Store};
+use crate::values::{self, ArgumentError};
+
+/// Default data dir, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = ".host";
+
+/// A function host: one engine, one embedded store, any number of loaded apps. Cheap to clone.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runtime: Runtime,
+    store: Arc<Store>,
+    data_dir: PathBuf,
+}
+
+/// Configures a [`Host`].
+#[derive(Debug, Clone)]
+pub struct HostBuilder {
+    data_dir: PathBuf,
+}
+
+impl HostBuilder {
+    /// Where the host keeps its store, buckets and compiled-component cache (default `.host`).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = dir.into();
+        self
+    }
+
+    /// Create the data dir if needed, open the store and start the engine.
+    pub fn build(self) -> Result<Host, Error> {
+        let data_dir = self.data_dir;
+        let data_error = |message: String| Error::DataDir { path: data_dir.clone(), message };
+        std::fs::create_dir_all(&data_dir).map_err(|e| data_error(e.to_string()))?;
+        let store = Store::open(&data_dir.join("db")).map_err(|e| match e {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                data_error(format!("{io}; is another `host` process using it? Use `--data` to pick another folder"))
+            }
+            e => data_error(e.to_string()),
+        })?;
+        let runtime = Runtime::new(data_dir.join("cache")).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        Ok(Host { inner: Arc::new(Inner { runtime, store: Arc::new(store), data_dir }) })
+    }
+}
+
+impl Host {
+    /// Start configuring a host.
+    pub fn builder() -> HostBuilder {
+        HostBuilder { data_dir: PathBuf::from(DEFAULT_DATA_DIR) }
+    }
+
+    /// The data dir in use.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    /// Whether instances come from the pooling allocator (false: on-demand fallback).
+    pub fn pooling(&self) -> bool {
+        self.inner.runtime.pooling
+    }
+
+    /// Group-commit counters of the embedded store.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.inner.store.commit_stats()
+    }
+
+    /// Load an app from its manifest: compile (or fetch from cache) every component and prepare it
+    /// for fast instantiation.
+    pub fn load(&self, manifest: impl AsRef<Path>) -> Result<App, Error> {
+        let manifest = Manifest::load(manifest)?;
+        let runtime = &self.inner.runtime;
+        let mut functions = Vec::new();
+        for (name, spec) in &manifest.functions {
+            let component = runtime.load(&spec.source)?;
+            let pre = runtime.linker.instantiate_pre(&component).map_err(|e| LoadError::Invalid {
+                path: spec.source.clone(),
+                message: format!("{e:#}"),
+            })?;
+            let caps = Arc::new(Capabilities {
+                app: manifest.app.clone(),
+                grants: spec.grants.clone(),
+                config: spec.config.clone(),
+                store: self.inner.store.clone(),
+                buckets_dir: self.inner.data_dir.join("buckets").join(&manifest.app),
+            });
+            let permits = Arc::new(Semaphore::new(spec.limits.concurrency as usize));
+            for export in exports::exports(&component) {
+                let target = CallTarget {
+                    pre: pre.clone(),
+                    export: export.index,
+                    result_count: usize::from(export.result.is_some()),
+                    limits: spec.limits,
+                    caps: caps.clone(),
+                };
+                functions.push(Function {
+                    name: format!("{name}.{}", export.name),
+                    export: Arc::new(export),
+                    target: Arc::new(target),
+                    permits: permits.clone(),
+                });
+            }
+        }
+        Ok(App { manifest, functions })
+    }
+}
+
+/// A loaded app: its manifest and every callable export of its functions.
+pub struct App {
+    manifest: Manifest,
+    functions: Vec<Function>,
+}
+
+impl App {
+    /// The app's name from the manifest.
+    pub fn name(&self) -> &str {
+        &self.manifest.app
+    }
+
+    /// The validated manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Every callable export, named `function.export`.
+    pub fn functions(&self) -> &[Function] {
+        &self.functions
+    }
+
+    /// Find a callable export by name: `counter.increment`, `types.math.add`, the full export name
+    /// after the function (`types.test:types/math@0.1.0#add`), or just `hello` when the function
+    /// has a single export.
+    pub fn function(&self, name: &str) -> Result<Function, Error> {
+        let (component, export) = name.split_once('.').unwrap_or((name, ""));
+        let in_component = |f: &&Function| f.name.split_once('.').is_some_and(|(c, _)| c == component);
+        let found = if export.is_empty() {
+            let mut all = self.functions.iter().filter(in_component);
+            match (all.next(), all.next()) {
+                (Some(only), None) => Some(only),
+                _ => None,
+            }
+        } else {
+            self.functions.iter().filter(in_component).find(|f| f.export.name == export || f.export.full_name == export)
+        };
+        found.cloned().ok_or_else(|| Error::UnknownFunction {
+            app: self.manifest.app.clone(),
+            name: name.to_string(),
+            available: self.functions.iter().map(|f| f.name.clone()).collect(),
+        })
+    }
+}
+
+/// One callable export of a component, with the limits and grants of its manifest entry.
+#[derive(Clone)]
+pub struct Function {
+    name: String,
+    export: Arc<Export>,
+    target: Arc<CallTarget>,
+    permits: Arc<Semaphore>,
+}
+
+/// The full story of one call: its outcome, what the guest printed and how long it took.
+#[derive(Debug, Clone)]
+pub struct CallReport {
+    /// The returned JSON value, or why the call failed.
+    pub result: Result<Value, CallError>,
+    /// Captured stdout and stderr.
+    pub logs: Logs,
+    /// Wall time from the start of instantiation to the end of the call.
+    pub elapsed: Duration,
+}
+
+impl Function {
+    /// `function.export`, e.g. `counter.increment`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The export's WIT types, signature and JSON Schemas.
+    pub fn export(&self) -> &Export {
+        &self.export
+    }
+
+    /// Call with JSON arguments (an object by parameter name, or an array in order) and return the
+    /// JSON result. A returned `result::err` is an [`Error::Call`] with [`CallError::Guest`].
+    pub async fn call(&self, args: Value) -> Result<Value, Error> {
+        self.invoke(&args).await?.result.map_err(Error::Call)
+    }
+
+    /// Like [`Function::call`] but also returns the guest's output and the timing. Only bad
+    /// arguments are an `Err`: they are rejected before any instance is made.
+    pub async fn invoke(&self, args: &Value) -> Result<CallReport, ArgumentError> {
+        let params = self.params(args)?;
+        let _permit = self.permits.acquire().await.expect("function semaphore is never closed");
+        let started = Instant::now();
+        let (outcome, logs) = call::run(&self.target, &params).await;
+        let result = outcome.and_then(|results| self.result_json(results.first()));
+        Ok(CallReport { result, logs, elapsed: started.elapsed() })
+    }
+
+    fn params(&self, args: &Value) -> Result<Vec<Val>, ArgumentError> {
+        let params = &self.export.params;
+        let names = || params.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+        match args {
+            Value::Object(obj) => {
+                let named = values::named_from_json(params.iter().map(|(n, t)| (n.as_str(), t.clone())), obj, "", "parameter")?;
+                Ok(named.into_iter().map(|(_, v)| v).collect())
+            }
+            Value::Array(items) if items.len() == params.len() => {
+                params.iter().zip(items).map(|((name, ty), v)| values::from_json(ty, v, name)).collect()
+            }
+            Value::Null if params.is_empty() => Ok(Vec::new()),
+            _ => Err(ArgumentError {
+                path: "(arguments)".into(),
+                expected: format!("an object with parameters {{{}}} or an array of {} values", names(), params.len()),
+                got: args.to_string().chars().take(40).collect(),
+            }),
+        }
+    }
+
+    /// JSON of the returned value; a top-level `result` is unwrapped into success or failure.
+    fn result_json(&self, value: Option<&Val>) -> Result<Value, CallError> {
+        match (&self.export.result, value) {
+            (Some(Type::Result(r)), Some(Val::Result(outcome))) => {
+                let (ty, payload) = match outcome {
+                    Ok(v) => (r.ok(), v),
+                    Err(v) => (r.err(), v),
+                };
+                let json = match (ty, payload) {
+                    (Some(ty), Some(v)) => values::to_json(&ty, v),
+                    _ => Value::Null,
+                };
+                if outcome.is_ok() { Ok(json) } else { Err(CallError::Guest { value: json }) }
+            }
+            (Some(ty), Some(v)) => Ok(values::to_json(ty, v)),
+            _ => Ok(Value::Null),
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! `host.toml`: an app, its functions (components), their limits, grants and config values.
+//!
+//! Unknown keys and bad values are errors that name the key, the file and the line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A manifest could not be read or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("cannot read manifest {path}: {source}")]
+    Read {
+        /// The manifest path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the manifest format.
+    #[error("invalid manifest {path}: {message}")]
+    Invalid {
+        /// The manifest path.
+        path: PathBuf,
+        /// What is wrong, with the line and the key.
+        message: String,
+    },
+}
+
+/// A parsed and validated `host.toml`.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The app's name; every store, bucket and record is namespaced by it.
+    pub app: String,
+    /// Functions by name, in name order.
+    pub functions: BTreeMap<String, FunctionSpec>,
+}
+
+/// One `[function.NAME]` table: a component and what it may do.
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    /// The component file, resolved against the manifest's folder.
+    pub source: PathBuf,
+    /// Shell command that builds `source`, run in the manifest's folder by `host build`.
+    pub build: Option<String>,
+    /// Per-call limits.
+    pub limits: Limits,
+    /// What the function may touch.
+    pub grants: Grants,
+    /// Values answered by `wasi:config/store`.
+    pub config: BTreeMap<String, String>,
+}
+
+/// Per-call limits of a function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory per instance, in bytes.
+    pub memory: u64,
+    /// Wall-clock time per call.
+    pub timeout: Duration,
+    /// Calls of this function running at once; more wait their turn.
+    pub concurrency: u32,
+    /// Bytes kept of each of stdout and stderr per call; the rest is counted and reported.
+    pub output: u64,
+    /// Entries in the call's resource table (open buckets, stores, streams...).
+    pub table_entries: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: 256 << 20,
+            timeout: Duration::from_secs(30),
+            concurrency: 64,
+            output: 1 << 20,
+            table_entries: 10_000,
+        }
+    }
+}
+
+/// The largest memory limit a function may ask for.
+pub const MAX_MEMORY: u64 = 4 << 30;
+
+/// Resources a function may open, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Key-value stores (`wasi:keyvalue/store.open`).
+    #[serde(default)]
+    pub kv: Vec<ResourceName>,
+    /// Buckets (`host:api/buckets.open`).
+    #[serde(default)]
+    pub buckets: Vec<ResourceName>,
+}
+
+impl Grants {
+    /// Whether the KV store `name` is granted.
+    pub fn kv(&self, name: &str) -> bool {
+        self.kv.iter().any(|g| g.0 == name)
+    }
+
+    /// Whether the bucket `name` is granted.
+    pub fn bucket(&self, name: &str) -> bool {
+        self.buckets.iter().any(|g| g.0 == name)
+    }
+}
+
+/// A name of an app, function, store or bucket: 1-64 of `a-z`, `0-9`, `-`, `_`, starting with a
+/// letter or digit. Names become parts of file paths and tree names, so nothing else is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResourceName(pub String);
+
+impl FromStr for ResourceName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let valid = !s.is_empty()
+            && s.len() <= 64
+            && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if valid {
+            Ok(ResourceName(s.to_string()))
+        } else {
+            Err(format!("invalid name `{s}`: expected 1-64 characters of a-z, 0-9, `-`, `_`, starting with a letter or digit"))
+        }
+    }
+}
+
+impl fmt::Display for ResourceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Parse a byte size such as `64MiB`, `512KiB`, `1GiB`, `1000000` or `10MB`.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(format!("invalid size `{text}`: expected a number with an optional unit B, KiB, MiB, GiB, KB, MB or GB")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(|| format!("invalid size `{text}`: expected a number with an optional unit B, KiB, MiB, GiB, KB, MB or GB"))
+}
+
+macro_rules! deserialize_from_str {
+    ($ty:ty, $parse:expr) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                $parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+deserialize_from_str!(ResourceName, ResourceName::from_str);
+
+struct ByteSize(u64);
+deserialize_from_str!(ByteSize, |t: &str| parse_bytes(t).map(ByteSize));
+
+struct Timeout(Duration);
+deserialize_from_str!(Timeout, |t: &str| humantime::parse_duration(t)
+    .map_err(|e| format!("invalid duration `{t}`: {e} (expected e.g. `500ms`, `10s`, `2m`)"))
+    .and_then(|d| if d.is_zero() { Err(format!("invalid duration `{t}`: must be more than zero")) } else { Ok(Timeout(d)) }));
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    app: RawApp,
+    #[serde(default)]
+    function: BTreeMap<ResourceName, RawFunction>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    name: ResourceName,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFunction {
+    source: PathBuf,
+    build: Option<String>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    grants: Grants,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawLimits {
+    memory: Option<ByteSize>,
+    timeout: Option<Timeout>,
+    concurrency: Option<std::num::NonZeroU32>,
+    output: Option<ByteSize>,
+    table_entries: Option<std::num::NonZeroU32>,
+}
+
+impl Manifest {
+    /// Read and validate a manifest file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Manifest, ManifestError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+        Manifest::parse(path, &text)
+    }
+
+    /// Validate manifest text as if read from `path` (relative sources resolve against its folder).
+    pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+        let invalid = |message: String| ManifestError::Invalid { path: path.to_path_buf(), message };
+        let raw: RawManifest = toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let defaults = Limits::default();
+        let mut functions = BTreeMap::new();
+        for (name, f) in raw.function {
+            let limits = Limits {
+                memory: f.limits.memory.map_or(defaults.memory, |b| b.0),
+                timeout: f.limits.timeout.map_or(defaults.timeout, |t| t.0),
+                concurrency: f.limits.concurrency.map_or(defaults.concurrency, |n| n.get()),
+                output: f.limits.output.map_or(defaults.output, |b| b.0),
+                table_entries: f.limits.table_entries.map_or(defaults.table_entries, |n| n.get()),
+            };
+            if limits.memory > MAX_MEMORY || limits.memory < 64 << 10 {
+                return Err(invalid(format!(
+                    "function.{name}.limits.memory: {} bytes is out of range (64KiB to 4GiB)",
+                    limits.memory
+                )));
+            }
+            if let Some(key) = f.config.keys().find(|k| k.is_empty()) {
+                return Err(invalid(format!("function.{name}.config: empty key `{key}`")));
+            }
+            let spec = FunctionSpec { source: base.join(&f.source), build: f.build, limits, grants: f.grants, config: f.config };
+            functions.insert(name.0, spec);
+        }
+        if functions.is_empty() {
+            return Err(invalid("no functions: add a `[function.NAME]` table with a `source`".into()));
+        }
+        Ok(Manifest { path: path.to_path_buf(), app: raw.app.name.0, functions })
+    }
+
+    /// The folder the manifest is in; build commands run there.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, String> {
+        Manifest::parse(Path::new("/apps/x/host.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn full_manifest_parses_with_defaults_and_resolved_paths() {
+        let m = parse(
+            r#"
+[app]
+name = "demo"
+
+[function.counter]
+source = "../out/counter.wasm"
+build = "make"
+limits = { memory = "16MiB", timeout = "250ms" }
+grants = { kv = ["default"], buckets = ["notes"] }
+config = { greeting = "hi" }
+
+[function.plain]
+source = "plain.wasm"
+"#,
+        )
+        .unwrap();
+        assert_eq!(m.app, "demo");
+        let c = &m.functions["counter"];
+        assert_eq!(c.source, Path::new("/apps/x/../out/counter.wasm"));
+        assert_eq!(c.limits.memory, 16 << 20);
+        assert_eq!(c.limits.timeout, Duration::from_millis(250));
+        assert_eq!(c.limits.output, Limits::default().output);
+        assert!(c.grants.kv("default") && !c.grants.kv("other") && c.grants.bucket("notes"));
+        assert_eq!(c.config["greeting"], "hi");
+        assert_eq!(m.functions["plain"].grants, Grants::default());
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_line() {
+        let err = parse("[app]\nname = \"a\"\n\n[function.f]\nsource = \"f.wasm\"\nsorce = \"x\"\n").unwrap_err();
+        assert!(err.contains("line 6") && err.contains("sorce"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_line() {
+        let err = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nlimits = { memory = \"64 lizards\" }\n").unwrap_err();
+        assert!(err.contains("line 5") && err.contains("64 lizards"), "{err}");
+        let err = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nlimits = { timeout = \"soon\" }\n").unwrap_err();
+        assert!(err.contains("line 5") && err.contains("soon"), "{err}");
+        let err = parse("[app]\nname = \"Bad/Name\"\n[function.f]\nsource = \"f.wasm\"\n").unwrap_err();
+        assert!(err.contains("line 2") && err.contains("Bad/Name"), "{err}");
+        let err = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\ngrants = { buckets = [\"../etc\"] }\n").unwrap_err();
+        assert!(err.contains("line 5") && err.contains("../etc"), "{err}");
+        let err = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nlimits = { memory = \"8GiB\" }\n").unwrap_err();
+        assert!(err.contains("function.f.limits.memory"), "{err}");
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("10 KB"), Ok(10_000));
+        assert_eq!(parse_bytes("123"), Ok(123));
+        assert!(parse_bytes("MiB").is_err() && parse_bytes("1 parsec").is_err() && parse_bytes("99999999999GiB").is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! The embedded store: one sled database per host, one tree per (kind, app, resource), and group
+//! commit so that an acknowledged write is on disk without paying one `fsync` per write.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use tokio::sync::watch;
+
+/// The sled database plus the thread that makes writes durable in groups.
+pub struct Store {
+    db: sled::Db,
+    commits: Arc<GroupCommit>,
+    flushed: watch::Receiver<Flushed>,
+}
+
+/// State shared between writers and the flusher thread.
+struct GroupCommit {
+    /// Highest ticket handed out, and whether the store is closing.
+    state: Mutex<(u64, bool)>,
+    wake: Condvar,
+    /// `fsync`s done so far.
+    flushes: AtomicU64,
+}
+
+/// What the flusher last finished: every ticket up to `upto` is durable, unless `error` is set.
+#[derive(Clone, Debug, Default)]
+struct Flushed {
+    upto: u64,
+    error: Option<Arc<str>>,
+}
+
+/// Counters for the benchmark and for metrics: how many flushes served how many writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// `fsync`s done.
+    pub flushes: u64,
+    /// Durable writes acknowledged.
+    pub tickets: u64,
+}
+
+impl Store {
+    /// Open (or create) the database under `path`.
+    pub fn open(path: &std::path::Path) -> Result<Store, sled::Error> {
+        let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
+        let commits = Arc::new(GroupCommit { state: Mutex::new((0, false)), wake: Condvar::new(), flushes: AtomicU64::new(0) });
+        let (tx, flushed) = watch::channel(Flushed::default());
+        let (thread_db, thread_commits) = (db.clone(), commits.clone());
+        std::thread::Builder::new()
+            .name("store-flusher".into())
+            .spawn(move || flusher(thread_db, thread_commits, tx))
+            .expect("spawn store flusher thread");
+        Ok(Store { db, commits, flushed })
+    }
+
+    /// The tree holding key-value store `store` of `app`.
+    pub fn kv_tree(&self, app: &str, store: &str) -> Result<sled::Tree, sled::Error> {
+        self.db.open_tree(format!("kv/{app}/{store}"))
+    }
+
+    /// Wait until every write made before this call is on disk. Concurrent callers share flushes.
+    pub async fn durable(&self) -> Result<(), String> {
+        let ticket = {
+            let mut state = self.commits.state.lock().unwrap();
+            state.0 += 1;
+            state.0
+        };
+        self.commits.wake.notify_one();
+        let mut flushed = self.flushed.clone();
+        let done = flushed.wait_for(|f| f.upto >= ticket).await.map_err(|_| "store is closed".to_string())?;
+        match &done.error {
+            Some(error) => Err(format!("write not durable: {error}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes done and writes acknowledged so far.
+    pub fn commit_stats(&self) -> CommitStats {
+        let tickets = self.commits.state.lock().unwrap().0;
+        CommitStats { flushes: self.commits.flushes.load(Ordering::Relaxed), tickets }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.commits.state.lock().unwrap().1 = true;
+        self.commits.wake.notify_one();
+        if let Err(error) = self.db.flush() {
+            tracing::error!(%error, "final flush of the store failed");
+        }
+    }
+}
+
+/// Flush whenever tickets are waiting; one flush covers every ticket handed out before it began.
+fn flusher(db: sled::Db, commits: Arc<GroupCommit>, done: watch::Sender<Flushed>) {
+    let mut upto = 0;
+    loop {
+        let target = {
+            let mut state = commits.state.lock().unwrap();
+            while state.0 == upto && !state.1 {
+                state = commits.wake.wait(state).unwrap();
+            }
+            if state.1 && state.0 == upto {
+                return;
+            }
+            state.0
+        };
+        let error = db.flush().err().map(|e| {
+            tracing::error!(error = %e, "store flush failed");
+            Arc::from(e.to_string())
+        });
+        commits.flushes.fetch_add(1, Ordering::Relaxed);
+        upto = target;
+        done.send_replace(Flushed { upto, error });
+    }
+}

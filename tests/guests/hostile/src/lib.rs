@@ -1,0 +1,66 @@
+//! Test guest that misbehaves on request, to check the host's limits: time, memory, stack and
+//! output. `black_box` keeps the optimiser from removing or flattening the misbehaviour.
+
+use std::hint::black_box;
+use std::io::Write;
+use std::time::Duration;
+
+wit_bindgen::generate!({ world: "hostile" });
+
+/// The component's exports.
+struct Hostile;
+
+/// Recurses `depth` calls deep; the addition after the call keeps it from being a tail call.
+fn descend(depth: u64) -> u64 {
+    if depth == 0 {
+        0
+    } else {
+        black_box(descend(black_box(depth - 1))) + 1
+    }
+}
+
+impl Guest for Hostile {
+    fn spin() {
+        let mut turns = 0u64;
+        loop {
+            turns = black_box(turns.wrapping_add(1));
+        }
+    }
+
+    fn bomb(mib: u32) -> u32 {
+        let memory = black_box(vec![0xA5u8; (mib as usize).saturating_mul(1 << 20)]);
+        memory.iter().step_by(4096).fold(0, |sum, &byte| sum.wrapping_add(u32::from(byte)))
+    }
+
+    fn recurse(depth: u64) -> u64 {
+        descend(depth)
+    }
+
+    fn flood(bytes: u64) {
+        const LINE: &[u8; 64] = b"flooding stdout flooding stdout flooding stdout flooding stdout\n";
+        let chunk = LINE.repeat(128);
+        let mut stdout = std::io::stdout().lock();
+        let mut left = bytes;
+        while left > 0 {
+            let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            // A hostile guest keeps writing whatever the host answers.
+            let _ = stdout.write_all(&chunk[..n]);
+            left -= n as u64;
+        }
+        let _ = stdout.flush();
+    }
+
+    fn nap(ms: u64) {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+
+    fn fail() {
+        panic!("deliberate panic");
+    }
+
+    fn ok() -> String {
+        "still fine".into()
+    }
+}
+
+export!(Hostile);
