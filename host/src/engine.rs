@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -27,6 +28,8 @@ pub struct Runtime {
     pub(crate) linker: Linker<CallState>,
     cache_dir: PathBuf,
     compiled: Mutex<HashMap<[u8; 32], Component>>,
+    /// Components compiled from Wasm (not found in memory or in the on-disk cache).
+    pub(crate) compilations: AtomicU64,
     /// Whether the pooling allocator is in use (false: on-demand fallback).
     pub pooling: bool,
 }
@@ -92,7 +95,7 @@ impl Runtime {
         start_ticker(&engine);
         let mut linker = Linker::new(&engine);
         crate::call::add_to_linker(&mut linker)?;
-        Ok(Runtime { engine, linker, cache_dir, compiled: Mutex::new(HashMap::new()), pooling })
+        Ok(Runtime { engine, linker, cache_dir, compiled: Mutex::new(HashMap::new()), compilations: AtomicU64::new(0), pooling })
     }
 
     /// Load a component, from memory or the on-disk cache when these exact bytes were compiled
@@ -113,6 +116,7 @@ impl Runtime {
             Err(_) => {
                 let started = std::time::Instant::now();
                 let component = Component::new(&self.engine, &bytes).map_err(invalid)?;
+                self.compilations.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(path = %path.display(), elapsed = ?started.elapsed(), "compiled component");
                 if let Err(error) = self.store_compiled(&component, &cached) {
                     tracing::warn!(%error, path = %cached.display(), "cannot cache compiled component");

@@ -78,6 +78,11 @@ impl Host {
         self.inner.runtime.pooling
     }
 
+    /// Components compiled from Wasm since this host started (cache hits do not count).
+    pub fn compilations(&self) -> u64 {
+        self.inner.runtime.compilations.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Group-commit counters of the embedded store.
     pub fn commit_stats(&self) -> CommitStats {
         self.inner.store.commit_stats()

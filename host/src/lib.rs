@@ -3,14 +3,17 @@
 //! Load an app's `host.toml`, then call any function its components export, with JSON, in a fresh
 //! sandboxed instance per call:
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), host::Error> {
-//! let host = host::Host::builder().data_dir(".host").build()?;
-//! let app = host.load("examples/hello/host.toml")?;
-//! let greeting = app
-//!     .function("hello.greet")?
-//!     .call(serde_json::json!({ "who": { "name": "Ada", "age": 36 } }))
-//!     .await?;
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+//! # let data = tempfile::tempdir()?;
+//! # host::build::build(&host::manifest::Manifest::load(examples.join("hello/host.toml"))?)?;
+//! let host = host::Host::builder().data_dir(data.path()).build()?;
+//! let app = host.load(examples.join("hello/host.toml"))?;
+//! let greet = app.function("hello.greet")?;
+//!
+//! let runtime = tokio::runtime::Runtime::new()?;
+//! let greeting = runtime.block_on(greet.call(serde_json::json!({ "who": { "name": "Ada", "age": 36 } })))?;
 //! assert_eq!(greeting, "Hello, Ada! You are 36.");
 //! # Ok(()) }
 //! ```
@@ -73,4 +76,11 @@ pub enum Error {
     /// The wasmtime engine could not be created.
     #[error("cannot start the engine: {0}")]
     Engine(String),
+}
+
+/// The callable exports of a component file, read from its own type information. `cache_dir`
+/// holds compiled components (the same cache a [`Host`] uses, under its data dir).
+pub fn inspect(component: &std::path::Path, cache_dir: &std::path::Path) -> Result<Vec<exports::Export>, Error> {
+    let runtime = engine::Runtime::new(cache_dir.to_path_buf()).map_err(|e| Error::Engine(format!("{e:#}")))?;
+    Ok(exports::exports(&runtime.load(component)?))
 }

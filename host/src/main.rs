@@ -1,1 +1,157 @@
-fn main() {}
+//! The `host` command line: a thin layer over the `host` library.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use host::{DEFAULT_DATA_DIR, Error, Host};
+use serde_json::{Value, json};
+
+/// A sandboxed WebAssembly function host: call typed component exports with JSON.
+#[derive(Parser)]
+#[command(name = "host", version)]
+struct Cli {
+    /// Data dir holding the embedded store, buckets and the compiled-component cache.
+    #[arg(long, global = true, env = "HOST_DATA", default_value = DEFAULT_DATA_DIR)]
+    data: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Call one exported function in a fresh sandboxed instance and print its JSON result.
+    ///
+    /// Exit status: 0 on success, 1 when the call fails (guest error, trap, timeout, limit),
+    /// 2 for bad input (manifest, function name, arguments).
+    #[command(after_help = "Examples:\n  host call -f examples/hello/host.toml hello.greet '{\"who\": {\"name\": \"Ada\", \"age\": 36}}'\n  host call -f examples/counter/host.toml counter.increment '[\"visits\", 1]'\n  echo '{\"key\": \"visits\"}' | host call -f examples/counter/host.toml counter.get -")]
+    Call {
+        /// `FUNCTION.EXPORT` (e.g. `counter.increment`, `types.math.add`); just `FUNCTION` when it
+        /// exports a single function.
+        function: String,
+        /// Arguments: a JSON object by parameter name or a JSON array in order; `-` reads stdin.
+        /// Defaults to no arguments.
+        args: Option<String>,
+        /// The app manifest.
+        #[arg(short = 'f', long = "file", default_value = "host.toml")]
+        manifest: PathBuf,
+        /// Run the manifest's build commands first.
+        #[arg(long)]
+        build: bool,
+    },
+    /// List a component's callable exports with their WIT signatures and JSON Schemas.
+    Inspect {
+        /// The component (`.wasm`).
+        component: PathBuf,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the build commands of a manifest (installing a missing Rust target first).
+    Build {
+        /// The app manifest.
+        #[arg(short = 'f', long = "file", default_value = "host.toml")]
+        manifest: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOST_LOG").unwrap_or_else(|_| "warn,host=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            let bad_input = error.downcast_ref::<Error>().is_some_and(|e| {
+                matches!(e, Error::Manifest(_) | Error::UnknownFunction { .. } | Error::Argument(_))
+            }) || error.downcast_ref::<serde_json::Error>().is_some();
+            ExitCode::from(if bad_input { 2 } else { 1 })
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Call { function, args, manifest, build } => {
+            if build {
+                host::build::build(&host::manifest::Manifest::load(&manifest)?)?;
+            }
+            let args = read_args(args)?;
+            let host = Host::builder().data_dir(&cli.data).build()?;
+            let app = host.load(&manifest)?;
+            let function = app.function(&function)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(function.invoke(&args)).map_err(Error::from)?;
+            eprint!("{}", report.logs.stdout);
+            eprint!("{}", report.logs.stderr);
+            if report.logs.dropped > 0 {
+                eprintln!("[output truncated: {} bytes over the `output` limit were dropped]", report.logs.dropped);
+            }
+            match report.result {
+                Ok(value) => {
+                    println!("{}", serde_json::to_string_pretty(&value)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Inspect { component, json } => {
+            let exports = host::inspect(&component, &cli.data.join("cache"))?;
+            if json {
+                let listed: Vec<Value> = exports
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "name": e.name,
+                            "export": e.full_name,
+                            "signature": e.signature(),
+                            "params": e.params_schema(),
+                            "result": e.result_schema(),
+                            "error": e.error_schema(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&listed)?);
+            } else {
+                println!("{} callable export(s) in {}", exports.len(), component.display());
+                for e in &exports {
+                    println!("\n{}: {}", e.name, e.signature());
+                    println!("  params: {}", e.params_schema());
+                    println!("  result: {}", e.result_schema());
+                    if let Some(error) = e.error_schema() {
+                        println!("  error:  {error}");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build { manifest } => {
+            host::build::build(&host::manifest::Manifest::load(&manifest)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The call's JSON arguments: given inline, read from stdin for `-`, or none.
+fn read_args(args: Option<String>) -> anyhow::Result<Value> {
+    let text = match args.as_deref() {
+        None => return Ok(Value::Null),
+        Some("-") => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).context("reading arguments from stdin")?;
+            text
+        }
+        Some(text) => text.to_string(),
+    };
+    serde_json::from_str(&text).context("arguments are not valid JSON")
+}

@@ -254,8 +254,8 @@ pub fn named_from_json<'a>(
         let names: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
         return Err(ArgumentError {
             path: join(path, unknown),
-            expected: format!("no such {what} (expected one of: {})", names.join(", ")),
-            got: show(&obj[unknown]),
+            expected: format!("a known {what} ({})", names.join(", ")),
+            got: format!("unknown {what} `{unknown}`"),
         });
     }
     fields

@@ -1,0 +1,99 @@
+//! The `host` binary: call, inspect, build, exit codes and messages.
+
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+use crate::common::{COUNTER, HELLO, manifest};
+
+fn host(data: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_host")).arg("--data").arg(data).args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn call_prints_the_json_result() {
+    let data = tempfile::tempdir().unwrap();
+    let hello = manifest(HELLO);
+    let out = host(data.path(), &["call", "-f", hello.to_str().unwrap(), "hello.greet", r#"{"who": {"name": "Ada", "age": 36}}"#]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), json!("Hello, Ada! You are 36."));
+}
+
+#[test]
+fn counter_persists_between_cli_processes() {
+    let data = tempfile::tempdir().unwrap();
+    let counter = manifest(COUNTER);
+    for expected in [3, 6] {
+        let out = host(data.path(), &["call", "-f", counter.to_str().unwrap(), "counter.increment", r#"["visits", 3]"#]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), json!(expected));
+    }
+}
+
+#[test]
+fn failures_exit_non_zero_with_a_named_reason() {
+    let data = tempfile::tempdir().unwrap();
+    let hello = manifest(HELLO);
+    let hello = hello.to_str().unwrap();
+    // Bad arguments: exit 2, the path and expectation named, nothing on stdout.
+    let out = host(data.path(), &["call", "-f", hello, "hello.greet", r#"{"who": {"name": "Ada", "age": "ten"}}"#]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains(r#"argument who.age: expected u8, got "ten""#), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    let out = host(data.path(), &["call", "-f", hello, "hello.greet", "{not json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not valid JSON"), "{}", text(&out.stderr));
+    // Unknown function: exit 2 and the list of what exists.
+    let out = host(data.path(), &["call", "-f", hello, "hello.wave"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("hello.greet, hello.noop"), "{}", text(&out.stderr));
+    // The guest's own error: exit 1.
+    let out = host(data.path(), &["call", "-f", hello, "hello.greet", r#"[{"name": "", "age": 1}]"#]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("name must not be empty"), "{}", text(&out.stderr));
+    // A broken manifest: exit 2, file and line named.
+    let bad = data.path().join("bad.toml");
+    std::fs::write(&bad, "[app]\nname = \"x\"\n[function.f]\nsource = \"f.wasm\"\nlimits = { memry = \"1MiB\" }\n").unwrap();
+    let out = host(data.path(), &["call", "-f", bad.to_str().unwrap(), "f"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("bad.toml") && stderr.contains("line 5") && stderr.contains("memry"), "{stderr}");
+}
+
+#[test]
+fn inspect_lists_exports_with_signatures_and_schemas() {
+    let data = tempfile::tempdir().unwrap();
+    manifest(HELLO);
+    let wasm = crate::common::root().join("target/wasm32-wasip2/release/hello.wasm");
+    let out = host(data.path(), &["inspect", "--json", wasm.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let exports: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(exports[0]["name"], json!("greet"));
+    assert_eq!(
+        exports[0]["signature"],
+        json!("func(who: record { name: string, age: u8, nickname: option<string> }) -> result<string, string>")
+    );
+    assert_eq!(exports[0]["params"]["properties"]["who"]["required"], json!(["name", "age"]));
+    assert_eq!(exports[0]["result"], json!({ "type": "string" }));
+    assert_eq!(exports[0]["error"], json!({ "type": "string" }));
+    assert_eq!(exports[1]["name"], json!("noop"));
+    let out = host(data.path(), &["inspect", "/nonexistent.wasm"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/nonexistent.wasm"));
+}
+
+#[test]
+fn build_runs_the_manifest_commands_and_every_command_has_help() {
+    let data = tempfile::tempdir().unwrap();
+    let out = host(data.path(), &["build", "-f", manifest(HELLO).to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for command in [&[][..], &["call"], &["inspect"], &["build"]] {
+        let out = host(data.path(), &[command, &["--help"]].concat());
+        assert!(out.status.success());
+        assert!(text(&out.stdout).contains("Usage: host"), "{}", text(&out.stdout));
+    }
+}

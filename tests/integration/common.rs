@@ -1,0 +1,44 @@
+//! Shared setup: guests are built once per test process (cargo's lock makes the other processes
+//! wait and then find them fresh), each test gets its own data dir.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use host::manifest::Manifest;
+use host::{App, Host};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Manifests of the guests the tests use.
+pub const HELLO: &str = "examples/hello/host.toml";
+pub const COUNTER: &str = "examples/counter/host.toml";
+pub const HOSTILE: &str = "tests/guests/hostile/host.toml";
+pub const TYPES: &str = "tests/guests/types/host.toml";
+
+/// Absolute path of a manifest, with its guests built.
+pub fn manifest(relative: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        for m in [HELLO, COUNTER, HOSTILE, TYPES] {
+            host::build::build(&Manifest::load(root().join(m)).unwrap()).expect("building test guests");
+        }
+    });
+    root().join(relative)
+}
+
+/// A fresh data dir and a host on it.
+pub fn host() -> (tempfile::TempDir, Host) {
+    let data = tempfile::tempdir().unwrap();
+    let host = Host::builder().data_dir(data.path()).build().unwrap();
+    (data, host)
+}
+
+/// A fresh host with one app loaded.
+pub fn app(relative: &str) -> (tempfile::TempDir, Host, App) {
+    let (data, host) = host();
+    let app = host.load(manifest(relative)).unwrap();
+    (data, host, app)
+}

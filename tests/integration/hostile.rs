@@ -1,0 +1,98 @@
+//! Guests that loop, allocate, recurse, flood or panic fail their own call with a named reason;
+//! the next call on the same host succeeds.
+
+use std::time::{Duration, Instant};
+
+use host::{App, CallError, CallReport};
+use serde_json::{Value, json};
+
+use crate::common::{HOSTILE, app};
+
+const TIMEOUT: Duration = Duration::from_millis(500);
+
+async fn invoke(app: &App, function: &str, args: Value) -> CallReport {
+    app.function(function).unwrap().invoke(&args).await.unwrap()
+}
+
+async fn still_fine(app: &App) {
+    assert_eq!(invoke(app, "hostile.ok", json!({})).await.result, Ok(json!("still fine")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn infinite_loop_times_out_within_twice_the_limit() {
+    let (_data, _host, app) = app(HOSTILE);
+    let started = Instant::now();
+    let report = invoke(&app, "hostile.spin", json!({})).await;
+    let elapsed = started.elapsed();
+    assert_eq!(report.result, Err(CallError::Timeout { limit: TIMEOUT }));
+    assert!(elapsed < TIMEOUT * 2, "took {elapsed:?}");
+    still_fine(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sleeping_in_a_host_call_times_out_too() {
+    let (_data, _host, app) = app(HOSTILE);
+    let started = Instant::now();
+    let report = invoke(&app, "hostile.nap", json!({ "ms": 60_000 })).await;
+    assert_eq!(report.result, Err(CallError::Timeout { limit: TIMEOUT }));
+    assert!(started.elapsed() < TIMEOUT * 2, "took {:?}", started.elapsed());
+    still_fine(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_bomb_hits_the_memory_limit() {
+    let (_data, _host, app) = app(HOSTILE);
+    assert!(invoke(&app, "hostile.bomb", json!({ "mib": 4 })).await.result.is_ok(), "4 MiB fits in 16 MiB");
+    match invoke(&app, "hostile.bomb", json!({ "mib": 64 })).await.result {
+        Err(CallError::MemoryLimit { limit, requested }) => {
+            assert_eq!(limit, 16 << 20);
+            assert!(requested > limit, "requested {requested}");
+        }
+        other => panic!("expected a memory limit error, got {other:?}"),
+    }
+    still_fine(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deep_recursion_traps_with_stack_overflow() {
+    let (_data, _host, app) = app(HOSTILE);
+    assert_eq!(invoke(&app, "hostile.recurse", json!({ "depth": 1000 })).await.result, Ok(json!(1000)));
+    assert_eq!(invoke(&app, "hostile.recurse", json!({ "depth": 100_000_000u64 })).await.result, Err(CallError::StackOverflow));
+    still_fine(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_flood_is_capped_and_reported() {
+    let (_data, _host, app) = app(HOSTILE);
+    let report = invoke(&app, "hostile.flood", json!({ "bytes": 1 << 20 })).await;
+    assert_eq!(report.result, Ok(json!(null)));
+    assert_eq!(report.logs.stdout.len(), 64 << 10, "kept exactly the `output` limit");
+    assert_eq!(report.logs.dropped, (1 << 20) - (64 << 10), "every dropped byte is counted");
+    assert!(report.logs.stdout.starts_with("flooding stdout"));
+    still_fine(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn panics_trap_with_the_message_in_stderr() {
+    let (_data, _host, app) = app(HOSTILE);
+    let report = invoke(&app, "hostile.fail", json!({})).await;
+    match &report.result {
+        Err(CallError::Trap { message }) => assert!(message.contains("unreachable"), "{message}"),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    assert!(report.logs.stderr.contains("deliberate panic"), "stderr: {}", report.logs.stderr);
+    still_fine(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runaway_call_does_not_block_others() {
+    let (_data, _host, app) = app(HOSTILE);
+    let spin = app.function("hostile.spin").unwrap();
+    let runaway = tokio::spawn(async move { spin.invoke(&json!({})).await.unwrap().result });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..20 {
+        still_fine(&app).await;
+    }
+    assert!(!runaway.is_finished(), "the runaway call should still be running");
+    assert_eq!(runaway.await.unwrap(), Err(CallError::Timeout { limit: TIMEOUT }));
+}

@@ -1,0 +1,8 @@
+//! Integration tests over the library and the `host` CLI, with real components built from
+//! `examples/` and `tests/guests/`, a real sled store and real bucket folders.
+
+mod cli;
+mod common;
+mod hostile;
+mod library;
+mod values;
