@@ -119,10 +119,7 @@ impl Store {
     }
 
     /// Creates or replaces several values at once. Not atomic: on error, some may have been set.
-    pub fn set_many<K: Into<String>, V: Into<Vec<u8>>>(
-        &self,
-        entries: impl IntoIterator<Item = (K, V)>,
-    ) -> Result<()> {
+    pub fn set_many<K: Into<String>, V: Into<Vec<u8>>>(&self, entries: impl IntoIterator<Item = (K, V)>) -> Result<()> {
         let entries: Vec<(String, Vec<u8>)> =
             entries.into_iter().map(|(key, value)| (key.into(), value.into())).collect();
         Ok(batch::set_many(&self.bucket, &entries)?)

@@ -5,7 +5,7 @@
 //! * a key-value `get` from inside a guest, against a raw sled `get`;
 //! * durable KV writes one at a time, against the same writes from concurrent calls (group commit).
 //!
-//! Run with `cargo bench -p host --bench per_call`. Timings on a shared machine are noisy: compare
+//! Run with `cargo bench -p host --bench per_call [calls|kv|commit]` (no section: all). Timings on a shared machine are noisy: compare
 //! the ratios, and the medians across runs, not single numbers.
 
 use std::hint::black_box;
@@ -91,77 +91,91 @@ fn main() {
     let samples = 20_000;
     println!("pooling allocator: {}", if host.pooling() { "on" } else { "off (on-demand fallback)" });
 
-    println!("\nper call, `hello.noop` (no arguments, no result)");
-    let native = measure(samples, 1000, || {
-        black_box(native_noop(black_box(1)));
-    });
-    row("native Rust function call", &native, None);
-    let reused = reused_instance(&rt, &root.join("target/wasm32-wasip2/release/hello.wasm"), samples / 10);
-    row("reused instance (no isolation)", &reused, Some(("native", &native)));
-    let noop = hello.function("hello.noop").unwrap();
-    let args = json!({});
-    for _ in 0..1000 {
-        invoke(&rt, &noop, &args);
-    }
-    let fresh = measure(samples, 1, || invoke(&rt, &noop, &args));
-    row("fresh instance + call + teardown (host)", &fresh, Some(("reused", &reused)));
-    println!("  {:<44} {:.0}x native", "", fresh.median / native.median);
-    let greet = hello.function("hello.greet").unwrap();
-    let who = json!({ "who": { "name": "Ada", "age": 36 } });
-    let typed = measure(samples, 1, || invoke(&rt, &greet, &who));
-    row("same, `hello.greet` with a record argument", &typed, Some(("noop", &fresh)));
+    let sections: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let run = |section: &str| sections.is_empty() || sections.iter().any(|s| s == section);
 
-    println!("\nkey-value get");
-    let tree = sled::Config::new().temporary(true).open().unwrap().open_tree("t").unwrap();
-    tree.insert("visits", &7i64.to_le_bytes()).unwrap();
-    let raw = measure(samples / 10, 1000, || {
-        black_box(tree.get(black_box("visits")).unwrap());
-    });
-    row("raw sled get", &raw, None);
-    let gets = counter.function("counter.kv-gets").unwrap();
-    rt.block_on(counter.function("counter.increment").unwrap().call(json!(["visits", 7]))).unwrap();
-    let n = 1000;
-    let (none, many) = (json!(["visits", 0]), json!(["visits", n]));
-    let base = measure(2000, 1, || invoke(&rt, &gets, &none));
-    let with = measure(2000, 1, || invoke(&rt, &gets, &many));
-    let per_get = Stats { median: (with.median - base.median) / n as f64, p99: (with.p99 - base.p99) / n as f64 };
-    row("guest get through wasi:keyvalue (per get)", &per_get, Some(("raw sled", &raw)));
-
-    println!("\ndurable increments (each acknowledged only once on disk)");
-    let increment = counter.function("counter.increment").unwrap();
-    let one = json!(["hits", 1]);
-    let before = host.commit_stats();
-    let sequential = measure(200, 1, || invoke(&rt, &increment, &one));
-    let after = host.commit_stats();
-    row("one at a time (per call)", &sequential, None);
-    println!("  {:<44} {} flushes for {} writes", "", after.flushes - before.flushes, after.tickets - before.tickets);
-    let concurrent = 64;
-    let rounds = 20;
-    let started = Instant::now();
-    rt.block_on(async {
-        for _ in 0..rounds {
-            let calls: Vec<_> = (0..concurrent)
-                .map(|_| {
-                    let f = increment.clone();
-                    let args = one.clone();
-                    tokio::spawn(async move { f.call(args).await.unwrap() })
-                })
-                .collect();
-            for call in calls {
-                call.await.unwrap();
-            }
+    if run("calls") {
+        println!("\nper call, `hello.noop` (no arguments, no result)");
+        let native = measure(samples, 1000, || {
+            black_box(native_noop(black_box(1)));
+        });
+        row("native Rust function call", &native, None);
+        let reused = reused_instance(&rt, &root.join("target/wasm32-wasip2/release/hello.wasm"), samples / 10);
+        row("reused instance (no isolation)", &reused, Some(("native", &native)));
+        let noop = hello.function("hello.noop").unwrap();
+        let args = json!({});
+        for _ in 0..1000 {
+            invoke(&rt, &noop, &args);
         }
-    });
-    let elapsed: Duration = started.elapsed();
-    let done = host.commit_stats();
-    let per_call = elapsed.as_secs_f64() * 1e6 / f64::from(concurrent * rounds);
-    println!(
-        "  {:<44} {:>9.3} µs per call   {} flushes for {} writes = {:.1}x fewer flushes; {:.1}x the throughput of one at a time",
-        format!("{concurrent} concurrent calls, {rounds} rounds"),
-        per_call,
-        done.flushes - after.flushes,
-        done.tickets - after.tickets,
-        (done.tickets - after.tickets) as f64 / (done.flushes - after.flushes).max(1) as f64,
-        sequential.median / per_call,
-    );
+        let fresh = measure(samples, 1, || invoke(&rt, &noop, &args));
+        row("fresh instance + call + teardown (host)", &fresh, Some(("reused", &reused)));
+        println!("  {:<44} {:.0}x native", "", fresh.median / native.median);
+        let greet = hello.function("hello.greet").unwrap();
+        let who = json!({ "who": { "name": "Ada", "age": 36 } });
+        let typed = measure(samples, 1, || invoke(&rt, &greet, &who));
+        row("same, `hello.greet` with a record argument", &typed, Some(("noop", &fresh)));
+    }
+
+    if run("kv") {
+        println!("\nkey-value get");
+        let tree = sled::Config::new().temporary(true).open().unwrap().open_tree("t").unwrap();
+        tree.insert("visits", &7i64.to_le_bytes()).unwrap();
+        let raw = measure(samples / 10, 1000, || {
+            black_box(tree.get(black_box("visits")).unwrap());
+        });
+        row("raw sled get", &raw, None);
+        let gets = counter.function("counter.kv-gets").unwrap();
+        rt.block_on(counter.function("counter.increment").unwrap().call(json!(["visits", 7]))).unwrap();
+        let n = 1000;
+        let (none, many) = (json!(["visits", 0]), json!(["visits", n]));
+        let base = measure(2000, 1, || invoke(&rt, &gets, &none));
+        let with = measure(2000, 1, || invoke(&rt, &gets, &many));
+        let per_get = Stats { median: (with.median - base.median) / n as f64, p99: (with.p99 - base.p99) / n as f64 };
+        row("guest get through wasi:keyvalue (per get)", &per_get, Some(("raw sled", &raw)));
+    }
+
+    if run("commit") {
+        println!("\ndurable increments (each acknowledged only once on disk)");
+        let increment = counter.function("counter.increment").unwrap();
+        let one = json!(["hits", 1]);
+        let before = host.commit_stats();
+        let sequential = measure(200, 1, || invoke(&rt, &increment, &one));
+        let after = host.commit_stats();
+        row("one at a time (per call)", &sequential, None);
+        println!(
+            "  {:<44} {} flushes for {} writes",
+            "",
+            after.flushes - before.flushes,
+            after.tickets - before.tickets
+        );
+        let concurrent = 64;
+        let rounds = 20;
+        let started = Instant::now();
+        rt.block_on(async {
+            for _ in 0..rounds {
+                let calls: Vec<_> = (0..concurrent)
+                    .map(|_| {
+                        let f = increment.clone();
+                        let args = one.clone();
+                        tokio::spawn(async move { f.call(args).await.unwrap() })
+                    })
+                    .collect();
+                for call in calls {
+                    call.await.unwrap();
+                }
+            }
+        });
+        let elapsed: Duration = started.elapsed();
+        let done = host.commit_stats();
+        let per_call = elapsed.as_secs_f64() * 1e6 / f64::from(concurrent * rounds);
+        println!(
+            "  {:<44} {:>9.3} µs per call   {} flushes for {} writes = {:.1}x fewer flushes; {:.1}x the throughput of one at a time",
+            format!("{concurrent} concurrent calls, {rounds} rounds"),
+            per_call,
+            done.flushes - after.flushes,
+            done.tickets - after.tickets,
+            (done.tickets - after.tickets) as f64 / (done.flushes - after.flushes).max(1) as f64,
+            sequential.median / per_call,
+        );
+    }
 }

@@ -125,7 +125,12 @@ struct Captured {
 
 impl Capture {
     fn new(cap: u64) -> Capture {
-        Capture { inner: Arc::new(Mutex::new(Captured { cap: usize::try_from(cap).unwrap_or(usize::MAX), ..Captured::default() })) }
+        Capture {
+            inner: Arc::new(Mutex::new(Captured {
+                cap: usize::try_from(cap).unwrap_or(usize::MAX),
+                ..Captured::default()
+            })),
+        }
     }
 
     fn push(&self, data: &[u8]) {
@@ -176,14 +181,24 @@ impl Pollable for Capture {
 }
 
 impl tokio::io::AsyncWrite for Capture {
-    fn poll_write(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
         self.push(buf);
         std::task::Poll::Ready(Ok(buf.len()))
     }
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
-    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 }
@@ -205,7 +220,11 @@ pub async fn run(target: &CallTarget, params: &[Val]) -> (Result<Vec<Val>, CallE
     let state = CallState {
         wasi: WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build(),
         table,
-        limiter: Limiter { memory: target.limits.memory, table_entries: target.limits.table_entries as usize, denied_memory: None },
+        limiter: Limiter {
+            memory: target.limits.memory,
+            table_entries: target.limits.table_entries as usize,
+            denied_memory: None,
+        },
         caps: target.caps.clone(),
     };
     let mut store = Store::new(target.pre.engine(), state);

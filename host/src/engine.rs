@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::call::CallState;
@@ -27,7 +27,8 @@ pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<CallState>,
     cache_dir: PathBuf,
-    compiled: Mutex<HashMap<[u8; 32], Component>>,
+    /// One `InstancePre` per distinct component (by content hash), shared by every function using it.
+    loaded: Mutex<HashMap<[u8; 32], InstancePre<CallState>>>,
     /// Components compiled from Wasm (not found in memory or in the on-disk cache).
     pub(crate) compilations: AtomicU64,
     /// Whether the pooling allocator is in use (false: on-demand fallback).
@@ -76,6 +77,7 @@ fn pooling_config() -> PoolingAllocationConfig {
         // of madvise: a fresh instance then costs a few microseconds instead of tens.
         .linear_memory_keep_resident(2 << 20)
         .table_keep_resident(64 << 10)
+        .decommit_batch_size(32)
         .pagemap_scan(wasmtime::Enabled::Auto);
     pool
 }
@@ -95,16 +97,24 @@ impl Runtime {
         start_ticker(&engine);
         let mut linker = Linker::new(&engine);
         crate::call::add_to_linker(&mut linker)?;
-        Ok(Runtime { engine, linker, cache_dir, compiled: Mutex::new(HashMap::new()), compilations: AtomicU64::new(0), pooling })
+        Ok(Runtime {
+            engine,
+            linker,
+            cache_dir,
+            loaded: Mutex::new(HashMap::new()),
+            compilations: AtomicU64::new(0),
+            pooling,
+        })
     }
 
-    /// Load a component, from memory or the on-disk cache when these exact bytes were compiled
-    /// before by an engine with the same settings, else compile it and cache the result.
-    pub fn load(&self, path: &Path) -> Result<Component, LoadError> {
+    /// Load a component ready to instantiate: from memory when these exact bytes were loaded
+    /// before, else from the on-disk cache when an engine with the same settings compiled them,
+    /// else compile it and cache the result. Fails when it imports what the host does not provide.
+    pub fn load(&self, path: &Path) -> Result<InstancePre<CallState>, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
         let key: [u8; 32] = Sha256::digest(&bytes).into();
-        if let Some(component) = self.compiled.lock().unwrap().get(&key) {
-            return Ok(component.clone());
+        if let Some(pre) = self.loaded.lock().unwrap().get(&key) {
+            return Ok(pre.clone());
         }
         let invalid = |e: wasmtime::Error| LoadError::Invalid { path: path.into(), message: format!("{e:#}") };
         let cached = self.cache_dir.join(format!("{}-{:016x}.cwasm", hex(&key), self.engine_hash()));
@@ -124,8 +134,9 @@ impl Runtime {
                 component
             }
         };
-        self.compiled.lock().unwrap().insert(key, component.clone());
-        Ok(component)
+        let pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
+        self.loaded.lock().unwrap().insert(key, pre.clone());
+        Ok(pre)
     }
 
     fn store_compiled(&self, component: &Component, cached: &Path) -> anyhow::Result<()> {

@@ -38,7 +38,9 @@ impl Export {
     /// call returns `T` and fails with `E` (see [`Export::error_schema`]).
     pub fn result_schema(&self) -> Value {
         match &self.result {
-            Some(Type::Result(r)) => r.ok().map_or(json!({ "type": "null" }), |t| values::schema(&t, Direction::Output)),
+            Some(Type::Result(r)) => {
+                r.ok().map_or(json!({ "type": "null" }), |t| values::schema(&t, Direction::Output))
+            }
             Some(ty) => values::schema(ty, Direction::Output),
             None => json!({ "type": "null" }),
         }
@@ -47,7 +49,9 @@ impl Export {
     /// JSON Schema of the error value a failed call carries, when the function returns a `result`.
     pub fn error_schema(&self) -> Option<Value> {
         match &self.result {
-            Some(Type::Result(r)) => Some(r.err().map_or(json!({ "type": "null" }), |t| values::schema(&t, Direction::Output))),
+            Some(Type::Result(r)) => {
+                Some(r.err().map_or(json!({ "type": "null" }), |t| values::schema(&t, Direction::Output)))
+            }
             _ => None,
         }
     }
@@ -81,7 +85,8 @@ pub fn exports(component: &Component) -> Vec<Export> {
         }
     }
     found.retain(|e| {
-        let ok = e.params.iter().all(|(_, t)| values::representable(t)) && e.result.as_ref().is_none_or(values::representable);
+        let ok = e.params.iter().all(|(_, t)| values::representable(t))
+            && e.result.as_ref().is_none_or(values::representable);
         if !ok {
             tracing::debug!(export = %e.full_name, "export not callable with JSON; skipped");
         }
@@ -90,7 +95,12 @@ pub fn exports(component: &Component) -> Vec<Export> {
     found
 }
 
-fn export(name: String, full_name: String, func: &wasmtime::component::types::ComponentFunc, index: ComponentExportIndex) -> Export {
+fn export(
+    name: String,
+    full_name: String,
+    func: &wasmtime::component::types::ComponentFunc,
+    index: ComponentExportIndex,
+) -> Export {
     Export {
         name,
         full_name,

@@ -12,7 +12,7 @@ use wasmtime::component::{Type, Val};
 use crate::Error;
 use crate::call::{self, CallError, CallTarget, Logs};
 use crate::capabilities::Capabilities;
-use crate::engine::{LoadError, Runtime};
+use crate::engine::Runtime;
 use crate::exports::{self, Export};
 use crate::manifest::Manifest;
 use crate::store::{CommitStats, Store};
@@ -95,11 +95,7 @@ impl Host {
         let runtime = &self.inner.runtime;
         let mut functions = Vec::new();
         for (name, spec) in &manifest.functions {
-            let component = runtime.load(&spec.source)?;
-            let pre = runtime.linker.instantiate_pre(&component).map_err(|e| LoadError::Invalid {
-                path: spec.source.clone(),
-                message: format!("{e:#}"),
-            })?;
+            let pre = runtime.load(&spec.source)?;
             let caps = Arc::new(Capabilities {
                 app: manifest.app.clone(),
                 grants: spec.grants.clone(),
@@ -108,7 +104,7 @@ impl Host {
                 buckets_dir: self.inner.data_dir.join("buckets").join(&manifest.app),
             });
             let permits = Arc::new(Semaphore::new(spec.limits.concurrency as usize));
-            for export in exports::exports(&component) {
+            for export in exports::exports(pre.component()) {
                 let target = CallTarget {
                     pre: pre.clone(),
                     export: export.index,
@@ -226,7 +222,8 @@ impl Function {
         let names = || params.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
         match args {
             Value::Object(obj) => {
-                let named = values::named_from_json(params.iter().map(|(n, t)| (n.as_str(), t.clone())), obj, "", "parameter")?;
+                let named =
+                    values::named_from_json(params.iter().map(|(n, t)| (n.as_str(), t.clone())), obj, "", "parameter")?;
                 Ok(named.into_iter().map(|(_, v)| v).collect())
             }
             Value::Array(items) if items.len() == params.len() => {

@@ -21,6 +21,8 @@
 //! Guests import key-value stores (`wasi:keyvalue`), buckets, and config values
 //! (`wasi:config`), each limited to what the manifest grants the function.
 
+#![warn(missing_docs)]
+
 pub mod build;
 pub mod call;
 pub mod capabilities;
@@ -82,5 +84,5 @@ pub enum Error {
 /// holds compiled components (the same cache a [`Host`] uses, under its data dir).
 pub fn inspect(component: &std::path::Path, cache_dir: &std::path::Path) -> Result<Vec<exports::Export>, Error> {
     let runtime = engine::Runtime::new(cache_dir.to_path_buf()).map_err(|e| Error::Engine(format!("{e:#}")))?;
-    Ok(exports::exports(&runtime.load(component)?))
+    Ok(exports::exports(runtime.load(component)?.component()))
 }

@@ -1,6 +1,6 @@
 //! The `host` command line: a thin layer over the `host` library.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,7 +26,9 @@ enum Command {
     ///
     /// Exit status: 0 on success, 1 when the call fails (guest error, trap, timeout, limit),
     /// 2 for bad input (manifest, function name, arguments).
-    #[command(after_help = "Examples:\n  host call -f examples/hello/host.toml hello.greet '{\"who\": {\"name\": \"Ada\", \"age\": 36}}'\n  host call -f examples/counter/host.toml counter.increment '[\"visits\", 1]'\n  echo '{\"key\": \"visits\"}' | host call -f examples/counter/host.toml counter.get -")]
+    #[command(
+        after_help = "Examples:\n  host call -f examples/hello/host.toml hello.greet '{\"who\": {\"name\": \"Ada\", \"age\": 36}}'\n  host call -f examples/counter/host.toml counter.increment '[\"visits\", 1]'\n  echo '{\"key\": \"visits\"}' | host call -f examples/counter/host.toml counter.get -"
+    )]
     Call {
         /// `FUNCTION.EXPORT` (e.g. `counter.increment`, `types.math.add`); just `FUNCTION` when it
         /// exports a single function.
@@ -63,21 +65,31 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("HOST_LOG").unwrap_or_else(|_| "warn,host=info".into()),
         )
         .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
         .init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        // A closed pipe (`host inspect x.wasm | head`) is not an error worth a message.
+        Err(error)
+            if error.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("error: {error:#}");
-            let bad_input = error.downcast_ref::<Error>().is_some_and(|e| {
-                matches!(e, Error::Manifest(_) | Error::UnknownFunction { .. } | Error::Argument(_))
-            }) || error.downcast_ref::<serde_json::Error>().is_some();
+            let bad_input = error
+                .downcast_ref::<Error>()
+                .is_some_and(|e| matches!(e, Error::Manifest(_) | Error::UnknownFunction { .. } | Error::Argument(_)))
+                || error.downcast_ref::<serde_json::Error>().is_some();
             ExitCode::from(if bad_input { 2 } else { 1 })
         }
     }
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Call { function, args, manifest, build } => {
             if build {
@@ -96,7 +108,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             match report.result {
                 Ok(value) => {
-                    println!("{}", serde_json::to_string_pretty(&value)?);
+                    writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(error) => {
@@ -121,15 +133,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&listed)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&listed)?)?;
             } else {
-                println!("{} callable export(s) in {}", exports.len(), component.display());
+                writeln!(out, "{} callable export(s) in {}", exports.len(), component.display())?;
                 for e in &exports {
-                    println!("\n{}: {}", e.name, e.signature());
-                    println!("  params: {}", e.params_schema());
-                    println!("  result: {}", e.result_schema());
+                    writeln!(out, "\n{}: {}", e.name, e.signature())?;
+                    writeln!(out, "  params: {}", e.params_schema())?;
+                    writeln!(out, "  result: {}", e.result_schema())?;
                     if let Some(error) = e.error_schema() {
-                        println!("  error:  {error}");
+                        writeln!(out, "  error:  {error}")?;
                     }
                 }
             }

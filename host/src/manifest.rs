@@ -126,7 +126,9 @@ impl FromStr for ResourceName {
         if valid {
             Ok(ResourceName(s.to_string()))
         } else {
-            Err(format!("invalid name `{s}`: expected 1-64 characters of a-z, 0-9, `-`, `_`, starting with a letter or digit"))
+            Err(format!(
+                "invalid name `{s}`: expected 1-64 characters of a-z, 0-9, `-`, `_`, starting with a letter or digit"
+            ))
         }
     }
 }
@@ -150,13 +152,15 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         "KB" | "kB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        _ => return Err(format!("invalid size `{text}`: expected a number with an optional unit B, KiB, MiB, GiB, KB, MB or GB")),
+        _ => {
+            return Err(format!(
+                "invalid size `{text}`: expected a number with an optional unit B, KiB, MiB, GiB, KB, MB or GB"
+            ));
+        }
     };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(factor))
-        .ok_or_else(|| format!("invalid size `{text}`: expected a number with an optional unit B, KiB, MiB, GiB, KB, MB or GB"))
+    digits.parse::<u64>().ok().and_then(|n| n.checked_mul(factor)).ok_or_else(|| {
+        format!("invalid size `{text}`: expected a number with an optional unit B, KiB, MiB, GiB, KB, MB or GB")
+    })
 }
 
 macro_rules! deserialize_from_str {
@@ -178,7 +182,11 @@ deserialize_from_str!(ByteSize, |t: &str| parse_bytes(t).map(ByteSize));
 struct Timeout(Duration);
 deserialize_from_str!(Timeout, |t: &str| humantime::parse_duration(t)
     .map_err(|e| format!("invalid duration `{t}`: {e} (expected e.g. `500ms`, `10s`, `2m`)"))
-    .and_then(|d| if d.is_zero() { Err(format!("invalid duration `{t}`: must be more than zero")) } else { Ok(Timeout(d)) }));
+    .and_then(|d| if d.is_zero() {
+        Err(format!("invalid duration `{t}`: must be more than zero"))
+    } else {
+        Ok(Timeout(d))
+    }));
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -221,7 +229,8 @@ impl Manifest {
     /// Read and validate a manifest file.
     pub fn load(path: impl AsRef<Path>) -> Result<Manifest, ManifestError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
         Manifest::parse(path, &text)
     }
 
@@ -249,7 +258,13 @@ impl Manifest {
             if let Some(key) = f.config.keys().find(|k| k.is_empty()) {
                 return Err(invalid(format!("function.{name}.config: empty key `{key}`")));
             }
-            let spec = FunctionSpec { source: base.join(&f.source), build: f.build, limits, grants: f.grants, config: f.config };
+            let spec = FunctionSpec {
+                source: base.join(&f.source),
+                build: f.build,
+                limits,
+                grants: f.grants,
+                config: f.config,
+            };
             functions.insert(name.0, spec);
         }
         if functions.is_empty() {
@@ -310,15 +325,21 @@ source = "plain.wasm"
 
     #[test]
     fn bad_values_name_the_key_and_line() {
-        let err = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nlimits = { memory = \"64 lizards\" }\n").unwrap_err();
+        let err =
+            parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nlimits = { memory = \"64 lizards\" }\n")
+                .unwrap_err();
         assert!(err.contains("line 5") && err.contains("64 lizards"), "{err}");
-        let err = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nlimits = { timeout = \"soon\" }\n").unwrap_err();
+        let err = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nlimits = { timeout = \"soon\" }\n")
+            .unwrap_err();
         assert!(err.contains("line 5") && err.contains("soon"), "{err}");
         let err = parse("[app]\nname = \"Bad/Name\"\n[function.f]\nsource = \"f.wasm\"\n").unwrap_err();
         assert!(err.contains("line 2") && err.contains("Bad/Name"), "{err}");
-        let err = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\ngrants = { buckets = [\"../etc\"] }\n").unwrap_err();
+        let err =
+            parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\ngrants = { buckets = [\"../etc\"] }\n")
+                .unwrap_err();
         assert!(err.contains("line 5") && err.contains("../etc"), "{err}");
-        let err = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nlimits = { memory = \"8GiB\" }\n").unwrap_err();
+        let err = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nlimits = { memory = \"8GiB\" }\n")
+            .unwrap_err();
         assert!(err.contains("function.f.limits.memory"), "{err}");
     }
 
@@ -327,6 +348,8 @@ source = "plain.wasm"
         assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
         assert_eq!(parse_bytes("10 KB"), Ok(10_000));
         assert_eq!(parse_bytes("123"), Ok(123));
-        assert!(parse_bytes("MiB").is_err() && parse_bytes("1 parsec").is_err() && parse_bytes("99999999999GiB").is_err());
+        assert!(
+            parse_bytes("MiB").is_err() && parse_bytes("1 parsec").is_err() && parse_bytes("99999999999GiB").is_err()
+        );
     }
 }

@@ -11,6 +11,7 @@ pub struct Store {
     db: sled::Db,
     commits: Arc<GroupCommit>,
     flushed: watch::Receiver<Flushed>,
+    flusher: Option<std::thread::JoinHandle<()>>,
 }
 
 /// State shared between writers and the flusher thread.
@@ -42,14 +43,15 @@ impl Store {
     /// Open (or create) the database under `path`.
     pub fn open(path: &std::path::Path) -> Result<Store, sled::Error> {
         let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
-        let commits = Arc::new(GroupCommit { state: Mutex::new((0, false)), wake: Condvar::new(), flushes: AtomicU64::new(0) });
+        let commits =
+            Arc::new(GroupCommit { state: Mutex::new((0, false)), wake: Condvar::new(), flushes: AtomicU64::new(0) });
         let (tx, flushed) = watch::channel(Flushed::default());
         let (thread_db, thread_commits) = (db.clone(), commits.clone());
-        std::thread::Builder::new()
+        let flusher = std::thread::Builder::new()
             .name("store-flusher".into())
             .spawn(move || flusher(thread_db, thread_commits, tx))
             .expect("spawn store flusher thread");
-        Ok(Store { db, commits, flushed })
+        Ok(Store { db, commits, flushed, flusher: Some(flusher) })
     }
 
     /// The tree holding key-value store `store` of `app`.
@@ -84,6 +86,11 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.commits.state.lock().unwrap().1 = true;
         self.commits.wake.notify_one();
+        // The flusher holds a handle on the database: wait for it so that the database (and its
+        // file lock) is released when this returns, and a new `Store` can open it at once.
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
         if let Err(error) = self.db.flush() {
             tracing::error!(%error, "final flush of the store failed");
         }

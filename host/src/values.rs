@@ -38,11 +38,7 @@ fn mismatch(path: &str, expected: impl Into<String>, got: &Value) -> ArgumentErr
 /// A short rendering of a JSON value for error messages.
 fn show(value: &Value) -> String {
     let text = value.to_string();
-    if text.chars().count() > 40 {
-        format!("{}…", text.chars().take(40).collect::<String>())
-    } else {
-        text
-    }
+    if text.chars().count() > 40 { format!("{}…", text.chars().take(40).collect::<String>()) } else { text }
 }
 
 fn join(path: &str, field: &str) -> String {
@@ -72,9 +68,9 @@ macro_rules! int {
             .map(i128::from)
             .or_else(|| $value.as_u64().map(i128::from))
             .ok_or_else(|| mismatch($path, $name, $value))?;
-        <$ty>::try_from(n).map(Val::$variant).map_err(|_| {
-            mismatch($path, format!("{} ({}..={})", $name, <$ty>::MIN, <$ty>::MAX), $value)
-        })
+        <$ty>::try_from(n)
+            .map(Val::$variant)
+            .map_err(|_| mismatch($path, format!("{} ({}..={})", $name, <$ty>::MIN, <$ty>::MAX), $value))
     }};
 }
 
@@ -181,12 +177,19 @@ pub fn from_json(ty: &Type, value: &Value, path: &str) -> Result<Val, ArgumentEr
             )
         }
         Type::Variant(variant) => {
-            let expected = || format!("one of {}", variant.cases().map(|c| case_shape(c.name, c.ty.is_some())).collect::<Vec<_>>().join(", "));
+            let expected = || {
+                format!(
+                    "one of {}",
+                    variant.cases().map(|c| case_shape(c.name, c.ty.is_some())).collect::<Vec<_>>().join(", ")
+                )
+            };
             let (name, payload) = single_case(value).ok_or_else(|| mismatch(path, expected(), value))?;
             let case = variant.cases().find(|c| c.name == name).ok_or_else(|| mismatch(path, expected(), value))?;
             match (case.ty, payload) {
                 (None, None) => Val::Variant(name.to_string(), None),
-                (Some(ty), Some(p)) => Val::Variant(name.to_string(), Some(Box::new(from_json(&ty, p, &join(path, name))?))),
+                (Some(ty), Some(p)) => {
+                    Val::Variant(name.to_string(), Some(Box::new(from_json(&ty, p, &join(path, name))?)))
+                }
                 _ => return Err(mismatch(path, expected(), value)),
             }
         }
@@ -325,18 +328,23 @@ pub fn to_json(ty: &Type, value: &Val) -> Value {
         (_, Val::Char(c)) => json!(c.to_string()),
         (_, Val::String(s)) => json!(s),
         (Type::List(l), Val::List(items)) if l.ty() == Type::U8 => {
-            let bytes: Vec<u8> = items.iter().filter_map(|v| if let Val::U8(b) = v { Some(*b) } else { None }).collect();
+            let bytes: Vec<u8> =
+                items.iter().filter_map(|v| if let Val::U8(b) = v { Some(*b) } else { None }).collect();
             json!(base64::engine::general_purpose::STANDARD.encode(bytes))
         }
         (Type::List(l), Val::List(items)) => Value::Array(items.iter().map(|v| to_json(&l.ty(), v)).collect()),
         (Type::FixedLengthList(l), Val::FixedLengthList(items)) => {
             Value::Array(items.iter().map(|v| to_json(&l.ty(), v)).collect())
         }
-        (Type::Tuple(t), Val::Tuple(items)) => Value::Array(t.types().zip(items).map(|(t, v)| to_json(&t, v)).collect()),
+        (Type::Tuple(t), Val::Tuple(items)) => {
+            Value::Array(t.types().zip(items).map(|(t, v)| to_json(&t, v)).collect())
+        }
         (Type::Map(m), Val::Map(pairs)) if m.key() == Type::String => Value::Object(
             pairs
                 .iter()
-                .filter_map(|(k, v)| if let Val::String(k) = k { Some((k.clone(), to_json(&m.value(), v))) } else { None })
+                .filter_map(
+                    |(k, v)| if let Val::String(k) = k { Some((k.clone(), to_json(&m.value(), v))) } else { None },
+                )
                 .collect(),
         ),
         (Type::Map(m), Val::Map(pairs)) => {
@@ -382,7 +390,8 @@ pub enum Direction {
 
 /// JSON Schema (draft 2020-12 vocabulary) for values of `ty`.
 pub fn schema(ty: &Type, direction: Direction) -> Value {
-    let int = |min: i128, max: i128, name: &str| json!({ "type": "integer", "minimum": min, "maximum": max, "format": name });
+    let int =
+        |min: i128, max: i128, name: &str| json!({ "type": "integer", "minimum": min, "maximum": max, "format": name });
     let number = json!({ "anyOf": [{ "type": "number" }, { "enum": ["NaN", "Infinity", "-Infinity"] }] });
     match ty {
         Type::Bool => json!({ "type": "boolean" }),
@@ -400,7 +409,9 @@ pub fn schema(ty: &Type, direction: Direction) -> Value {
         Type::List(l) if l.ty() == Type::U8 => {
             let base64 = json!({ "type": "string", "contentEncoding": "base64" });
             match direction {
-                Direction::Input => json!({ "anyOf": [base64, { "type": "array", "items": schema(&Type::U8, direction) }] }),
+                Direction::Input => {
+                    json!({ "anyOf": [base64, { "type": "array", "items": schema(&Type::U8, direction) }] })
+                }
                 Direction::Output => base64,
             }
         }
@@ -420,9 +431,13 @@ pub fn schema(ty: &Type, direction: Direction) -> Value {
             let items: Vec<Value> = t.types().map(|t| schema(&t, direction)).collect();
             json!({ "type": "array", "prefixItems": items, "minItems": items.len(), "maxItems": items.len() })
         }
-        Type::Variant(v) => json!({ "oneOf": v.cases().map(|c| case_schema(c.name, c.ty.as_ref(), direction)).collect::<Vec<_>>() }),
+        Type::Variant(v) => {
+            json!({ "oneOf": v.cases().map(|c| case_schema(c.name, c.ty.as_ref(), direction)).collect::<Vec<_>>() })
+        }
         Type::Enum(e) => json!({ "type": "string", "enum": e.names().collect::<Vec<_>>() }),
-        Type::Flags(f) => json!({ "type": "array", "items": { "enum": f.names().collect::<Vec<_>>() }, "uniqueItems": true }),
+        Type::Flags(f) => {
+            json!({ "type": "array", "items": { "enum": f.names().collect::<Vec<_>>() }, "uniqueItems": true })
+        }
         Type::Option(o) => match o.ty() {
             inner @ Type::Option(_) => json!({ "anyOf": [{ "type": "null" }, {
                 "type": "object", "properties": { "some": schema(&inner, direction) }, "required": ["some"], "additionalProperties": false
@@ -446,7 +461,9 @@ pub fn schema(ty: &Type, direction: Direction) -> Value {
 fn case_schema(name: &str, ty: Option<&Type>, direction: Direction) -> Value {
     match ty {
         None => json!({ "const": name }),
-        Some(ty) => json!({ "type": "object", "properties": { name: schema(ty, direction) }, "required": [name], "additionalProperties": false }),
+        Some(ty) => {
+            json!({ "type": "object", "properties": { name: schema(ty, direction) }, "required": [name], "additionalProperties": false })
+        }
     }
 }
 
@@ -484,7 +501,10 @@ pub fn wit(ty: &Type) -> String {
         Type::FixedLengthList(l) => format!("list<{}, {}>", wit(&l.ty()), l.len()),
         Type::Map(m) => format!("map<{}, {}>", wit(&m.key()), wit(&m.value())),
         Type::Record(r) => {
-            format!("record {{ {} }}", r.fields().map(|f| format!("{}: {}", f.name, wit(&f.ty))).collect::<Vec<_>>().join(", "))
+            format!(
+                "record {{ {} }}",
+                r.fields().map(|f| format!("{}: {}", f.name, wit(&f.ty))).collect::<Vec<_>>().join(", ")
+            )
         }
         Type::Tuple(t) => format!("tuple<{}>", t.types().map(|t| wit(&t)).collect::<Vec<_>>().join(", ")),
         Type::Variant(v) => format!(

@@ -18,7 +18,10 @@ fn text(bytes: &[u8]) -> String {
 fn call_prints_the_json_result() {
     let data = tempfile::tempdir().unwrap();
     let hello = manifest(HELLO);
-    let out = host(data.path(), &["call", "-f", hello.to_str().unwrap(), "hello.greet", r#"{"who": {"name": "Ada", "age": 36}}"#]);
+    let out = host(
+        data.path(),
+        &["call", "-f", hello.to_str().unwrap(), "hello.greet", r#"{"who": {"name": "Ada", "age": 36}}"#],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), json!("Hello, Ada! You are 36."));
 }
@@ -28,7 +31,8 @@ fn counter_persists_between_cli_processes() {
     let data = tempfile::tempdir().unwrap();
     let counter = manifest(COUNTER);
     for expected in [3, 6] {
-        let out = host(data.path(), &["call", "-f", counter.to_str().unwrap(), "counter.increment", r#"["visits", 3]"#]);
+        let out =
+            host(data.path(), &["call", "-f", counter.to_str().unwrap(), "counter.increment", r#"["visits", 3]"#]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), json!(expected));
     }
@@ -57,7 +61,8 @@ fn failures_exit_non_zero_with_a_named_reason() {
     assert!(text(&out.stderr).contains("name must not be empty"), "{}", text(&out.stderr));
     // A broken manifest: exit 2, file and line named.
     let bad = data.path().join("bad.toml");
-    std::fs::write(&bad, "[app]\nname = \"x\"\n[function.f]\nsource = \"f.wasm\"\nlimits = { memry = \"1MiB\" }\n").unwrap();
+    std::fs::write(&bad, "[app]\nname = \"x\"\n[function.f]\nsource = \"f.wasm\"\nlimits = { memry = \"1MiB\" }\n")
+        .unwrap();
     let out = host(data.path(), &["call", "-f", bad.to_str().unwrap(), "f"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);

@@ -57,7 +57,10 @@ async fn memory_bomb_hits_the_memory_limit() {
 async fn deep_recursion_traps_with_stack_overflow() {
     let (_data, _host, app) = app(HOSTILE);
     assert_eq!(invoke(&app, "hostile.recurse", json!({ "depth": 1000 })).await.result, Ok(json!(1000)));
-    assert_eq!(invoke(&app, "hostile.recurse", json!({ "depth": 100_000_000u64 })).await.result, Err(CallError::StackOverflow));
+    assert_eq!(
+        invoke(&app, "hostile.recurse", json!({ "depth": 100_000_000u64 })).await.result,
+        Err(CallError::StackOverflow)
+    );
     still_fine(&app).await;
 }
 
@@ -95,4 +98,29 @@ async fn a_runaway_call_does_not_block_others() {
     }
     assert!(!runaway.is_finished(), "the runaway call should still be running");
     assert_eq!(runaway.await.unwrap(), Err(CallError::Timeout { limit: TIMEOUT }));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guests_see_no_environment_files_or_network() {
+    let (_data, _host, app) = app(HOSTILE);
+    assert!(std::env::var_os("PATH").is_some(), "the host process has an environment to leak");
+    let seen = invoke(&app, "hostile.ambient", json!({})).await.result.unwrap();
+    let seen: Vec<&str> = seen.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(seen.len(), 1, "the guest saw {seen:?}");
+    assert!(seen[0].starts_with("no / ("), "{seen:?}");
+    for path in ["/etc/passwd", "Cargo.toml", "../Cargo.toml"] {
+        let read = invoke(&app, "hostile.read-file", json!([path])).await.result;
+        assert!(matches!(read, Err(CallError::Guest { .. })), "{path}: {read:?}");
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let connected = invoke(&app, "hostile.connect", json!([addr])).await.result;
+    assert!(matches!(connected, Err(CallError::Guest { .. })), "{connected:?}");
+    assert_eq!(
+        listener.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "a connection got through"
+    );
+    still_fine(&app).await;
 }

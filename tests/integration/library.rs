@@ -32,7 +32,8 @@ async fn counter_state_survives_a_host_restart() {
         let host = Host::builder().data_dir(data.path()).build().unwrap();
         let app = host.load(manifest(COUNTER)).unwrap();
         let by = if expected == 5 { 5 } else { 2 };
-        let value = app.function("counter.increment").unwrap().call(json!({ "key": "visits", "by": by })).await.unwrap();
+        let value =
+            app.function("counter.increment").unwrap().call(json!({ "key": "visits", "by": by })).await.unwrap();
         assert_eq!(value, json!(expected));
         let stored = app.function("counter.get").unwrap().call(json!({ "key": "visits" })).await.unwrap();
         assert_eq!(stored, json!(expected));
@@ -172,7 +173,9 @@ async fn stores_are_namespaced_by_app() {
     let source = common::root().join("target/wasm32-wasip2/release/counter.wasm");
     std::fs::write(
         &other,
-        format!("[app]\nname = \"other\"\n[function.counter]\nsource = {source:?}\ngrants = {{ kv = [\"default\"] }}\n"),
+        format!(
+            "[app]\nname = \"other\"\n[function.counter]\nsource = {source:?}\ngrants = {{ kv = [\"default\"] }}\n"
+        ),
     )
     .unwrap();
     let other = host.load(&other).unwrap();

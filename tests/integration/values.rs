@@ -48,7 +48,10 @@ async fn arguments_by_name_or_position_and_interface_exports() {
     let (_data, _host, app) = app(TYPES);
     assert_eq!(call(&app, "types.pair", json!({ "a": 7, "b": "x" })).await.unwrap(), json!([7, "x"]));
     assert_eq!(call(&app, "types.pair", json!([7, "x"])).await.unwrap(), json!([7, "x"]));
-    assert_eq!(call(&app, "types.shape-area", json!([{ "circle": 1.0 }])).await.unwrap().as_f64().unwrap(), std::f64::consts::PI);
+    assert_eq!(
+        call(&app, "types.shape-area", json!([{ "circle": 1.0 }])).await.unwrap().as_f64().unwrap(),
+        std::f64::consts::PI
+    );
     assert_eq!(call(&app, "types.shape-area", json!(["point"])).await.unwrap(), json!(0.0));
     assert_eq!(call(&app, "types.math.add", json!({ "a": 40, "b": 2 })).await.unwrap(), json!(42));
     assert_eq!(call(&app, "types.test:types/math#add", json!([i64::MAX, 1])).await.unwrap(), json!(i64::MIN));
@@ -68,23 +71,44 @@ async fn bad_arguments_name_the_path_and_the_expectation() {
         (with("a-s8", json!(1.5)), "argument e.a-s8: expected s8, got 1.5"),
         (with("a-char", json!("ab")), r#"argument e.a-char: expected char (a one-character string), got "ab""#),
         (with("color", json!("purple")), r#"argument e.color: expected one of "red", "green", "blue", got "purple""#),
-        (with("perms", json!(["fly"])), r#"argument e.perms: expected array of flags from "read", "write", "exec", got "fly""#),
+        (
+            with("perms", json!(["fly"])),
+            r#"argument e.perms: expected array of flags from "read", "write", "exec", got "fly""#,
+        ),
         (with("pair", json!([1])), "argument e.pair: expected array of 2 elements, got [1]"),
         (with("pair", json!([1, 2])), "argument e.pair[1]: expected string, got 2"),
         (with("samples", json!([1, "x"])), r#"argument e.samples[1]: expected s16, got "x""#),
         (with("shape", json!({ "rect": [1.0] })), "argument e.shape.rect: expected array of 2 elements, got [1.0]"),
-        (with("shape", json!("hexagon")), r#"argument e.shape: expected one of {"circle": …}, {"rect": …}, "point", got "hexagon""#),
-        (with("outcome", json!({ "maybe": 1 })), r#"argument e.outcome: expected {"ok": value} or {"err": value}, got {"maybe":1}"#),
-        (with("bytes", json!("not base64!")), r#"argument e.bytes: expected bytes (base64 string or array of u8), got "not base64!""#),
-        (with("extra", json!(1)), "argument e.extra: expected a known field (a-bool, a-s8, a-u8, a-s16, a-u16, a-s32, a-u32, a-s64, a-u64, a-f32, a-f64, a-char, a-string, bytes, strings, maybe, pair, color, perms, shape, outcome, samples), got unknown field `extra`"),
+        (
+            with("shape", json!("hexagon")),
+            r#"argument e.shape: expected one of {"circle": …}, {"rect": …}, "point", got "hexagon""#,
+        ),
+        (
+            with("outcome", json!({ "maybe": 1 })),
+            r#"argument e.outcome: expected {"ok": value} or {"err": value}, got {"maybe":1}"#,
+        ),
+        (
+            with("bytes", json!("not base64!")),
+            r#"argument e.bytes: expected bytes (base64 string or array of u8), got "not base64!""#,
+        ),
+        (
+            with("extra", json!(1)),
+            "argument e.extra: expected a known field (a-bool, a-s8, a-u8, a-s16, a-u16, a-s32, a-u32, a-s64, a-u64, a-f32, a-f64, a-char, a-string, bytes, strings, maybe, pair, color, perms, shape, outcome, samples), got unknown field `extra`",
+        ),
     ];
     for (args, expected) in cases {
         assert_eq!(call(&app, "types.echo", args).await.unwrap_err(), expected);
     }
     let mut missing = everything();
     missing.as_object_mut().unwrap().remove("a-bool");
-    assert_eq!(call(&app, "types.echo", json!([missing])).await.unwrap_err(), "argument e.a-bool: expected bool, got nothing (missing)");
-    assert_eq!(call(&app, "types.pair", json!({ "a": 1 })).await.unwrap_err(), "argument b: expected string, got nothing (missing)");
+    assert_eq!(
+        call(&app, "types.echo", json!([missing])).await.unwrap_err(),
+        "argument e.a-bool: expected bool, got nothing (missing)"
+    );
+    assert_eq!(
+        call(&app, "types.pair", json!({ "a": 1 })).await.unwrap_err(),
+        "argument b: expected string, got nothing (missing)"
+    );
     assert_eq!(
         call(&app, "types.pair", json!({ "a": 1, "b": "x", "c": 2 })).await.unwrap_err(),
         "argument c: expected a known parameter (a, b), got unknown parameter `c`"

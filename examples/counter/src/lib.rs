@@ -32,9 +32,9 @@ impl Guest for Counter {
             let Some(bytes) = Store::open(STORE)?.get(&key)? else {
                 return Ok(None);
             };
-            let bytes: [u8; 8] = bytes.try_into().map_err(|bytes: Vec<u8>| {
-                format!("{key:?} holds {} bytes, not an 8-byte counter", bytes.len())
-            })?;
+            let bytes: [u8; 8] = bytes
+                .try_into()
+                .map_err(|bytes: Vec<u8>| format!("{key:?} holds {} bytes, not an 8-byte counter", bytes.len()))?;
             Ok(Some(i64::from_le_bytes(bytes)))
         })
     }

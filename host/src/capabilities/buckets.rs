@@ -65,7 +65,12 @@ pub fn open_bucket_dir(buckets_dir: &Path, name: &str) -> std::io::Result<Dir> {
 
 impl CallState {
     /// Run `op` on the bucket's folder after validating `key`.
-    fn with_key<T>(&self, bucket: &Resource<BucketDir>, key: &str, op: impl FnOnce(&BucketDir) -> std::io::Result<T>) -> BucketResult<T> {
+    fn with_key<T>(
+        &self,
+        bucket: &Resource<BucketDir>,
+        key: &str,
+        op: impl FnOnce(&BucketDir) -> std::io::Result<T>,
+    ) -> BucketResult<T> {
         let bucket = self.table.get(bucket)?;
         Ok(validate_key(key).and_then(|()| op(bucket).map_err(io_error)))
     }
@@ -90,7 +95,13 @@ impl HostBucket for CallState {
         self.with_key(&bucket, &key, |b| b.dir.read(&key))
     }
 
-    async fn read_range(&mut self, bucket: Resource<BucketDir>, key: String, offset: u64, length: u64) -> BucketResult<Vec<u8>> {
+    async fn read_range(
+        &mut self,
+        bucket: Resource<BucketDir>,
+        key: String,
+        offset: u64,
+        length: u64,
+    ) -> BucketResult<Vec<u8>> {
         self.with_key(&bucket, &key, |b| {
             let mut file = b.dir.open(&key)?;
             file.seek(SeekFrom::Start(offset))?;
@@ -137,7 +148,13 @@ impl HostBucket for CallState {
         })
     }
 
-    async fn list(&mut self, bucket: Resource<BucketDir>, prefix: String, cursor: Option<String>, limit: u32) -> BucketResult<ListPage> {
+    async fn list(
+        &mut self,
+        bucket: Resource<BucketDir>,
+        prefix: String,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> BucketResult<ListPage> {
         let bucket = self.table.get(&bucket)?;
         let mut keys = Vec::new();
         if let Err(e) = walk(&bucket.dir, "", &mut keys) {
@@ -199,7 +216,9 @@ mod tests {
                 other => panic!("{key:?} accepted: {other:?}"),
             }
         }
-        assert!(matches!(validate_key(&"k".repeat(MAX_KEY_LEN + 1)), Err(Error::InvalidKey(r)) if r.contains("1025 bytes")));
+        assert!(
+            matches!(validate_key(&"k".repeat(MAX_KEY_LEN + 1)), Err(Error::InvalidKey(r)) if r.contains("1025 bytes"))
+        );
         for key in ["a", "photos/2024/cat.png", "weird name ü.txt", "..hidden", "a.b"] {
             assert!(validate_key(key).is_ok(), "{key:?} rejected");
         }

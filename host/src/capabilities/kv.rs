@@ -9,8 +9,8 @@ use std::ops::Bound;
 use wasmtime::component::Resource;
 
 use super::host::api::kv_ext;
-use super::wasi::keyvalue::{atomics, batch, store};
 use super::wasi::keyvalue::store::{Error, KeyResponse};
+use super::wasi::keyvalue::{atomics, batch, store};
 use crate::call::CallState;
 
 /// Keys per page of `list-keys` / `list-prefix`.
@@ -93,7 +93,12 @@ impl store::HostBucket for CallState {
 }
 
 impl kv_ext::Host for CallState {
-    async fn list_prefix(&mut self, bucket: Resource<KvBucket>, prefix: String, cursor: Option<String>) -> KvResult<KeyResponse> {
+    async fn list_prefix(
+        &mut self,
+        bucket: Resource<KvBucket>,
+        prefix: String,
+        cursor: Option<String>,
+    ) -> KvResult<KeyResponse> {
         Ok(page(&self.tree(&bucket)?, &prefix, cursor))
     }
 }
@@ -121,9 +126,12 @@ fn page(tree: &sled::Tree, prefix: &str, cursor: Option<String>) -> Result<KeyRe
 fn counter(key: &str, value: Option<&sled::IVec>) -> Result<i64, Error> {
     match value {
         None => Ok(0),
-        Some(v) => <[u8; 8]>::try_from(v.as_ref())
-            .map(i64::from_le_bytes)
-            .map_err(|_| Error::Other(format!("value of `{key}` is not a counter (8-byte little-endian integer), it has {} bytes", v.len()))),
+        Some(v) => <[u8; 8]>::try_from(v.as_ref()).map(i64::from_le_bytes).map_err(|_| {
+            Error::Other(format!(
+                "value of `{key}` is not a counter (8-byte little-endian integer), it has {} bytes",
+                v.len()
+            ))
+        }),
     }
 }
 
@@ -184,12 +192,13 @@ impl atomics::HostCas for CallState {
 }
 
 impl batch::Host for CallState {
-    async fn get_many(&mut self, bucket: Resource<KvBucket>, keys: Vec<String>) -> KvResult<Vec<(String, Option<Vec<u8>>)>> {
+    async fn get_many(
+        &mut self,
+        bucket: Resource<KvBucket>,
+        keys: Vec<String>,
+    ) -> KvResult<Vec<(String, Option<Vec<u8>>)>> {
         let tree = self.tree(&bucket)?;
-        Ok(keys
-            .into_iter()
-            .map(|key| tree.get(&key).map(|v| (key, v.map(|v| v.to_vec()))).map_err(other))
-            .collect())
+        Ok(keys.into_iter().map(|key| tree.get(&key).map(|v| (key, v.map(|v| v.to_vec()))).map_err(other)).collect())
     }
 
     async fn set_many(&mut self, bucket: Resource<KvBucket>, key_values: Vec<(String, Vec<u8>)>) -> KvResult<()> {

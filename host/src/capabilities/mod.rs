@@ -18,16 +18,22 @@ pub mod buckets;
 pub mod config;
 pub mod kv;
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "host:api/imports",
-    imports: { default: async | trappable },
-    with: {
-        "wasi:keyvalue/store.bucket": kv::KvBucket,
-        "wasi:keyvalue/atomics.cas": kv::KvCas,
-        "host:api/buckets.bucket": buckets::BucketDir,
-    },
-});
+/// Host bindings generated from `wit/` for the `host:api/imports` world.
+#[allow(missing_docs)]
+mod generated {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "host:api/imports",
+        imports: { default: async | trappable },
+        with: {
+            "wasi:keyvalue/store.bucket": super::kv::KvBucket,
+            "wasi:keyvalue/atomics.cas": super::kv::KvCas,
+            "host:api/buckets.bucket": super::buckets::BucketDir,
+        },
+    });
+}
+
+pub(crate) use generated::{host, wasi};
 
 /// What one function may reach, shared by all its calls.
 pub struct Capabilities {

@@ -12,11 +12,7 @@ struct Hostile;
 
 /// Recurses `depth` calls deep; the addition after the call keeps it from being a tail call.
 fn descend(depth: u64) -> u64 {
-    if depth == 0 {
-        0
-    } else {
-        black_box(descend(black_box(depth - 1))) + 1
-    }
+    if depth == 0 { 0 } else { black_box(descend(black_box(depth - 1))) + 1 }
 }
 
 impl Guest for Hostile {
@@ -60,6 +56,24 @@ impl Guest for Hostile {
 
     fn ok() -> String {
         "still fine".into()
+    }
+
+    fn ambient() -> Vec<String> {
+        let vars = std::env::vars().map(|(k, v)| format!("env {k}={v}"));
+        let args = std::env::args().map(|a| format!("arg {a}"));
+        let root = match std::fs::read_dir("/") {
+            Ok(entries) => entries.flatten().map(|e| format!("file /{}", e.file_name().to_string_lossy())).collect(),
+            Err(e) => vec![format!("no / ({e})")],
+        };
+        vars.chain(args).chain(root).collect()
+    }
+
+    fn read_file(path: String) -> Result<String, String> {
+        std::fs::read_to_string(path).map_err(|e| e.to_string())
+    }
+
+    fn connect(addr: String) -> Result<(), String> {
+        std::net::TcpStream::connect(addr).map(drop).map_err(|e| e.to_string())
     }
 }
 
