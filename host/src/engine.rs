@@ -77,6 +77,7 @@ fn pooling_config() -> PoolingAllocationConfig {
         // of madvise: a fresh instance then costs a few microseconds instead of tens.
         .linear_memory_keep_resident(2 << 20)
         .table_keep_resident(64 << 10)
+        // Return memory beyond the resident part to the OS in batches, not one syscall per call.
         .decommit_batch_size(32)
         .pagemap_scan(wasmtime::Enabled::Auto);
     pool
