@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wasmtime::component::{InstancePre, Linker, ResourceTable, Val};
-use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -74,6 +74,13 @@ pub struct CallState {
     pub(crate) caps: Arc<Capabilities>,
 }
 
+impl CallState {
+    /// The function's `memory` limit in bytes.
+    pub(crate) fn memory_limit(&self) -> u64 {
+        self.limiter.memory
+    }
+}
+
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
@@ -92,15 +99,19 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
 struct Limiter {
     memory: u64,
     table_entries: usize,
+    /// Bytes of linear memory of all the instance's memories together.
+    memory_used: u64,
     denied_memory: Option<u64>,
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired as u64 > self.memory {
-            self.denied_memory = Some(desired as u64);
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.memory_used.saturating_sub(current as u64) + desired as u64;
+        if total > self.memory {
+            self.denied_memory = Some(total);
             return Ok(false);
         }
+        self.memory_used = total;
         Ok(true)
     }
 
@@ -223,22 +234,27 @@ pub async fn run(target: &CallTarget, params: &[Val]) -> (Result<Vec<Val>, CallE
         limiter: Limiter {
             memory: target.limits.memory,
             table_entries: target.limits.table_entries as usize,
+            memory_used: 0,
             denied_memory: None,
         },
         caps: target.caps.clone(),
     };
     let mut store = Store::new(target.pre.engine(), state);
     store.limiter(|s| &mut s.limiter);
-    let ticks = target.limits.timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64;
-    store.set_epoch_deadline(ticks.max(1));
-    store.epoch_deadline_trap();
-
-    let started = Instant::now();
     let limit = target.limits.timeout;
-    // The epoch deadline stops guest code; this timer also stops a guest parked in a host call
-    // (a sleep, a poll) where epochs are not checked. It fires a little later so the epoch, which
-    // leaves the store intact, normally wins.
-    let outcome = tokio::time::timeout(limit + EPOCH_TICK * 4, async {
+    // Every epoch tick, a running guest yields to the async executor (so a spinning guest cannot
+    // hold a worker thread that other calls, timers and store acknowledgements need) and is
+    // interrupted once its time is up.
+    let deadline = Instant::now() + limit;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+    });
+
+    // The epoch deadline stops guest code; this timer also stops a guest parked in an awaiting
+    // host call (a sleep, a poll) where epochs are not checked. It fires a little later so the
+    // epoch, which leaves the store intact, normally wins.
+    let outcome = tokio::time::timeout(limit.saturating_add(EPOCH_TICK * 4), async {
         let instance = target.pre.instantiate_async(&mut store).await?;
         let func = instance
             .get_func(&mut store, target.export)
@@ -252,23 +268,22 @@ pub async fn run(target: &CallTarget, params: &[Val]) -> (Result<Vec<Val>, CallE
     let result = match outcome {
         Err(_elapsed) => Err(CallError::Timeout { limit }),
         Ok(Ok(results)) => Ok(results),
-        Ok(Err(error)) => Err(classify(&error, store.data().limiter.denied_memory, target.limits, started.elapsed())),
+        Ok(Err(error)) => Err(classify(&error, store.data().limiter.denied_memory, target.limits)),
     };
     let (stdout, dropped_out) = stdout.take();
     let (stderr, dropped_err) = stderr.take();
     (result, Logs { stdout, stderr, dropped: dropped_out + dropped_err })
 }
 
-fn classify(error: &wasmtime::Error, denied_memory: Option<u64>, limits: Limits, elapsed: Duration) -> CallError {
-    if let Some(requested) = denied_memory {
-        return CallError::MemoryLimit { limit: limits.memory, requested };
-    }
-    match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => CallError::Timeout { limit: limits.timeout },
-        Some(Trap::StackOverflow) => CallError::StackOverflow,
-        Some(_) => CallError::Trap { message: format!("{error:?}") },
-        None => {
-            tracing::debug!(?elapsed, error = ?error, "call failed in the host");
+fn classify(error: &wasmtime::Error, denied_memory: Option<u64>, limits: Limits) -> CallError {
+    match (error.downcast_ref::<Trap>(), denied_memory) {
+        (Some(Trap::Interrupt), _) => CallError::Timeout { limit: limits.timeout },
+        (Some(Trap::StackOverflow), _) => CallError::StackOverflow,
+        // A denied memory growth usually ends in an allocator abort: report the cause.
+        (_, Some(requested)) => CallError::MemoryLimit { limit: limits.memory, requested },
+        (Some(_), None) => CallError::Trap { message: format!("{error:?}") },
+        (None, None) => {
+            tracing::debug!(error = ?error, "call failed in the host");
             CallError::Host { message: format!("{error:#}") }
         }
     }

@@ -141,9 +141,13 @@ impl Runtime {
     }
 
     fn store_compiled(&self, component: &Component, cached: &Path) -> anyhow::Result<()> {
+        static STAGED: AtomicU64 = AtomicU64::new(0);
         std::fs::create_dir_all(&self.cache_dir)?;
-        let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, component.serialize().map_err(|e| anyhow::anyhow!("{e}"))?)?;
+        let unique = format!("tmp-{}-{}", std::process::id(), STAGED.fetch_add(1, Ordering::Relaxed));
+        let tmp = cached.with_extension(unique);
+        let mut file = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut file, &component.serialize().map_err(|e| anyhow::anyhow!("{e}"))?)?;
+        file.sync_all()?;
         std::fs::rename(&tmp, cached)?;
         Ok(())
     }

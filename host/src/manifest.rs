@@ -84,6 +84,9 @@ impl Default for Limits {
     }
 }
 
+/// The longest `timeout` a function may ask for.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// The largest memory limit a function may ask for.
 pub const MAX_MEMORY: u64 = 4 << 30;
 
@@ -182,10 +185,10 @@ deserialize_from_str!(ByteSize, |t: &str| parse_bytes(t).map(ByteSize));
 struct Timeout(Duration);
 deserialize_from_str!(Timeout, |t: &str| humantime::parse_duration(t)
     .map_err(|e| format!("invalid duration `{t}`: {e} (expected e.g. `500ms`, `10s`, `2m`)"))
-    .and_then(|d| if d.is_zero() {
-        Err(format!("invalid duration `{t}`: must be more than zero"))
-    } else {
-        Ok(Timeout(d))
+    .and_then(|d| match d {
+        d if d.is_zero() => Err(format!("invalid duration `{t}`: must be more than zero")),
+        d if d > MAX_TIMEOUT => Err(format!("invalid duration `{t}`: at most 24h")),
+        d => Ok(Timeout(d)),
     }));
 
 #[derive(Deserialize)]
@@ -332,6 +335,9 @@ source = "plain.wasm"
         let err = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nlimits = { timeout = \"soon\" }\n")
             .unwrap_err();
         assert!(err.contains("line 5") && err.contains("soon"), "{err}");
+        let err = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nlimits = { timeout = \"2days\" }\n")
+            .unwrap_err();
+        assert!(err.contains("line 5") && err.contains("at most 24h"), "{err}");
         let err = parse("[app]\nname = \"Bad/Name\"\n[function.f]\nsource = \"f.wasm\"\n").unwrap_err();
         assert!(err.contains("line 2") && err.contains("Bad/Name"), "{err}");
         let err =

@@ -23,10 +23,12 @@ struct GroupCommit {
     flushes: AtomicU64,
 }
 
-/// What the flusher last finished: every ticket up to `upto` is durable, unless `error` is set.
+/// What the flusher has finished: every ticket up to `upto` was flushed; those up to `ok_upto`
+/// are durable; `error` says why the others are not.
 #[derive(Clone, Debug, Default)]
 struct Flushed {
     upto: u64,
+    ok_upto: u64,
     error: Option<Arc<str>>,
 }
 
@@ -35,7 +37,7 @@ struct Flushed {
 pub struct CommitStats {
     /// `fsync`s done.
     pub flushes: u64,
-    /// Durable writes acknowledged.
+    /// Durable writes asked for (each waits for a flush).
     pub tickets: u64,
 }
 
@@ -69,10 +71,10 @@ impl Store {
         self.commits.wake.notify_one();
         let mut flushed = self.flushed.clone();
         let done = flushed.wait_for(|f| f.upto >= ticket).await.map_err(|_| "store is closed".to_string())?;
-        match &done.error {
-            Some(error) => Err(format!("write not durable: {error}")),
-            None => Ok(()),
+        if done.ok_upto >= ticket {
+            return Ok(());
         }
+        Err(format!("write not durable: {}", done.error.as_deref().unwrap_or("flush failed")))
     }
 
     /// Flushes done and writes acknowledged so far.
@@ -111,12 +113,18 @@ fn flusher(db: sled::Db, commits: Arc<GroupCommit>, done: watch::Sender<Flushed>
             }
             state.0
         };
-        let error = db.flush().err().map(|e| {
-            tracing::error!(error = %e, "store flush failed");
-            Arc::from(e.to_string())
-        });
+        let flushed = db.flush();
         commits.flushes.fetch_add(1, Ordering::Relaxed);
         upto = target;
-        done.send_replace(Flushed { upto, error });
+        done.send_modify(|f| {
+            f.upto = upto;
+            match flushed {
+                Ok(_) => f.ok_upto = upto,
+                Err(e) => {
+                    tracing::error!(error = %e, "store flush failed");
+                    f.error = Some(Arc::from(e.to_string()));
+                }
+            }
+        });
     }
 }

@@ -88,16 +88,29 @@ async fn panics_trap_with_the_message_in_stderr() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_runaway_call_does_not_block_others() {
+async fn runaway_calls_do_not_block_others() {
     let (_data, _host, app) = app(HOSTILE);
-    let spin = app.function("hostile.spin").unwrap();
-    let runaway = tokio::spawn(async move { spin.invoke(&json!({})).await.unwrap().result });
+    // More spinning guests than the runtime has worker threads: they must still let other calls
+    // (which also need a worker) through, since guests yield at every epoch tick.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let runaways: Vec<_> = (0..workers * 2)
+        .map(|_| {
+            let spin = app.function("hostile.spin").unwrap();
+            tokio::spawn(async move { spin.invoke(&json!({})).await.unwrap().result })
+        })
+        .collect();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    for _ in 0..20 {
-        still_fine(&app).await;
+    let ok = app.function("hostile.ok").unwrap();
+    let others = tokio::spawn(async move {
+        for _ in 0..20 {
+            assert_eq!(ok.call(json!({})).await.unwrap(), json!("still fine"));
+        }
+    });
+    others.await.unwrap();
+    assert!(runaways.iter().all(|r| !r.is_finished()), "the other calls waited for the runaways to end");
+    for runaway in runaways {
+        assert_eq!(runaway.await.unwrap(), Err(CallError::Timeout { limit: TIMEOUT }));
     }
-    assert!(!runaway.is_finished(), "the runaway call should still be running");
-    assert_eq!(runaway.await.unwrap(), Err(CallError::Timeout { limit: TIMEOUT }));
 }
 
 #[tokio::test(flavor = "multi_thread")]

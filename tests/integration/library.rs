@@ -151,6 +151,15 @@ async fn buckets_store_files_and_reject_escaping_keys() {
     let error = guest_error(&app, "counter.read-note", json!(["../notes/todo.txt"])).await;
     assert!(error.contains("invalid object key") && error.contains("`..`"), "{error}");
     assert!(guest_error(&app, "counter.read-note", json!(["missing.txt"])).await.contains("no such object"));
+    // A folder is not an object; deleting its last object removes it, so its name is free again.
+    assert!(guest_error(&app, "counter.read-note", json!(["2024"])).await.contains("no such object"));
+    let delete = app.function("counter.delete-note").unwrap();
+    delete.call(json!(["2024/jan.txt"])).await.unwrap();
+    delete.call(json!(["2024/feb.txt"])).await.unwrap();
+    delete.call(json!(["2024/feb.txt"])).await.unwrap();
+    assert!(!data.path().join("buckets/counter/notes/2024").exists());
+    assert_eq!(save.call(json!(["2024", "a year"])).await.unwrap(), json!(6));
+    assert_eq!(list.call(json!([""])).await.unwrap(), json!(["2024", "todo.txt"]));
     let escaped: Vec<_> = walk(data.path()).into_iter().filter(|p| p.ends_with("escaped.txt")).collect();
     assert!(escaped.is_empty(), "files escaped the bucket: {escaped:?}");
 }

@@ -55,6 +55,10 @@ impl Guest for Counter {
         run(|| Ok(String::from_utf8(Bucket::open(NOTES)?.read(&name)?)?))
     }
 
+    fn delete_note(name: String) -> Result<(), String> {
+        run(|| Ok(Bucket::open(NOTES)?.delete(&name)?))
+    }
+
     fn list_notes(prefix: String) -> Result<Vec<String>, String> {
         run(|| Ok(Bucket::open(NOTES)?.list(&prefix)?))
     }

@@ -15,6 +15,8 @@ use crate::call::CallState;
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
+/// Most `/`-separated segments (folder levels) in a key.
+pub const MAX_KEY_SEGMENTS: usize = 32;
 /// Most keys returned by one `list` page.
 const MAX_PAGE: usize = 1000;
 /// Folder beside the buckets where writes are staged (bucket names cannot start with `.`).
@@ -43,17 +45,18 @@ pub fn validate_key(key: &str) -> Result<(), Error> {
         format!("key {shown:?} is absolute; keys are relative paths")
     } else if let Some(segment) = key.split('/').find(|s| s.is_empty() || *s == "." || *s == "..") {
         format!("key {shown:?} has an empty, `.` or `..` segment ({segment:?})")
+    } else if key.split('/').count() > MAX_KEY_SEGMENTS {
+        format!("key {shown:?} has more than {MAX_KEY_SEGMENTS} `/`-separated segments")
     } else {
         return Ok(());
     };
     Err(Error::InvalidKey(reason))
 }
 
-fn io_error(e: std::io::Error) -> Error {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => Error::NoSuchKey,
-        _ => Error::Other(e.to_string()),
-    }
+/// Whether an I/O error means "there is no object under this key" (a folder is not an object).
+fn missing(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{IsADirectory, NotADirectory, NotFound};
+    matches!(e.kind(), NotFound | IsADirectory | NotADirectory)
 }
 
 /// Open (creating it if needed) the folder of bucket `name` under `buckets_dir`.
@@ -72,7 +75,10 @@ impl CallState {
         op: impl FnOnce(&BucketDir) -> std::io::Result<T>,
     ) -> BucketResult<T> {
         let bucket = self.table.get(bucket)?;
-        Ok(validate_key(key).and_then(|()| op(bucket).map_err(io_error)))
+        Ok(validate_key(key).and_then(|()| {
+            op(bucket)
+                .map_err(|e| if missing(&e) { Error::NoSuchKey } else { Error::Other(format!("key {key:?}: {e}")) })
+        }))
     }
 }
 
@@ -118,22 +124,42 @@ impl HostBucket for CallState {
                 b.dir.create_dir_all(parent)?;
             }
             let staged = format!("{}-{}", std::process::id(), STAGED.fetch_add(1, Ordering::Relaxed));
-            let mut file = b.staging.create(&staged)?;
-            file.write_all(&data)?;
-            file.sync_data()?;
-            b.staging.rename(&staged, &b.dir, &key)
+            let written = b.staging.create(&staged).and_then(|mut file| {
+                file.write_all(&data)?;
+                file.sync_data()?;
+                b.staging.rename(&staged, &b.dir, &key)
+            });
+            if written.is_err() {
+                let _ = b.staging.remove_file(&staged);
+            }
+            written
         })
     }
 
     async fn delete(&mut self, bucket: Resource<BucketDir>, key: String) -> BucketResult<()> {
-        self.with_key(&bucket, &key, |b| match b.dir.remove_file(&key) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other,
+        self.with_key(&bucket, &key, |b| {
+            match b.dir.remove_file(&key) {
+                Err(e) if missing(&e) => return Ok(()),
+                other => other?,
+            }
+            // Remove the folders the key leaves empty, so that their names can be keys again.
+            let mut parent = key.as_str();
+            while let Some((up, _)) = parent.rsplit_once('/') {
+                if b.dir.remove_dir(up).is_err() {
+                    break;
+                }
+                parent = up;
+            }
+            Ok(())
         })
     }
 
     async fn exists(&mut self, bucket: Resource<BucketDir>, key: String) -> BucketResult<bool> {
-        self.with_key(&bucket, &key, |b| Ok(b.dir.metadata(&key).is_ok_and(|m| m.is_file())))
+        self.with_key(&bucket, &key, |b| match b.dir.metadata(&key) {
+            Ok(meta) => Ok(meta.is_file()),
+            Err(e) if missing(&e) => Ok(false),
+            Err(e) => Err(e),
+        })
     }
 
     async fn stat(&mut self, bucket: Resource<BucketDir>, key: String) -> BucketResult<ObjectStat> {
@@ -180,17 +206,22 @@ impl HostBucket for CallState {
     }
 }
 
-/// Collect every file under `dir` as a `/`-separated key prefixed by `prefix`.
+/// Collect every file under `dir` as a `/`-separated key prefixed by `prefix`. A folder's
+/// listing is read whole before descending, so one descriptor is open per level (keys have at
+/// most [`MAX_KEY_SEGMENTS`] levels).
 fn walk(dir: &Dir, prefix: &str, keys: &mut Vec<String>) -> std::io::Result<()> {
+    let mut folders = Vec::new();
     for entry in dir.entries()? {
         let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let key = format!("{prefix}{name}");
+        let key = format!("{prefix}{}", entry.file_name().to_string_lossy());
         if entry.file_type()?.is_dir() {
-            walk(&entry.open_dir()?, &format!("{key}/"), keys)?;
+            folders.push(key);
         } else {
             keys.push(key);
         }
+    }
+    for folder in folders {
+        walk(&dir.open_dir(&folder[prefix.len()..])?, &format!("{folder}/"), keys)?;
     }
     Ok(())
 }
@@ -218,6 +249,11 @@ mod tests {
         }
         assert!(
             matches!(validate_key(&"k".repeat(MAX_KEY_LEN + 1)), Err(Error::InvalidKey(r)) if r.contains("1025 bytes"))
+        );
+        let deep = |n: usize| vec!["a"; n].join("/");
+        assert!(validate_key(&deep(MAX_KEY_SEGMENTS)).is_ok());
+        assert!(
+            matches!(validate_key(&deep(MAX_KEY_SEGMENTS + 1)), Err(Error::InvalidKey(r)) if r.contains("segments"))
         );
         for key in ["a", "photos/2024/cat.png", "weird name ü.txt", "..hidden", "a.b"] {
             assert!(validate_key(key).is_ok(), "{key:?} rejected");

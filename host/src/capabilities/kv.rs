@@ -198,7 +198,24 @@ impl batch::Host for CallState {
         keys: Vec<String>,
     ) -> KvResult<Vec<(String, Option<Vec<u8>>)>> {
         let tree = self.tree(&bucket)?;
-        Ok(keys.into_iter().map(|key| tree.get(&key).map(|v| (key, v.map(|v| v.to_vec()))).map_err(other)).collect())
+        // The answer is built in host memory before the guest's limit applies: cap it there.
+        let cap = self.memory_limit();
+        let mut total = 0u64;
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value = match tree.get(&key) {
+                Ok(value) => value.map(|v| v.to_vec()),
+                Err(e) => return Ok(Err(other(e))),
+            };
+            total += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
+            if total > cap {
+                return Ok(Err(Error::Other(format!(
+                    "get-many answer is over {cap} bytes (the function's memory limit)"
+                ))));
+            }
+            found.push((key, value));
+        }
+        Ok(Ok(found))
     }
 
     async fn set_many(&mut self, bucket: Resource<KvBucket>, key_values: Vec<(String, Vec<u8>)>) -> KvResult<()> {
