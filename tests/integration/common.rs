@@ -17,12 +17,13 @@ pub const HELLO: &str = "examples/hello/host.toml";
 pub const COUNTER: &str = "examples/counter/host.toml";
 pub const HOSTILE: &str = "tests/guests/hostile/host.toml";
 pub const TYPES: &str = "tests/guests/types/host.toml";
+pub const KV: &str = "tests/guests/kv/host.toml";
 
 /// Absolute path of a manifest, with its guests built.
 pub fn manifest(relative: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        for m in [HELLO, COUNTER, HOSTILE, TYPES] {
+        for m in [HELLO, COUNTER, HOSTILE, TYPES, KV] {
             host::build::build(&Manifest::load(root().join(m)).unwrap()).expect("building test guests");
         }
     });
