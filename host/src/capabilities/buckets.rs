@@ -131,8 +131,10 @@ impl HostBucket for CallState {
             });
             if written.is_err() {
                 let _ = b.staging.remove_file(&staged);
+                return written;
             }
-            written
+            // Make the rename itself durable: sync the folder that now holds the object.
+            b.dir.open(key.rsplit_once('/').map_or(".", |(parent, _)| parent))?.sync_all()
         })
     }
 
