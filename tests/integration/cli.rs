@@ -102,3 +102,20 @@ fn build_runs_the_manifest_commands_and_every_command_has_help() {
         assert!(text(&out.stdout).contains("Usage: host"), "{}", text(&out.stdout));
     }
 }
+
+#[test]
+fn without_address_space_for_the_pool_calls_fall_back_to_on_demand_allocation() {
+    let data = tempfile::tempdir().unwrap();
+    let hello = manifest(HELLO);
+    // 16 GB of virtual memory: far too little for the pool's reservation, enough for one instance.
+    let out = Command::new("bash")
+        .args(["-c", "ulimit -v 16000000 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_host")])
+        .arg("--data")
+        .arg(data.path())
+        .args(["call", "-f", hello.to_str().unwrap(), "hello.greet", r#"[{"name": "Small", "age": 2}]"#])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("using on-demand allocation"), "{}", text(&out.stderr));
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), json!("Hello, Small! You are 2."));
+}
