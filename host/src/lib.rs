@@ -30,6 +30,7 @@ pub mod engine;
 pub mod exports;
 mod host;
 pub mod manifest;
+pub mod server;
 pub mod store;
 pub mod values;
 

@@ -51,6 +51,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the REST API for one or more apps: list them, describe and call their functions.
+    ///
+    /// Until token authentication lands, only loopback addresses are accepted.
+    #[command(
+        after_help = "Example:\n  host serve -f examples/hello/host.toml -f examples/counter/host.toml\n  curl -X POST localhost:8080/v1/apps/hello/functions/hello.greet -d '{\"who\": {\"name\": \"Ada\", \"age\": 36}}'"
+    )]
+    Serve {
+        /// App manifests; repeat for several apps.
+        #[arg(short = 'f', long = "file", default_value = "host.toml")]
+        manifests: Vec<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Run the manifests' build commands first.
+        #[arg(long)]
+        build: bool,
+    },
     /// Run the build commands of a manifest (installing a missing Rust target first).
     Build {
         /// The app manifest.
@@ -148,10 +165,49 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve { manifests, listen, build } => {
+            if !listen.ip().is_loopback() {
+                anyhow::bail!(
+                    "refusing to listen on {listen}: token authentication is not implemented yet, so only loopback addresses (127.0.0.1, ::1) are allowed"
+                );
+            }
+            let host = Host::builder().data_dir(&cli.data).build()?;
+            let mut apps = Vec::new();
+            for path in &manifests {
+                if build {
+                    host::build::build(&host::manifest::Manifest::load(path)?)?;
+                }
+                let app = host.load(path)?;
+                if apps.iter().any(|a: &host::App| a.name() == app.name()) {
+                    anyhow::bail!("two manifests define the app `{}` ({})", app.name(), path.display());
+                }
+                apps.push(app);
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                tracing::info!("serving {} app(s) on http://{}/v1/apps", apps.len(), listener.local_addr()?);
+                axum::serve(listener, host::server::router(apps)).with_graceful_shutdown(shutdown_signal()).await?;
+                tracing::info!("stopped");
+                anyhow::Ok(ExitCode::SUCCESS)
+            })
+        }
         Command::Build { manifest } => {
             host::build::build(&host::manifest::Manifest::load(&manifest)?)?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM: stop accepting, let calls in flight finish.
+async fn shutdown_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
     }
 }
 

@@ -119,3 +119,48 @@ fn without_address_space_for_the_pool_calls_fall_back_to_on_demand_allocation() 
     assert!(text(&out.stderr).contains("using on-demand allocation"), "{}", text(&out.stderr));
     assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), json!("Hello, Small! You are 2."));
 }
+
+#[test]
+fn serve_answers_on_loopback_and_stops_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    let hello = manifest(HELLO);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_host"))
+        .arg("--data")
+        .arg(data.path())
+        .args(["serve", "-f", hello.to_str().unwrap(), "--listen", &listen])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stream = loop {
+        match std::net::TcpStream::connect(&listen) {
+            Ok(stream) => break stream,
+            Err(_) if server.try_wait().unwrap().is_none() => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(e) => panic!("server exited: {e}"),
+        }
+    };
+    use std::io::{Read, Write};
+    let body = r#"[{"name": "Curl", "age": 5}]"#;
+    let request = format!(
+        "POST /v1/apps/hello/functions/hello.greet HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with(r#""Hello, Curl! You are 5.""#), "{response}");
+    // SIGTERM: a graceful stop, exit status 0.
+    Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    let status = server.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn serve_refuses_non_loopback_addresses() {
+    let data = tempfile::tempdir().unwrap();
+    let out = host(data.path(), &["serve", "-f", manifest(HELLO).to_str().unwrap(), "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("refusing to listen on 0.0.0.0:0"), "{}", text(&out.stderr));
+}

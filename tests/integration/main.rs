@@ -6,4 +6,5 @@ mod common;
 mod hostile;
 mod kv;
 mod library;
+mod server;
 mod values;
