@@ -46,6 +46,20 @@ impl Export {
         }
     }
 
+    /// The export as one JSON document, under the given callable `name`: its full export name, WIT
+    /// signature and the schemas of parameters, result and error (what `host inspect --json` and
+    /// the REST API show).
+    pub fn describe(&self, name: &str) -> Value {
+        json!({
+            "name": name,
+            "export": self.full_name,
+            "signature": self.signature(),
+            "params": self.params_schema(),
+            "result": self.result_schema(),
+            "error": self.error_schema(),
+        })
+    }
+
     /// JSON Schema of the error value a failed call carries, when the function returns a `result`.
     pub fn error_schema(&self) -> Option<Value> {
         match &self.result {

@@ -241,16 +241,11 @@ impl Function {
     /// JSON of the returned value; a top-level `result` is unwrapped into success or failure.
     fn result_json(&self, value: Option<&Val>) -> Result<Value, CallError> {
         match (&self.export.result, value) {
-            (Some(Type::Result(r)), Some(Val::Result(outcome))) => {
-                let (ty, payload) = match outcome {
-                    Ok(v) => (r.ok(), v),
-                    Err(v) => (r.err(), v),
-                };
-                let json = match (ty, payload) {
-                    (Some(ty), Some(v)) => values::to_json(&ty, v),
-                    _ => Value::Null,
-                };
-                if outcome.is_ok() { Ok(json) } else { Err(CallError::Guest { value: json }) }
+            (Some(ty @ Type::Result(_)), Some(v @ Val::Result(outcome))) => {
+                // `{"ok": x}` or `{"err": x}`: the case decides success, `x` is the value.
+                let case = if outcome.is_ok() { "ok" } else { "err" };
+                let payload = values::to_json(ty, v)[case].take();
+                if outcome.is_ok() { Ok(payload) } else { Err(CallError::Guest { value: payload }) }
             }
             (Some(ty), Some(v)) => Ok(values::to_json(ty, v)),
             _ => Ok(Value::Null),

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use host::{DEFAULT_DATA_DIR, Error, Host};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// A sandboxed WebAssembly function host: call typed component exports with JSON.
 #[derive(Parser)]
@@ -138,19 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect { component, json } => {
             let exports = host::inspect(&component, &cli.data.join("cache"))?;
             if json {
-                let listed: Vec<Value> = exports
-                    .iter()
-                    .map(|e| {
-                        json!({
-                            "name": e.name,
-                            "export": e.full_name,
-                            "signature": e.signature(),
-                            "params": e.params_schema(),
-                            "result": e.result_schema(),
-                            "error": e.error_schema(),
-                        })
-                    })
-                    .collect();
+                let listed: Vec<Value> = exports.iter().map(|e| e.describe(&e.name)).collect();
                 writeln!(out, "{}", serde_json::to_string_pretty(&listed)?)?;
             } else {
                 writeln!(out, "{} callable export(s) in {}", exports.len(), component.display())?;

@@ -90,15 +90,7 @@ pub fn router(apps: Vec<App>) -> Router {
 }
 
 fn describe_function(f: &Function) -> Value {
-    let e = f.export();
-    json!({
-        "name": f.name(),
-        "export": e.full_name,
-        "signature": e.signature(),
-        "params": e.params_schema(),
-        "result": e.result_schema(),
-        "error": e.error_schema(),
-    })
+    f.export().describe(f.name())
 }
 
 fn describe_app(app: &App) -> Value {
