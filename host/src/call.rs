@@ -1,19 +1,24 @@
 //! One call: a fresh Store and instance from the function's `InstancePre`, with limits, captured
 //! output and a named reason for every way a call can fail.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{InstancePre, Linker, ResourceTable, Val};
-use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::capabilities::Capabilities;
+use crate::capabilities::http::DenyOutgoing;
 use crate::engine::EPOCH_TICK;
 use crate::manifest::Limits;
+use crate::metrics::Metrics;
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -53,6 +58,27 @@ pub enum CallError {
         /// What went wrong.
         message: String,
     },
+    /// An operator paused the function; no instance was made.
+    #[error("function `{function}` is paused (resume it with POST .../resume)")]
+    Paused {
+        /// The manifest function that is paused.
+        function: String,
+    },
+}
+
+impl CallError {
+    /// A stable, machine-readable name of the failure, used in API errors and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CallError::Timeout { .. } => "timeout",
+            CallError::MemoryLimit { .. } => "memory-limit",
+            CallError::StackOverflow => "stack-overflow",
+            CallError::Trap { .. } => "trap",
+            CallError::Guest { .. } => "guest-error",
+            CallError::Host { .. } => "host-error",
+            CallError::Paused { .. } => "paused",
+        }
+    }
 }
 
 /// Output a guest wrote during one call.
@@ -69,6 +95,8 @@ pub struct Logs {
 /// The per-call data held by the wasmtime Store.
 pub struct CallState {
     wasi: WasiCtx,
+    pub(crate) http: WasiHttpCtx,
+    pub(crate) http_hooks: DenyOutgoing,
     pub(crate) table: ResourceTable,
     limiter: Limiter,
     pub(crate) caps: Arc<Capabilities>,
@@ -87,10 +115,11 @@ impl WasiView for CallState {
     }
 }
 
-/// Link WASI p2 (everything denied unless granted: no dirs, env, args or network) and our
-/// capability interfaces.
+/// Link WASI p2 and `wasi:http` (everything denied unless granted: no dirs, env, args or
+/// network) and our capability interfaces.
 pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     crate::capabilities::add_to_linker(linker)
 }
 
@@ -154,7 +183,7 @@ impl Capture {
 
     fn take(&self) -> (String, u64) {
         let mut c = self.inner.lock().unwrap();
-        (String::from_utf8_lossy(&std::mem::take(&mut c.bytes)).into_owned(), c.dropped)
+        (String::from_utf8_lossy(&std::mem::take(&mut c.bytes)).into_owned(), std::mem::take(&mut c.dropped))
     }
 }
 
@@ -214,65 +243,150 @@ impl tokio::io::AsyncWrite for Capture {
     }
 }
 
-/// Everything needed to run calls of one export: shared, immutable, cheap to clone.
-pub struct CallTarget {
+/// One `[function.NAME]` of a loaded app: its component, limits and grants, and what all its
+/// calls share (the `concurrency` permits and the pause switch).
+pub struct Guest {
+    pub(crate) app: String,
+    pub(crate) name: String,
     pub(crate) pre: InstancePre<CallState>,
-    pub(crate) export: wasmtime::component::ComponentExportIndex,
-    pub(crate) result_count: usize,
     pub(crate) limits: Limits,
     pub(crate) caps: Arc<Capabilities>,
+    pub(crate) metrics: Arc<Metrics>,
+    permits: Arc<Semaphore>,
+    paused: AtomicBool,
+}
+
+impl Guest {
+    pub(crate) fn new(
+        app: &str,
+        name: &str,
+        pre: InstancePre<CallState>,
+        limits: Limits,
+        caps: Arc<Capabilities>,
+        metrics: Arc<Metrics>,
+    ) -> Guest {
+        Guest {
+            app: app.to_string(),
+            name: name.to_string(),
+            pre,
+            limits,
+            caps,
+            metrics,
+            permits: Arc::new(Semaphore::new(limits.concurrency as usize)),
+            paused: AtomicBool::new(false),
+        }
+    }
+
+    /// The manifest function name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether an operator paused it.
+    pub fn paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// Pause (calls fail with [`CallError::Paused`] without an instance) or resume it.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    /// Wait for one of the `concurrency` slots; refused at once while paused.
+    pub(crate) async fn admit(&self) -> Result<OwnedSemaphorePermit, CallError> {
+        if self.paused() {
+            return Err(CallError::Paused { function: self.name.clone() });
+        }
+        Ok(self.permits.clone().acquire_owned().await.expect("function semaphore is never closed"))
+    }
+}
+
+/// Everything needed to run calls of one export: shared, immutable, cheap to clone.
+pub struct CallTarget {
+    pub(crate) guest: Arc<Guest>,
+    pub(crate) export: wasmtime::component::ComponentExportIndex,
+    pub(crate) result_count: usize,
+}
+
+/// A fresh Store for one call: the function's limits, captured output, nothing else granted.
+pub(crate) struct Sandbox {
+    pub(crate) store: Store<CallState>,
+    stdout: Capture,
+    stderr: Capture,
+    limits: Limits,
+}
+
+impl Sandbox {
+    pub(crate) fn new(engine: &Engine, limits: Limits, caps: Arc<Capabilities>) -> Sandbox {
+        let (stdout, stderr) = (Capture::new(limits.output), Capture::new(limits.output));
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.table_entries as usize);
+        let state = CallState {
+            wasi: WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build(),
+            http: WasiHttpCtx::new(),
+            http_hooks: DenyOutgoing,
+            table,
+            limiter: Limiter {
+                memory: limits.memory,
+                table_entries: limits.table_entries as usize,
+                memory_used: 0,
+                denied_memory: None,
+            },
+            caps,
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.limiter);
+        // Every epoch tick, a running guest yields to the async executor (so a spinning guest
+        // cannot hold a worker thread that other calls, timers and store acknowledgements need)
+        // and is interrupted once its time is up.
+        let deadline = Instant::now() + limits.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
+        Sandbox { store, stdout, stderr, limits }
+    }
+
+    /// Run `work` (instantiate and call) within the function's `timeout`, naming the reason of a
+    /// failure. The epoch deadline stops guest code; the timer here also stops a guest parked in
+    /// an awaiting host call (a sleep, a poll) where epochs are not checked. It fires a little
+    /// later so the epoch, which leaves the store intact, normally wins.
+    pub(crate) async fn run<R>(
+        &mut self,
+        work: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let limit = self.limits.timeout;
+        match tokio::time::timeout(limit.saturating_add(EPOCH_TICK * 4), work(&mut self.store)).await {
+            Err(_elapsed) => Err(CallError::Timeout { limit }),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(classify(&error, self.store.data().limiter.denied_memory, self.limits)),
+        }
+    }
+
+    /// What the guest printed.
+    pub(crate) fn logs(&self) -> Logs {
+        let (stdout, dropped_out) = self.stdout.take();
+        let (stderr, dropped_err) = self.stderr.take();
+        Logs { stdout, stderr, dropped: dropped_out + dropped_err }
+    }
 }
 
 /// Run one call in a fresh instance. Returns the raw results (or why it failed) and the output.
 pub async fn run(target: &CallTarget, params: &[Val]) -> (Result<Vec<Val>, CallError>, Logs) {
-    let (stdout, stderr) = (Capture::new(target.limits.output), Capture::new(target.limits.output));
-    let mut table = ResourceTable::new();
-    table.set_max_capacity(target.limits.table_entries as usize);
-    let state = CallState {
-        wasi: WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build(),
-        table,
-        limiter: Limiter {
-            memory: target.limits.memory,
-            table_entries: target.limits.table_entries as usize,
-            memory_used: 0,
-            denied_memory: None,
-        },
-        caps: target.caps.clone(),
-    };
-    let mut store = Store::new(target.pre.engine(), state);
-    store.limiter(|s| &mut s.limiter);
-    let limit = target.limits.timeout;
-    // Every epoch tick, a running guest yields to the async executor (so a spinning guest cannot
-    // hold a worker thread that other calls, timers and store acknowledgements need) and is
-    // interrupted once its time is up.
-    let deadline = Instant::now() + limit;
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
-    });
-
-    // The epoch deadline stops guest code; this timer also stops a guest parked in an awaiting
-    // host call (a sleep, a poll) where epochs are not checked. It fires a little later so the
-    // epoch, which leaves the store intact, normally wins.
-    let outcome = tokio::time::timeout(limit.saturating_add(EPOCH_TICK * 4), async {
-        let instance = target.pre.instantiate_async(&mut store).await?;
-        let func = instance
-            .get_func(&mut store, target.export)
-            .ok_or_else(|| wasmtime::format_err!("export not found in instance"))?;
-        let mut results = vec![Val::Bool(false); target.result_count];
-        func.call_async(&mut store, params, &mut results).await?;
-        Ok::<_, wasmtime::Error>(results)
-    })
-    .await;
-
-    let result = match outcome {
-        Err(_elapsed) => Err(CallError::Timeout { limit }),
-        Ok(Ok(results)) => Ok(results),
-        Ok(Err(error)) => Err(classify(&error, store.data().limiter.denied_memory, target.limits)),
-    };
-    let (stdout, dropped_out) = stdout.take();
-    let (stderr, dropped_err) = stderr.take();
-    (result, Logs { stdout, stderr, dropped: dropped_out + dropped_err })
+    let guest = &target.guest;
+    let mut sandbox = Sandbox::new(guest.pre.engine(), guest.limits, guest.caps.clone());
+    let result = sandbox
+        .run(async |store| {
+            let instance = guest.pre.instantiate_async(&mut *store).await?;
+            let func = instance
+                .get_func(&mut *store, target.export)
+                .ok_or_else(|| wasmtime::format_err!("export not found in instance"))?;
+            let mut results = vec![Val::Bool(false); target.result_count];
+            func.call_async(&mut *store, params, &mut results).await?;
+            Ok(results)
+        })
+        .await;
+    (result, sandbox.logs())
 }
 
 fn classify(error: &wasmtime::Error, denied_memory: Option<u64>, limits: Limits) -> CallError {

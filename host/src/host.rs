@@ -6,16 +6,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::sync::Semaphore;
 use wasmtime::component::{Type, Val};
 
 use crate::Error;
-use crate::call::{self, CallError, CallTarget, Logs};
+use crate::call::{self, CallError, CallTarget, Guest, Logs};
 use crate::capabilities::Capabilities;
-use crate::engine::Runtime;
+use crate::engine::{self, Runtime};
 use crate::exports::{self, Export};
 use crate::manifest::Manifest;
+use crate::metrics::Metrics;
 use crate::store::{CommitStats, Store};
+use crate::triggers::http::HttpHandler;
 use crate::values::{self, ArgumentError};
 
 /// Default data dir, relative to the working directory.
@@ -31,6 +32,7 @@ struct Inner {
     runtime: Runtime,
     store: Arc<Store>,
     data_dir: PathBuf,
+    metrics: Arc<Metrics>,
 }
 
 /// Configures a [`Host`].
@@ -58,7 +60,7 @@ impl HostBuilder {
             e => data_error(e.to_string()),
         })?;
         let runtime = Runtime::new(data_dir.join("cache")).map_err(|e| Error::Engine(format!("{e:#}")))?;
-        Ok(Host { inner: Arc::new(Inner { runtime, store: Arc::new(store), data_dir }) })
+        Ok(Host { inner: Arc::new(Inner { runtime, store: Arc::new(store), data_dir, metrics: Arc::default() }) })
     }
 }
 
@@ -88,46 +90,75 @@ impl Host {
         self.inner.store.commit_stats()
     }
 
+    /// Counters of every call made through this host (for `/metrics` and the dashboard).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Write everything the store holds to disk now (done on shutdown).
+    pub fn flush(&self) -> Result<(), Error> {
+        self.inner.store.flush().map_err(|e| Error::DataDir { path: self.inner.data_dir.clone(), message: e.to_string() })
+    }
+
+    /// The embedded store (KV trees of every app).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
     /// Load an app from its manifest: compile (or fetch from cache) every component and prepare it
     /// for fast instantiation.
     pub fn load(&self, manifest: impl AsRef<Path>) -> Result<App, Error> {
         let manifest = Manifest::load(manifest)?;
         let runtime = &self.inner.runtime;
+        let mut guests = Vec::new();
         let mut functions = Vec::new();
         for (name, spec) in &manifest.functions {
-            let pre = runtime.load(&spec.source)?;
             let caps = Arc::new(Capabilities {
                 app: manifest.app.clone(),
                 grants: spec.grants.clone(),
                 config: spec.config.clone(),
                 store: self.inner.store.clone(),
-                buckets_dir: self.inner.data_dir.join("buckets").join(&manifest.app),
+                buckets_dir: self.buckets_dir(&manifest.app),
             });
-            let permits = Arc::new(Semaphore::new(spec.limits.concurrency as usize));
-            for export in exports::exports(pre.component()) {
+            let pre = runtime.load(&spec.source)?;
+            let guest =
+                Arc::new(Guest::new(&manifest.app, name, pre, spec.limits, caps, self.inner.metrics.clone()));
+            for export in exports::exports(guest.pre.component()) {
                 let target = CallTarget {
-                    pre: pre.clone(),
+                    guest: guest.clone(),
                     export: export.index,
                     result_count: usize::from(export.result.is_some()),
-                    limits: spec.limits,
-                    caps: caps.clone(),
                 };
                 functions.push(Function {
                     name: format!("{name}.{}", export.name),
                     export: Arc::new(export),
                     target: Arc::new(target),
-                    permits: permits.clone(),
                 });
             }
+            guests.push(guest);
         }
-        Ok(App { manifest, functions })
+        let mut routes = Vec::new();
+        for route in &manifest.http_routes {
+            let guest = guests.iter().find(|g| g.name == route.function).expect("manifest checked the function");
+            routes.push(HttpHandler::new(route.clone(), guest.clone()).map_err(|message| {
+                engine::LoadError::Invalid { path: manifest.functions[&route.function].source.clone(), message }
+            })?);
+        }
+        Ok(App { manifest, guests, functions, routes })
+    }
+
+    /// The folder holding `app`'s buckets.
+    pub fn buckets_dir(&self, app: &str) -> PathBuf {
+        self.inner.data_dir.join("buckets").join(app)
     }
 }
 
-/// A loaded app: its manifest and every callable export of its functions.
+/// A loaded app: its manifest, its components, every callable export and its http routes.
 pub struct App {
     manifest: Manifest,
+    guests: Vec<Arc<Guest>>,
     functions: Vec<Function>,
+    routes: Vec<HttpHandler>,
 }
 
 impl App {
@@ -144,6 +175,26 @@ impl App {
     /// Every callable export, named `function.export`.
     pub fn functions(&self) -> &[Function] {
         &self.functions
+    }
+
+    /// The `[[trigger.http]]` routes, ready to serve requests.
+    pub fn routes(&self) -> &[HttpHandler] {
+        &self.routes
+    }
+
+    /// The loaded `[function.NAME]` components.
+    pub fn guests(&self) -> &[Arc<Guest>] {
+        &self.guests
+    }
+
+    /// The component behind `name`: a manifest function (`counter`) or one of its exports
+    /// (`counter.increment`). Pausing applies to the whole component.
+    pub fn guest(&self, name: &str) -> Result<&Arc<Guest>, Error> {
+        let component = match self.guests.iter().find(|g| g.name == name) {
+            Some(guest) => return Ok(guest),
+            None => self.function(name)?.target.guest.name.clone(),
+        };
+        Ok(self.guests.iter().find(|g| g.name == component).expect("every export has its guest"))
     }
 
     /// Find a callable export by name: `counter.increment`, `types.math.add`, the full export name
@@ -175,7 +226,6 @@ pub struct Function {
     name: String,
     export: Arc<Export>,
     target: Arc<CallTarget>,
-    permits: Arc<Semaphore>,
 }
 
 /// The full story of one call: its outcome, what the guest printed and how long it took.
@@ -210,11 +260,19 @@ impl Function {
     /// arguments are an `Err`: they are rejected before any instance is made.
     pub async fn invoke(&self, args: &Value) -> Result<CallReport, ArgumentError> {
         let params = self.params(args)?;
-        let _permit = self.permits.acquire().await.expect("function semaphore is never closed");
+        let guest = &self.target.guest;
         let started = Instant::now();
-        let (outcome, logs) = call::run(&self.target, &params).await;
+        let (outcome, logs) = match guest.admit().await {
+            Ok(_permit) => {
+                let _in_flight = guest.metrics.start();
+                call::run(&self.target, &params).await
+            }
+            Err(refused) => (Err(refused), Logs::default()),
+        };
         let result = outcome.and_then(|results| self.result_json(results.first()));
-        Ok(CallReport { result, logs, elapsed: started.elapsed() })
+        let elapsed = started.elapsed();
+        guest.metrics.record(&guest.app, &self.name, "call", result.as_ref().map_or_else(CallError::code, |_| "ok"), elapsed);
+        Ok(CallReport { result, logs, elapsed })
     }
 
     fn params(&self, args: &Value) -> Result<Vec<Val>, ArgumentError> {

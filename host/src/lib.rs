@@ -26,17 +26,20 @@
 pub mod build;
 pub mod call;
 pub mod capabilities;
+pub mod client;
 pub mod engine;
 pub mod exports;
 mod host;
 pub mod manifest;
+pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod triggers;
 pub mod values;
 
 use std::path::PathBuf;
 
-pub use crate::call::{CallError, Logs};
+pub use crate::call::{CallError, Guest, Logs};
 pub use crate::host::{App, CallReport, DEFAULT_DATA_DIR, Function, Host, HostBuilder};
 pub use crate::values::ArgumentError;
 

@@ -42,6 +42,12 @@ enum Command {
         /// Run the manifest's build commands first.
         #[arg(long)]
         build: bool,
+        /// Call a running `host serve` at this URL instead (e.g. `http://127.0.0.1:8080`).
+        /// FUNCTION may then be `APP/FUNCTION.EXPORT`; without `APP/` the server's apps are searched.
+        #[arg(long, value_name = "URL")]
+        remote: Option<String>,
+        #[command(flatten)]
+        token: TokenArgs,
     },
     /// List a component's callable exports with their WIT signatures and JSON Schemas.
     Inspect {
@@ -51,11 +57,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Serve the REST API for one or more apps: list them, describe and call their functions.
+    /// Serve apps over HTTP: the REST API (`/v1`), OpenAPI (`/v1/openapi.json`, `/docs`), their
+    /// `[[trigger.http]]` routes and `[site]` folders, metrics (`/metrics`) and the dashboard (`/ui`).
     ///
-    /// Until token authentication lands, only loopback addresses are accepted.
+    /// Without a token only loopback addresses are accepted. With one, `/v1`, `/metrics` and
+    /// routes not marked `public` need `Authorization: Bearer <token>`.
     #[command(
-        after_help = "Example:\n  host serve -f examples/hello/host.toml -f examples/counter/host.toml\n  curl -X POST localhost:8080/v1/apps/hello/functions/hello.greet -d '{\"who\": {\"name\": \"Ada\", \"age\": 36}}'"
+        after_help = "Example:\n  host serve -f examples/hello/host.toml -f examples/counter/host.toml\n  curl -X POST localhost:8080/v1/apps/hello/functions/hello.greet -d '{\"who\": {\"name\": \"Ada\", \"age\": 36}}'\n  open http://localhost:8080/ui"
     )]
     Serve {
         /// App manifests; repeat for several apps.
@@ -67,6 +75,17 @@ enum Command {
         /// Run the manifests' build commands first.
         #[arg(long)]
         build: bool,
+        #[command(flatten)]
+        token: TokenArgs,
+        /// Largest request body, e.g. `16MiB`.
+        #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+        max_body: usize,
+        /// Most requests handled at once; more get `503 overloaded`.
+        #[arg(long, default_value_t = host::server::MAX_REQUESTS)]
+        max_requests: usize,
+        /// On SIGTERM/Ctrl-C, how long requests in flight may still run.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        shutdown_grace: std::time::Duration,
     },
     /// Run the build commands of a manifest (installing a missing Rust target first).
     Build {
@@ -74,6 +93,42 @@ enum Command {
         #[arg(short = 'f', long = "file", default_value = "host.toml")]
         manifest: PathBuf,
     },
+}
+
+/// The bearer token: given, from `HOST_TOKEN`, or read from a file.
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// Bearer token (prefer `HOST_TOKEN` or `--token-file`: arguments show up in `ps`).
+    #[arg(long, env = "HOST_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Read the bearer token from this file (surrounding whitespace is ignored).
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    fn resolve(self) -> anyhow::Result<Option<String>> {
+        let token = match self.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read token file {}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => self.token,
+        };
+        match token {
+            Some(t) if t.is_empty() => anyhow::bail!("the bearer token is empty"),
+            Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => {
+                anyhow::bail!("the bearer token must be printable ASCII without spaces")
+            }
+            token => Ok(token),
+        }
+    }
+}
+
+fn parse_size(text: &str) -> Result<usize, String> {
+    host::manifest::parse_bytes(text).and_then(|n| usize::try_from(n).map_err(|e| e.to_string()))
 }
 
 fn main() -> ExitCode {
@@ -109,7 +164,22 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match cli.command {
-        Command::Call { function, args, manifest, build } => {
+        Command::Call { function, args, remote: Some(url), token, .. } => {
+            let args = read_args(args)?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let client = host::client::Client::new(&url, token.resolve()?)?;
+            match runtime.block_on(client.call(&function, &args))? {
+                Ok(value) => {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(failure) => {
+                    eprintln!("error: {}", failure.message);
+                    Ok(ExitCode::from(if failure.bad_input { 2 } else { 1 }))
+                }
+            }
+        }
+        Command::Call { function, args, manifest, build, .. } => {
             if build {
                 host::build::build(&host::manifest::Manifest::load(&manifest)?)?;
             }
@@ -153,10 +223,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { manifests, listen, build } => {
-            if !listen.ip().is_loopback() {
+        Command::Serve { manifests, listen, build, token, max_body, max_requests, shutdown_grace } => {
+            let token = token.resolve()?;
+            if !listen.ip().is_loopback() && token.is_none() {
                 anyhow::bail!(
-                    "refusing to listen on {listen}: token authentication is not implemented yet, so only loopback addresses (127.0.0.1, ::1) are allowed"
+                    "refusing to listen on {listen} without a bearer token: anyone who can reach it could call every function; set HOST_TOKEN, --token-file or --token (or listen on 127.0.0.1)"
                 );
             }
             let host = Host::builder().data_dir(&cli.data).build()?;
@@ -165,21 +236,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if build {
                     host::build::build(&host::manifest::Manifest::load(path)?)?;
                 }
-                let app = host.load(path)?;
-                if apps.iter().any(|a: &host::App| a.name() == app.name()) {
-                    anyhow::bail!("two manifests define the app `{}` ({})", app.name(), path.display());
-                }
-                apps.push(app);
+                apps.push(host.load(path)?);
             }
+            let config = host::server::ServerConfig { token, max_body, max_requests };
+            let router = host::server::router(&host, apps, config)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
-                tracing::info!("serving {} app(s) on http://{}/v1/apps", apps.len(), listener.local_addr()?);
-                axum::serve(listener, host::server::router(apps)).with_graceful_shutdown(shutdown_signal()).await?;
+                let addr = listener.local_addr()?;
+                tracing::info!("serving {} app(s) on http://{addr}/v1/apps, dashboard http://{addr}/ui", manifests.len());
+                let finished = host::server::serve(&host, listener, router, shutdown_signal(), shutdown_grace).await?;
                 tracing::info!("stopped");
-                anyhow::Ok(ExitCode::SUCCESS)
+                anyhow::Ok(if finished { ExitCode::SUCCESS } else { ExitCode::from(1) })
             })
         }
         Command::Build { manifest } => {

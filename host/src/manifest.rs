@@ -40,7 +40,52 @@ pub struct Manifest {
     pub app: String,
     /// Functions by name, in name order.
     pub functions: BTreeMap<String, FunctionSpec>,
+    /// `[[trigger.http]]` routes, in manifest order.
+    pub http_routes: Vec<HttpRoute>,
+    /// `[site]`: static files served by `host serve`.
+    pub site: Option<Site>,
 }
+
+/// One `[[trigger.http]]`: requests to `route` go to a component exporting
+/// `wasi:http/incoming-handler`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRoute {
+    /// `/hello` matches exactly that path; `/hello/...` matches `/hello` and everything under it.
+    pub route: String,
+    /// The `[function.NAME]` handling the requests.
+    pub function: String,
+    /// Whether requests need no bearer token when the server has one.
+    pub public: bool,
+}
+
+impl HttpRoute {
+    /// The path prefix of a `/...` route, or `None` for an exact route.
+    pub fn prefix(&self) -> Option<&str> {
+        self.route.strip_suffix("/...")
+    }
+
+    /// Whether `path` is handled by this route.
+    pub fn matches(&self, path: &str) -> bool {
+        match self.prefix() {
+            Some(prefix) => {
+                path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/') || prefix.is_empty())
+            }
+            None => path == self.route,
+        }
+    }
+}
+
+/// `[site]`: a folder of static files served under `route` (always public).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    /// The folder, resolved against the manifest's folder.
+    pub dir: PathBuf,
+    /// The path prefix it is served under, e.g. `/` or `/docs-site`.
+    pub route: String,
+}
+
+/// Path prefixes `host serve` keeps for itself; routes and sites may not use them.
+pub const RESERVED_ROUTES: [&str; 5] = ["/v1", "/ui", "/docs", "/metrics", "/healthz"];
 
 /// One `[function.NAME]` table: a component and what it may do.
 #[derive(Debug, Clone)]
@@ -197,7 +242,59 @@ struct RawManifest {
     app: RawApp,
     #[serde(default)]
     function: BTreeMap<ResourceName, RawFunction>,
+    #[serde(default)]
+    trigger: RawTriggers,
+    site: Option<RawSite>,
 }
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTriggers {
+    #[serde(default)]
+    http: Vec<RawHttpRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttpRoute {
+    route: RoutePath,
+    function: ResourceName,
+    #[serde(default)]
+    public: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSite {
+    dir: PathBuf,
+    #[serde(default = "root_route")]
+    route: RoutePath,
+}
+
+fn root_route() -> RoutePath {
+    RoutePath("/".into())
+}
+
+/// A route: `/`, `/...`, or `/` and segments of URL-safe characters, optionally ending in `/...`.
+struct RoutePath(String);
+deserialize_from_str!(RoutePath, |t: &str| {
+    let path = t.strip_suffix("/...").unwrap_or(t);
+    let valid = t == "/"
+        || path.is_empty()
+        || path.starts_with('/')
+            && path.split('/').skip(1).all(|seg| {
+                !seg.chars().all(|c| c == '.') && seg.chars().all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c))
+            });
+    if !valid {
+        return Err(format!(
+            "invalid route `{t}`: expected `/` or a path like `/hello` (letters, digits and `-._~` between slashes), optionally ending in `/...`"
+        ));
+    }
+    match RESERVED_ROUTES.iter().find(|r| path == **r || path.starts_with(&format!("{r}/"))) {
+        Some(r) => Err(format!("invalid route `{t}`: `{r}` is reserved for the host's own API and pages")),
+        None => Ok(RoutePath(t.to_string())),
+    }
+});
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -273,7 +370,28 @@ impl Manifest {
         if functions.is_empty() {
             return Err(invalid("no functions: add a `[function.NAME]` table with a `source`".into()));
         }
-        Ok(Manifest { path: path.to_path_buf(), app: raw.app.name.0, functions })
+        let mut http_routes: Vec<HttpRoute> = Vec::new();
+        for (i, r) in raw.trigger.http.into_iter().enumerate() {
+            if !functions.contains_key(&r.function.0) {
+                return Err(invalid(format!(
+                    "trigger.http[{i}].function: no `[function.{}]` in this manifest",
+                    r.function
+                )));
+            }
+            if http_routes.iter().any(|other| other.route == r.route.0) {
+                return Err(invalid(format!("trigger.http[{i}].route: `{}` is used twice", r.route.0)));
+            }
+            http_routes.push(HttpRoute { route: r.route.0, function: r.function.0, public: r.public });
+        }
+        let site = raw.site.map(|s| Site {
+            dir: base.join(s.dir),
+            route: match s.route.0.strip_suffix("/...") {
+                Some("") => "/".into(),
+                Some(prefix) => prefix.into(),
+                None => s.route.0,
+            },
+        });
+        Ok(Manifest { path: path.to_path_buf(), app: raw.app.name.0, functions, http_routes, site })
     }
 
     /// The folder the manifest is in; build commands run there.

@@ -78,6 +78,11 @@ impl Store {
     }
 
     /// Flushes done and writes acknowledged so far.
+    pub fn flush(&self) -> Result<(), sled::Error> {
+        self.db.flush().map(drop)
+    }
+
+    /// Group-commit counters.
     pub fn commit_stats(&self) -> CommitStats {
         let tickets = self.commits.state.lock().unwrap().0;
         CommitStats { flushes: self.commits.flushes.load(Ordering::Relaxed), tickets }

@@ -66,50 +66,28 @@ pub fn open_bucket_dir(buckets_dir: &Path, name: &str) -> std::io::Result<Dir> {
     Dir::open_ambient_dir(path, ambient_authority())
 }
 
-impl CallState {
+impl BucketDir {
+    /// Open (creating it if needed) bucket `name` under `buckets_dir`.
+    pub(crate) fn open(buckets_dir: &Path, name: &str) -> std::io::Result<BucketDir> {
+        Ok(BucketDir { dir: open_bucket_dir(buckets_dir, name)?, staging: Arc::new(open_bucket_dir(buckets_dir, STAGING)?) })
+    }
+
     /// Run `op` on the bucket's folder after validating `key`.
-    fn with_key<T>(
-        &self,
-        bucket: &Resource<BucketDir>,
-        key: &str,
-        op: impl FnOnce(&BucketDir) -> std::io::Result<T>,
-    ) -> BucketResult<T> {
-        let bucket = self.table.get(bucket)?;
-        Ok(validate_key(key).and_then(|()| {
-            op(bucket)
+    fn with_key<T>(&self, key: &str, op: impl FnOnce(&Dir) -> std::io::Result<T>) -> Result<T, Error> {
+        validate_key(key).and_then(|()| {
+            op(&self.dir)
                 .map_err(|e| if missing(&e) { Error::NoSuchKey } else { Error::Other(format!("key {key:?}: {e}")) })
-        }))
-    }
-}
-
-impl Host for CallState {
-    async fn open(&mut self, name: String) -> BucketResult<Resource<BucketDir>> {
-        if !self.caps.grants.bucket(&name) {
-            return Ok(Err(Error::AccessDenied));
-        }
-        let opened = open_bucket_dir(&self.caps.buckets_dir, &name)
-            .and_then(|dir| Ok((dir, open_bucket_dir(&self.caps.buckets_dir, STAGING)?)));
-        match opened {
-            Ok((dir, staging)) => Ok(Ok(self.table.push(BucketDir { dir, staging: Arc::new(staging) })?)),
-            Err(e) => Ok(Err(Error::Other(format!("cannot open bucket `{name}`: {e}")))),
-        }
-    }
-}
-
-impl HostBucket for CallState {
-    async fn read(&mut self, bucket: Resource<BucketDir>, key: String) -> BucketResult<Vec<u8>> {
-        self.with_key(&bucket, &key, |b| b.dir.read(&key))
+        })
     }
 
-    async fn read_range(
-        &mut self,
-        bucket: Resource<BucketDir>,
-        key: String,
-        offset: u64,
-        length: u64,
-    ) -> BucketResult<Vec<u8>> {
-        self.with_key(&bucket, &key, |b| {
-            let mut file = b.dir.open(&key)?;
+    /// The whole object.
+    pub(crate) fn read(&self, key: &str) -> Result<Vec<u8>, Error> {
+        self.with_key(key, |dir| dir.read(key))
+    }
+
+    fn read_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>, Error> {
+        self.with_key(key, |dir| {
+            let mut file = dir.open(key)?;
             file.seek(SeekFrom::Start(offset))?;
             let mut data = Vec::new();
             file.take(length).read_to_end(&mut data)?;
@@ -117,37 +95,39 @@ impl HostBucket for CallState {
         })
     }
 
-    async fn write(&mut self, bucket: Resource<BucketDir>, key: String, data: Vec<u8>) -> BucketResult<()> {
+    /// Create or replace an object: staged, synced, renamed into place, folder synced.
+    pub(crate) fn write(&self, key: &str, data: &[u8]) -> Result<(), Error> {
         static STAGED: AtomicU64 = AtomicU64::new(0);
-        self.with_key(&bucket, &key, |b| {
+        self.with_key(key, |dir| {
             if let Some((parent, _)) = key.rsplit_once('/') {
-                b.dir.create_dir_all(parent)?;
+                dir.create_dir_all(parent)?;
             }
             let staged = format!("{}-{}", std::process::id(), STAGED.fetch_add(1, Ordering::Relaxed));
-            let written = b.staging.create(&staged).and_then(|mut file| {
-                file.write_all(&data)?;
+            let written = self.staging.create(&staged).and_then(|mut file| {
+                file.write_all(data)?;
                 file.sync_data()?;
-                b.staging.rename(&staged, &b.dir, &key)
+                self.staging.rename(&staged, dir, key)
             });
             if written.is_err() {
-                let _ = b.staging.remove_file(&staged);
+                let _ = self.staging.remove_file(&staged);
                 return written;
             }
             // Make the rename itself durable: sync the folder that now holds the object.
-            b.dir.open(key.rsplit_once('/').map_or(".", |(parent, _)| parent))?.sync_all()
+            dir.open(key.rsplit_once('/').map_or(".", |(parent, _)| parent))?.sync_all()
         })
     }
 
-    async fn delete(&mut self, bucket: Resource<BucketDir>, key: String) -> BucketResult<()> {
-        self.with_key(&bucket, &key, |b| {
-            match b.dir.remove_file(&key) {
+    /// Remove an object (absent is fine) and the folders it leaves empty.
+    pub(crate) fn delete(&self, key: &str) -> Result<(), Error> {
+        self.with_key(key, |dir| {
+            match dir.remove_file(key) {
                 Err(e) if missing(&e) => return Ok(()),
                 other => other?,
             }
             // Remove the folders the key leaves empty, so that their names can be keys again.
-            let mut parent = key.as_str();
+            let mut parent = key;
             while let Some((up, _)) = parent.rsplit_once('/') {
-                if b.dir.remove_dir(up).is_err() {
+                if dir.remove_dir(up).is_err() {
                     break;
                 }
                 parent = up;
@@ -156,17 +136,17 @@ impl HostBucket for CallState {
         })
     }
 
-    async fn exists(&mut self, bucket: Resource<BucketDir>, key: String) -> BucketResult<bool> {
-        self.with_key(&bucket, &key, |b| match b.dir.metadata(&key) {
+    fn exists(&self, key: &str) -> Result<bool, Error> {
+        self.with_key(key, |dir| match dir.metadata(key) {
             Ok(meta) => Ok(meta.is_file()),
             Err(e) if missing(&e) => Ok(false),
             Err(e) => Err(e),
         })
     }
 
-    async fn stat(&mut self, bucket: Resource<BucketDir>, key: String) -> BucketResult<ObjectStat> {
-        self.with_key(&bucket, &key, |b| {
-            let meta = b.dir.metadata(&key)?;
+    fn stat(&self, key: &str) -> Result<ObjectStat, Error> {
+        self.with_key(key, |dir| {
+            let meta = dir.metadata(key)?;
             if !meta.is_file() {
                 return Err(std::io::ErrorKind::NotFound.into());
             }
@@ -176,6 +156,68 @@ impl HostBucket for CallState {
         })
     }
 
+    /// Keys starting with `prefix`, in order, after `cursor`; at most `limit` (1 to 1000).
+    pub(crate) fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<ListPage, Error> {
+        let mut keys = Vec::new();
+        walk(&self.dir, "", &mut keys).map_err(|e| Error::Other(e.to_string()))?;
+        keys.sort();
+        let limit = (limit as usize).clamp(1, MAX_PAGE);
+        let mut page: Vec<String> = keys
+            .into_iter()
+            .filter(|k| k.starts_with(prefix) && cursor.is_none_or(|c| k.as_str() > c))
+            .take(limit + 1)
+            .collect();
+        let cursor = (page.len() > limit).then(|| {
+            page.truncate(limit);
+            page[limit - 1].clone()
+        });
+        Ok(ListPage { keys: page, cursor })
+    }
+}
+
+impl Host for CallState {
+    async fn open(&mut self, name: String) -> BucketResult<Resource<BucketDir>> {
+        if !self.caps.grants.bucket(&name) {
+            return Ok(Err(Error::AccessDenied));
+        }
+        match BucketDir::open(&self.caps.buckets_dir, &name) {
+            Ok(bucket) => Ok(Ok(self.table.push(bucket)?)),
+            Err(e) => Ok(Err(Error::Other(format!("cannot open bucket `{name}`: {e}")))),
+        }
+    }
+}
+
+impl HostBucket for CallState {
+    async fn read(&mut self, bucket: Resource<BucketDir>, key: String) -> BucketResult<Vec<u8>> {
+        Ok(self.table.get(&bucket)?.read(&key))
+    }
+
+    async fn read_range(
+        &mut self,
+        bucket: Resource<BucketDir>,
+        key: String,
+        offset: u64,
+        length: u64,
+    ) -> BucketResult<Vec<u8>> {
+        Ok(self.table.get(&bucket)?.read_range(&key, offset, length))
+    }
+
+    async fn write(&mut self, bucket: Resource<BucketDir>, key: String, data: Vec<u8>) -> BucketResult<()> {
+        Ok(self.table.get(&bucket)?.write(&key, &data))
+    }
+
+    async fn delete(&mut self, bucket: Resource<BucketDir>, key: String) -> BucketResult<()> {
+        Ok(self.table.get(&bucket)?.delete(&key))
+    }
+
+    async fn exists(&mut self, bucket: Resource<BucketDir>, key: String) -> BucketResult<bool> {
+        Ok(self.table.get(&bucket)?.exists(&key))
+    }
+
+    async fn stat(&mut self, bucket: Resource<BucketDir>, key: String) -> BucketResult<ObjectStat> {
+        Ok(self.table.get(&bucket)?.stat(&key))
+    }
+
     async fn list(
         &mut self,
         bucket: Resource<BucketDir>,
@@ -183,23 +225,7 @@ impl HostBucket for CallState {
         cursor: Option<String>,
         limit: u32,
     ) -> BucketResult<ListPage> {
-        let bucket = self.table.get(&bucket)?;
-        let mut keys = Vec::new();
-        if let Err(e) = walk(&bucket.dir, "", &mut keys) {
-            return Ok(Err(Error::Other(e.to_string())));
-        }
-        keys.sort();
-        let limit = (limit as usize).clamp(1, MAX_PAGE);
-        let mut page: Vec<String> = keys
-            .into_iter()
-            .filter(|k| k.starts_with(&prefix) && cursor.as_ref().is_none_or(|c| k > c))
-            .take(limit + 1)
-            .collect();
-        let cursor = (page.len() > limit).then(|| {
-            page.truncate(limit);
-            page[limit - 1].clone()
-        });
-        Ok(Ok(ListPage { keys: page, cursor }))
+        Ok(self.table.get(&bucket)?.list(&prefix, cursor.as_deref(), limit))
     }
 
     async fn drop(&mut self, bucket: Resource<BucketDir>) -> wasmtime::Result<()> {

@@ -104,7 +104,7 @@ impl kv_ext::Host for CallState {
 }
 
 /// One page of keys starting with `prefix`, after `cursor` when given.
-fn page(tree: &sled::Tree, prefix: &str, cursor: Option<String>) -> Result<KeyResponse, Error> {
+pub(crate) fn page(tree: &sled::Tree, prefix: &str, cursor: Option<String>) -> Result<KeyResponse, Error> {
     let start = match &cursor {
         Some(c) if c.as_str() >= prefix => Bound::Excluded(c.as_bytes()),
         _ => Bound::Included(prefix.as_bytes()),

@@ -16,6 +16,7 @@ use crate::store::Store;
 
 pub mod buckets;
 pub mod config;
+pub mod http;
 pub mod kv;
 
 /// Host bindings generated from `wit/` for the `host:api/imports` world.

@@ -1,0 +1,163 @@
+//! Call counters, latency histograms, instances in flight and the most recent calls, shared by
+//! every app of a [`crate::Host`]; rendered in the Prometheus text format for `/metrics`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
+
+/// How many finished calls [`Metrics::recent`] keeps.
+pub const RECENT_CALLS: usize = 100;
+
+/// One finished call, as listed by [`Metrics::recent`].
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRecord {
+    /// The app.
+    pub app: String,
+    /// `function.export`, or the manifest function behind an http route.
+    pub function: String,
+    /// What started it: `call` (typed call) or `http` (a `[[trigger.http]]` route).
+    pub trigger: &'static str,
+    /// `ok` or a [`crate::CallError::code`].
+    pub outcome: &'static str,
+    /// Wall time of the call in microseconds.
+    pub micros: u64,
+    /// When it finished, in milliseconds since the Unix epoch.
+    pub finished_ms: u64,
+}
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Default)]
+struct Recorded {
+    calls: BTreeMap<(String, String, &'static str), u64>,
+    latency: BTreeMap<(String, String), Histogram>,
+    errors: BTreeMap<&'static str, u64>,
+    recent: VecDeque<CallRecord>,
+}
+
+/// Counters for `/metrics` and the dashboard.
+#[derive(Default)]
+pub struct Metrics {
+    in_flight: AtomicI64,
+    recorded: Mutex<Recorded>,
+}
+
+/// Counts an instance as in flight until dropped.
+pub struct InFlight<'a>(&'a Metrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Metrics {
+    /// Mark an instance as running until the guard is dropped.
+    pub fn start(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+
+    /// Instances running now.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Record a finished call.
+    pub fn record(&self, app: &str, function: &str, trigger: &'static str, outcome: &'static str, elapsed: Duration) {
+        let finished_ms =
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let mut r = self.recorded.lock().unwrap();
+        *r.calls.entry((app.to_string(), function.to_string(), outcome)).or_default() += 1;
+        let h = r.latency.entry((app.to_string(), function.to_string())).or_default();
+        let seconds = elapsed.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            h.counts[i] += 1;
+        }
+        h.count += 1;
+        h.sum += seconds;
+        if r.recent.len() == RECENT_CALLS {
+            r.recent.pop_front();
+        }
+        r.recent.push_back(CallRecord {
+            app: app.to_string(),
+            function: function.to_string(),
+            trigger,
+            outcome,
+            micros: elapsed.as_micros() as u64,
+            finished_ms,
+        });
+    }
+
+    /// Count an error answer of the server by its stable code.
+    pub fn record_error(&self, code: &'static str) {
+        *self.recorded.lock().unwrap().errors.entry(code).or_default() += 1;
+    }
+
+    /// Calls so far of `function` in `app` that ended with `outcome`.
+    pub fn calls(&self, app: &str, function: &str, outcome: &'static str) -> u64 {
+        let r = self.recorded.lock().unwrap();
+        r.calls.get(&(app.to_string(), function.to_string(), outcome)).copied().unwrap_or(0)
+    }
+
+    /// The last [`RECENT_CALLS`] finished calls, newest first.
+    pub fn recent(&self) -> Vec<CallRecord> {
+        self.recorded.lock().unwrap().recent.iter().rev().cloned().collect()
+    }
+
+    /// Everything in the Prometheus text exposition format (version 0.0.4).
+    pub fn prometheus(&self) -> String {
+        let r = self.recorded.lock().unwrap();
+        let mut out = String::new();
+        out.push_str("# HELP host_calls_total Finished calls by app, function and outcome.\n");
+        out.push_str("# TYPE host_calls_total counter\n");
+        for ((app, function, outcome), n) in &r.calls {
+            let _ = writeln!(
+                out,
+                "host_calls_total{{app=\"{}\",function=\"{}\",outcome=\"{outcome}\"}} {n}",
+                escape(app),
+                escape(function)
+            );
+        }
+        out.push_str("# HELP host_call_duration_seconds Wall time of calls, instantiation included.\n");
+        out.push_str("# TYPE host_call_duration_seconds histogram\n");
+        for ((app, function), h) in &r.latency {
+            let labels = format!("app=\"{}\",function=\"{}\"", escape(app), escape(function));
+            let mut cumulative = 0;
+            for (bound, n) in LATENCY_BUCKETS.iter().zip(h.counts) {
+                cumulative += n;
+                let _ = writeln!(out, "host_call_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+            }
+            let _ = writeln!(out, "host_call_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(out, "host_call_duration_seconds_sum{{{labels}}} {}", h.sum);
+            let _ = writeln!(out, "host_call_duration_seconds_count{{{labels}}} {}", h.count);
+        }
+        out.push_str("# HELP host_instances_in_flight Guest instances running now.\n");
+        out.push_str("# TYPE host_instances_in_flight gauge\n");
+        let _ = writeln!(out, "host_instances_in_flight {}", self.in_flight());
+        out.push_str("# HELP host_http_errors_total Error answers of the server by stable error code.\n");
+        out.push_str("# TYPE host_http_errors_total counter\n");
+        for (code, n) in &r.errors {
+            let _ = writeln!(out, "host_http_errors_total{{code=\"{code}\"}} {n}");
+        }
+        out
+    }
+}
+
+/// Escape a Prometheus label value.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

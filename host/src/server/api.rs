@@ -1,0 +1,126 @@
+//! `/v1/apps...` and `/v1/calls`: list apps and functions with their schemas, call functions,
+//! pause and resume them, and see the most recent calls.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::{ApiError, Shared, describe_route};
+use crate::{App, Function};
+
+pub(super) fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/v1/apps", get(list_apps))
+        .route("/v1/apps/{app}", get(show_app))
+        .route("/v1/apps/{app}/functions/{function}", get(show_function).post(invoke))
+        .route("/v1/apps/{app}/functions/{function}/pause", post(pause))
+        .route("/v1/apps/{app}/functions/{function}/resume", post(resume))
+        .route("/v1/calls", get(recent_calls))
+}
+
+fn describe_function(app: &App, f: &Function) -> Value {
+    let mut described = f.export().describe(f.name());
+    let paused = app.guest(f.name()).is_ok_and(|g| g.paused());
+    described.as_object_mut().expect("object").insert("paused".into(), paused.into());
+    described
+}
+
+fn describe_app(app: &App) -> Value {
+    json!({
+        "name": app.name(),
+        "functions": app.functions().iter().map(|f| describe_function(app, f)).collect::<Vec<_>>(),
+        "routes": app.manifest().http_routes.iter().map(describe_route).collect::<Vec<_>>(),
+        "site": app.manifest().site.as_ref().map(|s| s.route.clone()),
+    })
+}
+
+/// The app named `name`, or a 404 naming the apps there are.
+pub(super) fn find<'a>(server: &'a Shared, name: &str) -> Result<&'a App, ApiError> {
+    server.apps.get(name).ok_or_else(|| ApiError {
+        extra: json!({ "available": server.apps.keys().collect::<Vec<_>>() }),
+        ..ApiError::not_found("unknown-app", format!("no app `{name}`"))
+    })
+}
+
+async fn list_apps(State(server): State<Shared>) -> axum::Json<Value> {
+    axum::Json(Value::Array(server.apps.values().map(describe_app).collect()))
+}
+
+async fn show_app(State(server): State<Shared>, Path(app): Path<String>) -> Result<axum::Json<Value>, ApiError> {
+    Ok(axum::Json(describe_app(find(&server, &app)?)))
+}
+
+async fn show_function(
+    State(server): State<Shared>,
+    Path((app, function)): Path<(String, String)>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let app = find(&server, &app)?;
+    Ok(axum::Json(describe_function(app, &app.function(&function)?)))
+}
+
+/// Turn a body rejection into a JSON error.
+pub(super) fn body_error(server: &Shared, rejection: BytesRejection) -> ApiError {
+    match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            format!("request body over {} bytes", server.config.max_body),
+        ),
+        status => ApiError::new(status, "bad-body", rejection.body_text()),
+    }
+}
+
+/// Call a function with the JSON body as its arguments (an empty body: no arguments). The answer
+/// is the JSON result; `Server-Timing` says how long the call took.
+async fn invoke(
+    State(server): State<Shared>,
+    Path((app, function)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let function = find(&server, &app)?.function(&function)?;
+    let body = body.map_err(|e| body_error(&server, e))?;
+    let args = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("bad-json", format!("request body is not JSON: {e}")))?
+    };
+    let report = function.invoke(&args).await.map_err(crate::Error::from)?;
+    let timing = format!("call;dur={:.3}", report.elapsed.as_secs_f64() * 1000.0);
+    let mut response = axum::Json(report.result?).into_response();
+    if let Ok(value) = HeaderValue::from_str(&timing) {
+        response.headers_mut().insert("server-timing", value);
+    }
+    Ok(response)
+}
+
+async fn set_paused(server: &Shared, app: &str, function: &str, paused: bool) -> Result<axum::Json<Value>, ApiError> {
+    let guest = find(server, app)?.guest(function)?;
+    guest.set_paused(paused);
+    tracing::info!(app, function = guest.name(), paused, "function {}", if paused { "paused" } else { "resumed" });
+    Ok(axum::Json(json!({ "app": app, "function": guest.name(), "paused": paused })))
+}
+
+/// Stop a function (every export and route of its component) taking calls: they get `503 paused`.
+async fn pause(
+    State(server): State<Shared>,
+    Path((app, function)): Path<(String, String)>,
+) -> Result<axum::Json<Value>, ApiError> {
+    set_paused(&server, &app, &function, true).await
+}
+
+async fn resume(
+    State(server): State<Shared>,
+    Path((app, function)): Path<(String, String)>,
+) -> Result<axum::Json<Value>, ApiError> {
+    set_paused(&server, &app, &function, false).await
+}
+
+async fn recent_calls(State(server): State<Shared>) -> axum::Json<Value> {
+    axum::Json(json!(server.host.metrics().recent()))
+}

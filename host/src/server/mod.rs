@@ -1,0 +1,403 @@
+//! `host serve`: the REST API, OpenAPI document, `wasi:http` routes, static sites, metrics and the
+//! dashboard, a thin layer over the library.
+//!
+//! Every error body is JSON `{"code": "...", "message": "..."}` with a stable `code`.
+
+mod api;
+mod openapi;
+mod operator;
+mod site;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use crate::manifest::HttpRoute;
+use crate::triggers::http::HttpHandler;
+use crate::{App, CallError, Error, Host};
+
+/// Default largest request body accepted, in bytes.
+pub const MAX_BODY: usize = 16 << 20;
+
+/// Default most requests handled at once; more get `503 overloaded`.
+pub const MAX_REQUESTS: usize = 1024;
+
+/// How the server is set up.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Bearer token required on `/v1`, `/metrics` and non-public routes; `None`: no auth.
+    pub token: Option<String>,
+    /// Largest request body, in bytes.
+    pub max_body: usize,
+    /// Most requests handled at once.
+    pub max_requests: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { token: None, max_body: MAX_BODY, max_requests: MAX_REQUESTS }
+    }
+}
+
+/// The apps could not be served together.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Two manifests define the same app.
+    #[error("two manifests define the app `{0}`")]
+    DuplicateApp(String),
+    /// Two apps claim the same route.
+    #[error("route `{route}` of app `{app}` is already served by app `{other}`")]
+    RouteConflict {
+        /// The route.
+        route: String,
+        /// The app that claims it second.
+        app: String,
+        /// The app that claimed it first.
+        other: String,
+    },
+    /// A `[site]` folder cannot be opened.
+    #[error("app `{app}`: cannot open site folder {dir}: {message}")]
+    Site {
+        /// The app.
+        app: String,
+        /// The folder.
+        dir: std::path::PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// What every handler sees.
+struct Server {
+    host: Host,
+    apps: BTreeMap<String, App>,
+    config: ServerConfig,
+    /// Routes and sites, most specific first.
+    mounts: Vec<Mount>,
+    requests: Semaphore,
+}
+
+type Shared = Arc<Server>;
+
+/// Something served outside the host's own paths.
+enum Mount {
+    Route(HttpHandler),
+    Site { app: String, site: site::Site },
+}
+
+impl Mount {
+    /// The path prefix (or exact path) it claims, for ordering and conflicts.
+    fn path(&self) -> &str {
+        match self {
+            Mount::Route(h) => h.route().prefix().unwrap_or(&h.route().route),
+            Mount::Site { site, .. } => site.route(),
+        }
+    }
+
+    fn app(&self) -> &str {
+        match self {
+            Mount::Route(h) => &h.guest().app,
+            Mount::Site { app, .. } => app,
+        }
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            Mount::Route(h) => h.route().matches(path),
+            Mount::Site { site, .. } => site.matches(path),
+        }
+    }
+}
+
+/// An error answer: status, stable code, human message, and extra fields.
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    extra: Value,
+}
+
+/// The stable code of an error answer, left on the response for the metrics layer.
+#[derive(Clone, Copy)]
+struct ErrorCode(&'static str);
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), extra: Value::Null }
+    }
+
+    pub(crate) fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "code": self.code, "message": self.message });
+        if let Value::Object(extra) = self.extra {
+            body.as_object_mut().expect("object").extend(extra);
+        }
+        let mut response = (self.status, axum::Json(body)).into_response();
+        response.extensions_mut().insert(ErrorCode(self.code));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> ApiError {
+        let message = error.to_string();
+        match error {
+            Error::UnknownFunction { available, .. } => ApiError {
+                extra: json!({ "available": available }),
+                ..ApiError::not_found("unknown-function", message)
+            },
+            Error::Argument(a) => ApiError {
+                extra: json!({ "path": a.path, "expected": a.expected }),
+                ..ApiError::bad_request("bad-argument", message)
+            },
+            Error::Call(call) => call.into(),
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "host-error", message),
+        }
+    }
+}
+
+impl From<CallError> for ApiError {
+    fn from(error: CallError) -> ApiError {
+        let message = error.to_string();
+        let code = error.code();
+        match error {
+            CallError::Timeout { .. } => ApiError::new(StatusCode::GATEWAY_TIMEOUT, code, message),
+            CallError::Guest { value } => ApiError {
+                extra: json!({ "error": value }),
+                ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            },
+            CallError::Paused { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message),
+            CallError::MemoryLimit { .. } | CallError::StackOverflow | CallError::Trap { .. } | CallError::Host { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, message)
+            }
+        }
+    }
+}
+
+/// The whole server for `apps`: API, routes, sites, metrics, dashboard.
+pub fn router(host: &Host, apps: Vec<App>, config: ServerConfig) -> Result<Router, ServerError> {
+    let mut by_name = BTreeMap::new();
+    let mut mounts: Vec<Mount> = Vec::new();
+    for app in apps {
+        let mut own: Vec<Mount> = app.routes().iter().cloned().map(Mount::Route).collect();
+        if let Some(s) = &app.manifest().site {
+            let site = site::Site::open(s).map_err(|e| ServerError::Site {
+                app: app.name().into(),
+                dir: s.dir.clone(),
+                message: e.to_string(),
+            })?;
+            own.push(Mount::Site { app: app.name().into(), site });
+        }
+        for mount in own {
+            if let Some(other) = mounts.iter().find(|m| m.path() == mount.path() && m.app() != mount.app()) {
+                return Err(ServerError::RouteConflict {
+                    route: mount.path().into(),
+                    app: mount.app().into(),
+                    other: other.app().into(),
+                });
+            }
+            mounts.push(mount);
+        }
+        let name = app.name().to_string();
+        if by_name.insert(name.clone(), app).is_some() {
+            return Err(ServerError::DuplicateApp(name));
+        }
+    }
+    // Longest path first, routes before a site on the same path.
+    mounts.sort_by_key(|m| (std::cmp::Reverse(m.path().len()), matches!(m, Mount::Site { .. })));
+    let server = Arc::new(Server {
+        host: host.clone(),
+        apps: by_name,
+        requests: Semaphore::new(config.max_requests),
+        config,
+        mounts,
+    });
+    let protected = api::routes()
+        .merge(operator::routes())
+        .route("/v1/openapi.json", get(openapi::document))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(server.clone(), require_token));
+    let max_body = server.config.max_body;
+    Ok(Router::new()
+        .merge(protected)
+        .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
+        .route("/ui", get(|| async { page(DASHBOARD_HTML) }))
+        .route("/ui/app.js", get(|| async { asset("text/javascript; charset=utf-8", DASHBOARD_JS) }))
+        .route("/ui/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
+        .route("/docs", get(|| async { page(DOCS_HTML) }))
+        .route("/docs/docs.js", get(|| async { asset("text/javascript; charset=utf-8", DOCS_JS) }))
+        .fallback(mounted)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(server.clone(), count_errors))
+        .layer(middleware::from_fn_with_state(server.clone(), limit_requests))
+        .with_state(server))
+}
+
+const DASHBOARD_HTML: &str = include_str!("ui/index.html");
+const DASHBOARD_JS: &str = include_str!("ui/app.js");
+const STYLE_CSS: &str = include_str!("ui/style.css");
+const DOCS_HTML: &str = include_str!("ui/docs.html");
+const DOCS_JS: &str = include_str!("ui/docs.js");
+
+fn page(html: &'static str) -> Response {
+    asset("text/html; charset=utf-8", html)
+}
+
+fn asset(content_type: &'static str, text: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], text).into_response()
+}
+
+async fn metrics(State(server): State<Shared>) -> Response {
+    let text = server.host.metrics().prometheus();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+/// Whether the request carries the server's bearer token (always true without one).
+fn authorized(server: &Server, request: &Request) -> bool {
+    let Some(token) = &server.config.token else { return true };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compare in constant time for a given length.
+    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or wrong bearer token: send `Authorization: Bearer <token>`",
+    )
+}
+
+async fn require_token(State(server): State<Shared>, request: Request, next: Next) -> Response {
+    if authorized(&server, &request) { next.run(request).await } else { unauthorized().into_response() }
+}
+
+/// Refuse requests beyond `max_requests` at once with `503 overloaded`, instead of queueing.
+async fn limit_requests(State(server): State<Shared>, request: Request, next: Next) -> Response {
+    match server.requests.try_acquire() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => {
+            server.host.metrics().record_error("overloaded");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                format!("more than {} requests at once; retry later", server.config.max_requests),
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn count_errors(State(server): State<Shared>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
+        server.host.metrics().record_error(code);
+    }
+    response
+}
+
+/// Requests outside the host's own paths: `[[trigger.http]]` routes, then `[site]` folders.
+async fn mounted(State(server): State<Shared>, request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    let Some(mount) = server.mounts.iter().find(|m| m.matches(&path)) else {
+        return ApiError::not_found("not-found", format!("nothing is served at `{path}`")).into_response();
+    };
+    match mount {
+        Mount::Site { site, .. } => site.serve(request.method(), &path),
+        Mount::Route(handler) => {
+            if !handler.route().public && !authorized(&server, &request) {
+                return unauthorized().into_response();
+            }
+            serve_route(handler, request, server.config.max_body).await
+        }
+    }
+}
+
+async fn serve_route(handler: &HttpHandler, request: Request, max_body: usize) -> Response {
+    let too_large = || {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", format!("request body over {max_body} bytes"))
+    };
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body as u64) {
+        return too_large().into_response();
+    }
+    let request = request.map(|body| {
+        http_body_util::Limited::new(body, max_body)
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    wasmtime_wasi_http::Error::HttpRequestBodySize(None)
+                } else {
+                    wasmtime_wasi_http::Error::HttpRequestDenied
+                }
+            })
+            .boxed_unsync()
+    });
+    match handler.handle(request).await {
+        Ok(response) => response.map(Body::new),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+/// Describe a route for the API listing.
+fn describe_route(route: &HttpRoute) -> Value {
+    json!({ "route": route.route, "function": route.function, "public": route.public })
+}
+
+/// Serve `router` on `listener` until `shutdown` resolves; then stop accepting, give requests in
+/// flight up to `grace` to finish, and flush the store. Returns whether every request finished.
+pub async fn serve(
+    host: &Host,
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: std::time::Duration,
+) -> std::io::Result<bool> {
+    let (stopping, stopped) = tokio::sync::oneshot::channel();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; waiting up to {grace:?} for requests in flight");
+        let _ = stopping.send(());
+    };
+    let serving = axum::serve(listener, router).with_graceful_shutdown(signal).into_future();
+    let finished = tokio::select! {
+        served = serving => { served?; true }
+        _ = async { if stopped.await.is_ok() { tokio::time::sleep(grace).await } else { std::future::pending().await } } => {
+            tracing::warn!("requests still running after {grace:?}; stopping them");
+            false
+        }
+    };
+    if let Err(error) = host.flush() {
+        tracing::error!(%error, "flushing the store failed");
+    }
+    Ok(finished)
+}

@@ -1,0 +1,191 @@
+//! `/v1/openapi.json`: an OpenAPI 3.1 document generated from the loaded functions' WIT types
+//! (the same JSON Schemas as `host inspect`), plus the fixed API, each app's stores and buckets
+//! and its `wasi:http` routes.
+
+use axum::extract::State;
+use serde_json::{Map, Value, json};
+
+use super::Shared;
+use crate::App;
+
+fn error_response(description: &str) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
+}
+
+fn json_response(description: &str, schema: Value) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": schema } } })
+}
+
+fn octet_body(description: &str) -> Value {
+    json!({ "description": description, "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } })
+}
+
+/// `{code: message}` responses every operation can give.
+fn common_errors(codes: &[(&str, &str)]) -> Map<String, Value> {
+    let mut responses = Map::new();
+    for (status, description) in codes {
+        responses.insert((*status).into(), error_response(description));
+    }
+    responses.insert("401".into(), error_response("Missing or wrong bearer token (`unauthorized`)"));
+    responses.insert("503".into(), error_response("Too many requests at once (`overloaded`) or function paused (`paused`)"));
+    responses
+}
+
+fn operation(id: String, summary: String, tag: &str, ok: (&str, Value), errors: &[(&str, &str)]) -> Value {
+    let mut responses = common_errors(errors);
+    responses.insert(ok.0.into(), ok.1);
+    json!({ "operationId": id, "summary": summary, "tags": [tag], "responses": responses })
+}
+
+fn listing_schema() -> Value {
+    json!({ "type": "object", "required": ["keys", "cursor"], "properties": {
+        "keys": { "type": "array", "items": { "type": "string" } },
+        "cursor": { "type": ["string", "null"], "description": "Pass as `cursor` for the next page; null on the last page." } } })
+}
+
+fn op_id(parts: &[&str]) -> String {
+    parts.iter().map(|p| p.replace(|c: char| !c.is_ascii_alphanumeric(), "_")).collect::<Vec<_>>().join("__")
+}
+
+fn app_paths(app: &App, paths: &mut Map<String, Value>) {
+    let name = app.name();
+    for f in app.functions() {
+        let export = f.export();
+        let path = format!("/v1/apps/{name}/functions/{}", f.name());
+        let mut invoke = operation(
+            op_id(&["call", name, f.name()]),
+            format!("Call `{}`: {}", f.name(), export.signature()),
+            name,
+            ("200", json_response("The function's result", export.result_schema())),
+            &[
+                ("400", "Body is not JSON (`bad-json`) or an argument does not match its WIT type (`bad-argument`)"),
+                ("413", "Body too large (`body-too-large`)"),
+                ("500", "The guest trapped or hit a limit (`trap`, `memory-limit`, `stack-overflow`, `host-error`)"),
+                ("504", "The call ran past its `timeout` (`timeout`)"),
+            ],
+        );
+        if let Some(error) = export.error_schema() {
+            let schema = json!({ "allOf": [{ "$ref": "#/components/schemas/Error" },
+                { "type": "object", "required": ["error"], "properties": { "error": error } }] });
+            invoke["responses"]["422"] = json_response("The function returned `err` (`guest-error`)", schema);
+        }
+        invoke["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": export.params_schema() } } });
+        let describe = operation(
+            op_id(&["describe", name, f.name()]),
+            format!("Describe `{}`", f.name()),
+            name,
+            ("200", json_response("Signature and schemas", json!({ "$ref": "#/components/schemas/Function" }))),
+            &[],
+        );
+        paths.insert(path.clone(), json!({ "get": describe, "post": invoke }));
+        for (verb, paused) in [("pause", true), ("resume", false)] {
+            let summary = if paused {
+                format!("Pause the component of `{}`: its calls get 503 `paused`", f.name())
+            } else {
+                format!("Resume the component of `{}`", f.name())
+            };
+            let op = operation(
+                op_id(&[verb, name, f.name()]),
+                summary,
+                name,
+                ("200", json_response("New state", json!({ "type": "object" }))),
+                &[],
+            );
+            paths.insert(format!("{path}/{verb}"), json!({ "post": op }));
+        }
+    }
+    let mut stores: Vec<_> = app.manifest().functions.values().flat_map(|f| f.grants.kv.iter().map(|n| n.0.clone())).collect();
+    stores.sort();
+    stores.dedup();
+    let mut buckets: Vec<_> =
+        app.manifest().functions.values().flat_map(|f| f.grants.buckets.iter().map(|n| n.0.clone())).collect();
+    buckets.sort();
+    buckets.dedup();
+    let key_param = json!([{ "name": "key", "in": "path", "required": true, "schema": { "type": "string", "minLength": 1 } }]);
+    for (kind, names, what) in [("kv", stores, "value"), ("buckets", buckets, "object")] {
+        for store in names {
+            let base = format!("/v1/apps/{name}/{kind}/{store}");
+            let mut params = vec![json!({ "name": "prefix", "in": "query", "schema": { "type": "string" } }),
+                json!({ "name": "cursor", "in": "query", "schema": { "type": "string" } })];
+            if kind == "buckets" {
+                params.push(json!({ "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }));
+            }
+            let mut list = operation(op_id(&["list", name, kind, &store]), format!("List keys of {kind} `{store}`"), name,
+                ("200", json_response("One page of keys", listing_schema())), &[("400", "Bad query (`bad-query`)")]);
+            list["parameters"] = Value::Array(params);
+            paths.insert(base.clone(), json!({ "get": list }));
+            let errors = [("400", "Invalid key (`invalid-key`)"), ("404", "No such key (`no-such-key`)")];
+            let get = operation(op_id(&["get", name, kind, &store]), format!("Read a {what}"), name, ("200", octet_body("The bytes")), &errors);
+            let mut put = operation(op_id(&["put", name, kind, &store]), format!("Write a {what}"), name, ("204", json!({ "description": "Written and on disk" })), &[errors[0], ("413", "Body too large (`body-too-large`)")]);
+            put["requestBody"] = json!({ "required": true, "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } });
+            let delete = operation(op_id(&["delete", name, kind, &store]), format!("Delete a {what} (absent is fine)"), name, ("204", json!({ "description": "Gone" })), &errors[..1]);
+            paths.insert(format!("{base}/{{key}}"), json!({ "parameters": key_param, "get": get, "put": put, "delete": delete }));
+        }
+    }
+    for route in &app.manifest().http_routes {
+        let path = route.prefix().map_or(route.route.as_str(), |p| if p.is_empty() { "/" } else { p });
+        let answer = json!({ "description": "Whatever the component answers", "content": { "*/*": { "schema": {} } } });
+        let op = |verb: &str| {
+            let mut op = json!({ "operationId": op_id(&[verb, name, "route", path]), "tags": [name],
+                "summary": format!("wasi:http route served by function `{}`", route.function),
+                "responses": { "default": answer.clone() } });
+            if route.public {
+                op["security"] = json!([]);
+            }
+            op
+        };
+        paths.insert(path.to_string(), json!({ "get": op("get"), "post": op("post") }));
+    }
+}
+
+/// The OpenAPI 3.1 document for the loaded apps.
+pub(super) async fn document(State(server): State<Shared>) -> axum::Json<Value> {
+    let mut paths = Map::new();
+    let apps_schema = json!({ "type": "array", "items": { "$ref": "#/components/schemas/App" } });
+    paths.insert("/v1/apps".into(), json!({ "get": operation("list_apps".into(), "List apps with their functions".into(), "host", ("200", json_response("Apps", apps_schema)), &[]) }));
+    let names: Vec<&String> = server.apps.keys().collect();
+    let mut show = operation("show_app".into(), "Describe one app".into(), "host", ("200", json_response("The app", json!({ "$ref": "#/components/schemas/App" }))), &[("404", "No such app (`unknown-app`)")]);
+    show["parameters"] = json!([{ "name": "app", "in": "path", "required": true, "schema": { "type": "string", "enum": names } }]);
+    paths.insert("/v1/apps/{app}".into(), json!({ "get": show }));
+    paths.insert("/v1/calls".into(), json!({ "get": operation("recent_calls".into(), "The most recent calls, newest first".into(), "host", ("200", json_response("Calls", json!({ "type": "array", "items": { "$ref": "#/components/schemas/Call" } }))), &[]) }));
+    paths.insert("/v1/openapi.json".into(), json!({ "get": operation("openapi".into(), "This document".into(), "host", ("200", json_response("OpenAPI 3.1", json!({ "type": "object" }))), &[]) }));
+    paths.insert("/metrics".into(), json!({ "get": operation("metrics".into(), "Prometheus metrics".into(), "host", ("200", json!({ "description": "Prometheus text format", "content": { "text/plain": { "schema": { "type": "string" } } } })), &[]) }));
+    paths.insert("/healthz".into(), json!({ "get": { "operationId": "healthz", "summary": "Liveness", "tags": ["host"], "security": [],
+        "responses": { "200": json_response("Alive", json!({ "type": "object", "properties": { "status": { "const": "ok" } } })) } } }));
+    for app in server.apps.values() {
+        app_paths(app, &mut paths);
+    }
+    let mut doc = json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "host serve",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Functions of the loaded apps, generated from their WIT types. Errors are JSON with a stable `code`.",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": { "type": "object", "required": ["code", "message"], "properties": {
+                    "code": { "type": "string", "description": "Stable, machine-readable" },
+                    "message": { "type": "string", "description": "For humans" } } },
+                "Function": { "type": "object", "required": ["name", "export", "signature", "params", "result", "paused"], "properties": {
+                    "name": { "type": "string" }, "export": { "type": "string" }, "signature": { "type": "string" },
+                    "params": { "type": "object" }, "result": { "type": "object" }, "error": { "type": ["object", "null"] },
+                    "paused": { "type": "boolean" } } },
+                "App": { "type": "object", "required": ["name", "functions"], "properties": {
+                    "name": { "type": "string" },
+                    "functions": { "type": "array", "items": { "$ref": "#/components/schemas/Function" } },
+                    "routes": { "type": "array", "items": { "type": "object" } },
+                    "site": { "type": ["string", "null"] } } },
+                "Call": { "type": "object", "properties": {
+                    "app": { "type": "string" }, "function": { "type": "string" }, "trigger": { "type": "string" },
+                    "outcome": { "type": "string" }, "micros": { "type": "integer" }, "finished_ms": { "type": "integer" } } },
+            },
+        },
+    });
+    if server.config.token.is_some() {
+        doc["security"] = json!([{ "bearer": [] }]);
+    }
+    axum::Json(doc)
+}

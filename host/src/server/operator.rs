@@ -1,0 +1,173 @@
+//! Operator access to an app's data: `/v1/apps/{app}/kv/{store}/...` and
+//! `/v1/apps/{app}/buckets/{bucket}/...`. Only stores and buckets granted to some function of the
+//! app are reachable; values and objects travel as raw bytes (`application/octet-stream`).
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::api::{body_error, find};
+use super::{ApiError, Shared};
+use crate::App;
+use crate::capabilities::buckets::BucketDir;
+use crate::capabilities::host::api::buckets::Error as BucketError;
+use crate::capabilities::kv;
+
+pub(super) fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/v1/apps/{app}/kv/{store}", get(kv_list))
+        .route("/v1/apps/{app}/kv/{store}/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
+        .route("/v1/apps/{app}/buckets/{bucket}", get(bucket_list))
+        .route("/v1/apps/{app}/buckets/{bucket}/{*key}", get(bucket_get).put(bucket_put).delete(bucket_delete))
+}
+
+/// `?prefix=&cursor=&limit=` of a listing.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Which resources of an app the operator may reach: those granted to one of its functions.
+fn granted(app: &App, kind: &'static str, name: &str) -> Result<(), ApiError> {
+    let names = |kv: bool| -> Vec<String> {
+        let mut all: Vec<String> = app
+            .manifest()
+            .functions
+            .values()
+            .flat_map(|f| if kv { &f.grants.kv } else { &f.grants.buckets })
+            .map(|n| n.0.clone())
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    };
+    let available = names(kind == "store");
+    if available.iter().any(|n| n == name) {
+        return Ok(());
+    }
+    Err(ApiError {
+        extra: json!({ "available": available }),
+        ..ApiError::not_found(
+            if kind == "store" { "unknown-store" } else { "unknown-bucket" },
+            format!("app `{}` grants no {kind} `{name}`", app.name()),
+        )
+    })
+}
+
+fn octets(bytes: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+}
+
+fn store_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store-error", e.to_string())
+}
+
+fn tree(server: &Shared, app: &str, store: &str) -> Result<sled::Tree, ApiError> {
+    granted(find(server, app)?, "store", store)?;
+    server.host.store().kv_tree(app, store).map_err(store_error)
+}
+
+fn no_key(kind: &str, key: &str) -> ApiError {
+    ApiError::not_found("no-such-key", format!("no {kind} under key {key:?}"))
+}
+
+/// Keys of a store starting with `prefix`, 1000 a page; pass the returned `cursor` for the next.
+async fn kv_list(
+    State(server): State<Shared>,
+    Path((app, store)): Path<(String, String)>,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    if q.limit.is_some() {
+        return Err(ApiError::bad_request("bad-query", "`limit` applies to buckets; KV pages hold 1000 keys"));
+    }
+    let page = kv::page(&tree(&server, &app, &store)?, &q.prefix, q.cursor).map_err(|e| store_error(format!("{e:?}")))?;
+    Ok(axum::Json(json!({ "keys": page.keys, "cursor": page.cursor })))
+}
+
+async fn kv_get(State(server): State<Shared>, Path((app, store, key)): Path<(String, String, String)>) -> Result<Response, ApiError> {
+    let value = tree(&server, &app, &store)?.get(key.as_bytes()).map_err(store_error)?;
+    Ok(octets(value.ok_or_else(|| no_key("value", &key))?.to_vec()))
+}
+
+async fn kv_put(
+    State(server): State<Shared>,
+    Path((app, store, key)): Path<(String, String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let tree = tree(&server, &app, &store)?;
+    let body = body.map_err(|e| body_error(&server, e))?;
+    tree.insert(key.as_bytes(), body.as_ref()).map_err(store_error)?;
+    server.host.store().durable().await.map_err(store_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn kv_delete(
+    State(server): State<Shared>,
+    Path((app, store, key)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let tree = tree(&server, &app, &store)?;
+    tree.remove(key.as_bytes()).map_err(store_error)?;
+    server.host.store().durable().await.map_err(store_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn bucket(server: &Shared, app: &str, name: &str) -> Result<BucketDir, ApiError> {
+    granted(find(server, app)?, "bucket", name)?;
+    BucketDir::open(&server.host.buckets_dir(app), name).map_err(store_error)
+}
+
+fn bucket_error(key: &str, error: BucketError) -> ApiError {
+    match error {
+        BucketError::NoSuchKey => no_key("object", key),
+        BucketError::InvalidKey(reason) => ApiError::bad_request("invalid-key", reason),
+        BucketError::AccessDenied => ApiError::new(StatusCode::FORBIDDEN, "access-denied", "access denied"),
+        BucketError::Other(message) => store_error(message),
+    }
+}
+
+/// Keys of a bucket starting with `prefix`, `limit` (default and most 1000) a page.
+async fn bucket_list(
+    State(server): State<Shared>,
+    Path((app, name)): Path<(String, String)>,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let bucket = bucket(&server, &app, &name)?;
+    let page = bucket.list(&q.prefix, q.cursor.as_deref(), q.limit.unwrap_or(1000)).map_err(|e| bucket_error("", e))?;
+    Ok(axum::Json(json!({ "keys": page.keys, "cursor": page.cursor })))
+}
+
+async fn bucket_get(
+    State(server): State<Shared>,
+    Path((app, name, key)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    Ok(octets(bucket(&server, &app, &name)?.read(&key).map_err(|e| bucket_error(&key, e))?))
+}
+
+async fn bucket_put(
+    State(server): State<Shared>,
+    Path((app, name, key)): Path<(String, String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let bucket = bucket(&server, &app, &name)?;
+    let body = body.map_err(|e| body_error(&server, e))?;
+    bucket.write(&key, &body).map_err(|e| bucket_error(&key, e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn bucket_delete(
+    State(server): State<Shared>,
+    Path((app, name, key)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    bucket(&server, &app, &name)?.delete(&key).map_err(|e| bucket_error(&key, e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
