@@ -4,7 +4,7 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
-use crate::common::{COUNTER, HELLO, manifest};
+use crate::common::{COUNTER, HELLO, HTTP_HOSTILE, manifest};
 
 fn host(data: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_host")).arg("--data").arg(data).args(args).output().unwrap()
@@ -121,38 +121,68 @@ fn without_address_space_for_the_pool_calls_fall_back_to_on_demand_allocation() 
 }
 
 #[test]
-fn serve_answers_on_loopback_and_stops_on_sigterm() {
+fn serve_answers_remote_calls_and_finishes_requests_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
-    let hello = manifest(HELLO);
+    let token_file = data.path().join("token");
+    std::fs::write(&token_file, "  t0ken-for-tests\n").unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let listen = format!("127.0.0.1:{port}");
+    let url = format!("http://{listen}");
     let mut server = Command::new(env!("CARGO_BIN_EXE_host"))
         .arg("--data")
         .arg(data.path())
-        .args(["serve", "-f", hello.to_str().unwrap(), "--listen", &listen])
+        .args(["serve", "-f", manifest(HELLO).to_str().unwrap(), "-f", manifest(HTTP_HOSTILE).to_str().unwrap()])
+        .args(["--listen", &listen, "--token-file", token_file.to_str().unwrap()])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stream = loop {
-        match std::net::TcpStream::connect(&listen) {
-            Ok(stream) => break stream,
-            Err(_) if server.try_wait().unwrap().is_none() => std::thread::sleep(std::time::Duration::from_millis(20)),
-            Err(e) => panic!("server exited: {e}"),
-        }
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(server.try_wait().unwrap().is_none(), "server exited");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let remote = |args: &[&str], token: &str| {
+        Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(["call", "--remote", &url])
+            .args(args)
+            .env("HOST_TOKEN", token)
+            .output()
+            .unwrap()
     };
-    use std::io::{Read, Write};
-    let body = r#"[{"name": "Curl", "age": 5}]"#;
-    let request = format!(
-        "POST /v1/apps/hello/functions/hello.greet HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.ends_with(r#""Hello, Curl! You are 5.""#), "{response}");
-    // SIGTERM: a graceful stop, exit status 0.
+    let token = "t0ken-for-tests";
+    // Same syntax as a local call; the app is found on the server, or named with `APP/`.
+    for function in ["hello.greet", "hello/hello.greet"] {
+        let out = remote(&[function, r#"{"who": {"name": "Remy", "age": 7}}"#], token);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), json!("Hello, Remy! You are 7."));
+    }
+    let out = remote(&["hello.greet", r#"{"who": {"name": "Remy", "age": "old"}}"#], token);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains(r#"argument who.age: expected u8, got "old""#), "{}", text(&out.stderr));
+    let out = remote(&["hello.wave"], token);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no app on the server has a function `hello.wave`"), "{}", text(&out.stderr));
+    let out = remote(&["hello.greet", r#"[{"name": "", "age": 1}]"#], token);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("name must not be empty"), "{}", text(&out.stderr));
+    let out = remote(&["hello.greet", r#"[{"name": "X", "age": 1}]"#], "wrong");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("bearer token"), "{}", text(&out.stderr));
+
+    // SIGTERM with a slow request in flight: it completes, then the server exits 0.
+    let slow_url = listen.clone();
+    let slow = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&slow_url).unwrap();
+        let request = "GET /web/slow?ms=800 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0ken-for-tests\r\nConnection: close\r\n\r\n";
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
     Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    let response = slow.join().unwrap();
+    assert!(response.starts_with("HTTP/1.1 200") && response.contains("slept 800"), "{response}");
     let status = server.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
@@ -162,5 +192,5 @@ fn serve_refuses_non_loopback_addresses() {
     let data = tempfile::tempdir().unwrap();
     let out = host(data.path(), &["serve", "-f", manifest(HELLO).to_str().unwrap(), "--listen", "0.0.0.0:0"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("refusing to listen on 0.0.0.0:0"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("refusing to listen on 0.0.0.0:0 without a bearer token"), "{}", text(&out.stderr));
 }

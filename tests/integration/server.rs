@@ -1,104 +1,392 @@
-//! The REST API of `host serve`, on a real loopback socket.
+//! `host serve` in-process on a real loopback socket: the REST API, routes, sites, auth, limits,
+//! operator endpoints, metrics and graceful shutdown.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
 
+use host::server::ServerConfig;
 use serde_json::{Value, json};
 
-use crate::common::{COUNTER, HELLO, HOSTILE, host, manifest};
+use crate::common::{COUNTER, HELLO, HELLO_HTTP, HOSTILE, HTTP_HOSTILE, host, manifest};
 
-/// Serve the hello, counter and hostile apps on a free loopback port.
-fn serve() -> (tempfile::TempDir, SocketAddr) {
+/// A server on a free loopback port, stopped (gracefully) when dropped or by [`Served::stop`].
+pub struct Served {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    finished: Option<std::thread::JoinHandle<bool>>,
+    _data: tempfile::TempDir,
+}
+
+impl Served {
+    /// Start shutting down, wait for the server to return; whether every request finished.
+    pub fn stop(&mut self) -> bool {
+        let _ = self.stop.take().map(|s| s.send(()));
+        self.finished.take().map_or(true, |f| f.join().unwrap())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.stop.take().map(|s| s.send(()));
+    }
+}
+
+/// Serve the example and test apps with `config`; requests in flight get `grace` at shutdown.
+pub fn serve_with(config: ServerConfig, grace: Duration) -> Served {
     let (data, host) = host();
-    let apps = [HELLO, COUNTER, HOSTILE].map(|m| host.load(manifest(m)).unwrap()).into_iter().collect();
+    let apps = [HELLO, COUNTER, HOSTILE, HELLO_HTTP, HTTP_HOSTILE].map(|m| host.load(manifest(m)).unwrap());
+    let router = host::server::router(&host, apps.into_iter().collect(), config).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let finished = std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, host::server::router(apps)).await.unwrap();
-        });
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            host::server::serve(&host, listener, router, shutdown, grace).await.unwrap()
+        })
     });
-    (data, addr)
+    Served { addr, stop: Some(stop), finished: Some(finished), _data: data }
 }
 
-/// One HTTP/1.1 request; the status and the JSON body.
-fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+fn serve() -> Served {
+    serve_with(ServerConfig::default(), Duration::from_secs(5))
+}
+
+/// One HTTP/1.1 answer.
+pub struct Answer {
+    pub status: u16,
+    pub headers: String,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+    /// Status and the JSON error code.
+    pub fn code(&self) -> (u16, String) {
+        (self.status, self.json()["code"].as_str().unwrap_or("").to_string())
+    }
+}
+
+/// Send one request with extra header lines; read the whole answer (chunked bodies decoded).
+pub fn send(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &[u8]) -> Answer {
     let mut stream = TcpStream::connect(addr).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
     stream.write_all(head.as_bytes()).unwrap();
     let _ = stream.write_all(body);
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response);
-    let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete HTTP head");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let mut body = response[split + 4..].to_vec();
+    let status = head[9..12].parse().unwrap();
+    let (_, headers) = head.split_once("\r\n").unwrap_or((&head, ""));
+    let answer = Answer { status, headers: headers.to_string(), body: Vec::new() };
+    if answer.header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        body = dechunk(&body);
+    }
+    Answer { body, ..answer }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..end]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&data[end + 2..end + 2 + size]);
+        data = &data[end + 4 + size..];
+    }
+    out
+}
+
+fn get(addr: SocketAddr, path: &str) -> Answer {
+    send(addr, "GET", path, &[], b"")
+}
+
+fn post(addr: SocketAddr, path: &str, body: &[u8]) -> Answer {
+    send(addr, "POST", path, &["Content-Type: application/json"], body)
 }
 
 #[test]
 fn invoke_returns_results_and_named_errors() {
-    let (_data, addr) = serve();
+    let server = serve();
+    let addr = server.addr;
     let greet = "/v1/apps/hello/functions/hello.greet";
-    let (status, body) = request(addr, "POST", greet, br#"{"who": {"name": "Ada", "age": 36}}"#);
-    assert_eq!((status, body), (200, json!("Hello, Ada! You are 36.")));
+    let ok = post(addr, greet, br#"{"who": {"name": "Ada", "age": 36}}"#);
+    assert_eq!((ok.status, ok.json()), (200, json!("Hello, Ada! You are 36.")));
+    assert!(ok.header("server-timing").is_some_and(|t| t.starts_with("call;dur=")));
 
-    let (status, body) = request(addr, "POST", greet, br#"{"who": {"name": "Ada", "age": "ten"}}"#);
-    assert_eq!(status, 400);
-    assert_eq!(body["code"], "bad-argument");
-    assert_eq!(body["message"], r#"argument who.age: expected u8, got "ten""#);
-    assert_eq!(body["path"], "who.age");
+    let bad = post(addr, greet, br#"{"who": {"name": "Ada", "age": "ten"}}"#);
+    assert_eq!(bad.code(), (400, "bad-argument".into()));
+    assert_eq!(bad.json()["message"], r#"argument who.age: expected u8, got "ten""#);
+    assert_eq!(bad.json()["path"], "who.age");
+    assert_eq!(post(addr, greet, b"{nope").code(), (400, "bad-json".into()));
+    let refused = post(addr, greet, br#"[{"name": "", "age": 1}]"#);
+    assert_eq!(refused.code(), (422, "guest-error".into()));
+    assert_eq!(refused.json()["error"], "name must not be empty");
 
-    let (status, body) = request(addr, "POST", greet, b"{nope");
-    assert_eq!((status, body["code"].clone()), (400, json!("bad-json")));
+    let unknown = post(addr, "/v1/apps/hello/functions/hello.wave", b"{}");
+    assert_eq!(unknown.code(), (404, "unknown-function".into()));
+    assert_eq!(unknown.json()["available"], json!(["hello.greet", "hello.noop"]));
+    assert_eq!(post(addr, "/v1/apps/nope/functions/x", b"{}").code(), (404, "unknown-app".into()));
+    assert_eq!(get(addr, "/elsewhere").code(), (404, "not-found".into()));
+    // The framework's own errors are JSON too.
+    let wrong_method = send(addr, "DELETE", "/v1/apps", &[], b"");
+    assert_eq!(wrong_method.code(), (405, "method-not-allowed".into()));
+    assert_eq!(get(addr, "/v1/apps/counter/buckets/notes?limit=lots").code(), (400, "bad-request".into()));
 
-    let (status, body) = request(addr, "POST", greet, br#"[{"name": "", "age": 1}]"#);
-    assert_eq!(
-        (status, body["code"].clone(), body["error"].clone()),
-        (422, json!("guest-error"), json!("name must not be empty"))
-    );
-
-    let (status, body) = request(addr, "POST", "/v1/apps/hello/functions/hello.wave", b"{}");
-    assert_eq!((status, body["code"].clone()), (404, json!("unknown-function")));
-    let (status, body) = request(addr, "POST", "/v1/apps/nope/functions/x", b"{}");
-    assert_eq!((status, body["code"].clone()), (404, json!("unknown-app")));
-    let (status, body) = request(addr, "GET", "/elsewhere", b"");
-    assert_eq!((status, body["code"].clone()), (404, json!("not-found")));
-
-    let (status, body) = request(addr, "POST", "/v1/apps/hostile/functions/hostile.spin", b"");
-    assert_eq!((status, body["code"].clone()), (504, json!("timeout")));
-    let (status, body) = request(addr, "POST", "/v1/apps/hostile/functions/hostile.bomb", br#"{"mib": 64}"#);
-    assert_eq!((status, body["code"].clone()), (500, json!("memory-limit")));
+    assert_eq!(post(addr, "/v1/apps/hostile/functions/hostile.spin", b"").code(), (504, "timeout".into()));
+    assert_eq!(post(addr, "/v1/apps/hostile/functions/hostile.bomb", br#"{"mib": 64}"#).code(), (500, "memory-limit".into()));
     // The server carries on, and state persists between requests.
     let counter = "/v1/apps/counter/functions/counter.increment";
-    assert_eq!(request(addr, "POST", counter, br#"["hits", 2]"#), (200, json!(2)));
-    assert_eq!(request(addr, "POST", counter, br#"["hits", 2]"#), (200, json!(4)));
+    assert_eq!(post(addr, counter, br#"["hits", 2]"#).json(), json!(2));
+    assert_eq!(post(addr, counter, br#"["hits", 2]"#).json(), json!(4));
 }
 
 #[test]
-fn large_bodies_are_refused() {
-    let (_data, addr) = serve();
-    let big = vec![b' '; host::server::MAX_BODY + 1];
-    let (status, body) = request(addr, "POST", "/v1/apps/hello/functions/hello.noop", &big);
-    assert_eq!((status, body["code"].clone()), (413, json!("body-too-large")));
-}
-
-#[test]
-fn apps_and_functions_are_listed_with_schemas() {
-    let (_data, addr) = serve();
-    let (status, apps) = request(addr, "GET", "/v1/apps", b"");
-    assert_eq!(status, 200);
+fn apps_and_functions_are_listed_with_schemas_routes_and_sites() {
+    let server = serve();
+    let apps = get(server.addr, "/v1/apps");
+    assert_eq!(apps.status, 200);
+    let apps = apps.json();
     let names: Vec<&str> = apps.as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["counter", "hello", "hostile"]);
-    let (status, greet) = request(addr, "GET", "/v1/apps/hello/functions/hello.greet", b"");
-    assert_eq!(status, 200);
+    assert_eq!(names, ["counter", "hello", "hello-http", "hostile", "http-hostile"]);
+    let greet = get(server.addr, "/v1/apps/hello/functions/hello.greet").json();
     assert_eq!(greet["params"]["required"], json!(["who"]));
     assert_eq!(greet["result"], json!({ "type": "string" }));
-    let (status, app) = request(addr, "GET", "/v1/apps/hello", b"");
-    assert_eq!((status, app["functions"].as_array().unwrap().len()), (200, 2));
+    assert_eq!(greet["paused"], json!(false));
+    let web = get(server.addr, "/v1/apps/http-hostile").json();
+    assert_eq!(web["functions"], json!([]), "a wasi:http handler has no JSON-callable exports");
+    assert_eq!(web["routes"][0], json!({ "route": "/web/...", "function": "web", "public": false }));
+    assert_eq!(web["site"], json!("/files"));
+}
+
+#[test]
+fn wasi_http_routes_run_each_request_in_its_own_instance() {
+    let server = serve();
+    let addr = server.addr;
+    let hello = get(addr, "/hello?name=Ada");
+    assert_eq!((hello.status, hello.text()), (200, "Hello, Ada!\n".to_string()));
+    assert_eq!(hello.header("content-type").as_deref(), Some("text/plain; charset=utf-8"));
+    let echo = send(addr, "POST", "/hello", &[], b"make it loud");
+    assert_eq!(echo.text(), "MAKE IT LOUD");
+    // `/web/...` matches the subtree; `/hello` is exact.
+    assert_eq!(get(addr, "/web/a/b").text(), "ok Method::Get /web/a/b");
+    assert_eq!(get(addr, "/web").text(), "ok Method::Get /web");
+    assert_eq!(get(addr, "/hello/more").code(), (404, "not-found".into()));
+    assert_eq!(get(addr, "/webby").code(), (404, "not-found".into()));
+    // A trap fails that request only.
+    let trapped = get(addr, "/web/trap");
+    assert_eq!(trapped.code(), (500, "trap".into()));
+    // Route answers may be public: no backtrace in the body (it is in the server log).
+    assert_eq!(trapped.json()["message"], "the handler failed (trap); details are in the server log");
+    assert_eq!(get(addr, "/web/after").text(), "ok Method::Get /web/after");
+    assert_eq!(get(addr, "/web/spin").code(), (504, "timeout".into()));
+    // Outgoing HTTP is denied.
+    assert_eq!(get(addr, "/web/fetch").text(), "fetch refused: ErrorCode::HttpRequestDenied");
+    // Bodies over the cap are refused before the guest sees them.
+    let big = vec![b'x'; host::server::MAX_BODY + 1];
+    assert_eq!(send(addr, "POST", "/hello", &[], &big).code(), (413, "body-too-large".into()));
+    let metrics = get(addr, "/metrics").text();
+    for line in [
+        r#"host_calls_total{app="http-hostile",function="web",outcome="trap"} 1"#,
+        r#"host_calls_total{app="http-hostile",function="web",outcome="timeout"} 1"#,
+        r#"host_calls_total{app="hello-http",function="hello-http",outcome="ok"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+}
+
+#[test]
+fn sites_serve_files_with_their_types_and_nothing_outside() {
+    let server = serve();
+    let addr = server.addr;
+    let redirect = get(addr, "/files");
+    assert_eq!((redirect.status, redirect.header("location").as_deref()), (308, Some("/files/")));
+    let index = get(addr, "/files/");
+    assert_eq!((index.status, index.header("content-type").as_deref()), (200, Some("text/html; charset=utf-8")));
+    assert!(index.text().contains("<h1>Index</h1>"));
+    let css = get(addr, "/files/sub/style.css");
+    assert_eq!((css.status, css.header("content-type").as_deref()), (200, Some("text/css; charset=utf-8")));
+    assert_eq!(css.text(), "body { color: teal }\n");
+    // A symlink pointing out of the folder, `..` (raw and encoded), absolute paths: all not found.
+    for path in ["/files/escape.txt", "/files/../host.toml", "/files/%2e%2e/host.toml", "/files//etc/passwd", "/files/missing"] {
+        let answer = get(addr, path);
+        assert!(matches!(answer.status, 400 | 404), "{path}: {}", answer.status);
+        assert!(!answer.text().contains("[app]"), "{path} leaked a file outside the site");
+    }
+    assert_eq!(send(addr, "POST", "/files/", &[], b"").code(), (405, "method-not-allowed".into()));
+}
+
+#[test]
+fn a_token_guards_the_api_metrics_and_private_routes() {
+    let config = ServerConfig { token: Some("s3cret-token".into()), ..ServerConfig::default() };
+    let server = serve_with(config, Duration::from_secs(5));
+    let addr = server.addr;
+    let auth = "Authorization: Bearer s3cret-token";
+    for path in ["/v1/apps", "/metrics", "/v1/openapi.json", "/web/x"] {
+        let refused = get(addr, path);
+        assert_eq!(refused.code(), (401, "unauthorized".into()), "{path}");
+        assert_eq!(refused.header("www-authenticate").as_deref(), Some("Bearer"));
+        assert_eq!(send(addr, "GET", path, &["Authorization: Bearer wrong-token!"], b"").status, 401, "{path}");
+        assert_eq!(send(addr, "GET", path, &[auth], b"").status, 200, "{path}");
+    }
+    // Public routes, sites, pages and the health check need no token.
+    for path in ["/open", "/hello", "/files/", "/healthz", "/ui", "/docs"] {
+        assert_eq!(get(addr, path).status, 200, "{path}");
+    }
+    let call = send(addr, "POST", "/v1/apps/hello/functions/hello.greet", &[auth], br#"[{"name": "Bo", "age": 2}]"#);
+    assert_eq!(call.json(), json!("Hello, Bo! You are 2."));
+}
+
+#[test]
+fn operators_read_and_write_kv_and_buckets_that_guests_see() {
+    let server = serve();
+    let addr = server.addr;
+    // A counter written by a guest is readable as its 8-byte little-endian value.
+    post(addr, "/v1/apps/counter/functions/counter.increment", br#"["visits", 5]"#);
+    let raw = get(addr, "/v1/apps/counter/kv/default/visits");
+    assert_eq!((raw.status, raw.header("content-type").as_deref()), (200, Some("application/octet-stream")));
+    assert_eq!(raw.body, 5i64.to_le_bytes());
+    // An operator's write is what the guest reads next.
+    assert_eq!(send(addr, "PUT", "/v1/apps/counter/kv/default/visits", &[], &41i64.to_le_bytes()).status, 204);
+    assert_eq!(post(addr, "/v1/apps/counter/functions/counter.increment", br#"["visits", 1]"#).json(), json!(42));
+    assert_eq!(send(addr, "PUT", "/v1/apps/counter/kv/default/a%2Fb", &[], b"slash").status, 204);
+    assert_eq!(get(addr, "/v1/apps/counter/kv/default?prefix=").json(), json!({ "keys": ["a/b", "visits"], "cursor": null }));
+    assert_eq!(get(addr, "/v1/apps/counter/kv/default/a%2Fb").text(), "slash");
+    assert_eq!(send(addr, "DELETE", "/v1/apps/counter/kv/default/visits", &[], b"").status, 204);
+    assert_eq!(get(addr, "/v1/apps/counter/kv/default/visits").code(), (404, "no-such-key".into()));
+    let unknown = get(addr, "/v1/apps/counter/kv/other");
+    assert_eq!(unknown.code(), (404, "unknown-store".into()));
+    assert_eq!(unknown.json()["available"], json!(["default"]));
+
+    assert_eq!(send(addr, "PUT", "/v1/apps/counter/buckets/notes/todo/today", &[], b"write tests").status, 204);
+    assert_eq!(post(addr, "/v1/apps/counter/functions/counter.read-note", br#"["todo/today"]"#).json(), json!("write tests"));
+    post(addr, "/v1/apps/counter/functions/counter.save-note", br#"["todo/later", "ship it"]"#);
+    assert_eq!(get(addr, "/v1/apps/counter/buckets/notes/todo/later").text(), "ship it");
+    assert_eq!(get(addr, "/v1/apps/counter/buckets/notes?prefix=todo/&limit=1").json(), json!({ "keys": ["todo/later"], "cursor": "todo/later" }));
+    assert_eq!(get(addr, "/v1/apps/counter/buckets/notes?prefix=todo/&cursor=todo/later").json(), json!({ "keys": ["todo/today"], "cursor": null }));
+    assert_eq!(send(addr, "PUT", "/v1/apps/counter/buckets/notes/a%2F..%2Fb", &[], b"x").code(), (400, "invalid-key".into()));
+    assert_eq!(send(addr, "DELETE", "/v1/apps/counter/buckets/notes/todo/today", &[], b"").status, 204);
+    assert_eq!(get(addr, "/v1/apps/counter/buckets/notes/todo/today").code(), (404, "no-such-key".into()));
+    assert_eq!(get(addr, "/v1/apps/counter/buckets/photos").code(), (404, "unknown-bucket".into()));
+}
+
+#[test]
+fn paused_functions_refuse_calls_until_resumed() {
+    let server = serve();
+    let addr = server.addr;
+    let paused = post(addr, "/v1/apps/counter/functions/counter.increment/pause", b"");
+    assert_eq!(paused.json(), json!({ "app": "counter", "function": "counter", "paused": true }));
+    // Every export of the component is paused; another component of the app is not.
+    let refused = post(addr, "/v1/apps/counter/functions/counter.get", br#"["x"]"#);
+    assert_eq!(refused.code(), (503, "paused".into()));
+    assert_eq!(refused.header("retry-after").as_deref(), Some("1"));
+    assert_eq!(get(addr, "/v1/apps/counter/functions/counter.get").json()["paused"], json!(true));
+    assert_eq!(post(addr, "/v1/apps/counter/functions/sandboxed.get", br#"["x"]"#).status, 422);
+    // Routes of a paused component refuse too.
+    post(addr, "/v1/apps/http-hostile/functions/web/pause", b"");
+    assert_eq!(get(addr, "/open").code(), (503, "paused".into()));
+    post(addr, "/v1/apps/http-hostile/functions/web/resume", b"");
+    assert_eq!(get(addr, "/open").status, 200);
+    post(addr, "/v1/apps/counter/functions/counter/resume", b"");
+    assert_eq!(post(addr, "/v1/apps/counter/functions/counter.get", br#"["x"]"#).json(), Value::Null);
+    assert_eq!(post(addr, "/v1/apps/counter/functions/nope/pause", b"").code(), (404, "unknown-function".into()));
+}
+
+#[test]
+fn metrics_and_recent_calls_count_outcomes_and_errors() {
+    let server = serve();
+    let addr = server.addr;
+    let greet = "/v1/apps/hello/functions/hello.greet";
+    post(addr, greet, br#"[{"name": "A", "age": 1}]"#);
+    post(addr, greet, br#"[{"name": "A", "age": 1}]"#);
+    post(addr, greet, br#"[{"name": "", "age": 1}]"#);
+    post(addr, greet, br#"{"bad"#);
+    let metrics = get(addr, "/metrics");
+    assert_eq!(metrics.header("content-type").as_deref(), Some("text/plain; version=0.0.4; charset=utf-8"));
+    let text = metrics.text();
+    for line in [
+        r#"host_calls_total{app="hello",function="hello.greet",outcome="ok"} 2"#,
+        r#"host_calls_total{app="hello",function="hello.greet",outcome="guest-error"} 1"#,
+        r#"host_call_duration_seconds_count{app="hello",function="hello.greet"} 3"#,
+        r#"host_call_duration_seconds_bucket{app="hello",function="hello.greet",le="+Inf"} 3"#,
+        r#"host_http_errors_total{code="bad-json"} 1"#,
+        r#"host_http_errors_total{code="guest-error"} 1"#,
+        "host_instances_in_flight 0",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+    let calls = get(addr, "/v1/calls").json();
+    let outcomes: Vec<&str> = calls.as_array().unwrap().iter().map(|c| c["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["guest-error", "ok", "ok"], "newest first; bad JSON never reached a guest");
+    assert_eq!(calls[0]["function"], "hello.greet");
+    assert_eq!(calls[0]["trigger"], "call");
+}
+
+#[test]
+fn requests_over_the_cap_get_503_and_the_rest_carry_on() {
+    let config = ServerConfig { max_requests: 2, ..ServerConfig::default() };
+    let server = serve_with(config, Duration::from_secs(5));
+    let addr = server.addr;
+    let slow: Vec<_> = (0..2).map(|_| std::thread::spawn(move || get(addr, "/web/slow?ms=1500").text())).collect();
+    // Once both slow requests hold their slots, a third request is refused at once.
+    let refused = loop {
+        let answer = get(addr, "/healthz");
+        if answer.status != 200 {
+            break answer;
+        }
+        assert!(!slow.iter().all(|t| t.is_finished()), "the slow requests ended before one was refused");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(refused.code(), (503, "overloaded".into()));
+    assert_eq!(refused.header("retry-after").as_deref(), Some("1"));
+    for handle in slow {
+        assert_eq!(handle.join().unwrap(), "slept 1500");
+    }
+    assert_eq!(get(addr, "/healthz").status, 200);
+}
+
+#[test]
+fn shutdown_lets_calls_in_flight_finish() {
+    let mut server = serve();
+    let addr = server.addr;
+    let slow = std::thread::spawn(move || get(addr, "/web/slow?ms=700"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(server.stop(), "the slow request finished within the grace period");
+    let answer = slow.join().unwrap();
+    assert_eq!((answer.status, answer.text()), (200, "slept 700".to_string()));
+    assert!(TcpStream::connect(addr).is_err(), "no new connections after shutdown");
+}
+
+#[test]
+fn shutdown_gives_up_after_the_grace_period() {
+    let mut server = serve_with(ServerConfig::default(), Duration::from_millis(200));
+    let addr = server.addr;
+    let _slow = std::thread::spawn(move || get(addr, "/web/slow?ms=1900"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!server.stop(), "the slow request was still running when the grace period ended");
 }

@@ -76,7 +76,7 @@ pub(super) fn body_error(server: &Shared, rejection: BytesRejection) -> ApiError
 }
 
 /// Call a function with the JSON body as its arguments (an empty body: no arguments). The answer
-/// is the JSON result; `Server-Timing` says how long the call took.
+/// is the JSON result; `Server-Timing` says how long the call took (failed calls included).
 async fn invoke(
     State(server): State<Shared>,
     Path((app, function)): Path<(String, String)>,
@@ -92,14 +92,17 @@ async fn invoke(
     };
     let report = function.invoke(&args).await.map_err(crate::Error::from)?;
     let timing = format!("call;dur={:.3}", report.elapsed.as_secs_f64() * 1000.0);
-    let mut response = axum::Json(report.result?).into_response();
+    let mut response = match report.result {
+        Ok(value) => axum::Json(value).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    };
     if let Ok(value) = HeaderValue::from_str(&timing) {
         response.headers_mut().insert("server-timing", value);
     }
     Ok(response)
 }
 
-async fn set_paused(server: &Shared, app: &str, function: &str, paused: bool) -> Result<axum::Json<Value>, ApiError> {
+fn set_paused(server: &Shared, app: &str, function: &str, paused: bool) -> Result<axum::Json<Value>, ApiError> {
     let guest = find(server, app)?.guest(function)?;
     guest.set_paused(paused);
     tracing::info!(app, function = guest.name(), paused, "function {}", if paused { "paused" } else { "resumed" });
@@ -111,14 +114,14 @@ async fn pause(
     State(server): State<Shared>,
     Path((app, function)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    set_paused(&server, &app, &function, true).await
+    set_paused(&server, &app, &function, true)
 }
 
 async fn resume(
     State(server): State<Shared>,
     Path((app, function)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    set_paused(&server, &app, &function, false).await
+    set_paused(&server, &app, &function, false)
 }
 
 async fn recent_calls(State(server): State<Shared>) -> axum::Json<Value> {

@@ -253,7 +253,7 @@ pub fn router(host: &Host, apps: Vec<App>, config: ServerConfig) -> Result<Route
         .route("/docs/docs.js", get(|| async { asset("text/javascript; charset=utf-8", DOCS_JS) }))
         .fallback(mounted)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(server.clone(), count_errors))
+        .layer(middleware::from_fn_with_state(server.clone(), json_errors))
         .layer(middleware::from_fn_with_state(server.clone(), limit_requests))
         .with_state(server))
 }
@@ -318,13 +318,41 @@ async fn limit_requests(State(server): State<Shared>, request: Request, next: Ne
     }
 }
 
-async fn count_errors(State(server): State<Shared>, request: Request, next: Next) -> Response {
+/// Count error answers by code, and turn the framework's own plain-text errors (a bad query
+/// string, a wrong method) into the JSON error shape. Guest answers pass through untouched.
+async fn json_errors(State(server): State<Shared>, request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
         server.host.metrics().record_error(code);
+        return response;
     }
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || response.extensions().get::<GuestAnswer>().is_some() {
+        return response;
+    }
+    let (code, default_message) = match status {
+        StatusCode::BAD_REQUEST => ("bad-request", "bad request"),
+        StatusCode::NOT_FOUND => ("not-found", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "method not allowed here"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("body-too-large", "request body too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "unsupported content type"),
+        _ => ("http-error", "request failed"),
+    };
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let text = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text[..text.len().min(500)]).trim().to_string();
+    let mut response = ApiError::new(status, code, if text.is_empty() { default_message.to_string() } else { text })
+        .into_response();
+    if let Some(allow) = allow {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    server.host.metrics().record_error(code);
     response
 }
+
+/// Marks a response written by a guest, which keeps its own status and body.
+#[derive(Clone, Copy)]
+struct GuestAnswer;
 
 /// Requests outside the host's own paths: `[[trigger.http]]` routes, then `[site]` folders.
 async fn mounted(State(server): State<Shared>, request: Request) -> Response {
@@ -363,7 +391,21 @@ async fn serve_route(handler: &HttpHandler, request: Request, max_body: usize) -
             .boxed_unsync()
     });
     match handler.handle(request).await {
-        Ok(response) => response.map(Body::new),
+        Ok(response) => {
+            let mut response = response.map(Body::new);
+            response.extensions_mut().insert(GuestAnswer);
+            response
+        }
+        // Route answers may reach the public: the trap's details go to the log, not the client.
+        Err(error @ (CallError::Trap { .. } | CallError::Host { .. } | CallError::MemoryLimit { .. } | CallError::StackOverflow)) => {
+            tracing::warn!(route = %handler.route().route, %error, "http handler failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                error.code(),
+                format!("the handler failed ({}); details are in the server log", error.code()),
+            )
+            .into_response()
+        }
         Err(error) => ApiError::from(error).into_response(),
     }
 }

@@ -102,7 +102,7 @@ fn app_paths(app: &App, paths: &mut Map<String, Value>) {
     buckets.sort();
     buckets.dedup();
     let key_param = json!([{ "name": "key", "in": "path", "required": true, "schema": { "type": "string", "minLength": 1 } }]);
-    for (kind, names, what) in [("kv", stores, "value"), ("buckets", buckets, "object")] {
+    for (kind, names, what, noun) in [("kv", stores, "a value", "store"), ("buckets", buckets, "an object", "bucket")] {
         for store in names {
             let base = format!("/v1/apps/{name}/{kind}/{store}");
             let mut params = vec![json!({ "name": "prefix", "in": "query", "schema": { "type": "string" } }),
@@ -110,15 +110,15 @@ fn app_paths(app: &App, paths: &mut Map<String, Value>) {
             if kind == "buckets" {
                 params.push(json!({ "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }));
             }
-            let mut list = operation(op_id(&["list", name, kind, &store]), format!("List keys of {kind} `{store}`"), name,
+            let mut list = operation(op_id(&["list", name, kind, &store]), format!("List keys of {noun} `{store}`"), name,
                 ("200", json_response("One page of keys", listing_schema())), &[("400", "Bad query (`bad-query`)")]);
             list["parameters"] = Value::Array(params);
             paths.insert(base.clone(), json!({ "get": list }));
             let errors = [("400", "Invalid key (`invalid-key`)"), ("404", "No such key (`no-such-key`)")];
-            let get = operation(op_id(&["get", name, kind, &store]), format!("Read a {what}"), name, ("200", octet_body("The bytes")), &errors);
-            let mut put = operation(op_id(&["put", name, kind, &store]), format!("Write a {what}"), name, ("204", json!({ "description": "Written and on disk" })), &[errors[0], ("413", "Body too large (`body-too-large`)")]);
+            let get = operation(op_id(&["get", name, kind, &store]), format!("Read {what} of {noun} `{store}`"), name, ("200", octet_body("The bytes")), &errors);
+            let mut put = operation(op_id(&["put", name, kind, &store]), format!("Write {what} of {noun} `{store}`"), name, ("204", json!({ "description": "Written and on disk" })), &[errors[0], ("413", "Body too large (`body-too-large`)")]);
             put["requestBody"] = json!({ "required": true, "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } });
-            let delete = operation(op_id(&["delete", name, kind, &store]), format!("Delete a {what} (absent is fine)"), name, ("204", json!({ "description": "Gone" })), &errors[..1]);
+            let delete = operation(op_id(&["delete", name, kind, &store]), format!("Delete {what} of {noun} `{store}` (absent is fine)"), name, ("204", json!({ "description": "Gone" })), &errors[..1]);
             paths.insert(format!("{base}/{{key}}"), json!({ "parameters": key_param, "get": get, "put": put, "delete": delete }));
         }
     }
@@ -162,6 +162,9 @@ pub(super) async fn document(State(server): State<Shared>) -> axum::Json<Value> 
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Functions of the loaded apps, generated from their WIT types. Errors are JSON with a stable `code`.",
         },
+        "tags": std::iter::once(json!({ "name": "host", "description": "The host itself: apps, calls, metrics" }))
+            .chain(server.apps.keys().map(|name| json!({ "name": name, "description": format!("App `{name}`: its functions, stores, buckets and routes") })))
+            .collect::<Vec<_>>(),
         "paths": paths,
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },

@@ -1,0 +1,148 @@
+#!/usr/bin/env node
+// Drives the dashboard (/ui) and API docs (/docs) of a running `host serve` in headless Chromium.
+//
+//   node tests/ui/dashboard.mjs BASE_URL SCREENSHOT_PATH [TOKEN]
+//
+// The server must have the `hello` example app loaded (and run with `--token TOKEN` when TOKEN
+// is given). Exits 1 with a message naming the failed step; prints a JSON summary on success.
+// Chromium: $CHROMIUM, else /usr/bin/chromium (Debian: `apt-get install -y chromium`).
+
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const [baseArg, screenshot, token] = process.argv.slice(2);
+if (!baseArg || !screenshot) {
+  console.error('usage: node tests/ui/dashboard.mjs BASE_URL SCREENSHOT_PATH [TOKEN]');
+  process.exit(2);
+}
+const base = baseArg.replace(/\/+$/, '');
+const FUNCTION = 'hello/hello.greet';
+const FUNCTION_PATH = '/v1/apps/hello/functions/hello.greet';
+const GREETING = 'Hello, Ada! You are 36.';
+const TIMEOUT = 15_000;
+
+let step = 'launch Chromium';
+const started = Date.now();
+const pageErrors = [];
+
+class Failure extends Error {}
+function check(condition, message) {
+  if (!condition) throw new Failure(message);
+}
+
+/** Wait until `predicate(arg)` holds in the page; on timeout, fail with `what` and the #result text. */
+async function waitUntil(page, what, predicate, arg) {
+  try {
+    await page.waitForFunction(predicate, arg, { timeout: TIMEOUT });
+  } catch {
+    const result = await page.locator('#result').evaluate((r) => `[class="${r.className}"] ${r.textContent}`).catch(() => '?');
+    throw new Failure(`timed out waiting for ${what}; #result is ${result.replace(/\s+/g, ' ').trim()}`);
+  }
+}
+
+/** Put `args` in #args, press #call, wait for a #result with `cls` containing `text`. */
+async function call(page, args, cls, text) {
+  await page.locator('#args').fill(args);
+  await page.locator('#call').click();
+  await waitUntil(page, `#result.${cls} containing "${text}"`, ([cls, text]) => {
+    const r = document.querySelector('#result');
+    return r && !r.hidden && r.classList.contains(cls) && r.textContent.includes(text);
+  }, [cls, text]);
+  return (await page.locator('#result pre').textContent()).trim();
+}
+
+/** If the page asks for a token, give it (required when `expected`). */
+async function maybeToken(page, ready, expected) {
+  const auth = page.locator('#auth');
+  await page.locator(`${ready}, #auth:not([hidden])`).first().waitFor({ timeout: TIMEOUT });
+  const asked = await auth.isVisible();
+  if (expected) check(asked, 'the server has a token but the page did not show the token box');
+  if (!asked) return false;
+  check(token, 'the page asks for a token but none was given on the command line');
+  await page.locator('#token').fill(token);
+  await page.locator('#use-token').click();
+  // The form hides on submit and comes back if the server refuses the token.
+  await page.locator(`${ready}, #auth:not([hidden])`).first().waitFor({ timeout: TIMEOUT });
+  if (await auth.isVisible()) {
+    throw new Failure(`the token was refused: ${await page.locator('#auth-message').textContent()}`);
+  }
+  return true;
+}
+
+const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+let browser;
+try {
+  browser = await chromium.launch({
+    executablePath,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+} catch (e) {
+  console.error(`dashboard test failed: cannot launch Chromium at ${executablePath}: ${e.message}`);
+  process.exit(1);
+}
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+
+  step = '1. open /ui';
+  const response = await page.goto(`${base}/ui`);
+  check(response?.ok(), `GET /ui answered ${response?.status()}`);
+  const usedToken = await maybeToken(page, '[data-function]', Boolean(token));
+
+  step = '2. function list';
+  const fn = page.locator(`[data-function="${FUNCTION}"]`);
+  await fn.waitFor();
+  const listed = await fn.textContent();
+  check(listed.includes('func(who:'), `the ${FUNCTION} entry does not show its signature: ${listed}`);
+
+  step = '3. call hello.greet';
+  await fn.click();
+  check((await page.locator('#fn-name').textContent()) === FUNCTION, 'the invoke form does not name the function');
+  const prefilled = await page.locator('#args').inputValue();
+  let skeleton;
+  try { skeleton = JSON.parse(prefilled); } catch { throw new Failure(`#args is not JSON: ${prefilled}`); }
+  check(skeleton?.who?.name === '' && skeleton?.who?.age === 0, `unexpected #args skeleton: ${prefilled}`);
+  const ok = await call(page, '{"who":{"name":"Ada","age":36}}', 'ok', GREETING);
+
+  step = '4. call with a missing field';
+  const error = await call(page, '{"who":{"name":"Ada"}}', 'error', 'bad-argument');
+
+  step = '5. recent calls';
+  await waitUntil(page, 'a #calls row for hello.greet with outcome ok', () =>
+    [...document.querySelectorAll('#calls tbody tr')].some((tr) => {
+      const cells = [...tr.cells].map((c) => c.textContent.trim());
+      return cells.includes('hello.greet') && cells.includes('ok');
+    }));
+  const calls = await page.locator('#calls tbody tr').count();
+
+  step = '6. screenshot';
+  await mkdir(dirname(screenshot), { recursive: true });
+  await page.evaluate(() => window.scrollTo(0, 0)); // the invoke panel is sticky
+  await page.screenshot({ path: screenshot, fullPage: true });
+
+  step = '7. open /docs';
+  const docs = await page.goto(`${base}/docs`);
+  check(docs?.ok(), `GET /docs answered ${docs?.status()}`);
+  await maybeToken(page, 'code.path', false);
+  const path = page.locator('code.path').filter({ hasText: new RegExp(`^${FUNCTION_PATH.replace(/\./g, '\\.')}$`) });
+  await path.first().waitFor();
+  const operations = await page.locator('details.op').count();
+  check(await page.locator('#title').textContent() !== 'API', 'the docs page shows no title');
+
+  check(pageErrors.length === 0, `JavaScript errors in the pages: ${pageErrors.join('; ')}`);
+  console.log(JSON.stringify({
+    ok: true, base, token: usedToken, screenshot, result: JSON.parse(ok), error: JSON.parse(error).code,
+    calls, docsOperations: operations, ms: Date.now() - started,
+  }));
+} catch (e) {
+  const detail = e instanceof Error ? e.message : String(e);
+  console.error(`dashboard test failed at step "${step}": ${detail}`);
+  if (pageErrors.length) console.error(`JavaScript errors in the pages: ${pageErrors.join('; ')}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
