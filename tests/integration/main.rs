@@ -3,8 +3,10 @@
 
 mod cli;
 mod common;
+mod dashboard;
 mod hostile;
 mod kv;
 mod library;
+mod openapi;
 mod server;
 mod values;

@@ -34,9 +34,14 @@ impl Drop for Served {
 
 /// Serve the example and test apps with `config`; requests in flight get `grace` at shutdown.
 pub fn serve_with(config: ServerConfig, grace: Duration) -> Served {
+    serve_apps(&[HELLO, COUNTER, HOSTILE, HELLO_HTTP, HTTP_HOSTILE], config, grace)
+}
+
+/// Serve the apps of `manifests` with `config`.
+pub fn serve_apps(manifests: &[&str], config: ServerConfig, grace: Duration) -> Served {
     let (data, host) = host();
-    let apps = [HELLO, COUNTER, HOSTILE, HELLO_HTTP, HTTP_HOSTILE].map(|m| host.load(manifest(m)).unwrap());
-    let router = host::server::router(&host, apps.into_iter().collect(), config).unwrap();
+    let apps = manifests.iter().map(|m| host.load(manifest(m)).unwrap());
+    let router = host::server::router(&host, apps.collect(), config).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     listener.set_nonblocking(true).unwrap();

@@ -76,6 +76,9 @@ impl Guest for Counter {
     }
 
     fn kv_gets(key: String, n: u32) -> Result<u32, String> {
+        if n > MAX_GETS {
+            return Err(format!("n is {n}; at most {MAX_GETS} reads per call"));
+        }
         run(|| {
             let store = Store::open(STORE)?;
             let mut found = 0;
@@ -88,5 +91,8 @@ impl Guest for Counter {
         })
     }
 }
+
+/// Most reads one `kv-gets` call makes, so that no request can keep an instance busy for long.
+const MAX_GETS: u32 = 100_000;
 
 export!(Counter);

@@ -1,0 +1,59 @@
+//! The dashboard (`/ui`) and docs page (`/docs`) in headless Chromium: `tests/ui/dashboard.mjs`
+//! (Playwright, pinned in `tests/ui/package.json`) enters the token, calls `hello.greet` from the
+//! form, checks the result, an argument error and the recent calls, and saves a screenshot to
+//! `target/ui/dashboard.png`. Debian's `chromium` is installed when missing.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use host::server::ServerConfig;
+
+use crate::common::{COUNTER, HELLO, HELLO_HTTP, root};
+use crate::server::serve_apps;
+
+fn run(command: &mut Command) {
+    let status = command.status().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(status.success(), "{command:?} failed: {status}");
+}
+
+/// Chromium's path: `$CHROMIUM`, else Debian's, installed with apt when missing.
+fn chromium() -> String {
+    if let Ok(path) = std::env::var("CHROMIUM") {
+        return path;
+    }
+    if !Path::new("/usr/bin/chromium").exists() {
+        run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "chromium"]));
+    }
+    "/usr/bin/chromium".into()
+}
+
+#[test]
+fn dashboard_calls_a_function_from_the_browser() {
+    let ui = root().join("tests/ui");
+    if !ui.join("node_modules/playwright-core").exists() {
+        run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&ui));
+    }
+    let chromium = chromium();
+    let token = "dashboard-token";
+    let config = ServerConfig { token: Some(token.into()), ..ServerConfig::default() };
+    let server = serve_apps(&[HELLO, COUNTER, HELLO_HTTP], config, Duration::from_secs(5));
+    let screenshot = root().join("target/ui/dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let out = Command::new("node")
+        .arg(ui.join("dashboard.mjs"))
+        .arg(format!("http://{}", server.addr))
+        .arg(&screenshot)
+        .arg(token)
+        .env("CHROMIUM", chromium)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(summary["result"], "Hello, Ada! You are 36.");
+    assert_eq!(summary["error"], "bad-argument");
+    assert_eq!(summary["token"], true);
+    let png = std::fs::read(&screenshot).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "screenshot is not a real PNG");
+}
