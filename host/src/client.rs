@@ -65,7 +65,9 @@ impl Client {
         let uri: Uri = url.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
         match uri.scheme_str() {
             Some("http") => {}
-            Some(_) => return Err(bad("only http:// is supported (put TLS in a reverse proxy in front of the server)")),
+            Some(_) => {
+                return Err(bad("only http:// is supported (put TLS in a reverse proxy in front of the server)"));
+            }
             None => return Err(bad("expected http://HOST:PORT")),
         }
         let authority = uri.authority().ok_or_else(|| bad("no host"))?;
@@ -78,12 +80,17 @@ impl Client {
     }
 
     /// Send one request; returns the status and the whole body.
-    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Bytes), ClientError> {
-        let unreachable =
-            |message: String| ClientError::Unreachable { server: self.authority.clone(), message };
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let unreachable = |message: String| ClientError::Unreachable { server: self.authority.clone(), message };
         let stream = tokio::net::TcpStream::connect(&self.authority).await.map_err(|e| unreachable(e.to_string()))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable(e.to_string()))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
         tokio::spawn(connection);
         let mut request = Request::builder()
             .method(method)
@@ -93,9 +100,8 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| unreachable(e.to_string()))?;
+        let request =
+            request.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| unreachable(e.to_string()))?;
         let response = sender.send_request(request).await.map_err(|e| unreachable(e.to_string()))?;
         let status = response.status();
         let body = response.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
@@ -122,7 +128,8 @@ impl Client {
         let apps: Value = serde_json::from_slice(&body).map_err(|_| self.unexpected(status, &body))?;
         let mut found = Vec::new();
         for app in apps.as_array().into_iter().flatten() {
-            let names: Vec<&str> = app["functions"].as_array().into_iter().flatten().filter_map(|f| f["name"].as_str()).collect();
+            let names: Vec<&str> =
+                app["functions"].as_array().into_iter().flatten().filter_map(|f| f["name"].as_str()).collect();
             let single = names.iter().filter(|n| n.split_once('.').is_some_and(|(c, _)| c == function)).count() == 1;
             if names.contains(&function) || single {
                 found.push(app["name"].as_str().unwrap_or_default().to_string());

@@ -97,7 +97,10 @@ impl Host {
 
     /// Write everything the store holds to disk now (done on shutdown).
     pub fn flush(&self) -> Result<(), Error> {
-        self.inner.store.flush().map_err(|e| Error::DataDir { path: self.inner.data_dir.clone(), message: e.to_string() })
+        self.inner
+            .store
+            .flush()
+            .map_err(|e| Error::DataDir { path: self.inner.data_dir.clone(), message: e.to_string() })
     }
 
     /// The embedded store (KV trees of every app).
@@ -121,8 +124,7 @@ impl Host {
                 buckets_dir: self.buckets_dir(&manifest.app),
             });
             let pre = runtime.load(&spec.source)?;
-            let guest =
-                Arc::new(Guest::new(&manifest.app, name, pre, spec.limits, caps, self.inner.metrics.clone()));
+            let guest = Arc::new(Guest::new(&manifest.app, name, pre, spec.limits, caps, self.inner.metrics.clone()));
             for export in exports::exports(guest.pre.component()) {
                 let target = CallTarget {
                     guest: guest.clone(),
@@ -271,7 +273,13 @@ impl Function {
         };
         let result = outcome.and_then(|results| self.result_json(results.first()));
         let elapsed = started.elapsed();
-        guest.metrics.record(&guest.app, &self.name, "call", result.as_ref().map_or_else(CallError::code, |_| "ok"), elapsed);
+        guest.metrics.record(
+            &guest.app,
+            &self.name,
+            "call",
+            result.as_ref().map_or_else(CallError::code, |_| "ok"),
+            elapsed,
+        );
         Ok(CallReport { result, logs, elapsed })
     }
 

@@ -246,7 +246,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
                 let addr = listener.local_addr()?;
-                tracing::info!("serving {} app(s) on http://{addr}/v1/apps, dashboard http://{addr}/ui", manifests.len());
+                tracing::info!(
+                    "serving {} app(s) on http://{addr}/v1/apps, dashboard http://{addr}/ui",
+                    manifests.len()
+                );
                 let finished = host::server::serve(&host, listener, router, shutdown_signal(), shutdown_grace).await?;
                 tracing::info!("stopped");
                 anyhow::Ok(if finished { ExitCode::SUCCESS } else { ExitCode::from(1) })

@@ -68,7 +68,8 @@ impl HttpRoute {
     pub fn matches(&self, path: &str) -> bool {
         match self.prefix() {
             Some(prefix) => {
-                path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/') || prefix.is_empty())
+                path == prefix
+                    || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/') || prefix.is_empty())
             }
             None => path == self.route,
         }

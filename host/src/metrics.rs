@@ -78,8 +78,7 @@ impl Metrics {
 
     /// Record a finished call.
     pub fn record(&self, app: &str, function: &str, trigger: &'static str, outcome: &'static str, elapsed: Duration) {
-        let finished_ms =
-            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let finished_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let mut r = self.recorded.lock().unwrap();
         *r.calls.entry((app.to_string(), function.to_string(), outcome)).or_default() += 1;
         let h = r.latency.entry((app.to_string(), function.to_string())).or_default();

@@ -192,5 +192,9 @@ fn serve_refuses_non_loopback_addresses() {
     let data = tempfile::tempdir().unwrap();
     let out = host(data.path(), &["serve", "-f", manifest(HELLO).to_str().unwrap(), "--listen", "0.0.0.0:0"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("refusing to listen on 0.0.0.0:0 without a bearer token"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("refusing to listen on 0.0.0.0:0 without a bearer token"),
+        "{}",
+        text(&out.stderr)
+    );
 }

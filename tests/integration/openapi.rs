@@ -51,7 +51,10 @@ fn openapi_document_is_valid_and_the_live_server_never_answers_5xx() {
     let operation = &doc["paths"]["/v1/apps/hello/functions/hello.greet"]["post"];
     assert_eq!(operation["requestBody"]["content"]["application/json"]["schema"], greet["params"]);
     assert_eq!(operation["responses"]["200"]["content"]["application/json"]["schema"], greet["result"]);
-    assert_eq!(operation["responses"]["422"]["content"]["application/json"]["schema"]["allOf"][1]["properties"]["error"], greet["error"]);
+    assert_eq!(
+        operation["responses"]["422"]["content"]["application/json"]["schema"]["allOf"][1]["properties"]["error"],
+        greet["error"]
+    );
     assert_eq!(doc["security"], json!([{ "bearer": [] }]));
     assert_eq!(doc["paths"]["/hello"]["get"]["security"], json!([]), "a public route needs no token");
 

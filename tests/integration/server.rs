@@ -22,7 +22,7 @@ impl Served {
     /// Start shutting down, wait for the server to return; whether every request finished.
     pub fn stop(&mut self) -> bool {
         let _ = self.stop.take().map(|s| s.send(()));
-        self.finished.take().map_or(true, |f| f.join().unwrap())
+        self.finished.take().is_none_or(|f| f.join().unwrap())
     }
 }
 
@@ -92,7 +92,8 @@ impl Answer {
 /// Send one request with extra header lines; read the whole answer (chunked bodies decoded).
 pub fn send(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &[u8]) -> Answer {
     let mut stream = TcpStream::connect(addr).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
     for h in headers {
         head.push_str(h);
         head.push_str("\r\n");
@@ -164,7 +165,10 @@ fn invoke_returns_results_and_named_errors() {
     assert_eq!(get(addr, "/v1/apps/counter/buckets/notes?limit=lots").code(), (400, "bad-request".into()));
 
     assert_eq!(post(addr, "/v1/apps/hostile/functions/hostile.spin", b"").code(), (504, "timeout".into()));
-    assert_eq!(post(addr, "/v1/apps/hostile/functions/hostile.bomb", br#"{"mib": 64}"#).code(), (500, "memory-limit".into()));
+    assert_eq!(
+        post(addr, "/v1/apps/hostile/functions/hostile.bomb", br#"{"mib": 64}"#).code(),
+        (500, "memory-limit".into())
+    );
     // The server carries on, and state persists between requests.
     let counter = "/v1/apps/counter/functions/counter.increment";
     assert_eq!(post(addr, counter, br#"["hits", 2]"#).json(), json!(2));
@@ -238,7 +242,9 @@ fn sites_serve_files_with_their_types_and_nothing_outside() {
     assert_eq!((css.status, css.header("content-type").as_deref()), (200, Some("text/css; charset=utf-8")));
     assert_eq!(css.text(), "body { color: teal }\n");
     // A symlink pointing out of the folder, `..` (raw and encoded), absolute paths: all not found.
-    for path in ["/files/escape.txt", "/files/../host.toml", "/files/%2e%2e/host.toml", "/files//etc/passwd", "/files/missing"] {
+    for path in
+        ["/files/escape.txt", "/files/../host.toml", "/files/%2e%2e/host.toml", "/files//etc/passwd", "/files/missing"]
+    {
         let answer = get(addr, path);
         assert!(matches!(answer.status, 400 | 404), "{path}: {}", answer.status);
         assert!(!answer.text().contains("[app]"), "{path} leaked a file outside the site");
@@ -280,7 +286,10 @@ fn operators_read_and_write_kv_and_buckets_that_guests_see() {
     assert_eq!(send(addr, "PUT", "/v1/apps/counter/kv/default/visits", &[], &41i64.to_le_bytes()).status, 204);
     assert_eq!(post(addr, "/v1/apps/counter/functions/counter.increment", br#"["visits", 1]"#).json(), json!(42));
     assert_eq!(send(addr, "PUT", "/v1/apps/counter/kv/default/a%2Fb", &[], b"slash").status, 204);
-    assert_eq!(get(addr, "/v1/apps/counter/kv/default?prefix=").json(), json!({ "keys": ["a/b", "visits"], "cursor": null }));
+    assert_eq!(
+        get(addr, "/v1/apps/counter/kv/default?prefix=").json(),
+        json!({ "keys": ["a/b", "visits"], "cursor": null })
+    );
     assert_eq!(get(addr, "/v1/apps/counter/kv/default/a%2Fb").text(), "slash");
     assert_eq!(send(addr, "DELETE", "/v1/apps/counter/kv/default/visits", &[], b"").status, 204);
     assert_eq!(get(addr, "/v1/apps/counter/kv/default/visits").code(), (404, "no-such-key".into()));
@@ -289,12 +298,24 @@ fn operators_read_and_write_kv_and_buckets_that_guests_see() {
     assert_eq!(unknown.json()["available"], json!(["default"]));
 
     assert_eq!(send(addr, "PUT", "/v1/apps/counter/buckets/notes/todo/today", &[], b"write tests").status, 204);
-    assert_eq!(post(addr, "/v1/apps/counter/functions/counter.read-note", br#"["todo/today"]"#).json(), json!("write tests"));
+    assert_eq!(
+        post(addr, "/v1/apps/counter/functions/counter.read-note", br#"["todo/today"]"#).json(),
+        json!("write tests")
+    );
     post(addr, "/v1/apps/counter/functions/counter.save-note", br#"["todo/later", "ship it"]"#);
     assert_eq!(get(addr, "/v1/apps/counter/buckets/notes/todo/later").text(), "ship it");
-    assert_eq!(get(addr, "/v1/apps/counter/buckets/notes?prefix=todo/&limit=1").json(), json!({ "keys": ["todo/later"], "cursor": "todo/later" }));
-    assert_eq!(get(addr, "/v1/apps/counter/buckets/notes?prefix=todo/&cursor=todo/later").json(), json!({ "keys": ["todo/today"], "cursor": null }));
-    assert_eq!(send(addr, "PUT", "/v1/apps/counter/buckets/notes/a%2F..%2Fb", &[], b"x").code(), (400, "invalid-key".into()));
+    assert_eq!(
+        get(addr, "/v1/apps/counter/buckets/notes?prefix=todo/&limit=1").json(),
+        json!({ "keys": ["todo/later"], "cursor": "todo/later" })
+    );
+    assert_eq!(
+        get(addr, "/v1/apps/counter/buckets/notes?prefix=todo/&cursor=todo/later").json(),
+        json!({ "keys": ["todo/today"], "cursor": null })
+    );
+    assert_eq!(
+        send(addr, "PUT", "/v1/apps/counter/buckets/notes/a%2F..%2Fb", &[], b"x").code(),
+        (400, "invalid-key".into())
+    );
     assert_eq!(send(addr, "DELETE", "/v1/apps/counter/buckets/notes/todo/today", &[], b"").status, 204);
     assert_eq!(get(addr, "/v1/apps/counter/buckets/notes/todo/today").code(), (404, "no-such-key".into()));
     assert_eq!(get(addr, "/v1/apps/counter/buckets/photos").code(), (404, "unknown-bucket".into()));

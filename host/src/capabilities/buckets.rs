@@ -69,7 +69,10 @@ pub fn open_bucket_dir(buckets_dir: &Path, name: &str) -> std::io::Result<Dir> {
 impl BucketDir {
     /// Open (creating it if needed) bucket `name` under `buckets_dir`.
     pub(crate) fn open(buckets_dir: &Path, name: &str) -> std::io::Result<BucketDir> {
-        Ok(BucketDir { dir: open_bucket_dir(buckets_dir, name)?, staging: Arc::new(open_bucket_dir(buckets_dir, STAGING)?) })
+        Ok(BucketDir {
+            dir: open_bucket_dir(buckets_dir, name)?,
+            staging: Arc::new(open_bucket_dir(buckets_dir, STAGING)?),
+        })
     }
 
     /// Run `op` on the bucket's folder after validating `key`.

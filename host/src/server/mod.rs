@@ -192,9 +192,10 @@ impl From<CallError> for ApiError {
                 ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             },
             CallError::Paused { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message),
-            CallError::MemoryLimit { .. } | CallError::StackOverflow | CallError::Trap { .. } | CallError::Host { .. } => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, message)
-            }
+            CallError::MemoryLimit { .. }
+            | CallError::StackOverflow
+            | CallError::Trap { .. }
+            | CallError::Host { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, message),
         }
     }
 }
@@ -341,8 +342,8 @@ async fn json_errors(State(server): State<Shared>, request: Request, next: Next)
     let allow = response.headers().get(header::ALLOW).cloned();
     let text = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let text = String::from_utf8_lossy(&text[..text.len().min(500)]).trim().to_string();
-    let mut response = ApiError::new(status, code, if text.is_empty() { default_message.to_string() } else { text })
-        .into_response();
+    let mut response =
+        ApiError::new(status, code, if text.is_empty() { default_message.to_string() } else { text }).into_response();
     if let Some(allow) = allow {
         response.headers_mut().insert(header::ALLOW, allow);
     }
@@ -397,7 +398,12 @@ async fn serve_route(handler: &HttpHandler, request: Request, max_body: usize) -
             response
         }
         // Route answers may reach the public: the trap's details go to the log, not the client.
-        Err(error @ (CallError::Trap { .. } | CallError::Host { .. } | CallError::MemoryLimit { .. } | CallError::StackOverflow)) => {
+        Err(
+            error @ (CallError::Trap { .. }
+            | CallError::Host { .. }
+            | CallError::MemoryLimit { .. }
+            | CallError::StackOverflow),
+        ) => {
             tracing::warn!(route = %handler.route().route, %error, "http handler failed");
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

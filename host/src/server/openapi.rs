@@ -27,7 +27,8 @@ fn common_errors(codes: &[(&str, &str)]) -> Map<String, Value> {
         responses.insert((*status).into(), error_response(description));
     }
     responses.insert("401".into(), error_response("Missing or wrong bearer token (`unauthorized`)"));
-    responses.insert("503".into(), error_response("Too many requests at once (`overloaded`) or function paused (`paused`)"));
+    responses
+        .insert("503".into(), error_response("Too many requests at once (`overloaded`) or function paused (`paused`)"));
     responses
 }
 
@@ -69,7 +70,8 @@ fn app_paths(app: &App, paths: &mut Map<String, Value>) {
                 { "type": "object", "required": ["error"], "properties": { "error": error } }] });
             invoke["responses"]["422"] = json_response("The function returned `err` (`guest-error`)", schema);
         }
-        invoke["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": export.params_schema() } } });
+        invoke["requestBody"] =
+            json!({ "required": true, "content": { "application/json": { "schema": export.params_schema() } } });
         let describe = operation(
             op_id(&["describe", name, f.name()]),
             format!("Describe `{}`", f.name()),
@@ -94,32 +96,62 @@ fn app_paths(app: &App, paths: &mut Map<String, Value>) {
             paths.insert(format!("{path}/{verb}"), json!({ "post": op }));
         }
     }
-    let mut stores: Vec<_> = app.manifest().functions.values().flat_map(|f| f.grants.kv.iter().map(|n| n.0.clone())).collect();
+    let mut stores: Vec<_> =
+        app.manifest().functions.values().flat_map(|f| f.grants.kv.iter().map(|n| n.0.clone())).collect();
     stores.sort();
     stores.dedup();
     let mut buckets: Vec<_> =
         app.manifest().functions.values().flat_map(|f| f.grants.buckets.iter().map(|n| n.0.clone())).collect();
     buckets.sort();
     buckets.dedup();
-    let key_param = json!([{ "name": "key", "in": "path", "required": true, "schema": { "type": "string", "minLength": 1 } }]);
+    let key_param =
+        json!([{ "name": "key", "in": "path", "required": true, "schema": { "type": "string", "minLength": 1 } }]);
     for (kind, names, what, noun) in [("kv", stores, "a value", "store"), ("buckets", buckets, "an object", "bucket")] {
         for store in names {
             let base = format!("/v1/apps/{name}/{kind}/{store}");
-            let mut params = vec![json!({ "name": "prefix", "in": "query", "schema": { "type": "string" } }),
-                json!({ "name": "cursor", "in": "query", "schema": { "type": "string" } })];
+            let mut params = vec![
+                json!({ "name": "prefix", "in": "query", "schema": { "type": "string" } }),
+                json!({ "name": "cursor", "in": "query", "schema": { "type": "string" } }),
+            ];
             if kind == "buckets" {
                 params.push(json!({ "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }));
             }
-            let mut list = operation(op_id(&["list", name, kind, &store]), format!("List keys of {noun} `{store}`"), name,
-                ("200", json_response("One page of keys", listing_schema())), &[("400", "Bad query (`bad-query`)")]);
+            let mut list = operation(
+                op_id(&["list", name, kind, &store]),
+                format!("List keys of {noun} `{store}`"),
+                name,
+                ("200", json_response("One page of keys", listing_schema())),
+                &[("400", "Bad query (`bad-query`)")],
+            );
             list["parameters"] = Value::Array(params);
             paths.insert(base.clone(), json!({ "get": list }));
             let errors = [("400", "Invalid key (`invalid-key`)"), ("404", "No such key (`no-such-key`)")];
-            let get = operation(op_id(&["get", name, kind, &store]), format!("Read {what} of {noun} `{store}`"), name, ("200", octet_body("The bytes")), &errors);
-            let mut put = operation(op_id(&["put", name, kind, &store]), format!("Write {what} of {noun} `{store}`"), name, ("204", json!({ "description": "Written and on disk" })), &[errors[0], ("413", "Body too large (`body-too-large`)")]);
+            let get = operation(
+                op_id(&["get", name, kind, &store]),
+                format!("Read {what} of {noun} `{store}`"),
+                name,
+                ("200", octet_body("The bytes")),
+                &errors,
+            );
+            let mut put = operation(
+                op_id(&["put", name, kind, &store]),
+                format!("Write {what} of {noun} `{store}`"),
+                name,
+                ("204", json!({ "description": "Written and on disk" })),
+                &[errors[0], ("413", "Body too large (`body-too-large`)")],
+            );
             put["requestBody"] = json!({ "required": true, "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } });
-            let delete = operation(op_id(&["delete", name, kind, &store]), format!("Delete {what} of {noun} `{store}` (absent is fine)"), name, ("204", json!({ "description": "Gone" })), &errors[..1]);
-            paths.insert(format!("{base}/{{key}}"), json!({ "parameters": key_param, "get": get, "put": put, "delete": delete }));
+            let delete = operation(
+                op_id(&["delete", name, kind, &store]),
+                format!("Delete {what} of {noun} `{store}` (absent is fine)"),
+                name,
+                ("204", json!({ "description": "Gone" })),
+                &errors[..1],
+            );
+            paths.insert(
+                format!("{base}/{{key}}"),
+                json!({ "parameters": key_param, "get": get, "put": put, "delete": delete }),
+            );
         }
     }
     for route in &app.manifest().http_routes {
@@ -144,8 +176,15 @@ pub(super) async fn document(State(server): State<Shared>) -> axum::Json<Value> 
     let apps_schema = json!({ "type": "array", "items": { "$ref": "#/components/schemas/App" } });
     paths.insert("/v1/apps".into(), json!({ "get": operation("list_apps".into(), "List apps with their functions".into(), "host", ("200", json_response("Apps", apps_schema)), &[]) }));
     let names: Vec<&String> = server.apps.keys().collect();
-    let mut show = operation("show_app".into(), "Describe one app".into(), "host", ("200", json_response("The app", json!({ "$ref": "#/components/schemas/App" }))), &[("404", "No such app (`unknown-app`)")]);
-    show["parameters"] = json!([{ "name": "app", "in": "path", "required": true, "schema": { "type": "string", "enum": names } }]);
+    let mut show = operation(
+        "show_app".into(),
+        "Describe one app".into(),
+        "host",
+        ("200", json_response("The app", json!({ "$ref": "#/components/schemas/App" }))),
+        &[("404", "No such app (`unknown-app`)")],
+    );
+    show["parameters"] =
+        json!([{ "name": "app", "in": "path", "required": true, "schema": { "type": "string", "enum": names } }]);
     paths.insert("/v1/apps/{app}".into(), json!({ "get": show }));
     paths.insert("/v1/calls".into(), json!({ "get": operation("recent_calls".into(), "The most recent calls, newest first".into(), "host", ("200", json_response("Calls", json!({ "type": "array", "items": { "$ref": "#/components/schemas/Call" } }))), &[]) }));
     paths.insert("/v1/openapi.json".into(), json!({ "get": operation("openapi".into(), "This document".into(), "host", ("200", json_response("OpenAPI 3.1", json!({ "type": "object" }))), &[]) }));

@@ -90,11 +90,15 @@ async fn kv_list(
     if q.limit.is_some() {
         return Err(ApiError::bad_request("bad-query", "`limit` applies to buckets; KV pages hold 1000 keys"));
     }
-    let page = kv::page(&tree(&server, &app, &store)?, &q.prefix, q.cursor).map_err(|e| store_error(format!("{e:?}")))?;
+    let page =
+        kv::page(&tree(&server, &app, &store)?, &q.prefix, q.cursor).map_err(|e| store_error(format!("{e:?}")))?;
     Ok(axum::Json(json!({ "keys": page.keys, "cursor": page.cursor })))
 }
 
-async fn kv_get(State(server): State<Shared>, Path((app, store, key)): Path<(String, String, String)>) -> Result<Response, ApiError> {
+async fn kv_get(
+    State(server): State<Shared>,
+    Path((app, store, key)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
     let value = tree(&server, &app, &store)?.get(key.as_bytes()).map_err(store_error)?;
     Ok(octets(value.ok_or_else(|| no_key("value", &key))?.to_vec()))
 }

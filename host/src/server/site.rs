@@ -39,8 +39,12 @@ impl Site {
 
     pub(super) fn serve(&self, method: &Method, path: &str) -> Response {
         if method != Method::GET && method != Method::HEAD {
-            return ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "a site answers GET and HEAD only")
-                .into_response();
+            return ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "a site answers GET and HEAD only",
+            )
+            .into_response();
         }
         let Some(relative) = self.relative(path).and_then(decode) else {
             return ApiError::bad_request("bad-path", format!("invalid path `{path}`")).into_response();
@@ -60,7 +64,9 @@ impl Site {
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => return not_found(),
             // cap-std refuses paths that would leave the folder: same answer as a missing file.
             Err(e) if e.kind() == ErrorKind::PermissionDenied || e.raw_os_error().is_none() => return not_found(),
-            Err(e) => return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "site-error", e.to_string()).into_response(),
+            Err(e) => {
+                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "site-error", e.to_string()).into_response();
+            }
         }
         match self.dir.read(&file) {
             Ok(bytes) => {

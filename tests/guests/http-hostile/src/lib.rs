@@ -6,7 +6,9 @@
 //! - anything else: `ok`, the method and the path.
 
 use wasip2::http::outgoing_handler;
-use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingRequest, OutgoingResponse, ResponseOutparam, Scheme};
+use wasip2::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingRequest, OutgoingResponse, ResponseOutparam, Scheme,
+};
 
 struct HttpHostile;
 
