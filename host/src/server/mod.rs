@@ -256,6 +256,7 @@ pub fn router(host: &Host, apps: Vec<App>, config: ServerConfig) -> Result<Route
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(server.clone(), json_errors))
         .layer(middleware::from_fn_with_state(server.clone(), limit_requests))
+        .layer(middleware::from_fn(access_log))
         .with_state(server))
 }
 
@@ -301,6 +302,15 @@ fn unauthorized() -> ApiError {
 
 async fn require_token(State(server): State<Shared>, request: Request, next: Next) -> Response {
     if authorized(&server, &request) { next.run(request).await } else { unauthorized().into_response() }
+}
+
+/// One `debug` line per request (`HOST_LOG=host=debug`): method, path, status, time to the head.
+async fn access_log(request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(%method, path, status = response.status().as_u16(), elapsed = ?started.elapsed(), "request");
+    response
 }
 
 /// Refuse requests beyond `max_requests` at once with `503 overloaded`, instead of queueing.
