@@ -23,7 +23,8 @@ fn chromium() -> String {
         return path;
     }
     if !Path::new("/usr/bin/chromium").exists() {
-        run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "chromium"]));
+        run(Command::new("apt-get").args(["update", "-qq"]));
+        run(Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends", "chromium"]));
     }
     "/usr/bin/chromium".into()
 }
