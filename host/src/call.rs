@@ -15,6 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::capabilities::Capabilities;
+use crate::datasets::Cause;
 use crate::capabilities::http::DenyOutgoing;
 use crate::engine::EPOCH_TICK;
 use crate::manifest::Limits;
@@ -100,6 +101,8 @@ pub struct CallState {
     pub(crate) table: ResourceTable,
     limiter: Limiter,
     pub(crate) caps: Arc<Capabilities>,
+    /// Set when a trigger started this call: changes it makes carry it.
+    pub(crate) cause: Option<Cause>,
 }
 
 impl CallState {
@@ -333,6 +336,7 @@ impl Sandbox {
                 denied_memory: None,
             },
             caps,
+            cause: None,
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);

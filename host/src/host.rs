@@ -122,6 +122,7 @@ impl Host {
                 config: spec.config.clone(),
                 store: self.inner.store.clone(),
                 buckets_dir: self.buckets_dir(&manifest.app),
+                items_dir: self.items_dir(),
             });
             let pre = runtime.load(&spec.source)?;
             let guest = Arc::new(Guest::new(&manifest.app, name, pre, spec.limits, caps, self.inner.metrics.clone()));
@@ -147,6 +148,16 @@ impl Host {
             })?);
         }
         Ok(App { manifest, guests, functions, routes })
+    }
+
+    /// The folder holding the bytes of items, by app and dataset.
+    pub fn items_dir(&self) -> PathBuf {
+        self.inner.data_dir.join("items")
+    }
+
+    /// Open dataset `name` of `app` (created on first use).
+    pub fn dataset(&self, app: &str, name: &str) -> Result<crate::datasets::Dataset, crate::datasets::ItemsError> {
+        crate::datasets::Dataset::open(&self.inner.store, &self.items_dir(), app, name)
     }
 
     /// The folder holding `app`'s buckets.

@@ -146,12 +146,20 @@ pub struct Grants {
     /// Buckets (`host:api/buckets.open`).
     #[serde(default)]
     pub buckets: Vec<ResourceName>,
+    /// Datasets of items (`host:api/items.open`).
+    #[serde(default)]
+    pub datasets: Vec<ResourceName>,
 }
 
 impl Grants {
     /// Whether the KV store `name` is granted.
     pub fn kv(&self, name: &str) -> bool {
         self.kv.iter().any(|g| g.0 == name)
+    }
+
+    /// Whether the dataset `name` is granted.
+    pub fn dataset(&self, name: &str) -> bool {
+        self.datasets.iter().any(|g| g.0 == name)
     }
 
     /// Whether the bucket `name` is granted.

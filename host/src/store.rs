@@ -61,14 +61,35 @@ impl Store {
         self.db.open_tree(format!("kv/{app}/{store}"))
     }
 
-    /// Wait until every write made before this call is on disk. Concurrent callers share flushes.
-    pub async fn durable(&self) -> Result<(), String> {
+    /// A tree by its full name (`items/APP/DATASET`, `executions`, ...).
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, sled::Error> {
+        self.db.open_tree(name)
+    }
+
+    /// A new unique id, increasing within this database (also across restarts).
+    pub fn next_id(&self) -> Result<u64, sled::Error> {
+        self.db.generate_id()
+    }
+
+    /// Ask for a flush without waiting for it: writes made before this call reach the disk with the
+    /// next group commit.
+    pub fn flush_soon(&self) {
+        self.ticket();
+    }
+
+    fn ticket(&self) -> u64 {
         let ticket = {
             let mut state = self.commits.state.lock().unwrap();
             state.0 += 1;
             state.0
         };
         self.commits.wake.notify_one();
+        ticket
+    }
+
+    /// Wait until every write made before this call is on disk. Concurrent callers share flushes.
+    pub async fn durable(&self) -> Result<(), String> {
+        let ticket = self.ticket();
         let mut flushed = self.flushed.clone();
         let done = flushed.wait_for(|f| f.upto >= ticket).await.map_err(|_| "store is closed".to_string())?;
         if done.ok_upto >= ticket {

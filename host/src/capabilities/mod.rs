@@ -17,6 +17,7 @@ use crate::store::Store;
 pub mod buckets;
 pub mod config;
 pub mod http;
+pub mod items;
 pub mod kv;
 
 /// Host bindings generated from `wit/` for the `host:api/imports` world.
@@ -30,6 +31,7 @@ mod generated {
             "wasi:keyvalue/store.bucket": super::kv::KvBucket,
             "wasi:keyvalue/atomics.cas": super::kv::KvCas,
             "host:api/buckets.bucket": super::buckets::BucketDir,
+            "host:api/items.dataset": crate::datasets::Dataset,
         },
     });
 }
@@ -48,6 +50,8 @@ pub struct Capabilities {
     pub store: Arc<Store>,
     /// The folder holding this app's buckets.
     pub buckets_dir: PathBuf,
+    /// The folder holding the bytes of every app's items.
+    pub items_dir: PathBuf,
 }
 
 /// Add every capability interface to the linker.
@@ -61,5 +65,6 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     host::api::kv_ext::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
     wasi::config::store::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
     host::api::buckets::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
+    host::api::items::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
     Ok(())
 }

@@ -96,28 +96,11 @@ fn decode(path: &str) -> Option<String> {
     String::from_utf8(out).ok().filter(|p| !p.contains(['\0', '\\']))
 }
 
-/// The content type for a file name's extension.
-fn content_type(file: &str) -> &'static str {
-    let ext = file.rsplit_once('.').map_or("", |(_, e)| e).to_ascii_lowercase();
-    match ext.as_str() {
-        "html" | "htm" => "text/html; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "json" | "map" => "application/json",
-        "txt" | "md" => "text/plain; charset=utf-8",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "webp" => "image/webp",
-        "ico" => "image/x-icon",
-        "wasm" => "application/wasm",
-        "woff2" => "font/woff2",
-        "woff" => "font/woff",
-        "pdf" => "application/pdf",
-        "xml" => "application/xml",
-        "csv" => "text/csv; charset=utf-8",
-        _ => "application/octet-stream",
+/// The content type for a file name: its mimetype, with the charset for text.
+fn content_type(file: &str) -> String {
+    match crate::mimetype::guess(file) {
+        text if text.starts_with("text/") || text == "application/json" => format!("{text}; charset=utf-8"),
+        other => other.to_string(),
     }
 }
 
@@ -130,6 +113,7 @@ mod tests {
         assert_eq!(content_type("a/index.HTML"), "text/html; charset=utf-8");
         assert_eq!(content_type("app.js"), "text/javascript; charset=utf-8");
         assert_eq!(content_type("noext"), "application/octet-stream");
+        assert_eq!(content_type("a.png"), "image/png");
         assert_eq!(decode("a%20b/c.txt").as_deref(), Some("a b/c.txt"));
         assert_eq!(decode("%2e%2e/etc/passwd").as_deref(), Some("../etc/passwd"));
         assert_eq!(decode("bad%zz"), None);
