@@ -19,6 +19,7 @@ use crate::datasets::Cause;
 use crate::capabilities::http::DenyOutgoing;
 use crate::engine::EPOCH_TICK;
 use crate::manifest::Limits;
+use crate::executions::Executions;
 use crate::metrics::Metrics;
 
 /// Why a call failed.
@@ -255,6 +256,7 @@ pub struct Guest {
     pub(crate) limits: Limits,
     pub(crate) caps: Arc<Capabilities>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) executions: Arc<Executions>,
     permits: Arc<Semaphore>,
     paused: AtomicBool,
 }
@@ -267,6 +269,7 @@ impl Guest {
         limits: Limits,
         caps: Arc<Capabilities>,
         metrics: Arc<Metrics>,
+        executions: Arc<Executions>,
     ) -> Guest {
         Guest {
             app: app.to_string(),
@@ -275,6 +278,7 @@ impl Guest {
             limits,
             caps,
             metrics,
+            executions,
             permits: Arc::new(Semaphore::new(limits.concurrency as usize)),
             paused: AtomicBool::new(false),
         }
@@ -376,9 +380,10 @@ impl Sandbox {
 }
 
 /// Run one call in a fresh instance. Returns the raw results (or why it failed) and the output.
-pub async fn run(target: &CallTarget, params: &[Val]) -> (Result<Vec<Val>, CallError>, Logs) {
+pub async fn run(target: &CallTarget, params: &[Val], cause: Option<Cause>) -> (Result<Vec<Val>, CallError>, Logs) {
     let guest = &target.guest;
     let mut sandbox = Sandbox::new(guest.pre.engine(), guest.limits, guest.caps.clone());
+    sandbox.store.data_mut().cause = cause;
     let result = sandbox
         .run(async |store| {
             let instance = guest.pre.instantiate_async(&mut *store).await?;

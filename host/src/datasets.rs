@@ -161,14 +161,14 @@ impl std::str::FromStr for Action {
     }
 }
 
-/// Who made a change: a trigger's execution (for loop protection), and how deep in a chain of
-/// triggered executions it is.
+/// The triggered execution that made a change. Such changes are recorded as events but fire no
+/// triggers, so triggered functions can never loop.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cause {
-    /// The trigger whose execution made the change.
+    /// The trigger.
     pub trigger: String,
-    /// 1 for a change made by an execution of a user's change, 2 for the next, ...
-    pub depth: u32,
+    /// The execution's id.
+    pub execution: String,
 }
 
 /// A durable record of a change, consumed by item triggers.

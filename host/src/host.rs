@@ -14,6 +14,8 @@ use crate::capabilities::Capabilities;
 use crate::engine::{self, Runtime};
 use crate::exports::{self, Export};
 use crate::manifest::Manifest;
+use crate::datasets::Cause;
+use crate::executions::Executions;
 use crate::metrics::Metrics;
 use crate::store::{CommitStats, Store};
 use crate::triggers::http::HttpHandler;
@@ -33,6 +35,7 @@ struct Inner {
     store: Arc<Store>,
     data_dir: PathBuf,
     metrics: Arc<Metrics>,
+    executions: Arc<Executions>,
 }
 
 /// Configures a [`Host`].
@@ -60,7 +63,9 @@ impl HostBuilder {
             e => data_error(e.to_string()),
         })?;
         let runtime = Runtime::new(data_dir.join("cache")).map_err(|e| Error::Engine(format!("{e:#}")))?;
-        Ok(Host { inner: Arc::new(Inner { runtime, store: Arc::new(store), data_dir, metrics: Arc::default() }) })
+        let store = Arc::new(store);
+        let executions = Arc::new(Executions::open(&store).map_err(|e| data_error(e.to_string()))?);
+        Ok(Host { inner: Arc::new(Inner { runtime, store, data_dir, metrics: Arc::default(), executions }) })
     }
 }
 
@@ -95,6 +100,11 @@ impl Host {
         &self.inner.metrics
     }
 
+    /// Every execution record: list, get, wait, logs.
+    pub fn executions(&self) -> &Arc<Executions> {
+        &self.inner.executions
+    }
+
     /// Write everything the store holds to disk now (done on shutdown).
     pub fn flush(&self) -> Result<(), Error> {
         self.inner
@@ -125,7 +135,7 @@ impl Host {
                 items_dir: self.items_dir(),
             });
             let pre = runtime.load(&spec.source)?;
-            let guest = Arc::new(Guest::new(&manifest.app, name, pre, spec.limits, caps, self.inner.metrics.clone()));
+            let guest = Arc::new(Guest::new(&manifest.app, name, pre, spec.limits, caps, self.inner.metrics.clone(), self.inner.executions.clone()));
             for export in exports::exports(guest.pre.component()) {
                 let target = CallTarget {
                     guest: guest.clone(),
@@ -252,6 +262,13 @@ pub struct CallReport {
     pub elapsed: Duration,
 }
 
+impl CallReport {
+    /// `ok` or the failure's [`CallError::code`].
+    pub fn outcome(&self) -> &'static str {
+        self.result.as_ref().map_or_else(CallError::code, |_| "ok")
+    }
+}
+
 impl Function {
     /// `function.export`, e.g. `counter.increment`.
     pub fn name(&self) -> &str {
@@ -270,31 +287,37 @@ impl Function {
     }
 
     /// Like [`Function::call`] but also returns the guest's output and the timing. Only bad
-    /// arguments are an `Err`: they are rejected before any instance is made.
+    /// arguments are an `Err`: they are rejected before any instance is made. The call is
+    /// recorded as an execution (trigger `call`).
     pub async fn invoke(&self, args: &Value) -> Result<CallReport, ArgumentError> {
         let params = self.params(args)?;
         let guest = &self.target.guest;
-        let started = Instant::now();
-        let (outcome, logs) = match guest.admit().await {
-            Ok(_permit) => {
-                let _in_flight = guest.metrics.start();
-                call::run(&self.target, &params).await
-            }
-            Err(refused) => (Err(refused), Logs::default()),
+        let started_ms = crate::executions::now_ms();
+        let report = match guest.admit().await {
+            Ok(_permit) => self.run_admitted(&params, None).await,
+            Err(refused) => CallReport { result: Err(refused), logs: Logs::default(), elapsed: Duration::ZERO },
         };
-        let result = outcome.and_then(|results| self.result_json(results.first()));
-        let elapsed = started.elapsed();
-        guest.metrics.record(
-            &guest.app,
-            &self.name,
-            "call",
-            result.as_ref().map_or_else(CallError::code, |_| "ok"),
-            elapsed,
-        );
-        Ok(CallReport { result, logs, elapsed })
+        guest.metrics.record(&guest.app, &self.name, "call", report.outcome(), report.elapsed);
+        let result = report.result.as_ref();
+        guest.executions.record_call(&guest.app, &self.name, "call", args.clone(), result, &report.logs, started_ms);
+        Ok(report)
     }
 
-    fn params(&self, args: &Value) -> Result<Vec<Val>, ArgumentError> {
+    /// Run one call once a `concurrency` slot is held; changes it makes carry `cause`.
+    pub(crate) async fn run_admitted(&self, params: &[Val], cause: Option<Cause>) -> CallReport {
+        let started = Instant::now();
+        let _in_flight = self.target.guest.metrics.start();
+        let (outcome, logs) = call::run(&self.target, params, cause).await;
+        let result = outcome.and_then(|results| self.result_json(results.first()));
+        CallReport { result, logs, elapsed: started.elapsed() }
+    }
+
+    /// The component behind this export.
+    pub fn guest(&self) -> &Arc<Guest> {
+        &self.target.guest
+    }
+
+    pub(crate) fn params(&self, args: &Value) -> Result<Vec<Val>, ArgumentError> {
         let params = &self.export.params;
         let names = || params.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
         match args {

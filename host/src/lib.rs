@@ -29,6 +29,7 @@ pub mod capabilities;
 pub mod client;
 pub mod datasets;
 pub mod engine;
+pub mod executions;
 pub mod exports;
 mod host;
 pub mod manifest;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use host::triggers::items::ItemTriggers;
 use host::{DEFAULT_DATA_DIR, Error, Host};
 use serde_json::Value;
 
@@ -239,9 +240,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 apps.push(host.load(path)?);
             }
             let config = host::server::ServerConfig { token, max_body, max_requests };
-            let router = host::server::router(&host, apps, config)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(async {
+                let triggers = ItemTriggers::start(&host, &apps.iter().collect::<Vec<_>>())?;
+                let router = host::server::router(&host, apps, config)?;
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
@@ -251,6 +253,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     manifests.len()
                 );
                 let finished = host::server::serve(&host, listener, router, shutdown_signal(), shutdown_grace).await?;
+                // Triggered executions still running are cut off; they run again at the next start.
+                triggers.stop().await;
                 tracing::info!("stopped");
                 anyhow::Ok(if finished { ExitCode::SUCCESS } else { ExitCode::from(1) })
             })

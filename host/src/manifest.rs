@@ -44,6 +44,29 @@ pub struct Manifest {
     pub http_routes: Vec<HttpRoute>,
     /// `[site]`: static files served by `host serve`.
     pub site: Option<Site>,
+    /// `[[trigger.item]]` entries, in manifest order.
+    pub item_triggers: Vec<ItemTrigger>,
+}
+
+/// One `[[trigger.item]]`: changes of items in a dataset start executions of a function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemTrigger {
+    /// Unique in the app; names its executions' `trigger`.
+    pub name: String,
+    /// The dataset watched.
+    pub dataset: String,
+    /// Which changes fire it.
+    pub on: Vec<crate::datasets::Action>,
+    /// Which items fire it.
+    pub filter: crate::datasets::ItemFilter,
+    /// `once`: at most one successful execution per item; `always`: one per event.
+    pub once: bool,
+    /// `function.export`, taking one `item` argument.
+    pub function: String,
+    /// Attempts per execution (1: no retry).
+    pub attempts: u32,
+    /// Wait before the second attempt; doubled before each next one.
+    pub backoff: Duration,
 }
 
 /// One `[[trigger.http]]`: requests to `route` go to a component exporting
@@ -261,7 +284,62 @@ struct RawManifest {
 struct RawTriggers {
     #[serde(default)]
     http: Vec<RawHttpRoute>,
+    #[serde(default)]
+    item: Vec<RawItemTrigger>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawItemTrigger {
+    name: ResourceName,
+    dataset: ResourceName,
+    on: Vec<ItemAction>,
+    #[serde(default)]
+    filter: RawItemFilter,
+    #[serde(default)]
+    mode: TriggerMode,
+    function: String,
+    #[serde(default)]
+    retry: RawRetry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+enum TriggerMode {
+    Once,
+    #[default]
+    Always,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawItemFilter {
+    dir: Option<String>,
+    mimetype: Option<String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    #[serde(default = "one")]
+    attempts: std::num::NonZeroU32,
+    backoff: Option<Timeout>,
+}
+
+impl Default for RawRetry {
+    fn default() -> RawRetry {
+        RawRetry { attempts: one(), backoff: None }
+    }
+}
+
+fn one() -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::MIN
+}
+
+struct ItemAction(crate::datasets::Action);
+deserialize_from_str!(ItemAction, |t: &str| t.parse().map(ItemAction));
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -400,7 +478,36 @@ impl Manifest {
                 None => s.route.0,
             },
         });
-        Ok(Manifest { path: path.to_path_buf(), app: raw.app.name.0, functions, http_routes, site })
+        let mut item_triggers: Vec<ItemTrigger> = Vec::new();
+        for (i, t) in raw.trigger.item.into_iter().enumerate() {
+            let at = format!("trigger.item[{i}] (`{}`)", t.name);
+            if item_triggers.iter().any(|other| other.name == t.name.0) {
+                return Err(invalid(format!("{at}.name: used twice")));
+            }
+            let component = t.function.split_once('.').map_or(t.function.as_str(), |(c, _)| c);
+            if !functions.contains_key(component) {
+                return Err(invalid(format!("{at}.function: no `[function.{component}]` in this manifest")));
+            }
+            if t.on.is_empty() {
+                return Err(invalid(format!("{at}.on: expected at least one of `created`, `updated`, `deleted`")));
+            }
+            let mut metadata = Vec::new();
+            for (path, value) in t.filter.metadata {
+                let value = serde_json::to_value(value).map_err(|e| invalid(format!("{at}.filter.metadata.{path}: {e}")))?;
+                metadata.push((path, value));
+            }
+            item_triggers.push(ItemTrigger {
+                name: t.name.0,
+                dataset: t.dataset.0,
+                on: t.on.into_iter().map(|a| a.0).collect(),
+                filter: crate::datasets::ItemFilter { dir: t.filter.dir, mimetype: t.filter.mimetype, metadata },
+                once: matches!(t.mode, TriggerMode::Once),
+                function: t.function,
+                attempts: t.retry.attempts.get(),
+                backoff: t.retry.backoff.map_or(Duration::from_secs(1), |b| b.0),
+            });
+        }
+        Ok(Manifest { path: path.to_path_buf(), app: raw.app.name.0, functions, http_routes, site, item_triggers })
     }
 
     /// The folder the manifest is in; build commands run there.

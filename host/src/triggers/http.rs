@@ -54,6 +54,8 @@ impl HttpHandler {
         let guest = self.guest.clone();
         let permit = guest.admit().await.inspect_err(|e| self.record(e.code(), Instant::now()))?;
         let started = Instant::now();
+        let started_ms = crate::executions::now_ms();
+        let input = serde_json::json!({ "method": request.method().as_str(), "uri": request.uri().to_string() });
         let pre = self.pre.clone();
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let this = self.clone();
@@ -76,6 +78,8 @@ impl HttpHandler {
                 tracing::info!(app = %guest.app, function = %guest.name, stdout = %logs.stdout, stderr = %logs.stderr, "guest output");
             }
             this.record(result.as_ref().map_or_else(CallError::code, |()| "ok"), started);
+            let outcome = result.as_ref().map(|()| &serde_json::Value::Null);
+            guest.executions.record_call(&guest.app, &guest.name, "http", input, outcome, &logs, started_ms);
             result
         });
         match receiver.await {

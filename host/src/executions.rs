@@ -1,0 +1,265 @@
+//! Durable execution records: every call (direct, over HTTP, triggered) gets one, with its input,
+//! status, output or error, timings, attempt and captured logs.
+//!
+//! Trees: `executions` (id → record), `execution-logs` (id → text), `execution-queue` (ids of
+//! triggered executions not finished yet: queued, or running when the host stopped).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::call::{CallError, Logs};
+use crate::store::Store;
+
+/// Where an execution is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Waiting to run (or to be retried).
+    Queued,
+    /// Running now.
+    Running,
+    /// Finished with a result.
+    Succeeded,
+    /// Finished with an error, after its last attempt.
+    Failed,
+    /// Ran past its time limit on its last attempt.
+    TimedOut,
+}
+
+impl Status {
+    /// Whether the execution is over.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Succeeded | Status::Failed | Status::TimedOut)
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Status, String> {
+        serde_json::from_value(Value::String(s.to_string())).map_err(|_| {
+            format!("invalid status `{s}`: expected queued, running, succeeded, failed or timed-out")
+        })
+    }
+}
+
+/// One execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Execution {
+    /// Unique; ids sort in creation order.
+    pub id: String,
+    /// The app.
+    pub app: String,
+    /// `function.export`.
+    pub function: String,
+    /// What started it: `call`, `http`, or the name of an item trigger.
+    pub trigger: String,
+    /// The JSON arguments.
+    pub input: Value,
+    /// Where it is.
+    pub status: Status,
+    /// The result, once succeeded.
+    pub output: Option<Value>,
+    /// The last error: `{"code": ..., "message": ...}` (plus the guest's `error` value).
+    pub error: Option<Value>,
+    /// The current (or last) attempt, from 1.
+    pub attempt: u32,
+    /// Attempts allowed by the trigger's retry policy (1 for direct calls).
+    pub max_attempts: u32,
+    /// When it was created, ms since the Unix epoch.
+    pub queued_ms: u64,
+    /// When its last attempt started.
+    pub started_ms: Option<u64>,
+    /// When it finished.
+    pub finished_ms: Option<u64>,
+    /// Not to be started before this time (retry backoff), ms since the Unix epoch.
+    pub not_before_ms: u64,
+    /// For item triggers: the dataset and item it runs on.
+    pub item: Option<(String, String)>,
+}
+
+/// Which executions to list.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    /// Only this app.
+    pub app: Option<String>,
+    /// Only this function (`function.export`).
+    pub function: Option<String>,
+    /// Only this trigger (`call`, `http` or a trigger name).
+    pub trigger: Option<String>,
+    /// Only this status.
+    pub status: Option<Status>,
+}
+
+impl ExecutionFilter {
+    fn matches(&self, e: &Execution) -> bool {
+        self.app.as_ref().is_none_or(|a| *a == e.app)
+            && self.function.as_ref().is_none_or(|f| *f == e.function)
+            && self.trigger.as_ref().is_none_or(|t| *t == e.trigger)
+            && self.status.is_none_or(|s| s == e.status)
+    }
+}
+
+/// The error of a failed call as the execution keeps it.
+pub fn error_json(error: &CallError) -> Value {
+    let mut value = json!({ "code": error.code(), "message": error.to_string() });
+    if let CallError::Guest { value: guest } = error {
+        value["error"] = guest.clone();
+    }
+    value
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn storage(e: impl std::fmt::Display) -> String {
+    format!("execution records: {e}")
+}
+
+/// Every execution record of a host.
+pub struct Executions {
+    pub(crate) records: sled::Tree,
+    logs: sled::Tree,
+    pub(crate) queue: sled::Tree,
+    store: Arc<Store>,
+    /// Woken whenever a record changes.
+    changed: Notify,
+}
+
+impl Executions {
+    pub(crate) fn open(store: &Arc<Store>) -> Result<Executions, sled::Error> {
+        Ok(Executions {
+            records: store.tree("executions")?,
+            logs: store.tree("execution-logs")?,
+            queue: store.tree("execution-queue")?,
+            store: store.clone(),
+            changed: Notify::new(),
+        })
+    }
+
+    /// A new, unused execution id.
+    pub(crate) fn new_id(&self) -> Result<String, String> {
+        Ok(format!("{:016x}", self.store.next_id().map_err(storage)?))
+    }
+
+    /// The record with this id.
+    pub fn get(&self, id: &str) -> Option<Execution> {
+        let bytes = self.records.get(id.as_bytes()).ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// What the execution printed so far (whole attempts; each starts with a header line).
+    pub fn logs(&self, id: &str) -> Option<String> {
+        let bytes = self.logs.get(id.as_bytes()).ok()??;
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Records matching `filter`, newest first, at most `limit`, older than `before` (an id).
+    pub fn list(&self, filter: &ExecutionFilter, before: Option<&str>, limit: usize) -> Vec<Execution> {
+        let end = match before {
+            Some(id) => std::ops::Bound::Excluded(id.as_bytes().to_vec()),
+            None => std::ops::Bound::Unbounded,
+        };
+        self.records
+            .range((std::ops::Bound::Unbounded, end))
+            .rev()
+            .filter_map(|entry| serde_json::from_slice::<Execution>(&entry.ok()?.1).ok())
+            .filter(|e| filter.matches(e))
+            .take(limit)
+            .collect()
+    }
+
+    /// Wait until the execution is final (or `timeout` passes); the last record seen.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Option<Execution> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            let record = self.get(id)?;
+            if record.status.is_final() {
+                return Some(record);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Some(record);
+            }
+        }
+    }
+
+    /// Store a record (and optionally a new attempt's logs).
+    pub(crate) fn put(&self, record: &Execution, logs: Option<(&Logs, u32)>) -> Result<(), String> {
+        self.records.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(storage)?).map_err(storage)?;
+        if let Some((logs, attempt)) = logs {
+            let mut text = self.logs(&record.id).unwrap_or_default();
+            text.push_str(&format_attempt(logs, attempt));
+            self.logs.insert(record.id.as_bytes(), text.as_bytes()).map_err(storage)?;
+        }
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Record a finished direct call (`call` or `http`). It reaches the disk with the next group
+    /// commit; the caller does not wait for it.
+    pub(crate) fn record_call(
+        &self,
+        app: &str,
+        function: &str,
+        trigger: &str,
+        input: Value,
+        result: Result<&Value, &CallError>,
+        logs: &Logs,
+        started_ms: u64,
+    ) {
+        let Ok(id) = self.new_id() else { return };
+        let record = Execution {
+            id,
+            app: app.to_string(),
+            function: function.to_string(),
+            trigger: trigger.to_string(),
+            input,
+            status: match result {
+                Ok(_) => Status::Succeeded,
+                Err(CallError::Timeout { .. }) => Status::TimedOut,
+                Err(_) => Status::Failed,
+            },
+            output: result.ok().cloned(),
+            error: result.err().map(error_json),
+            attempt: 1,
+            max_attempts: 1,
+            queued_ms: started_ms,
+            started_ms: Some(started_ms),
+            finished_ms: Some(now_ms()),
+            not_before_ms: started_ms,
+            item: None,
+        };
+        let has_logs = !(logs.stdout.is_empty() && logs.stderr.is_empty());
+        if let Err(error) = self.put(&record, has_logs.then_some((logs, 1))) {
+            tracing::warn!(%error, "cannot record the execution");
+        }
+        self.store.flush_soon();
+    }
+
+    /// Wait until every record written so far is on disk.
+    pub(crate) async fn durable(&self) -> Result<(), String> {
+        self.store.durable().await
+    }
+}
+
+/// One attempt's output as kept in the logs: a header, stdout, stderr.
+fn format_attempt(logs: &Logs, attempt: u32) -> String {
+    let mut text = format!("--- attempt {attempt} ---\n");
+    for (stream, output) in [("stdout", &logs.stdout), ("stderr", &logs.stderr)] {
+        if !output.is_empty() {
+            text.push_str(&format!("[{stream}]\n{output}"));
+            if !output.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+    }
+    if logs.dropped > 0 {
+        text.push_str(&format!("[{} bytes over the `output` limit dropped]\n", logs.dropped));
+    }
+    text
+}
