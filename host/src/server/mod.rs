@@ -4,6 +4,8 @@
 //! Every error body is JSON `{"code": "...", "message": "..."}` with a stable `code`.
 
 mod api;
+mod executions;
+mod items;
 mod openapi;
 mod operator;
 mod site;
@@ -240,6 +242,8 @@ pub fn router(host: &Host, apps: Vec<App>, config: ServerConfig) -> Result<Route
     });
     let protected = api::routes()
         .merge(operator::routes())
+        .merge(executions::routes())
+        .merge(items::routes())
         .route("/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(server.clone(), require_token));

@@ -1,0 +1,117 @@
+//! `/v1/executions`: list and read execution records, wait for one, and read or follow its logs
+//! (Server-Sent Events).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, Shared};
+use crate::executions::{ExecutionFilter, Status};
+
+pub(super) fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/v1/executions", get(list))
+        .route("/v1/executions/{id}", get(show))
+        .route("/v1/executions/{id}/logs", get(logs))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    app: Option<String>,
+    function: Option<String>,
+    trigger: Option<String>,
+    status: Option<String>,
+    /// Only records older than this id (the last id of the previous page).
+    before: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Records newest first, 100 a page (at most 1000).
+async fn list(State(server): State<Shared>, Query(q): Query<ListQuery>) -> Result<axum::Json<Value>, ApiError> {
+    let status = match q.status.as_deref().map(str::parse::<Status>) {
+        Some(Err(message)) => return Err(ApiError::bad_request("bad-query", message)),
+        Some(Ok(status)) => Some(status),
+        None => None,
+    };
+    let filter = ExecutionFilter { app: q.app, function: q.function, trigger: q.trigger, status };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    Ok(axum::Json(json!(server.host.executions().list(&filter, q.before.as_deref(), limit))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShowQuery {
+    /// Wait up to this long (e.g. `10s`, at most 5 minutes) for the execution to finish.
+    wait: Option<String>,
+}
+
+fn unknown(id: &str) -> ApiError {
+    ApiError::not_found("unknown-execution", format!("no execution `{id}`"))
+}
+
+async fn show(
+    State(server): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<ShowQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let executions = server.host.executions();
+    let record = match q.wait {
+        Some(wait) => {
+            let wait = humantime::parse_duration(&wait)
+                .map_err(|e| ApiError::bad_request("bad-query", format!("wait `{wait}`: {e} (expected e.g. `10s`)")))?;
+            executions.wait(&id, wait.min(Duration::from_secs(300))).await
+        }
+        None => executions.get(&id),
+    };
+    Ok(axum::Json(json!(record.ok_or_else(|| unknown(&id))?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsQuery {
+    /// Stream with Server-Sent Events until the execution finishes.
+    #[serde(default)]
+    follow: bool,
+}
+
+/// The logs as text, or followed: `log` events carrying new text, then one `end` event carrying
+/// the final record.
+async fn logs(State(server): State<Shared>, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> Result<Response, ApiError> {
+    let executions = server.host.executions().clone();
+    executions.get(&id).ok_or_else(|| unknown(&id))?;
+    if !q.follow {
+        let text = executions.logs(&id).unwrap_or_default();
+        return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
+    }
+    let stream = futures_util::stream::unfold((0usize, false), move |(sent, ended)| {
+        let (executions, id) = (executions.clone(), id.clone());
+        async move {
+            if ended {
+                return None;
+            }
+            loop {
+                let record = executions.get(&id)?;
+                let text = executions.logs(&id).unwrap_or_default();
+                if text.len() > sent {
+                    let event = Event::default().event("log").data(&text[sent..]);
+                    return Some((Ok::<_, Infallible>(event), (text.len(), false)));
+                }
+                if record.status.is_final() {
+                    let event = Event::default().event("end").json_data(&record).ok()?;
+                    return Some((Ok(event), (sent, true)));
+                }
+                executions.wait(&id, Duration::from_secs(1)).await;
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
