@@ -21,12 +21,14 @@ pub const TYPES: &str = "tests/guests/types/host.toml";
 pub const KV: &str = "tests/guests/kv/host.toml";
 pub const HELLO_HTTP: &str = "examples/hello-http/host.toml";
 pub const HTTP_HOSTILE: &str = "tests/guests/http-hostile/host.toml";
+pub const IMAGE_PROCESS: &str = "examples/image-process/host.toml";
+pub const PROBE: &str = "tests/guests/item-probe/host.toml";
 
 /// Absolute path of a manifest, with its guests built.
 pub fn manifest(relative: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        for m in [HELLO, COUNTER, HOSTILE, TYPES, KV, HELLO_HTTP, HTTP_HOSTILE] {
+        for m in [HELLO, COUNTER, HOSTILE, TYPES, KV, HELLO_HTTP, HTTP_HOSTILE, IMAGE_PROCESS, PROBE] {
             host::build::build(&Manifest::load(root().join(m)).unwrap()).expect("building test guests");
         }
     });

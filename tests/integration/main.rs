@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod dashboard;
 mod hostile;
+mod items;
 mod kv;
 mod library;
 mod openapi;
