@@ -406,13 +406,17 @@ impl Dataset {
         Ok(item)
     }
 
-    /// Link item `id` to item `reference` under `name`, replacing a link of that name.
+    /// Link item `id` to item `reference` under `name`, replacing a link of that name (an
+    /// identical link changes nothing and emits no event).
     pub async fn link_modality(&self, id: &str, name: &str, reference: &str, cause: Option<&Cause>) -> Result<Item, ItemsError> {
         if name.is_empty() || name.len() > 64 {
             return Err(ItemsError::Invalid(format!("modality name {name:?}: expected 1-64 bytes")));
         }
         self.get(reference)?;
         let mut item = self.get(id)?;
+        if item.modalities.iter().any(|m| m.name == name && m.reference == reference) {
+            return Ok(item); // Nothing changes: no `updated` event.
+        }
         item.modalities.retain(|m| m.name != name);
         item.modalities.push(Modality { name: name.to_string(), reference: reference.to_string() });
         item.updated_ms = now_ms();

@@ -4,7 +4,7 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
-use crate::common::{COUNTER, HELLO, HTTP_HOSTILE, manifest};
+use crate::common::{COUNTER, HELLO, HTTP_HOSTILE, PROBE, manifest};
 
 fn host(data: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_host")).arg("--data").arg(data).args(args).output().unwrap()
@@ -197,4 +197,59 @@ fn serve_refuses_non_loopback_addresses() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// Start `host serve` on a free port with `manifests`; the child and its address.
+fn spawn_serve(data: &std::path::Path, manifests: &[&str]) -> (std::process::Child, std::net::SocketAddr) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+    command.arg("--data").arg(data).args(["serve", "--listen", &addr.to_string()]);
+    for m in manifests {
+        command.arg("-f").arg(manifest(m));
+    }
+    let mut child = command.stderr(std::process::Stdio::null()).spawn().unwrap();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "server exited");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (child, addr)
+}
+
+#[test]
+fn a_killed_host_handles_every_accepted_upload_after_restart() {
+    use crate::server::send;
+    let data = tempfile::tempdir().unwrap();
+    let (mut first, addr) = spawn_serve(data.path(), &[PROBE]);
+    let mut ids = Vec::new();
+    for n in 0..8 {
+        let path = format!("/v1/apps/probe/datasets/inbox/items?dir=/once&name=i{n}.bin&metadata=%7B%22sleep-ms%22%3A300%7D");
+        let answer = send(addr, "POST", &path, &[], b"data");
+        assert_eq!(answer.status, 201, "{}", answer.text());
+        ids.push(answer.json()["id"].as_str().unwrap().to_string());
+    }
+    // Some executions are done, some running, most queued: kill without warning.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let (mut second, addr) = spawn_serve(data.path(), &[PROBE]);
+    let started = std::time::Instant::now();
+    let done = loop {
+        let all = send(addr, "GET", "/v1/executions?trigger=once&limit=1000", &[], b"").json();
+        let all = all.as_array().unwrap().clone();
+        if all.iter().filter(|e| e["status"] == "succeeded").count() >= ids.len()
+            && all.iter().all(|e| e["status"] != "queued" && e["status"] != "running")
+        {
+            break all;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "not all handled: {all:#?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    second.kill().unwrap();
+    second.wait().unwrap();
+    for id in &ids {
+        let successes = done.iter().filter(|e| e["item"][1] == id.as_str() && e["status"] == "succeeded").count();
+        assert_eq!(successes, 1, "item {id}: {done:#?}");
+    }
 }

@@ -9,11 +9,10 @@
 //!   of LAB), to `/equ` + the item's folder, modality `equ`.
 //!
 //! The result keeps the item's name, with a `.png` extension when the original is a JPEG. Items
-//! already under `/gray` or `/equ` are skipped: the results are items of the same dataset, so
-//! without that the manifest's triggers would process results of results forever. A link that
-//! already points to the result is not made again, so that a re-run on `updated` does not emit
-//! another `updated`. Each step prints a line to stdout, which the host keeps in the execution's
-//! log.
+//! already under `/gray` or `/equ` are skipped, so a direct call on a result does not nest
+//! `/equ/equ/...` (triggers cannot loop anyway: the host fires no triggers for changes made by
+//! triggered executions). A link that already points to the result is not made again. Each step
+//! prints a line to stdout, which the host keeps in the execution's log.
 //!
 //! The pixel math is in [`ops`] and the codecs in [`codec`], plain Rust tested natively
 //! (`cargo test -p image-process`); the second module of the app is the `image-info` crate.
