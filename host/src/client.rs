@@ -80,12 +80,22 @@ impl Client {
     }
 
     /// Send one request; returns the status and the whole body.
-    async fn send(
+    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Bytes), ClientError> {
+        let mut chunks = Vec::new();
+        let status =
+            self.send_streaming(method, path, "application/json", body, |chunk| chunks.extend_from_slice(chunk)).await?;
+        Ok((status, Bytes::from(chunks)))
+    }
+
+    /// Send one request and hand the answer's body to `on_chunk` piece by piece as it arrives.
+    async fn send_streaming(
         &self,
         method: Method,
         path: &str,
+        content_type: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Bytes), ClientError> {
+        mut on_chunk: impl FnMut(&[u8]),
+    ) -> Result<StatusCode, ClientError> {
         let unreachable = |message: String| ClientError::Unreachable { server: self.authority.clone(), message };
         let stream = tokio::net::TcpStream::connect(&self.authority).await.map_err(|e| unreachable(e.to_string()))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -96,7 +106,7 @@ impl Client {
             .method(method)
             .uri(format!("{}{path}", self.prefix))
             .header(header::HOST, &self.authority)
-            .header(header::CONTENT_TYPE, "application/json");
+            .header(header::CONTENT_TYPE, content_type);
         if let Some(token) = &self.token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -104,8 +114,34 @@ impl Client {
             request.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| unreachable(e.to_string()))?;
         let response = sender.send_request(request).await.map_err(|e| unreachable(e.to_string()))?;
         let status = response.status();
-        let body = response.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
-        Ok((status, body))
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            if let Some(data) = frame.map_err(|e| unreachable(e.to_string()))?.data_ref() {
+                on_chunk(data);
+            }
+        }
+        Ok(status)
+    }
+
+    /// One API request (`path` from `/v1`): the body of a successful answer, or the API's error.
+    pub async fn api(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Result<Bytes, Failure>, ClientError> {
+        let mut chunks = Vec::new();
+        let status = self.send_streaming(method, path, content_type, Some(body), |c| chunks.extend_from_slice(c)).await?;
+        if status.is_success() {
+            return Ok(Ok(Bytes::from(chunks)));
+        }
+        self.failure(status, &chunks).map(Err)
+    }
+
+    /// A GET whose answer streams: `on_chunk` sees each piece (e.g. Server-Sent Events).
+    pub async fn follow(&self, path: &str, on_chunk: impl FnMut(&[u8])) -> Result<StatusCode, ClientError> {
+        self.send_streaming(Method::GET, path, "application/json", None, on_chunk).await
     }
 
     fn unexpected(&self, status: StatusCode, body: &[u8]) -> ClientError {
@@ -182,8 +218,8 @@ impl Client {
     }
 }
 
-/// Percent-encode a path segment.
-fn encode(segment: &str) -> String {
+/// Percent-encode a path segment or query value.
+pub fn encode(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| match b {

@@ -88,11 +88,107 @@ enum Command {
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         shutdown_grace: std::time::Duration,
     },
+    /// List execution records, newest first: every call, over the CLI, REST, HTTP routes or triggers.
+    Executions {
+        /// Only this app.
+        #[arg(long)]
+        app: Option<String>,
+        /// Only this function (`function.export`).
+        #[arg(long)]
+        function: Option<String>,
+        /// Only this trigger (`call`, `http` or an item trigger's name).
+        #[arg(long)]
+        trigger: Option<String>,
+        /// Only this status: queued, running, succeeded, failed, timed-out.
+        #[arg(long)]
+        status: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON records instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Print an execution's logs (stdout and stderr of each attempt).
+    Logs {
+        /// The execution id.
+        id: String,
+        /// Keep printing until the execution finishes (needs `--remote`).
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Upload, list and read items of a dataset.
+    #[command(subcommand)]
+    Items(ItemsCommand),
     /// Run the build commands of a manifest (installing a missing Rust target first).
     Build {
         /// The app manifest.
         #[arg(short = 'f', long = "file", default_value = "host.toml")]
         manifest: PathBuf,
+    },
+}
+
+/// Where `items`, `executions` and `logs` work: the data dir (no server may be using it), or a
+/// running `host serve`.
+#[derive(clap::Args)]
+struct RemoteArgs {
+    /// A running `host serve` (e.g. `http://127.0.0.1:8080`) instead of the data dir.
+    #[arg(long, value_name = "URL")]
+    remote: Option<String>,
+    #[command(flatten)]
+    token: TokenArgs,
+}
+
+#[derive(Subcommand)]
+enum ItemsCommand {
+    /// Upload files (folders recursively) as items; prints the items as JSON lines.
+    #[command(after_help = "Example:\n  host items upload image-process photos pictures/ --dir /2024 --remote http://127.0.0.1:8080")]
+    Upload {
+        /// The app.
+        app: String,
+        /// The dataset.
+        dataset: String,
+        /// Files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The dataset folder to put them in (a folder's subfolders are kept below it).
+        #[arg(long, default_value = "/")]
+        dir: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// List items (JSON lines), optionally filtered.
+    List {
+        /// The app.
+        app: String,
+        /// The dataset.
+        dataset: String,
+        /// Only items in this folder or below.
+        #[arg(long)]
+        dir: Option<String>,
+        /// Only this mimetype pattern (`image/*`).
+        #[arg(long)]
+        mimetype: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Print one item as JSON, or save its bytes with `--output`.
+    Get {
+        /// The app.
+        app: String,
+        /// The dataset.
+        dataset: String,
+        /// The item id.
+        id: String,
+        /// Write the item's bytes to this file.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
 }
 
@@ -259,6 +355,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::Ok(if finished { ExitCode::SUCCESS } else { ExitCode::from(1) })
             })
         }
+        Command::Executions { app, function, trigger, status, limit, json, remote } => {
+            let backend = Backend::new(&cli.data, remote)?;
+            let records = backend.executions(app, function, trigger, status, limit)?;
+            if json {
+                for record in records.as_array().into_iter().flatten() {
+                    writeln!(out, "{record}")?;
+                }
+            } else {
+                writeln!(out, "{:<16}  {:<10}  {:<28}  {:<16}  {:>7}  {:>9}", "ID", "STATUS", "FUNCTION", "TRIGGER", "ATTEMPT", "MS")?;
+                for r in records.as_array().into_iter().flatten() {
+                    let ms = r["finished_ms"].as_u64().zip(r["started_ms"].as_u64()).map(|(f, s)| (f - s).to_string());
+                    writeln!(
+                        out,
+                        "{:<16}  {:<10}  {:<28}  {:<16}  {:>7}  {:>9}",
+                        r["id"].as_str().unwrap_or(""),
+                        r["status"].as_str().unwrap_or(""),
+                        format!("{}/{}", r["app"].as_str().unwrap_or(""), r["function"].as_str().unwrap_or("")),
+                        r["trigger"].as_str().unwrap_or(""),
+                        format!("{}/{}", r["attempt"], r["max_attempts"]),
+                        ms.unwrap_or_default(),
+                    )?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Logs { id, follow, remote } => {
+            let backend = Backend::new(&cli.data, remote)?;
+            backend.logs(&id, follow, &mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Items(command) => items(&cli.data, command, &mut out),
         Command::Build { manifest } => {
             host::build::build(&host::manifest::Manifest::load(&manifest)?)?;
             Ok(ExitCode::SUCCESS)
@@ -288,4 +415,230 @@ fn read_args(args: Option<String>) -> anyhow::Result<Value> {
         Some(text) => text.to_string(),
     };
     serde_json::from_str(&text).context("arguments are not valid JSON")
+}
+
+/// The data dir, or a running server, for `items`, `executions` and `logs`.
+struct Backend {
+    target: Target,
+    runtime: tokio::runtime::Runtime,
+}
+
+enum Target {
+    Local(Host),
+    Remote(host::client::Client),
+}
+
+use host::client::encode;
+
+impl Backend {
+    fn new(data: &std::path::Path, remote: RemoteArgs) -> anyhow::Result<Backend> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let target = match remote.remote {
+            Some(url) => Target::Remote(host::client::Client::new(&url, remote.token.resolve()?)?),
+            None => Target::Local(Host::builder().data_dir(data).build()?),
+        };
+        Ok(Backend { target, runtime })
+    }
+
+    /// A request to the server's API; its error as an `anyhow` error.
+    fn api(&self, client: &host::client::Client, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+        let method = method.parse::<hyper::Method>()?;
+        match self.runtime.block_on(client.api(method, path, content_type, body))? {
+            Ok(bytes) => Ok(bytes.to_vec()),
+            Err(failure) => anyhow::bail!("{} ({}): {}", failure.code, failure.status, failure.message),
+        }
+    }
+
+    fn api_json(&self, client: &host::client::Client, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+        Ok(serde_json::from_slice(&self.api(client, method, path, content_type, body)?)?)
+    }
+
+    fn executions(
+        &self,
+        app: Option<String>,
+        function: Option<String>,
+        trigger: Option<String>,
+        status: Option<String>,
+        limit: usize,
+    ) -> anyhow::Result<Value> {
+        match &self.target {
+            Target::Local(host) => {
+                let status = status.map(|s| s.parse()).transpose().map_err(|e: String| anyhow::anyhow!(e))?;
+                let filter = host::executions::ExecutionFilter { app, function, trigger, status };
+                Ok(serde_json::to_value(host.executions().list(&filter, None, limit))?)
+            }
+            Target::Remote(client) => {
+                let mut query = format!("/v1/executions?limit={limit}");
+                for (key, value) in [("app", app), ("function", function), ("trigger", trigger), ("status", status)] {
+                    if let Some(value) = value {
+                        query.push_str(&format!("&{key}={}", encode(&value)));
+                    }
+                }
+                self.api_json(client, "GET", &query, "application/json", Vec::new())
+            }
+        }
+    }
+
+    fn logs(&self, id: &str, follow: bool, out: &mut impl Write) -> anyhow::Result<()> {
+        match &self.target {
+            Target::Local(_) if follow => {
+                anyhow::bail!("--follow needs --remote: executions run in `host serve`, not in this process")
+            }
+            Target::Local(host) => {
+                host.executions().get(id).with_context(|| format!("no execution `{id}`"))?;
+                write!(out, "{}", host.executions().logs(id).unwrap_or_default())?;
+            }
+            Target::Remote(client) if follow => {
+                // Server-Sent Events: print the data of `log` events; stop at `end`.
+                let path = format!("/v1/executions/{}/logs?follow=true", encode(id));
+                let (mut pending, mut event, mut failed) = (String::new(), String::new(), None);
+                let status = self.runtime.block_on(client.follow(&path, |chunk| {
+                    pending.push_str(&String::from_utf8_lossy(chunk));
+                    while let Some(end) = pending.find('\n') {
+                        let line: String = pending.drain(..=end).collect();
+                        let line = line.trim_end_matches(['\n', '\r']);
+                        if let Some(name) = line.strip_prefix("event: ") {
+                            event = name.to_string();
+                        } else if let Some(data) = line.strip_prefix("data: ").or(line.strip_prefix("data:")) {
+                            if event == "log" {
+                                if let Err(e) = writeln!(out, "{data}") {
+                                    failed = Some(e);
+                                }
+                            }
+                        }
+                    }
+                }))?;
+                if let Some(error) = failed {
+                    return Err(error.into());
+                }
+                anyhow::ensure!(status.is_success(), "no execution `{id}` ({status})");
+            }
+            Target::Remote(client) => {
+                let text = self.api(client, "GET", &format!("/v1/executions/{}/logs", encode(id)), "text/plain", Vec::new())?;
+                out.write_all(&text)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn upload(&self, app: &str, dataset: &str, dir: &str, name: &str, data: Vec<u8>) -> anyhow::Result<Value> {
+        match &self.target {
+            Target::Local(host) => {
+                let item = self.runtime.block_on(host.dataset(app, dataset)?.upload(dir, name, None, &data, None, None))?;
+                Ok(serde_json::to_value(item)?)
+            }
+            Target::Remote(client) => {
+                let path = format!("/v1/apps/{}/datasets/{}/items?dir={}&name={}", encode(app), encode(dataset), encode(dir), encode(name));
+                let mimetype = host::mimetype::guess(name);
+                self.api_json(client, "POST", &path, mimetype, data)
+            }
+        }
+    }
+
+    fn list(&self, app: &str, dataset: &str, dir: Option<String>, mimetype: Option<String>) -> anyhow::Result<Vec<Value>> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = match &self.target {
+                Target::Local(host) => {
+                    let filter = host::datasets::ItemFilter { dir: dir.clone(), mimetype: mimetype.clone(), metadata: Vec::new() };
+                    serde_json::to_value(host.dataset(app, dataset)?.list(&filter, cursor.as_deref(), 1000)?)?
+                }
+                Target::Remote(client) => {
+                    let mut path = format!("/v1/apps/{}/datasets/{}/items?limit=1000", encode(app), encode(dataset));
+                    for (key, value) in [("dir", &dir), ("mimetype", &mimetype), ("cursor", &cursor)] {
+                        if let Some(value) = value {
+                            path.push_str(&format!("&{key}={}", encode(value)));
+                        }
+                    }
+                    self.api_json(client, "GET", &path, "application/json", Vec::new())?
+                }
+            };
+            all.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    fn get(&self, app: &str, dataset: &str, id: &str, bytes: bool) -> anyhow::Result<Vec<u8>> {
+        match &self.target {
+            Target::Local(host) => {
+                let dataset = host.dataset(app, dataset)?;
+                Ok(if bytes { dataset.download(id)? } else { serde_json::to_vec_pretty(&dataset.get(id)?)? })
+            }
+            Target::Remote(client) => {
+                let suffix = if bytes { "/download" } else { "" };
+                let path = format!("/v1/apps/{}/datasets/{}/items/{}{suffix}", encode(app), encode(dataset), encode(id));
+                self.api(client, "GET", &path, "application/json", Vec::new())
+            }
+        }
+    }
+}
+
+/// Files to upload: each file, and every file under each folder, with the dataset folder it goes to.
+fn files_to_upload(paths: &[PathBuf], dir: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    fn walk(path: &std::path::Path, dir: &str, found: &mut Vec<(PathBuf, String)>) -> anyhow::Result<()> {
+        if path.is_dir() {
+            let sub = match path.file_name() {
+                Some(name) => format!("{}/{}", dir.trim_end_matches('/'), name.to_string_lossy()),
+                None => dir.to_string(),
+            };
+            let mut entries: Vec<_> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read folder {}", path.display()))?
+                .collect::<Result<_, _>>()?;
+            entries.sort_by_key(|e| e.file_name());
+            for entry in entries {
+                walk(&entry.path(), &sub, found)?;
+            }
+        } else if path.is_file() {
+            found.push((path.to_path_buf(), dir.to_string()));
+        } else {
+            anyhow::bail!("{}: no such file or folder", path.display());
+        }
+        Ok(())
+    }
+    let mut found = Vec::new();
+    for path in paths {
+        walk(path, dir, &mut found)?;
+    }
+    Ok(found)
+}
+
+fn items(data: &std::path::Path, command: ItemsCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    match command {
+        ItemsCommand::Upload { app, dataset, paths, dir, remote } => {
+            let files = files_to_upload(&paths, &dir)?;
+            let backend = Backend::new(data, remote)?;
+            let progress = indicatif::ProgressBar::new(files.len() as u64).with_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} items, {per_sec}, ETA {eta} {msg}")?,
+            );
+            for (file, dir) in files {
+                let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                progress.set_message(name.clone());
+                let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                let item = backend.upload(&app, &dataset, &dir, &name, bytes).with_context(|| format!("uploading {}", file.display()))?;
+                progress.suspend(|| writeln!(out, "{item}"))?;
+                progress.inc(1);
+            }
+            progress.finish_and_clear();
+        }
+        ItemsCommand::List { app, dataset, dir, mimetype, remote } => {
+            for item in Backend::new(data, remote)?.list(&app, &dataset, dir, mimetype)? {
+                writeln!(out, "{item}")?;
+            }
+        }
+        ItemsCommand::Get { app, dataset, id, output, remote } => {
+            let backend = Backend::new(data, remote)?;
+            match output {
+                Some(file) => {
+                    let bytes = backend.get(&app, &dataset, &id, true)?;
+                    std::fs::write(&file, bytes).with_context(|| format!("cannot write {}", file.display()))?;
+                }
+                None => writeln!(out, "{}", String::from_utf8_lossy(&backend.get(&app, &dataset, &id, false)?))?,
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
