@@ -253,3 +253,46 @@ fn a_killed_host_handles_every_accepted_upload_after_restart() {
         assert_eq!(successes, 1, "item {id}: {done:#?}");
     }
 }
+
+#[test]
+fn items_upload_list_get_and_executions_from_the_cli() {
+    let data = tempfile::tempdir().unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::create_dir(folder.path().join("sub")).unwrap();
+    std::fs::write(folder.path().join("a.txt"), "alpha").unwrap();
+    std::fs::write(folder.path().join("sub/b.png"), "not really a png").unwrap();
+    let root = folder.path().to_str().unwrap();
+    let out = host(data.path(), &["items", "upload", "probe", "inbox", root, "--dir", "/in"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let uploaded: Vec<Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let folder_name = folder.path().file_name().unwrap().to_str().unwrap();
+    let placed: Vec<(String, String, String)> = uploaded
+        .iter()
+        .map(|i| (i["dir"].as_str().unwrap().into(), i["name"].as_str().unwrap().into(), i["mimetype"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(placed, [
+        (format!("/in/{folder_name}"), "a.txt".into(), "text/plain".into()),
+        (format!("/in/{folder_name}/sub"), "b.png".into(), "image/png".into()),
+    ]);
+    let out = host(data.path(), &["items", "list", "probe", "inbox", "--mimetype", "image/*"]);
+    assert_eq!(text(&out.stdout).lines().count(), 1, "{}", text(&out.stdout));
+    let id = uploaded[0]["id"].as_str().unwrap();
+    let saved = folder.path().join("copy");
+    let out = host(data.path(), &["items", "get", "probe", "inbox", id, "--output", saved.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&saved).unwrap(), "alpha");
+    let out = host(data.path(), &["items", "upload", "probe", "inbox", "/does/not/exist"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/does/not/exist: no such file or folder"), "{}", text(&out.stderr));
+
+    // A failing call leaves a failed execution, listed with its logs.
+    let hello = manifest(HELLO);
+    host(data.path(), &["call", "-f", hello.to_str().unwrap(), "hello.greet", r#"[{"name": "", "age": 1}]"#]);
+    let out = host(data.path(), &["executions", "--status", "failed", "--json"]);
+    let record: Value = serde_json::from_str(text(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!((record["function"].clone(), record["error"]["code"].clone()), (json!("hello.greet"), json!("guest-error")));
+    let out = host(data.path(), &["executions"]);
+    assert!(text(&out.stdout).contains("hello/hello.greet") && text(&out.stdout).contains("failed"), "{}", text(&out.stdout));
+    let out = host(data.path(), &["logs", record["id"].as_str().unwrap(), "--follow"]);
+    assert!(text(&out.stderr).contains("--follow needs --remote"), "{}", text(&out.stderr));
+}
