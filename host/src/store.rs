@@ -21,7 +21,14 @@ struct GroupCommit {
     wake: Condvar,
     /// `fsync`s done so far.
     flushes: AtomicU64,
+    /// Writes that waited for a flush (`durable` calls).
+    waits: AtomicU64,
+    /// Unacknowledged writes are waiting for a flush.
+    dirty: std::sync::atomic::AtomicBool,
 }
+
+/// The longest time a write made through [`Store::flush_soon`] waits for the disk.
+pub const LAZY_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the flusher has finished: every ticket up to `upto` was flushed; those up to `ok_upto`
 /// are durable; `error` says why the others are not.
@@ -46,7 +53,7 @@ impl Store {
     pub fn open(path: &std::path::Path) -> Result<Store, sled::Error> {
         let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
         let commits =
-            Arc::new(GroupCommit { state: Mutex::new((0, false)), wake: Condvar::new(), flushes: AtomicU64::new(0) });
+            Arc::new(GroupCommit { state: Mutex::new((0, false)), wake: Condvar::new(), flushes: AtomicU64::new(0), waits: AtomicU64::new(0), dirty: Default::default() });
         let (tx, flushed) = watch::channel(Flushed::default());
         let (thread_db, thread_commits) = (db.clone(), commits.clone());
         let flusher = std::thread::Builder::new()
@@ -71,10 +78,10 @@ impl Store {
         self.db.generate_id()
     }
 
-    /// Ask for a flush without waiting for it: writes made before this call reach the disk with the
-    /// next group commit.
+    /// Note writes that need no acknowledgement: they reach the disk with the next group commit,
+    /// or at most [`LAZY_FLUSH`] later.
     pub fn flush_soon(&self) {
-        self.ticket();
+        self.commits.dirty.store(true, Ordering::Relaxed);
     }
 
     fn ticket(&self) -> u64 {
@@ -89,6 +96,7 @@ impl Store {
 
     /// Wait until every write made before this call is on disk. Concurrent callers share flushes.
     pub async fn durable(&self) -> Result<(), String> {
+        self.commits.waits.fetch_add(1, Ordering::Relaxed);
         let ticket = self.ticket();
         let mut flushed = self.flushed.clone();
         let done = flushed.wait_for(|f| f.upto >= ticket).await.map_err(|_| "store is closed".to_string())?;
@@ -105,7 +113,7 @@ impl Store {
 
     /// Group-commit counters.
     pub fn commit_stats(&self) -> CommitStats {
-        let tickets = self.commits.state.lock().unwrap().0;
+        let tickets = self.commits.waits.load(Ordering::Relaxed);
         CommitStats { flushes: self.commits.flushes.load(Ordering::Relaxed), tickets }
     }
 }
@@ -132,13 +140,18 @@ fn flusher(db: sled::Db, commits: Arc<GroupCommit>, done: watch::Sender<Flushed>
         let target = {
             let mut state = commits.state.lock().unwrap();
             while state.0 == upto && !state.1 {
-                state = commits.wake.wait(state).unwrap();
+                let (next, timeout) = commits.wake.wait_timeout(state, LAZY_FLUSH).unwrap();
+                state = next;
+                if timeout.timed_out() && commits.dirty.load(Ordering::Relaxed) {
+                    break;
+                }
             }
             if state.1 && state.0 == upto {
                 return;
             }
             state.0
         };
+        commits.dirty.store(false, Ordering::Relaxed);
         let flushed = db.flush();
         commits.flushes.fetch_add(1, Ordering::Relaxed);
         upto = target;
