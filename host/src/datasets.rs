@@ -338,7 +338,9 @@ impl Dataset {
                 Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
             })
             .map_err(|e| storage(format!("{e:?}")))?;
-        self.store.durable().await.map_err(ItemsError::Storage)
+        self.store.durable().await.map_err(ItemsError::Storage)?;
+        self.store.new_events.notify_waiters();
+        Ok(())
     }
 
     /// Store `data` as `dir/name`: replaces the item at that path (`updated`) or makes a new one

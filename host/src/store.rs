@@ -9,6 +9,8 @@ use tokio::sync::watch;
 /// The sled database plus the thread that makes writes durable in groups.
 pub struct Store {
     db: sled::Db,
+    /// Woken when an item event is written, so that triggers see it at once.
+    pub(crate) new_events: tokio::sync::Notify,
     commits: Arc<GroupCommit>,
     flushed: watch::Receiver<Flushed>,
     flusher: Option<std::thread::JoinHandle<()>>,
@@ -60,7 +62,7 @@ impl Store {
             .name("store-flusher".into())
             .spawn(move || flusher(thread_db, thread_commits, tx))
             .expect("spawn store flusher thread");
-        Ok(Store { db, commits, flushed, flusher: Some(flusher) })
+        Ok(Store { db, new_events: tokio::sync::Notify::new(), commits, flushed, flusher: Some(flusher) })
     }
 
     /// The tree holding key-value store `store` of `app`.

@@ -66,6 +66,7 @@ impl ItemTriggers {
         }
         let stop = Arc::new(Notify::new());
         let dispatcher = Dispatcher {
+            store: host.store().clone(),
             executions: host.executions().clone(),
             armed,
             running: Arc::new(Mutex::new(HashSet::new())),
@@ -94,6 +95,7 @@ impl Drop for ItemTriggers {
 
 #[derive(Clone)]
 struct Dispatcher {
+    store: Arc<crate::store::Store>,
     executions: Arc<Executions>,
     armed: Vec<Arc<Armed>>,
     /// Executions with a task in this process.
@@ -112,6 +114,10 @@ fn once_key(trigger: &str, item: &str) -> Vec<u8> {
 impl Dispatcher {
     async fn run(self, stop: Arc<Notify>) {
         loop {
+            // Registered before looking, so an event written meanwhile is not missed.
+            let new_events = self.store.new_events.notified();
+            tokio::pin!(new_events);
+            new_events.as_mut().enable();
             if let Err(error) = self.accept_events() {
                 tracing::error!(%error, "cannot accept item events");
             }
@@ -119,6 +125,7 @@ impl Dispatcher {
             tokio::select! {
                 _ = stop.notified() => return,
                 _ = self.wake.notified() => {}
+                _ = new_events => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
         }
