@@ -185,6 +185,11 @@ impl Capture {
         c.dropped += (data.len() - kept) as u64;
     }
 
+    fn peek(&self) -> (String, u64) {
+        let c = self.inner.lock().unwrap();
+        (String::from_utf8_lossy(&c.bytes).into_owned(), c.dropped)
+    }
+
     fn take(&self) -> (String, u64) {
         let mut c = self.inner.lock().unwrap();
         (String::from_utf8_lossy(&std::mem::take(&mut c.bytes)).into_owned(), std::mem::take(&mut c.dropped))
@@ -371,6 +376,11 @@ impl Sandbox {
         }
     }
 
+    /// A live view of what the guest prints.
+    pub(crate) fn output(&self) -> LiveOutput {
+        LiveOutput { stdout: self.stdout.clone(), stderr: self.stderr.clone() }
+    }
+
     /// What the guest printed.
     pub(crate) fn logs(&self) -> Logs {
         let (stdout, dropped_out) = self.stdout.take();
@@ -379,11 +389,34 @@ impl Sandbox {
     }
 }
 
+/// The output of a running call, readable while it runs.
+#[derive(Clone)]
+pub(crate) struct LiveOutput {
+    stdout: Capture,
+    stderr: Capture,
+}
+
+impl LiveOutput {
+    /// What was printed so far.
+    pub(crate) fn snapshot(&self) -> Logs {
+        let (stdout, dropped_out) = self.stdout.peek();
+        let (stderr, dropped_err) = self.stderr.peek();
+        Logs { stdout, stderr, dropped: dropped_out + dropped_err }
+    }
+}
+
 /// Run one call in a fresh instance. Returns the raw results (or why it failed) and the output.
-pub async fn run(target: &CallTarget, params: &[Val], cause: Option<Cause>) -> (Result<Vec<Val>, CallError>, Logs) {
+/// With `execution`, the output can be read live through [`Executions::logs`] while it runs.
+pub async fn run(
+    target: &CallTarget,
+    params: &[Val],
+    cause: Option<Cause>,
+    execution: Option<(&str, u32)>,
+) -> (Result<Vec<Val>, CallError>, Logs) {
     let guest = &target.guest;
     let mut sandbox = Sandbox::new(guest.pre.engine(), guest.limits, guest.caps.clone());
     sandbox.store.data_mut().cause = cause;
+    let _live = execution.map(|(id, attempt)| guest.executions.watch(id, attempt, sandbox.output()));
     let result = sandbox
         .run(async |store| {
             let instance = guest.pre.instantiate_async(&mut *store).await?;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::call::{CallError, Logs};
+use crate::call::{CallError, LiveOutput, Logs};
 use crate::store::Store;
 
 /// Where an execution is in its life.
@@ -128,6 +128,20 @@ pub struct Executions {
     store: Arc<Store>,
     /// Woken whenever a record changes.
     changed: Notify,
+    /// Output of attempts running now, by execution id.
+    live: std::sync::Mutex<std::collections::HashMap<String, (u32, LiveOutput)>>,
+}
+
+/// Keeps an attempt's output readable through [`Executions::logs`] until dropped.
+pub(crate) struct Watched<'a> {
+    executions: &'a Executions,
+    id: String,
+}
+
+impl Drop for Watched<'_> {
+    fn drop(&mut self) {
+        self.executions.live.lock().unwrap().remove(&self.id);
+    }
 }
 
 impl Executions {
@@ -138,6 +152,7 @@ impl Executions {
             queue: store.tree("execution-queue")?,
             store: store.clone(),
             changed: Notify::new(),
+            live: Default::default(),
         })
     }
 
@@ -152,10 +167,21 @@ impl Executions {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// What the execution printed so far (whole attempts; each starts with a header line).
+    /// What the execution printed so far: each finished attempt, then the running one's output
+    /// so far (each starts with a header line).
     pub fn logs(&self, id: &str) -> Option<String> {
-        let bytes = self.logs.get(id.as_bytes()).ok()??;
-        Some(String::from_utf8_lossy(&bytes).into_owned())
+        let stored = self.logs.get(id.as_bytes()).ok()?.map(|b| String::from_utf8_lossy(&b).into_owned());
+        let live = self.live.lock().unwrap().get(id).map(|(attempt, output)| format_attempt(&output.snapshot(), *attempt));
+        match (stored, live) {
+            (None, None) => None,
+            (stored, live) => Some(stored.unwrap_or_default() + &live.unwrap_or_default()),
+        }
+    }
+
+    /// Make the output of attempt `attempt` of execution `id` readable while it runs.
+    pub(crate) fn watch(&self, id: &str, attempt: u32, output: LiveOutput) -> Watched<'_> {
+        self.live.lock().unwrap().insert(id.to_string(), (attempt, output));
+        Watched { executions: self, id: id.to_string() }
     }
 
     /// Records matching `filter`, newest first, at most `limit`, older than `before` (an id).

@@ -294,7 +294,7 @@ impl Function {
         let guest = &self.target.guest;
         let started_ms = crate::executions::now_ms();
         let report = match guest.admit().await {
-            Ok(_permit) => self.run_admitted(&params, None).await,
+            Ok(_permit) => self.run_admitted(&params, None, None).await,
             Err(refused) => CallReport { result: Err(refused), logs: Logs::default(), elapsed: Duration::ZERO },
         };
         guest.metrics.record(&guest.app, &self.name, "call", report.outcome(), report.elapsed);
@@ -303,11 +303,17 @@ impl Function {
         Ok(report)
     }
 
-    /// Run one call once a `concurrency` slot is held; changes it makes carry `cause`.
-    pub(crate) async fn run_admitted(&self, params: &[Val], cause: Option<Cause>) -> CallReport {
+    /// Run one call once a `concurrency` slot is held; changes it makes carry `cause`; with
+    /// `execution` (id, attempt) its output is readable live.
+    pub(crate) async fn run_admitted(
+        &self,
+        params: &[Val],
+        cause: Option<Cause>,
+        execution: Option<(&str, u32)>,
+    ) -> CallReport {
         let started = Instant::now();
         let _in_flight = self.target.guest.metrics.start();
-        let (outcome, logs) = call::run(&self.target, params, cause).await;
+        let (outcome, logs) = call::run(&self.target, params, cause, execution).await;
         let result = outcome.and_then(|results| self.result_json(results.first()));
         CallReport { result, logs, elapsed: started.elapsed() }
     }

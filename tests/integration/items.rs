@@ -199,3 +199,30 @@ fn image_process_equalizes_new_images_and_grays_updated_ones() {
     assert!(r.executions("clahe-on-create", &equalized.id).is_empty());
     assert!(r.executions("clahe-on-create", &gray_ref).is_empty());
 }
+
+#[test]
+fn logs_of_a_running_attempt_are_readable_before_it_ends() {
+    let r = running(&[PROBE]);
+    let item = r.upload("probe", "inbox", "/always/slow.txt", b"x", json!({ "sleep-ms": 1500 }));
+    let started = Instant::now();
+    let running = loop {
+        if let Some(e) = r.executions("always", &item.id).into_iter().find(|e| e.status == Status::Running) {
+            break e;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "never running");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // The guest printed its line before sleeping: it is visible while the attempt runs.
+    let live = loop {
+        let logs = r.host.executions().logs(&running.id).unwrap_or_default();
+        if logs.contains("run 1") {
+            break logs;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no live output: {logs:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(r.host.executions().get(&running.id).unwrap().status, Status::Running, "still running");
+    let [done] = r.finished("always", &item.id, 1).try_into().unwrap();
+    assert_eq!(done.status, Status::Succeeded);
+    assert!(r.host.executions().logs(&done.id).unwrap().starts_with(&live), "the kept logs extend the live ones");
+}

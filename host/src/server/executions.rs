@@ -92,7 +92,9 @@ async fn logs(State(server): State<Shared>, Path(id): Path<String>, Query(q): Qu
         let text = executions.logs(&id).unwrap_or_default();
         return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
     }
-    let stream = futures_util::stream::unfold((0usize, false), move |(sent, ended)| {
+    // State: the text sent so far, and whether the end was sent. The text only grows, except
+    // for a moment when an attempt finishes (its live output is replaced by the same output kept).
+    let stream = futures_util::stream::unfold((String::new(), false), move |(sent, ended)| {
         let (executions, id) = (executions.clone(), id.clone());
         async move {
             if ended {
@@ -101,15 +103,20 @@ async fn logs(State(server): State<Shared>, Path(id): Path<String>, Query(q): Qu
             loop {
                 let record = executions.get(&id)?;
                 let text = executions.logs(&id).unwrap_or_default();
-                if text.len() > sent {
-                    let event = Event::default().event("log").data(&text[sent..]);
-                    return Some((Ok::<_, Infallible>(event), (text.len(), false)));
+                if text.len() > sent.len() && text.starts_with(&sent) {
+                    let event = Event::default().event("log").data(&text[sent.len()..]);
+                    return Some((Ok::<_, Infallible>(event), (text, false)));
                 }
                 if record.status.is_final() {
+                    if !text.starts_with(&sent) {
+                        // The kept logs differ from what was streamed live: send them whole.
+                        let event = Event::default().event("log").data(&text);
+                        return Some((Ok(event), (text, false)));
+                    }
                     let event = Event::default().event("end").json_data(&record).ok()?;
                     return Some((Ok(event), (sent, true)));
                 }
-                executions.wait(&id, Duration::from_secs(1)).await;
+                executions.wait(&id, Duration::from_millis(250)).await;
             }
         }
     });

@@ -248,7 +248,7 @@ impl Dispatcher {
         self.executions.put(&record, None)?;
         self.executions.durable().await?;
         let cause = Cause { trigger: armed.spec.name.clone(), execution: record.id.clone() };
-        let report = function.run_admitted(&params, Some(cause)).await;
+        let report = function.run_admitted(&params, Some(cause), Some((&record.id, record.attempt))).await;
         guest.metrics.record(&guest.app, function.name(), "item", report.outcome(), report.elapsed);
         match report.result {
             Ok(output) => {
