@@ -8,10 +8,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use host::Host;
 use host::executions::{ExecutionFilter, Status};
 use host::manifest::Manifest;
 use host::triggers::items::ItemTriggers;
-use host::Host;
 use serde_json::json;
 
 fn percentile(sorted: &[f64], p: usize) -> f64 {
@@ -67,8 +67,7 @@ fn main() {
     let all_done = started.elapsed();
     runtime.block_on(triggers.stop());
     assert!(records.iter().all(|r| r.status == Status::Succeeded), "some executions failed");
-    let mut latency: Vec<f64> =
-        records.iter().map(|r| (r.finished_ms.unwrap() - r.queued_ms) as f64).collect();
+    let mut latency: Vec<f64> = records.iter().map(|r| (r.finished_ms.unwrap() - r.queued_ms) as f64).collect();
     latency.sort_by(f64::total_cmp);
 
     let uploads = n as f64 / upload_time.as_secs_f64();

@@ -15,11 +15,11 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::capabilities::Capabilities;
-use crate::datasets::Cause;
 use crate::capabilities::http::DenyOutgoing;
+use crate::datasets::Cause;
 use crate::engine::EPOCH_TICK;
-use crate::manifest::Limits;
 use crate::executions::Executions;
+use crate::manifest::Limits;
 use crate::metrics::Metrics;
 
 /// Why a call failed.

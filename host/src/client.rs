@@ -80,10 +80,16 @@ impl Client {
     }
 
     /// Send one request; returns the status and the whole body.
-    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Bytes), ClientError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let mut chunks = Vec::new();
-        let status =
-            self.send_streaming(method, path, "application/json", body, |chunk| chunks.extend_from_slice(chunk)).await?;
+        let status = self
+            .send_streaming(method, path, "application/json", body, |chunk| chunks.extend_from_slice(chunk))
+            .await?;
         Ok((status, Bytes::from(chunks)))
     }
 
@@ -132,7 +138,8 @@ impl Client {
         body: Vec<u8>,
     ) -> Result<Result<Bytes, Failure>, ClientError> {
         let mut chunks = Vec::new();
-        let status = self.send_streaming(method, path, content_type, Some(body), |c| chunks.extend_from_slice(c)).await?;
+        let status =
+            self.send_streaming(method, path, content_type, Some(body), |c| chunks.extend_from_slice(c)).await?;
         if status.is_success() {
             return Ok(Ok(Bytes::from(chunks)));
         }

@@ -316,7 +316,13 @@ impl Dataset {
     }
 
     /// Store the item's event and its new state in one transaction, then wait until it is on disk.
-    async fn commit(&self, action: Action, item: &Item, cause: Option<&Cause>, old_path: Option<&str>) -> Result<(), ItemsError> {
+    async fn commit(
+        &self,
+        action: Action,
+        item: &Item,
+        cause: Option<&Cause>,
+        old_path: Option<&str>,
+    ) -> Result<(), ItemsError> {
         let seq = self.store.next_id().map_err(storage)?;
         let event = ItemEvent { seq, action, item: item.clone(), cause: cause.cloned() };
         let event = serde_json::to_vec(&event).map_err(storage)?;
@@ -410,7 +416,13 @@ impl Dataset {
 
     /// Link item `id` to item `reference` under `name`, replacing a link of that name (an
     /// identical link changes nothing and emits no event).
-    pub async fn link_modality(&self, id: &str, name: &str, reference: &str, cause: Option<&Cause>) -> Result<Item, ItemsError> {
+    pub async fn link_modality(
+        &self,
+        id: &str,
+        name: &str,
+        reference: &str,
+        cause: Option<&Cause>,
+    ) -> Result<Item, ItemsError> {
         if name.is_empty() || name.len() > 64 {
             return Err(ItemsError::Invalid(format!("modality name {name:?}: expected 1-64 bytes")));
         }
@@ -487,7 +499,10 @@ impl Dataset {
                 model,
                 created_ms: now,
             };
-            batch.insert(format!("{id}/{}", annotation.id).as_bytes(), serde_json::to_vec(&annotation).map_err(storage)?);
+            batch.insert(
+                format!("{id}/{}", annotation.id).as_bytes(),
+                serde_json::to_vec(&annotation).map_err(storage)?,
+            );
             added.push(annotation);
         }
         self.annotations.apply_batch(batch).map_err(storage)?;
@@ -559,7 +574,9 @@ mod tests {
             metadata: meta.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         };
         assert!(f(None, None, vec![]).matches(&photo));
-        assert!(f(Some("/photos"), Some("image/*"), vec![("camera.make", json!("X")), ("n", json!(3))]).matches(&photo));
+        assert!(
+            f(Some("/photos"), Some("image/*"), vec![("camera.make", json!("X")), ("n", json!(3))]).matches(&photo)
+        );
         assert!(f(Some("/"), None, vec![]).matches(&photo));
         assert!(!f(Some("/photo"), None, vec![]).matches(&photo));
         assert!(!f(None, Some("video/*"), vec![]).matches(&photo));

@@ -40,9 +40,8 @@ impl Status {
 impl std::str::FromStr for Status {
     type Err = String;
     fn from_str(s: &str) -> Result<Status, String> {
-        serde_json::from_value(Value::String(s.to_string())).map_err(|_| {
-            format!("invalid status `{s}`: expected queued, running, succeeded, failed or timed-out")
-        })
+        serde_json::from_value(Value::String(s.to_string()))
+            .map_err(|_| format!("invalid status `{s}`: expected queued, running, succeeded, failed or timed-out"))
     }
 }
 
@@ -171,7 +170,8 @@ impl Executions {
     /// so far (each starts with a header line).
     pub fn logs(&self, id: &str) -> Option<String> {
         let stored = self.logs.get(id.as_bytes()).ok()?.map(|b| String::from_utf8_lossy(&b).into_owned());
-        let live = self.live.lock().unwrap().get(id).map(|(attempt, output)| format_attempt(&output.snapshot(), *attempt));
+        let live =
+            self.live.lock().unwrap().get(id).map(|(attempt, output)| format_attempt(&output.snapshot(), *attempt));
         match (stored, live) {
             (None, None) => None,
             (stored, live) => Some(stored.unwrap_or_default() + &live.unwrap_or_default()),

@@ -11,11 +11,11 @@ use wasmtime::component::{Type, Val};
 use crate::Error;
 use crate::call::{self, CallError, CallTarget, Guest, Logs};
 use crate::capabilities::Capabilities;
+use crate::datasets::Cause;
 use crate::engine::{self, Runtime};
+use crate::executions::Executions;
 use crate::exports::{self, Export};
 use crate::manifest::Manifest;
-use crate::datasets::Cause;
-use crate::executions::Executions;
 use crate::metrics::Metrics;
 use crate::store::{CommitStats, Store};
 use crate::triggers::http::HttpHandler;
@@ -135,7 +135,15 @@ impl Host {
                 items_dir: self.items_dir(),
             });
             let pre = runtime.load(&spec.source)?;
-            let guest = Arc::new(Guest::new(&manifest.app, name, pre, spec.limits, caps, self.inner.metrics.clone(), self.inner.executions.clone()));
+            let guest = Arc::new(Guest::new(
+                &manifest.app,
+                name,
+                pre,
+                spec.limits,
+                caps,
+                self.inner.metrics.clone(),
+                self.inner.executions.clone(),
+            ));
             for export in exports::exports(guest.pre.component()) {
                 let target = CallTarget {
                     guest: guest.clone(),

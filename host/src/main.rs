@@ -146,7 +146,9 @@ struct RemoteArgs {
 #[derive(Subcommand)]
 enum ItemsCommand {
     /// Upload files (folders recursively) as items; prints the items as JSON lines.
-    #[command(after_help = "Example:\n  host items upload image-process photos pictures/ --dir /2024 --remote http://127.0.0.1:8080")]
+    #[command(
+        after_help = "Example:\n  host items upload image-process photos pictures/ --dir /2024 --remote http://127.0.0.1:8080"
+    )]
     Upload {
         /// The app.
         app: String,
@@ -363,7 +365,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     writeln!(out, "{record}")?;
                 }
             } else {
-                writeln!(out, "{:<16}  {:<10}  {:<28}  {:<16}  {:>7}  {:>9}", "ID", "STATUS", "FUNCTION", "TRIGGER", "ATTEMPT", "MS")?;
+                writeln!(
+                    out,
+                    "{:<16}  {:<10}  {:<28}  {:<16}  {:>7}  {:>9}",
+                    "ID", "STATUS", "FUNCTION", "TRIGGER", "ATTEMPT", "MS"
+                )?;
                 for r in records.as_array().into_iter().flatten() {
                     let ms = r["finished_ms"].as_u64().zip(r["started_ms"].as_u64()).map(|(f, s)| (f - s).to_string());
                     writeln!(
@@ -441,7 +447,14 @@ impl Backend {
     }
 
     /// A request to the server's API; its error as an `anyhow` error.
-    fn api(&self, client: &host::client::Client, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    fn api(
+        &self,
+        client: &host::client::Client,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<Vec<u8>> {
         let method = method.parse::<hyper::Method>()?;
         match self.runtime.block_on(client.api(method, path, content_type, body))? {
             Ok(bytes) => Ok(bytes.to_vec()),
@@ -449,7 +462,14 @@ impl Backend {
         }
     }
 
-    fn api_json(&self, client: &host::client::Client, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+    fn api_json(
+        &self,
+        client: &host::client::Client,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<Value> {
         Ok(serde_json::from_slice(&self.api(client, method, path, content_type, body)?)?)
     }
 
@@ -514,7 +534,8 @@ impl Backend {
                 anyhow::ensure!(status.is_success(), "no execution `{id}` ({status})");
             }
             Target::Remote(client) => {
-                let text = self.api(client, "GET", &format!("/v1/executions/{}/logs", encode(id)), "text/plain", Vec::new())?;
+                let text =
+                    self.api(client, "GET", &format!("/v1/executions/{}/logs", encode(id)), "text/plain", Vec::new())?;
                 out.write_all(&text)?;
             }
         }
@@ -524,24 +545,41 @@ impl Backend {
     fn upload(&self, app: &str, dataset: &str, dir: &str, name: &str, data: Vec<u8>) -> anyhow::Result<Value> {
         match &self.target {
             Target::Local(host) => {
-                let item = self.runtime.block_on(host.dataset(app, dataset)?.upload(dir, name, None, &data, None, None))?;
+                let item =
+                    self.runtime.block_on(host.dataset(app, dataset)?.upload(dir, name, None, &data, None, None))?;
                 Ok(serde_json::to_value(item)?)
             }
             Target::Remote(client) => {
-                let path = format!("/v1/apps/{}/datasets/{}/items?dir={}&name={}", encode(app), encode(dataset), encode(dir), encode(name));
+                let path = format!(
+                    "/v1/apps/{}/datasets/{}/items?dir={}&name={}",
+                    encode(app),
+                    encode(dataset),
+                    encode(dir),
+                    encode(name)
+                );
                 let mimetype = host::mimetype::guess(name);
                 self.api_json(client, "POST", &path, mimetype, data)
             }
         }
     }
 
-    fn list(&self, app: &str, dataset: &str, dir: Option<String>, mimetype: Option<String>) -> anyhow::Result<Vec<Value>> {
+    fn list(
+        &self,
+        app: &str,
+        dataset: &str,
+        dir: Option<String>,
+        mimetype: Option<String>,
+    ) -> anyhow::Result<Vec<Value>> {
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let page = match &self.target {
                 Target::Local(host) => {
-                    let filter = host::datasets::ItemFilter { dir: dir.clone(), mimetype: mimetype.clone(), metadata: Vec::new() };
+                    let filter = host::datasets::ItemFilter {
+                        dir: dir.clone(),
+                        mimetype: mimetype.clone(),
+                        metadata: Vec::new(),
+                    };
                     serde_json::to_value(host.dataset(app, dataset)?.list(&filter, cursor.as_deref(), 1000)?)?
                 }
                 Target::Remote(client) => {
@@ -570,7 +608,8 @@ impl Backend {
             }
             Target::Remote(client) => {
                 let suffix = if bytes { "/download" } else { "" };
-                let path = format!("/v1/apps/{}/datasets/{}/items/{}{suffix}", encode(app), encode(dataset), encode(id));
+                let path =
+                    format!("/v1/apps/{}/datasets/{}/items/{}{suffix}", encode(app), encode(dataset), encode(id));
                 self.api(client, "GET", &path, "application/json", Vec::new())
             }
         }
@@ -618,7 +657,9 @@ fn items(data: &std::path::Path, command: ItemsCommand, out: &mut impl Write) ->
                 let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 progress.set_message(name.clone());
                 let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-                let item = backend.upload(&app, &dataset, &dir, &name, bytes).with_context(|| format!("uploading {}", file.display()))?;
+                let item = backend
+                    .upload(&app, &dataset, &dir, &name, bytes)
+                    .with_context(|| format!("uploading {}", file.display()))?;
                 progress.suspend(|| writeln!(out, "{item}"))?;
                 progress.inc(1);
             }

@@ -493,7 +493,8 @@ impl Manifest {
             }
             let mut metadata = Vec::new();
             for (path, value) in t.filter.metadata {
-                let value = serde_json::to_value(value).map_err(|e| invalid(format!("{at}.filter.metadata.{path}: {e}")))?;
+                let value =
+                    serde_json::to_value(value).map_err(|e| invalid(format!("{at}.filter.metadata.{path}: {e}")))?;
                 metadata.push((path, value));
             }
             item_triggers.push(ItemTrigger {

@@ -54,8 +54,13 @@ impl Store {
     /// Open (or create) the database under `path`.
     pub fn open(path: &std::path::Path) -> Result<Store, sled::Error> {
         let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
-        let commits =
-            Arc::new(GroupCommit { state: Mutex::new((0, false)), wake: Condvar::new(), flushes: AtomicU64::new(0), waits: AtomicU64::new(0), dirty: Default::default() });
+        let commits = Arc::new(GroupCommit {
+            state: Mutex::new((0, false)),
+            wake: Condvar::new(),
+            flushes: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+            dirty: Default::default(),
+        });
         let (tx, flushed) = watch::channel(Flushed::default());
         let (thread_db, thread_commits) = (db.clone(), commits.clone());
         let flusher = std::thread::Builder::new()

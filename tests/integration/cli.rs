@@ -223,7 +223,8 @@ fn a_killed_host_handles_every_accepted_upload_after_restart() {
     let (mut first, addr) = spawn_serve(data.path(), &[PROBE]);
     let mut ids = Vec::new();
     for n in 0..8 {
-        let path = format!("/v1/apps/probe/datasets/inbox/items?dir=/once&name=i{n}.bin&metadata=%7B%22sleep-ms%22%3A300%7D");
+        let path =
+            format!("/v1/apps/probe/datasets/inbox/items?dir=/once&name=i{n}.bin&metadata=%7B%22sleep-ms%22%3A300%7D");
         let answer = send(addr, "POST", &path, &[], b"data");
         assert_eq!(answer.status, 201, "{}", answer.text());
         ids.push(answer.json()["id"].as_str().unwrap().to_string());
@@ -268,12 +269,21 @@ fn items_upload_list_get_and_executions_from_the_cli() {
     let folder_name = folder.path().file_name().unwrap().to_str().unwrap();
     let placed: Vec<(String, String, String)> = uploaded
         .iter()
-        .map(|i| (i["dir"].as_str().unwrap().into(), i["name"].as_str().unwrap().into(), i["mimetype"].as_str().unwrap().into()))
+        .map(|i| {
+            (
+                i["dir"].as_str().unwrap().into(),
+                i["name"].as_str().unwrap().into(),
+                i["mimetype"].as_str().unwrap().into(),
+            )
+        })
         .collect();
-    assert_eq!(placed, [
-        (format!("/in/{folder_name}"), "a.txt".into(), "text/plain".into()),
-        (format!("/in/{folder_name}/sub"), "b.png".into(), "image/png".into()),
-    ]);
+    assert_eq!(
+        placed,
+        [
+            (format!("/in/{folder_name}"), "a.txt".into(), "text/plain".into()),
+            (format!("/in/{folder_name}/sub"), "b.png".into(), "image/png".into()),
+        ]
+    );
     let out = host(data.path(), &["items", "list", "probe", "inbox", "--mimetype", "image/*"]);
     assert_eq!(text(&out.stdout).lines().count(), 1, "{}", text(&out.stdout));
     let id = uploaded[0]["id"].as_str().unwrap();
@@ -290,9 +300,16 @@ fn items_upload_list_get_and_executions_from_the_cli() {
     host(data.path(), &["call", "-f", hello.to_str().unwrap(), "hello.greet", r#"[{"name": "", "age": 1}]"#]);
     let out = host(data.path(), &["executions", "--status", "failed", "--json"]);
     let record: Value = serde_json::from_str(text(&out.stdout).lines().next().unwrap()).unwrap();
-    assert_eq!((record["function"].clone(), record["error"]["code"].clone()), (json!("hello.greet"), json!("guest-error")));
+    assert_eq!(
+        (record["function"].clone(), record["error"]["code"].clone()),
+        (json!("hello.greet"), json!("guest-error"))
+    );
     let out = host(data.path(), &["executions"]);
-    assert!(text(&out.stdout).contains("hello/hello.greet") && text(&out.stdout).contains("failed"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("hello/hello.greet") && text(&out.stdout).contains("failed"),
+        "{}",
+        text(&out.stdout)
+    );
     let out = host(data.path(), &["logs", record["id"].as_str().unwrap(), "--follow"]);
     assert!(text(&out.stderr).contains("--follow needs --remote"), "{}", text(&out.stderr));
 }

@@ -1,7 +1,8 @@
 //! The dashboard (`/ui`) and docs page (`/docs`) in headless Chromium: `tests/ui/dashboard.mjs`
 //! (Playwright, pinned in `tests/ui/package.json`) enters the token, calls `hello.greet` from the
-//! form, checks the result, an argument error and the recent calls, and saves a screenshot to
-//! `target/ui/dashboard.png`. Debian's `chromium` is installed when missing.
+//! form, checks the result, an argument error and the recent calls, opens an image item with its
+//! box annotation drawn on top, and saves screenshots to `target/ui/dashboard.png` and
+//! `target/ui/dashboard-items.png`. Debian's `chromium` is installed when missing.
 
 use std::path::Path;
 use std::process::Command;
@@ -9,8 +10,8 @@ use std::time::Duration;
 
 use host::server::ServerConfig;
 
-use crate::common::{COUNTER, HELLO, HELLO_HTTP, root};
-use crate::server::serve_apps;
+use crate::common::{COUNTER, HELLO, HELLO_HTTP, PROBE, root};
+use crate::server::{send, serve_apps};
 
 fn run(command: &mut Command) {
     let status = command.status().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
@@ -38,15 +39,36 @@ fn dashboard_calls_a_function_from_the_browser() {
     let chromium = chromium();
     let token = "dashboard-token";
     let config = ServerConfig { token: Some(token.into()), ..ServerConfig::default() };
-    let server = serve_apps(&[HELLO, COUNTER, HELLO_HTTP], config, Duration::from_secs(5));
+    let server = serve_apps(&[HELLO, COUNTER, HELLO_HTTP, PROBE], config, Duration::from_secs(5));
+    // An image with a box annotation for the items view.
+    let auth = format!("Authorization: Bearer {token}");
+    let png = std::fs::read(root().join("tests/data/low-contrast.png")).unwrap();
+    let items = "/v1/apps/probe/datasets/inbox/items";
+    let uploaded = send(
+        server.addr,
+        "POST",
+        &format!("{items}?dir=/photos&name=face.png"),
+        &[&auth, "Content-Type: image/png"],
+        &png,
+    );
+    let item = uploaded.json()["id"].as_str().expect("uploaded").to_string();
+    let face = r#"[{"geometry": {"box": {"left": 20, "top": 20, "right": 120, "bottom": 90}}, "label": "face", "confidence": 0.9}]"#;
+    assert_eq!(
+        send(server.addr, "POST", &format!("{items}/{item}/annotations"), &[&auth], face.as_bytes()).status,
+        201
+    );
     let screenshot = root().join("target/ui/dashboard.png");
+    let items_screenshot = root().join("target/ui/dashboard-items.png");
     let _ = std::fs::remove_file(&screenshot);
+    let _ = std::fs::remove_file(&items_screenshot);
     let out = Command::new("node")
         .arg(ui.join("dashboard.mjs"))
         .arg(format!("http://{}", server.addr))
         .arg(&screenshot)
         .arg(token)
         .env("CHROMIUM", chromium)
+        .env("ITEMS_APP", "probe/inbox")
+        .env("ITEMS_ITEM", &item)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -55,6 +77,9 @@ fn dashboard_calls_a_function_from_the_browser() {
     assert_eq!(summary["result"], "Hello, Ada! You are 36.");
     assert_eq!(summary["error"], "bad-argument");
     assert_eq!(summary["token"], true);
-    let png = std::fs::read(&screenshot).unwrap();
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "screenshot is not a real PNG");
+    assert!(summary["items"].as_u64().unwrap() >= 1, "{summary}");
+    for shot in [&screenshot, &items_screenshot] {
+        let png = std::fs::read(shot).unwrap();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{} is not a real PNG", shot.display());
+    }
 }

@@ -65,7 +65,10 @@ impl Running {
             if all.iter().filter(|e| e.status.is_final()).count() >= n {
                 return all;
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "waiting for {n} `{trigger}` executions on {id}: {all:#?}");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "waiting for {n} `{trigger}` executions on {id}: {all:#?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -158,10 +161,17 @@ fn luminance(png: &[u8]) -> (f64, f64) {
     let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
     let info = reader.next_frame(&mut pixels).unwrap();
     let channels = info.color_type.samples();
-    let values: Vec<f64> = pixels[..info.buffer_size()]
-        .chunks(channels)
-        .map(|p| if channels >= 3 { 0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64 } else { p[0] as f64 })
-        .collect();
+    let values: Vec<f64> =
+        pixels[..info.buffer_size()]
+            .chunks(channels)
+            .map(|p| {
+                if channels >= 3 {
+                    0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64
+                } else {
+                    p[0] as f64
+                }
+            })
+            .collect();
     let mean = values.iter().sum::<f64>() / values.len() as f64;
     let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
     (mean, var.sqrt())
@@ -179,7 +189,10 @@ fn image_process_equalizes_new_images_and_grays_updated_ones() {
     let linked = photos.get(&item.id).unwrap();
     let equ = linked.modalities.iter().find(|m| m.name == "equ").expect("an `equ` modality");
     let equalized = photos.get(&equ.reference).unwrap();
-    assert_eq!((equalized.dir.as_str(), equalized.name.as_str(), equalized.mimetype.as_str()), ("/equ", "hamster.png", "image/png"));
+    assert_eq!(
+        (equalized.dir.as_str(), equalized.name.as_str(), equalized.mimetype.as_str()),
+        ("/equ", "hamster.png", "image/png")
+    );
     let (before, after) = (luminance(&original), luminance(&photos.download(&equalized.id).unwrap()));
     assert!(after.1 > 1.5 * before.1, "luminance spread {:.1} -> {:.1}: not measurably wider", before.1, after.1);
     assert!(r.host.executions().logs(&clahe.id).unwrap().contains("clahe"), "the guest's steps are in the logs");
@@ -188,7 +201,8 @@ fn image_process_equalizes_new_images_and_grays_updated_ones() {
     r.update("image-process", "photos", &item.id, json!({ "reviewed": true }));
     let [gray] = r.finished("gray-on-update", &item.id, 1).try_into().unwrap();
     assert_eq!(gray.status, Status::Succeeded, "{gray:#?}");
-    let gray_ref = photos.get(&item.id).unwrap().modalities.iter().find(|m| m.name == "gray").unwrap().reference.clone();
+    let gray_ref =
+        photos.get(&item.id).unwrap().modalities.iter().find(|m| m.name == "gray").unwrap().reference.clone();
     let gray_item = photos.get(&gray_ref).unwrap();
     assert_eq!((gray_item.dir.as_str(), gray_item.name.as_str()), ("/gray", "hamster.png"));
     r.update("image-process", "photos", &item.id, json!({ "reviewed": false }));

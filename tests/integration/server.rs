@@ -448,22 +448,45 @@ fn items_over_rest_raw_multipart_annotations_and_executions_with_logs() {
     let server = serve_apps(&[crate::common::PROBE], ServerConfig::default(), Duration::from_secs(5));
     let addr = server.addr;
     let items = "/v1/apps/probe/datasets/inbox/items";
-    let raw = send(addr, "POST", &format!("{items}?dir=/docs&name=a.txt&metadata=%7B%22k%22%3A1%7D"), &["Content-Type: text/plain"], b"hello");
+    let raw = send(
+        addr,
+        "POST",
+        &format!("{items}?dir=/docs&name=a.txt&metadata=%7B%22k%22%3A1%7D"),
+        &["Content-Type: text/plain"],
+        b"hello",
+    );
     assert_eq!(raw.status, 201, "{}", raw.text());
     let item = raw.json();
-    assert_eq!((item["dir"].clone(), item["mimetype"].clone(), item["size"].clone(), item["metadata"].clone()), (json!("/docs"), json!("text/plain"), json!(5), json!({ "k": 1 })));
+    assert_eq!(
+        (item["dir"].clone(), item["mimetype"].clone(), item["size"].clone(), item["metadata"].clone()),
+        (json!("/docs"), json!("text/plain"), json!(5), json!({ "k": 1 }))
+    );
     let id = item["id"].as_str().unwrap().to_string();
     let form = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.png\"\r\nContent-Type: image/png\r\n\r\nPNGDATA\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.txt\"\r\n\r\ntext\r\n--XyZ--\r\n";
-    let multi = send(addr, "POST", &format!("{items}?dir=/up"), &["Content-Type: multipart/form-data; boundary=XyZ"], form.as_bytes());
+    let multi = send(
+        addr,
+        "POST",
+        &format!("{items}?dir=/up"),
+        &["Content-Type: multipart/form-data; boundary=XyZ"],
+        form.as_bytes(),
+    );
     assert_eq!(multi.status, 201, "{}", multi.text());
-    let names: Vec<Value> = multi.json().as_array().unwrap().iter().map(|i| json!([i["name"], i["mimetype"]])).collect();
+    let names: Vec<Value> =
+        multi.json().as_array().unwrap().iter().map(|i| json!([i["name"], i["mimetype"]])).collect();
     assert_eq!(names, [json!(["b.png", "image/png"]), json!(["c.txt", "text/plain"])]);
     let listed = get(addr, &format!("{items}?mimetype=text/*")).json();
-    let listed: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect::<Vec<_>>();
+    let listed: Vec<&str> =
+        listed["items"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect::<Vec<_>>();
     assert_eq!(listed, ["a.txt", "c.txt"]);
     let download = get(addr, &format!("{items}/{id}/download"));
-    assert_eq!((download.text(), download.header("content-type")), ("hello".to_string(), Some("text/plain".to_string())));
-    assert_eq!(send(addr, "PUT", &format!("{items}/{id}/metadata"), &[], br#"{"k": 2}"#).json()["metadata"], json!({ "k": 2 }));
+    assert_eq!(
+        (download.text(), download.header("content-type")),
+        ("hello".to_string(), Some("text/plain".to_string()))
+    );
+    assert_eq!(
+        send(addr, "PUT", &format!("{items}/{id}/metadata"), &[], br#"{"k": 2}"#).json()["metadata"],
+        json!({ "k": 2 })
+    );
     assert_eq!(send(addr, "PUT", &format!("{items}/{id}/metadata"), &[], b"[1]").code(), (400, "invalid".into()));
     let box_ = json!([{ "geometry": { "box": { "left": 1.0, "top": 2.0, "right": 30.0, "bottom": 40.0 } }, "label": "face", "confidence": 0.9 }]);
     let added = send(addr, "POST", &format!("{items}/{id}/annotations"), &[], box_.to_string().as_bytes());
@@ -471,7 +494,10 @@ fn items_over_rest_raw_multipart_annotations_and_executions_with_logs() {
     let annotation = added.json()[0]["id"].as_str().unwrap().to_string();
     assert_eq!(get(addr, &format!("{items}/{id}/annotations")).json()[0]["label"], "face");
     let bad = json!([{ "geometry": "classification", "label": "x", "confidence": 7 }]);
-    assert_eq!(send(addr, "POST", &format!("{items}/{id}/annotations"), &[], bad.to_string().as_bytes()).code(), (400, "invalid".into()));
+    assert_eq!(
+        send(addr, "POST", &format!("{items}/{id}/annotations"), &[], bad.to_string().as_bytes()).code(),
+        (400, "invalid".into())
+    );
     assert_eq!(send(addr, "DELETE", &format!("{items}/{id}/annotations/{annotation}"), &[], b"").status, 204);
     assert_eq!(get(addr, "/v1/apps/probe/datasets/photos/items").code(), (404, "unknown-dataset".into()));
     assert_eq!(get(addr, &format!("{items}/ffff")).code(), (404, "no-such-item".into()));
@@ -480,17 +506,26 @@ fn items_over_rest_raw_multipart_annotations_and_executions_with_logs() {
     let item_json = send(addr, "GET", &format!("{items}/{id}"), &[], b"").json();
     let mut wit_item = item_json.clone();
     wit_item["metadata"] = json!(item_json["metadata"].to_string());
-    assert_eq!(post(addr, "/v1/apps/probe/functions/probe.probe", json!([wit_item]).to_string().as_bytes()).json(), json!(1));
+    assert_eq!(
+        post(addr, "/v1/apps/probe/functions/probe.probe", json!([wit_item]).to_string().as_bytes()).json(),
+        json!(1)
+    );
     let records = get(addr, "/v1/executions?app=probe&trigger=call").json();
     let record = &records[0];
-    assert_eq!((record["function"].clone(), record["status"].clone(), record["output"].clone()), (json!("probe.probe"), json!("succeeded"), json!(1)));
+    assert_eq!(
+        (record["function"].clone(), record["status"].clone(), record["output"].clone()),
+        (json!("probe.probe"), json!("succeeded"), json!(1))
+    );
     let exec = record["id"].as_str().unwrap();
     assert_eq!(get(addr, &format!("/v1/executions/{exec}?wait=1s")).json()["id"], json!(exec));
     assert!(get(addr, &format!("/v1/executions/{exec}/logs")).text().contains("probe: item"));
     let followed = get(addr, &format!("/v1/executions/{exec}/logs?follow=true"));
     assert_eq!(followed.header("content-type").as_deref(), Some("text/event-stream"));
     let events = followed.text();
-    assert!(events.contains("event: log") && events.contains("probe: item") && events.contains("event: end"), "{events}");
+    assert!(
+        events.contains("event: log") && events.contains("probe: item") && events.contains("event: end"),
+        "{events}"
+    );
     assert_eq!(get(addr, "/v1/executions?status=sideways").code(), (400, "bad-query".into()));
     assert_eq!(get(addr, "/v1/executions/nope").code(), (404, "unknown-execution".into()));
     assert_eq!(send(addr, "DELETE", &format!("{items}/{id}"), &[], b"").status, 204);

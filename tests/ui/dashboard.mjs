@@ -5,6 +5,10 @@
 //
 // The server must have the `hello` example app loaded (and run with `--token TOKEN` when TOKEN
 // is given). Exits 1 with a message naming the failed step; prints a JSON summary on success.
+// With ITEMS_APP=app/dataset and ITEMS_ITEM=<id of an item there with a box annotation labelled
+// `face`>, it also opens the Items view, that item's detail with its drawn annotations, and saves
+// a second screenshot (SCREENSHOT_PATH with `-items` before `.png`); the summary then has `items`,
+// the number of grid cells shown.
 // Chromium: $CHROMIUM, else /usr/bin/chromium (Debian: `apt-get install -y chromium`).
 
 import { mkdir } from 'node:fs/promises';
@@ -21,6 +25,12 @@ const FUNCTION = 'hello/hello.greet';
 const FUNCTION_PATH = '/v1/apps/hello/functions/hello.greet';
 const GREETING = 'Hello, Ada! You are 36.';
 const TIMEOUT = 15_000;
+const ITEMS_APP = process.env.ITEMS_APP;
+const ITEMS_ITEM = process.env.ITEMS_ITEM;
+if (ITEMS_APP && (!ITEMS_ITEM || !/^[^/]+\/[^/]+$/.test(ITEMS_APP))) {
+  console.error('ITEMS_APP must be `app/dataset` and ITEMS_ITEM an item id');
+  process.exit(2);
+}
 
 let step = 'launch Chromium';
 const started = Date.now();
@@ -124,7 +134,47 @@ try {
   await page.evaluate(() => window.scrollTo(0, 0)); // the invoke panel is sticky
   await page.screenshot({ path: screenshot, fullPage: true });
 
-  step = '7. open /docs';
+  let items;
+  if (ITEMS_APP) {
+    step = '7. items';
+    const [app, dataset] = ITEMS_APP.split('/');
+    await page.locator('.top nav a[data-view="items"]').click();
+    await page.locator('#items-view').waitFor();
+    await page.locator(`#items-app option[value="${app}"]`).waitFor({ state: 'attached' });
+    await page.locator('#items-app').selectOption(app);
+    await page.locator(`#items-dataset option[value="${dataset}"]`).waitFor({ state: 'attached' });
+    await page.locator('#items-dataset').selectOption(dataset);
+    try {
+      await page.locator(`#items-grid[data-dataset="${ITEMS_APP}"]`).waitFor({ state: 'attached' });
+    } catch {
+      throw new Failure(`the grid did not list ${ITEMS_APP}; #items-status is "${await page.locator('#items-status').textContent()}"`);
+    }
+    // Page with "More" until the item shows.
+    const cell = page.locator(`[data-item="${ITEMS_ITEM}"]`);
+    const cells = page.locator('#items-grid [data-item]');
+    while (!(await cell.count())) {
+      check(await page.locator('#items-more').isVisible(),
+        `no grid cell for item ${ITEMS_ITEM} in ${await cells.count()} cells; #items-status is "${await page.locator('#items-status').textContent()}"`);
+      const shown = await cells.count();
+      await page.locator('#items-more').click();
+      await waitUntil(page, 'the next page of items', (n) => document.querySelectorAll('#items-grid [data-item]').length > n, shown);
+    }
+    await cell.click();
+    await page.locator('#item-detail').waitFor();
+    try {
+      await page.locator('#item-overlay [data-annotation="face"]').waitFor();
+    } catch {
+      const detail = await page.locator('#detail-info, #detail-preview').allTextContents();
+      throw new Failure(`no "face" annotation drawn over item ${ITEMS_ITEM}; detail: ${detail.join(' | ')}`);
+    }
+    const box = await page.locator('#item-overlay [data-annotation="face"] rect.mark').first().boundingBox();
+    check(box && box.width > 0 && box.height > 0, 'the "face" box has no size on screen');
+    items = await page.locator('#items-grid [data-item]').count();
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.screenshot({ path: screenshot.replace(/(\.png)?$/i, '-items.png'), fullPage: true });
+  }
+
+  step = '8. open /docs';
   const docs = await page.goto(`${base}/docs`);
   check(docs?.ok(), `GET /docs answered ${docs?.status()}`);
   await maybeToken(page, 'code.path', false);
@@ -136,7 +186,7 @@ try {
   check(pageErrors.length === 0, `JavaScript errors in the pages: ${pageErrors.join('; ')}`);
   console.log(JSON.stringify({
     ok: true, base, token: usedToken, screenshot, result: JSON.parse(ok), error: JSON.parse(error).code,
-    calls, docsOperations: operations, ms: Date.now() - started,
+    calls, docsOperations: operations, items, ms: Date.now() - started,
   }));
 } catch (e) {
   const detail = e instanceof Error ? e.message : String(e);

@@ -4,8 +4,8 @@
 use wasmtime::component::Resource;
 
 use super::host::api::items::{
-    Annotation, AnnotationInput, Error, Filter, Geometry as WitGeometry, Host, HostDataset, Item,
-    ItemPage, Modality, Point, Rect,
+    Annotation, AnnotationInput, Error, Filter, Geometry as WitGeometry, Host, HostDataset, Item, ItemPage, Modality,
+    Point, Rect,
 };
 use crate::call::CallState;
 use crate::datasets::{self, Cause, Dataset, Geometry, ItemFilter, ItemsError};
@@ -107,7 +107,8 @@ impl HostDataset for CallState {
         metadata: Option<String>,
     ) -> ItemsResult<Item> {
         let (dataset, cause) = (self.dataset(&dataset)?, self.cause());
-        let uploaded = dataset.upload(&dir, &name, mimetype.as_deref(), &data, metadata.as_deref(), cause.as_ref()).await;
+        let uploaded =
+            dataset.upload(&dir, &name, mimetype.as_deref(), &data, metadata.as_deref(), cause.as_ref()).await;
         Ok(uploaded.map(wit_item).map_err(Error::from))
     }
 
@@ -132,7 +133,9 @@ impl HostDataset for CallState {
         }
         let filter = ItemFilter { dir: filter.dir, mimetype: filter.mimetype, metadata };
         let page = self.dataset(&dataset)?.list(&filter, cursor.as_deref(), limit);
-        Ok(page.map(|p| ItemPage { items: p.items.into_iter().map(wit_item).collect(), cursor: p.cursor }).map_err(Error::from))
+        Ok(page
+            .map(|p| ItemPage { items: p.items.into_iter().map(wit_item).collect(), cursor: p.cursor })
+            .map_err(Error::from))
     }
 
     async fn delete(&mut self, dataset: Resource<Dataset>, id: String) -> ItemsResult<()> {
@@ -156,7 +159,12 @@ impl HostDataset for CallState {
         Ok(all.map(|all| all.into_iter().map(wit_annotation).collect()).map_err(Error::from))
     }
 
-    async fn delete_annotation(&mut self, dataset: Resource<Dataset>, id: String, annotation: String) -> ItemsResult<()> {
+    async fn delete_annotation(
+        &mut self,
+        dataset: Resource<Dataset>,
+        id: String,
+        annotation: String,
+    ) -> ItemsResult<()> {
         Ok(self.dataset(&dataset)?.delete_annotation(&id, &annotation).await.map_err(Error::from))
     }
 

@@ -85,7 +85,11 @@ struct LogsQuery {
 
 /// The logs as text, or followed: `log` events carrying new text, then one `end` event carrying
 /// the final record.
-async fn logs(State(server): State<Shared>, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> Result<Response, ApiError> {
+async fn logs(
+    State(server): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
     let executions = server.host.executions().clone();
     executions.get(&id).ok_or_else(|| unknown(&id))?;
     if !q.follow {

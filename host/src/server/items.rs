@@ -92,7 +92,9 @@ async fn upload(
             .await
             .map_err(|e| ApiError::bad_request("bad-multipart", e.body_text()))?;
         let mut items = Vec::new();
-        while let Some(field) = form.next_field().await.map_err(|e| ApiError::bad_request("bad-multipart", e.body_text()))? {
+        while let Some(field) =
+            form.next_field().await.map_err(|e| ApiError::bad_request("bad-multipart", e.body_text()))?
+        {
             let Some(file_name) = field.file_name().map(str::to_string) else { continue };
             let mimetype = field.content_type().map(str::to_string).filter(|m| m != "application/octet-stream");
             let data = field.bytes().await.map_err(|e| ApiError::bad_request("bad-multipart", e.body_text()))?;

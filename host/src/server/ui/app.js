@@ -1,4 +1,5 @@
-// Dashboard for `host serve`: apps and functions, an invoke form, recent calls.
+// Dashboard for `host serve`: apps and functions, an invoke form, recent calls; and (#items) the
+// items of the apps' datasets with their annotations.
 // Plain DOM, no dependencies; server data only ever goes through textContent and attributes.
 'use strict';
 
@@ -20,17 +21,26 @@ function el(tag, attrs = {}, ...children) {
 
 // --- API with the optional bearer token ---------------------------------------------------
 
-/** Fetch `path`; answers `{ status, statusText, ok, body, json, timing }`. A 401 asks for a token. */
-async function api(path, options = {}) {
+/** `fetch` with the bearer token when there is one; a 401 asks for a token. */
+async function authFetch(path, options = {}) {
   const token = sessionStorage.getItem(TOKEN_KEY);
-  const headers = { accept: 'application/json', ...options.headers };
+  const headers = { ...options.headers };
   if (token) headers.authorization = `Bearer ${token}`;
   const response = await fetch(path, { ...options, headers });
+  if (response.status === 401) {
+    const message = await response.clone().json().then((b) => b?.message, () => undefined);
+    askToken(token ? 'That token was refused.' : message, !!token);
+  }
+  return response;
+}
+
+/** Fetch `path`; answers `{ status, statusText, ok, body, json, timing }`. */
+async function api(path, options = {}) {
+  const response = await authFetch(path, { ...options, headers: { accept: 'application/json', ...options.headers } });
   const text = await response.text();
   let body = text;
   let json = false;
   try { [body, json] = [text ? JSON.parse(text) : null, true]; } catch { /* not JSON: keep the text */ }
-  if (response.status === 401) askToken(token ? 'That token was refused.' : body?.message, !!token);
   return {
     status: response.status, statusText: response.statusText, ok: response.ok, body, json,
     timing: response.headers.get('server-timing'),
@@ -66,6 +76,7 @@ async function loadApps() {
     state.apps = r.body;
     box.replaceChildren(...(r.body.length ? r.body.map(renderApp) : [el('p', { class: 'muted' }, 'No apps loaded.')]));
     if (state.selected) showSelected(false);
+    fillItemApps();
   } catch (e) {
     box.replaceChildren(el('p', { class: 'error' }, `Cannot reach the server: ${e.message}`));
   }
@@ -247,7 +258,402 @@ function duration(micros) {
 function refresh() {
   loadApps();
   loadCalls();
+  if (currentView() === 'items' && items.dataset) loadItems();
 }
 
+// --- Views: #dashboard (default) and #items ----------------------------------------------
+
+const currentView = () => (location.hash === '#items' ? 'items' : 'dashboard');
+
+function showView() {
+  const view = currentView();
+  $('#dashboard-view').hidden = view !== 'dashboard';
+  $('#items-view').hidden = view !== 'items';
+  for (const a of document.querySelectorAll('.top nav a[data-view]')) {
+    if (a.dataset.view === view) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+  if (view === 'items' && items.dataset && items.shown !== listKey()) loadItems();
+}
+
+window.addEventListener('hashchange', showView);
+
+// --- Items: a dataset's grid, one item's detail with its annotations, uploads --------------
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+const PAGE_SIZE = 48;
+const items = {
+  app: '', dataset: '', dir: '', // what the grid lists
+  shown: null, // listKey() of the grid's contents
+  cursor: null, // of the next page
+  byId: new Map(), // the grid's items
+  generation: 0, // of the grid's latest load; older answers are dropped
+  selected: null, // the id in #item-detail
+  detail: null, // { img, overlay, annotations } of #item-detail
+  blobs: new Map(), // `app/dataset/id@updated` -> Promise<{ blob, url }>
+};
+const listKey = () => `${items.app}/${items.dataset}:${items.dir}`;
+const itemsPath = (suffix = '') =>
+  `/v1/apps/${encodeURIComponent(items.app)}/datasets/${encodeURIComponent(items.dataset)}/items${suffix}`;
+const itemPath = (id, suffix = '') => itemsPath(`/${encodeURIComponent(id)}${suffix}`);
+const isImage = (item) => item.mimetype.startsWith('image/');
+const setItemsStatus = (text, cls = 'muted') => {
+  $('#items-status').className = `${cls} small`;
+  $('#items-status').textContent = text;
+};
+
+/** `svg('rect', { x: 1 }, child)`: an SVG element. */
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs)) if (value != null) node.setAttribute(key, value);
+  node.append(...children);
+  return node;
+}
+
+// Selection: the apps with datasets, their datasets, the dir filter.
+
+function fillItemApps() {
+  const apps = state.apps.filter((a) => a.datasets?.length);
+  const app = apps.some((a) => a.name === items.app) ? items.app : (apps[0]?.name ?? '');
+  const select = $('#items-app');
+  select.replaceChildren(...apps.map((a) => el('option', { value: a.name }, a.name)));
+  select.value = app;
+  select.disabled = !apps.length;
+  if (!apps.length) setItemsStatus('No app has a dataset (grant one in a function\'s `datasets`).');
+  chooseApp(app);
+}
+
+function chooseApp(app) {
+  const datasets = state.apps.find((a) => a.name === app)?.datasets ?? [];
+  const dataset = app === items.app && datasets.includes(items.dataset) ? items.dataset : (datasets[0] ?? '');
+  const select = $('#items-dataset');
+  select.replaceChildren(...datasets.map((d) => el('option', { value: d }, d)));
+  select.value = dataset;
+  select.disabled = !datasets.length;
+  chooseDataset(app, dataset);
+}
+
+function chooseDataset(app, dataset) {
+  if (app === items.app && dataset === items.dataset) return;
+  closeDetail();
+  forgetBlobs();
+  Object.assign(items, { app, dataset, shown: null });
+  $('#items-upload').disabled = !dataset;
+  if (dataset && currentView() === 'items') loadItems();
+}
+
+/** The dir filter as the API takes it: `` (everything) or `/a/b`. */
+function dirFilter() {
+  const dir = $('#items-dir').value.trim().replace(/\/+$/, '');
+  return dir && !dir.startsWith('/') ? `/${dir}` : dir;
+}
+
+// The grid.
+
+/** Load the first page of the selection (or the page after `cursor`, appended). */
+async function loadItems(cursor = null) {
+  const generation = ++items.generation;
+  if (!cursor) items.dir = dirFilter();
+  const key = listKey();
+  const query = new URLSearchParams({ limit: PAGE_SIZE });
+  if (items.dir) query.set('dir', items.dir);
+  if (cursor) query.set('cursor', cursor);
+  $('#items-more').disabled = true;
+  setItemsStatus(`Loading ${items.app}/${items.dataset}${items.dir ? ` ${items.dir}` : ''}…`);
+  try {
+    const r = await api(`${itemsPath()}?${query}`);
+    if (generation !== items.generation) return;
+    if (!r.ok) return setItemsStatus(errorText(r), 'error');
+    const grid = $('#items-grid');
+    if (!cursor) {
+      thumbnails.disconnect();
+      items.byId.clear();
+      grid.replaceChildren();
+      grid.dataset.dataset = `${items.app}/${items.dataset}`;
+    }
+    items.shown = key;
+    items.cursor = r.body.cursor;
+    for (const item of r.body.items) items.byId.set(item.id, item);
+    grid.append(...r.body.items.map(renderCell));
+    $('#items-more').hidden = !items.cursor;
+    setItemsStatus(items.byId.size ? `${plural(items.byId.size, 'item')}${items.cursor ? ' so far' : ''}`
+      : `No items in ${items.app}/${items.dataset}${items.dir ? ` under ${items.dir}` : ''}.`);
+  } catch (e) {
+    if (generation === items.generation) setItemsStatus(`Cannot reach the server: ${e.message}`, 'error');
+  } finally {
+    if (generation === items.generation) $('#items-more').disabled = false;
+  }
+}
+
+function renderCell(item) {
+  const thumb = el('div', { class: 'thumb' }, isImage(item) ? null
+    : el('span', { class: 'kind' }, (item.name.split('.').pop() || item.mimetype).slice(0, 5)));
+  if (isImage(item)) thumbnails.observe(thumb);
+  return el('article', {
+    class: 'item-cell', 'data-item': item.id, 'aria-current': String(item.id === items.selected),
+    onclick: () => selectItem(item.id),
+  },
+  el('button', { type: 'button', class: 'item-open', title: `${item.dir}/${item.name}`.replace('//', '/') },
+    thumb, el('span', { class: 'item-name' }, item.name)),
+  el('div', { class: 'item-info muted' },
+    el('span', {}, item.dir), el('span', {}, `${size(item.size)} · ${item.mimetype}`)),
+  item.modalities.length > 0 && el('div', { class: 'item-links' }, item.modalities.map(modalityLink)));
+}
+
+/** A modality as a link that selects the linked item. */
+const modalityLink = (m) => el('button', {
+  type: 'button', class: 'link', 'data-ref': m.ref, title: `item ${m.ref}`,
+  onclick: (event) => { event.stopPropagation(); selectItem(m.ref); },
+}, m.name);
+
+/** Thumbnails load once their cell is near the viewport. */
+const thumbnails = new IntersectionObserver((entries) => {
+  for (const { target, isIntersecting } of entries) {
+    if (!isIntersecting) continue;
+    thumbnails.unobserve(target);
+    const item = items.byId.get(target.closest('[data-item]')?.dataset.item);
+    if (!item) continue;
+    limited(() => itemBlob(item)).then(({ url }) => {
+      target.replaceChildren(el('img', { src: url, alt: '', decoding: 'async' }));
+    }, () => target.replaceChildren(el('span', { class: 'kind error' }, '!')));
+  }
+}, { rootMargin: '200px' });
+
+// Item bytes as blob URLs: fetched with the token (an <img src> cannot send it), cached per
+// version, at most 4 downloads at a time for the thumbnails.
+
+function itemBlob(item) {
+  const key = `${items.app}/${items.dataset}/${item.id}@${item['updated-ms']}`;
+  let entry = items.blobs.get(key);
+  if (!entry) {
+    entry = authFetch(itemPath(item.id, '/download')).then(async (response) => {
+      if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+      const blob = await response.blob();
+      return { blob, url: URL.createObjectURL(blob) };
+    });
+    entry.catch(() => items.blobs.delete(key));
+    items.blobs.set(key, entry);
+  }
+  return entry;
+}
+
+function forgetBlobs() {
+  for (const entry of items.blobs.values()) entry.then(({ url }) => URL.revokeObjectURL(url), () => {});
+  items.blobs.clear();
+}
+
+const downloads = { active: 0, waiting: [] };
+function limited(task) {
+  return new Promise((resolve, reject) => {
+    downloads.waiting.push(() => task().then(resolve, reject));
+    pump();
+  });
+}
+function pump() {
+  while (downloads.active < 4 && downloads.waiting.length) {
+    downloads.active++;
+    downloads.waiting.shift()().finally(() => {
+      downloads.active--;
+      pump();
+    });
+  }
+}
+
+// The detail: preview, annotations drawn over images, metadata, modalities.
+
+async function selectItem(id) {
+  items.selected = id;
+  for (const cell of document.querySelectorAll('#items-grid [data-item]')) {
+    cell.setAttribute('aria-current', String(cell.dataset.item === id));
+  }
+  document.querySelector(`#items-grid [data-item="${CSS.escape(id)}"]`)?.scrollIntoView({ block: 'nearest' });
+  const detail = $('#item-detail');
+  detail.hidden = false;
+  $('#items-view').classList.add('with-detail');
+  $('#detail-name').textContent = items.byId.get(id)?.name ?? id;
+  $('#detail-info').textContent = 'Loading…';
+  $('#detail-preview').replaceChildren();
+  try {
+    const body = (r) => (r.ok ? r.body : Promise.reject(new Error(errorText(r))));
+    const [item, annotations] = await Promise.all([
+      api(itemPath(id)).then(body), api(itemPath(id, '/annotations')).then(body),
+    ]);
+    if (items.selected === id) showDetail(item, annotations);
+  } catch (e) {
+    if (items.selected === id) $('#detail-info').replaceChildren(el('span', { class: 'error' }, e.message));
+  }
+}
+
+function closeDetail() {
+  items.selected = null;
+  items.detail = null;
+  overlayResize.disconnect();
+  $('#item-detail').hidden = true;
+  $('#items-view').classList.remove('with-detail');
+  for (const cell of document.querySelectorAll('#items-grid [aria-current="true"]')) cell.setAttribute('aria-current', 'false');
+}
+
+function showDetail(item, annotations) {
+  const time = (ms) => new Date(ms).toLocaleString([], { hour12: false });
+  $('#detail-name').textContent = item.name;
+  $('#detail-info').textContent = [`${item.dir}/${item.name}`.replace('//', '/'), item.mimetype, size(item.size),
+    `id ${item.id}`, `created ${time(item['created-ms'])}`, `updated ${time(item['updated-ms'])}`].join(' · ');
+  $('#detail-download').onclick = () => download(item);
+  showPreview(item, annotations);
+  const classes = annotations.filter((a) => a.geometry === 'classification');
+  $('#detail-classes').replaceChildren(...classes.map((a) => el('li', {
+    class: 'chip', 'data-classification': a.label, title: a.model ? `by ${a.model}` : null,
+    style: `--c: ${labelColor(a.label)}`,
+  }, caption(a))));
+  $('#detail-annotations tbody').replaceChildren(...(annotations.length ? annotations.map((a) => el('tr', {
+    onmouseenter: () => highlight(a.id, true), onmouseleave: () => highlight(a.id, false),
+  },
+  el('td', {}, el('span', { class: 'swatch', style: `--c: ${labelColor(a.label)}` }), a.label),
+  el('td', {}, geometryKind(a.geometry)),
+  el('td', { class: 'num' }, a.confidence == null ? '' : a.confidence.toFixed(2)),
+  el('td', {}, a.model ?? ''))) : [row(['No annotations.'], 'muted')]));
+  $('#detail-modalities').replaceChildren(...(item.modalities.length
+    ? item.modalities.map((m) => el('li', {}, modalityLink(m), ' → ', el('code', {}, m.ref)))
+    : [el('li', { class: 'muted' }, 'None.')]));
+  $('#detail-metadata').textContent = JSON.stringify(item.metadata, null, 2);
+}
+
+async function showPreview(item, annotations) {
+  const preview = $('#detail-preview');
+  overlayResize.disconnect();
+  items.detail = null;
+  const textual = /^text\/|[/+]json$|[/+]xml$/.test(item.mimetype);
+  if (!isImage(item) && !textual) return preview.replaceChildren(el('p', { class: 'muted' }, `No preview for ${item.mimetype}.`));
+  preview.replaceChildren(el('p', { class: 'muted' }, 'Loading…'));
+  let blob;
+  let url;
+  try {
+    ({ blob, url } = await itemBlob(item));
+  } catch (e) {
+    if (items.selected === item.id) preview.replaceChildren(el('p', { class: 'error' }, `Cannot download: ${e.message}`));
+    return;
+  }
+  if (items.selected !== item.id) return;
+  if (textual) {
+    const text = await blob.slice(0, 64 * 1024).text();
+    return preview.replaceChildren(el('pre', {}, text, blob.size > 64 * 1024 ? '\n…' : ''));
+  }
+  const img = el('img', { src: url, alt: item.name });
+  const overlay = svg('svg', { id: 'item-overlay', 'aria-label': 'annotations' });
+  preview.replaceChildren(el('div', { class: 'stage' }, img, overlay));
+  img.addEventListener('error', () => preview.replaceChildren(el('p', { class: 'error' }, `The browser cannot show this ${item.mimetype} image.`)));
+  img.addEventListener('load', () => {
+    if (items.selected !== item.id) return;
+    items.detail = { img, overlay, annotations };
+    drawOverlay();
+    overlayResize.observe(img);
+  });
+}
+
+const overlayResize = new ResizeObserver(() => drawOverlay());
+
+/** Draw the detail's annotations over its image, in image pixels (the SVG's viewBox). */
+function drawOverlay() {
+  if (!items.detail) return;
+  const { img, overlay, annotations } = items.detail;
+  const [width, height] = [img.naturalWidth, img.naturalHeight];
+  const k = width / (img.clientWidth || width); // image pixels per screen pixel
+  overlay.setAttribute('viewBox', `0 0 ${width} ${height}`);
+  overlay.replaceChildren(...annotations.map((a) => shape(a, k, width)).filter(Boolean));
+}
+
+/** One annotation as an SVG group: its mark, a title and a label tag; none for classifications. */
+function shape(a, k, width) {
+  const g = a.geometry;
+  let mark;
+  let at; // the label tag's bottom-left corner
+  if (g.box) {
+    const { left, top, right, bottom } = g.box;
+    mark = svg('rect', { class: 'mark', x: left, y: top, width: right - left, height: bottom - top });
+    at = [left, top];
+  } else if (g.point) {
+    mark = svg('circle', { class: 'dot', cx: g.point.x, cy: g.point.y, r: 4 * k });
+    at = [g.point.x + 6 * k, g.point.y - 4 * k];
+  } else if (Array.isArray(g.polygon) && g.polygon.length) {
+    mark = svg('polygon', { class: 'mark', points: g.polygon.map((p) => p.join(',')).join(' ') });
+    at = g.polygon.reduce((best, p) => (p[1] < best[1] ? p : best));
+  } else {
+    return null;
+  }
+  const text = caption(a);
+  const font = 12 * k;
+  const tag = [text.length * 0.62 * font + 8 * k, font + 6 * k];
+  let [x, y] = [at[0], at[1] - tag[1]];
+  if (x + tag[0] > width) x = g.point ? g.point.x - 6 * k - tag[0] : width - tag[0]; // no room on the right
+  if (y < 0) y = at[1]; // no room above: inside
+  x = Math.max(0, x);
+  return svg('g', { class: 'annotation', 'data-annotation': a.label, 'data-id': a.id, style: `--c: ${labelColor(a.label)}` },
+    svg('title', {}, `${text}${a.model ? ` by ${a.model}` : ''}`),
+    mark,
+    svg('rect', { class: 'tag', x, y, width: tag[0], height: tag[1], rx: 2 * k }),
+    svg('text', { x: x + 4 * k, y: y + font + 1.5 * k, 'font-size': font }, text));
+}
+
+function highlight(id, on) {
+  $('#item-overlay')?.querySelector(`[data-id="${CSS.escape(id)}"]`)?.classList.toggle('hot', on);
+}
+
+const caption = (a) => (a.confidence == null ? a.label : `${a.label} ${Math.round(a.confidence * 100)}%`);
+const geometryKind = (g) => (typeof g === 'string' ? g : Object.keys(g)[0]);
+
+const LABEL_COLORS = ['#e6194b', '#3cb44b', '#4363d8', '#f58231', '#911eb4', '#0f9fae', '#d6338a', '#808000'];
+function labelColor(label) {
+  let hash = 0;
+  for (const c of label) hash = (hash * 31 + c.codePointAt(0)) >>> 0;
+  return LABEL_COLORS[hash % LABEL_COLORS.length];
+}
+
+async function download(item) {
+  try {
+    const { url } = await itemBlob(item);
+    el('a', { href: url, download: item.name }).click();
+  } catch (e) {
+    $('#detail-info').replaceChildren(el('span', { class: 'error' }, `Cannot download: ${e.message}`));
+  }
+}
+
+// Uploads: into the selected dataset, under the dir typed in the filter.
+
+async function upload(files) {
+  if (!files.length || !items.dataset) return;
+  const dir = dirFilter() || '/';
+  const failed = [];
+  for (const [i, file] of files.entries()) {
+    setItemsStatus(`Uploading ${file.name} (${i + 1} of ${files.length}) to ${dir}…`);
+    try {
+      const r = await api(`${itemsPath()}?${new URLSearchParams({ dir, name: file.name })}`, {
+        method: 'POST', headers: { 'content-type': file.type || 'application/octet-stream' }, body: file,
+      });
+      if (!r.ok) failed.push(`${file.name}: ${errorText(r)}`);
+    } catch (e) {
+      failed.push(`${file.name}: ${e.message}`);
+    }
+  }
+  await loadItems();
+  if (failed.length) setItemsStatus(`Upload failed: ${failed.join('; ')}`, 'error');
+}
+
+$('#items-app').addEventListener('change', (e) => chooseApp(e.target.value));
+$('#items-dataset').addEventListener('change', (e) => chooseDataset(items.app, e.target.value));
+$('#items-filter').addEventListener('submit', (e) => { e.preventDefault(); loadItems(); });
+$('#items-more').addEventListener('click', () => loadItems(items.cursor));
+$('#items-upload').addEventListener('change', (e) => upload([...e.target.files]).finally(() => { e.target.value = ''; }));
+$('#detail-close').addEventListener('click', closeDetail);
+
+function size(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ['KiB', 'MiB', 'GiB'];
+  let value = bytes / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) [value, unit] = [value / 1024, unit + 1];
+  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}
+
+showView();
 refresh();
-setInterval(() => { if (!state.needToken && !document.hidden) loadCalls(); }, 2000);
+setInterval(() => { if (!state.needToken && !document.hidden && currentView() === 'dashboard') loadCalls(); }, 2000);

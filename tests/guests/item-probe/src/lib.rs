@@ -17,10 +17,8 @@ struct Probe;
 
 impl Guest for Probe {
     fn probe(item: Item) -> Result<u32, String> {
-        let metadata: Vec<(String, u64)> = ["fail-times", "sleep-ms"]
-            .iter()
-            .map(|k| (k.to_string(), number(&item.metadata, k)))
-            .collect();
+        let metadata: Vec<(String, u64)> =
+            ["fail-times", "sleep-ms"].iter().map(|k| (k.to_string(), number(&item.metadata, k))).collect();
         let runs = Store::open("runs").map_err(|e| e.to_string())?;
         let count = runs.increment(&format!("runs/{}", item.id), 1).map_err(|e| e.to_string())? as u32;
         println!("probe: item {} run {count}", item.id);
@@ -31,7 +29,12 @@ impl Guest for Probe {
             std::thread::sleep(std::time::Duration::from_millis(metadata[1].1));
         }
         let dataset = Dataset::open(&item.dataset).map_err(|e| e.to_string())?;
-        let probed = AnnotationInput { geometry: Geometry::Classification, label: "probed".into(), confidence: None, model: None };
+        let probed = AnnotationInput {
+            geometry: Geometry::Classification,
+            label: "probed".into(),
+            confidence: None,
+            model: None,
+        };
         dataset.add_annotations(&item.id, &[probed]).map_err(|e| e.to_string())?;
         Ok(count)
     }
