@@ -230,9 +230,7 @@ impl Executions {
     /// commit; the caller does not wait for it.
     pub(crate) fn record_call(
         &self,
-        app: &str,
-        function: &str,
-        trigger: &str,
+        (app, function, trigger): (&str, &str, &str),
         input: Value,
         result: Result<&Value, &CallError>,
         logs: &Logs,

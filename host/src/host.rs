@@ -307,7 +307,7 @@ impl Function {
         };
         guest.metrics.record(&guest.app, &self.name, "call", report.outcome(), report.elapsed);
         let result = report.result.as_ref();
-        guest.executions.record_call(&guest.app, &self.name, "call", args.clone(), result, &report.logs, started_ms);
+        guest.executions.record_call((&guest.app, &self.name, "call"), args.clone(), result, &report.logs, started_ms);
         Ok(report)
     }
 

@@ -519,12 +519,11 @@ impl Backend {
                         let line = line.trim_end_matches(['\n', '\r']);
                         if let Some(name) = line.strip_prefix("event: ") {
                             event = name.to_string();
-                        } else if let Some(data) = line.strip_prefix("data: ").or(line.strip_prefix("data:")) {
-                            if event == "log" {
-                                if let Err(e) = writeln!(out, "{data}") {
-                                    failed = Some(e);
-                                }
-                            }
+                        } else if let Some(data) = line.strip_prefix("data: ").or(line.strip_prefix("data:"))
+                            && event == "log"
+                            && let Err(e) = writeln!(out, "{data}")
+                        {
+                            failed = Some(e);
                         }
                     }
                 }))?;

@@ -281,10 +281,11 @@ impl Dispatcher {
         self.executions.put(&record, logs.map(|l| (l, record.attempt)))?;
         let queue = &self.executions.queue;
         queue.remove(format!("run/{}", record.id).as_bytes()).map_err(|e| e.to_string())?;
-        if armed.spec.once && record.status != Status::Succeeded {
-            if let Some((_, item)) = &record.item {
-                queue.remove(once_key(&armed.spec.name, item)).map_err(|e| e.to_string())?;
-            }
+        if armed.spec.once
+            && record.status != Status::Succeeded
+            && let Some((_, item)) = &record.item
+        {
+            queue.remove(once_key(&armed.spec.name, item)).map_err(|e| e.to_string())?;
         }
         self.executions.durable().await
     }
