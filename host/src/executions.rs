@@ -129,7 +129,16 @@ pub struct Executions {
     changed: Notify,
     /// Output of attempts running now, by execution id.
     live: std::sync::Mutex<std::collections::HashMap<String, (u32, LiveOutput)>>,
+    /// Records of finished direct calls not written yet: written in batches (every
+    /// [`WRITE_BATCH_EVERY`], or sooner when many wait, or before any read).
+    pending: std::sync::Mutex<Vec<(Execution, Logs)>>,
 }
+
+/// How long a direct call's record may wait in memory before it is written to sled.
+pub const WRITE_BATCH_EVERY: Duration = Duration::from_millis(100);
+
+/// Records waiting that make the next direct call write them at once.
+const WRITE_BATCH_SIZE: usize = 512;
 
 /// Keeps an attempt's output readable through [`Executions::logs`] until dropped.
 pub(crate) struct Watched<'a> {
@@ -144,15 +153,53 @@ impl Drop for Watched<'_> {
 }
 
 impl Executions {
-    pub(crate) fn open(store: &Arc<Store>) -> Result<Executions, sled::Error> {
-        Ok(Executions {
+    /// Open the trees; a thread writes waiting records every [`WRITE_BATCH_EVERY`] until the
+    /// returned value is dropped.
+    pub(crate) fn open(store: &Arc<Store>) -> Result<Arc<Executions>, sled::Error> {
+        let executions = Arc::new(Executions {
             records: store.tree("executions")?,
             logs: store.tree("execution-logs")?,
             queue: store.tree("execution-queue")?,
             store: store.clone(),
             changed: Notify::new(),
             live: Default::default(),
-        })
+            pending: Default::default(),
+        });
+        let weak = Arc::downgrade(&executions);
+        std::thread::Builder::new()
+            .name("execution-writer".into())
+            .spawn(move || {
+                while let Some(executions) = weak.upgrade() {
+                    executions.write_pending();
+                    drop(executions);
+                    std::thread::sleep(WRITE_BATCH_EVERY);
+                }
+            })
+            .expect("spawn execution writer thread");
+        Ok(executions)
+    }
+
+    /// Write the records of direct calls that wait in memory, in one batch.
+    pub(crate) fn write_pending(&self) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap());
+        if pending.is_empty() {
+            return;
+        }
+        let (mut records, mut logs) = (sled::Batch::default(), sled::Batch::default());
+        for (record, output) in &pending {
+            match serde_json::to_vec(record) {
+                Ok(bytes) => records.insert(record.id.as_bytes(), bytes),
+                Err(error) => tracing::warn!(%error, "cannot record an execution"),
+            }
+            if !(output.stdout.is_empty() && output.stderr.is_empty()) {
+                logs.insert(record.id.as_bytes(), format_attempt(output, 1).into_bytes());
+            }
+        }
+        if let Err(error) = self.records.apply_batch(records).and_then(|()| self.logs.apply_batch(logs)) {
+            tracing::warn!(%error, "cannot record {} executions", pending.len());
+        }
+        self.changed.notify_waiters();
+        self.store.flush_soon();
     }
 
     /// A new, unused execution id.
@@ -162,6 +209,7 @@ impl Executions {
 
     /// The record with this id.
     pub fn get(&self, id: &str) -> Option<Execution> {
+        self.write_pending();
         let bytes = self.records.get(id.as_bytes()).ok()??;
         serde_json::from_slice(&bytes).ok()
     }
@@ -169,6 +217,7 @@ impl Executions {
     /// What the execution printed so far: each finished attempt, then the running one's output
     /// so far (each starts with a header line).
     pub fn logs(&self, id: &str) -> Option<String> {
+        self.write_pending();
         let stored = self.logs.get(id.as_bytes()).ok()?.map(|b| String::from_utf8_lossy(&b).into_owned());
         let live =
             self.live.lock().unwrap().get(id).map(|(attempt, output)| format_attempt(&output.snapshot(), *attempt));
@@ -186,6 +235,7 @@ impl Executions {
 
     /// Records matching `filter`, newest first, at most `limit`, older than `before` (an id).
     pub fn list(&self, filter: &ExecutionFilter, before: Option<&str>, limit: usize) -> Vec<Execution> {
+        self.write_pending();
         let end = match before {
             Some(id) => std::ops::Bound::Excluded(id.as_bytes().to_vec()),
             None => std::ops::Bound::Unbounded,
@@ -226,8 +276,9 @@ impl Executions {
         Ok(())
     }
 
-    /// Record a finished direct call (`call` or `http`). It reaches the disk with the next group
-    /// commit; the caller does not wait for it.
+    /// Record a finished direct call (`call` or `http`). It is written to sled in a batch within
+    /// [`WRITE_BATCH_EVERY`] and reaches the disk with the next group commit; the caller does
+    /// not wait for either.
     pub(crate) fn record_call(
         &self,
         (app, function, trigger): (&str, &str, &str),
@@ -258,11 +309,12 @@ impl Executions {
             not_before_ms: started_ms,
             item: None,
         };
-        let has_logs = !(logs.stdout.is_empty() && logs.stderr.is_empty());
-        if let Err(error) = self.put(&record, has_logs.then_some((logs, 1))) {
-            tracing::warn!(%error, "cannot record the execution");
+        let mut pending = self.pending.lock().unwrap();
+        pending.push((record, logs.clone()));
+        if pending.len() >= WRITE_BATCH_SIZE {
+            drop(pending);
+            self.write_pending();
         }
-        self.store.flush_soon();
     }
 
     /// Wait until every record written so far is on disk.

@@ -38,6 +38,13 @@ struct Inner {
     executions: Arc<Executions>,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Records of direct calls still in memory go to the store, which flushes as it closes.
+        self.executions.write_pending();
+    }
+}
+
 /// Configures a [`Host`].
 #[derive(Debug, Clone)]
 pub struct HostBuilder {
@@ -64,7 +71,7 @@ impl HostBuilder {
         })?;
         let runtime = Runtime::new(data_dir.join("cache")).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let store = Arc::new(store);
-        let executions = Arc::new(Executions::open(&store).map_err(|e| data_error(e.to_string()))?);
+        let executions = Executions::open(&store).map_err(|e| data_error(e.to_string()))?;
         Ok(Host { inner: Arc::new(Inner { runtime, store, data_dir, metrics: Arc::default(), executions }) })
     }
 }

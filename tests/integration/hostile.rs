@@ -102,7 +102,8 @@ async fn runaway_calls_do_not_block_others() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let ok = app.function("hostile.ok").unwrap();
     let others = tokio::spawn(async move {
-        for _ in 0..20 {
+        // Few calls, so that a loaded machine still fits them in the runaways' 500 ms.
+        for _ in 0..3 {
             assert_eq!(ok.call(json!({})).await.unwrap(), json!("still fine"));
         }
     });
