@@ -511,6 +511,16 @@ impl Manifest {
         Ok(Manifest { path: path.to_path_buf(), app: raw.app.name.0, functions, http_routes, site, item_triggers })
     }
 
+    /// Names of one kind of resource (`|g| &g.kv`, `&g.buckets`, `&g.datasets`) granted to any
+    /// function of the app, sorted and without repeats.
+    pub fn granted(&self, kind: impl Fn(&Grants) -> &Vec<ResourceName>) -> Vec<String> {
+        let mut names: Vec<String> =
+            self.functions.values().flat_map(|f| kind(&f.grants)).map(|n| n.0.clone()).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// The folder the manifest is in; build commands run there.
     pub fn dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))

@@ -36,17 +36,8 @@ fn describe_app(app: &App) -> Value {
         "functions": app.functions().iter().map(|f| describe_function(app, f)).collect::<Vec<_>>(),
         "routes": app.manifest().http_routes.iter().map(describe_route).collect::<Vec<_>>(),
         "site": app.manifest().site.as_ref().map(|s| s.route.clone()),
-        "datasets": datasets(app),
+        "datasets": app.manifest().granted(|g| &g.datasets),
     })
-}
-
-/// Datasets granted to some function of the app, sorted.
-fn datasets(app: &App) -> Vec<String> {
-    let mut names: Vec<String> =
-        app.manifest().functions.values().flat_map(|f| f.grants.datasets.iter().map(|d| d.0.clone())).collect();
-    names.sort();
-    names.dedup();
-    names
 }
 
 /// The app named `name`, or a 404 naming the apps there are.

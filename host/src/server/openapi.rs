@@ -96,14 +96,7 @@ fn app_paths(app: &App, paths: &mut Map<String, Value>) {
             paths.insert(format!("{path}/{verb}"), json!({ "post": op }));
         }
     }
-    let mut stores: Vec<_> =
-        app.manifest().functions.values().flat_map(|f| f.grants.kv.iter().map(|n| n.0.clone())).collect();
-    stores.sort();
-    stores.dedup();
-    let mut buckets: Vec<_> =
-        app.manifest().functions.values().flat_map(|f| f.grants.buckets.iter().map(|n| n.0.clone())).collect();
-    buckets.sort();
-    buckets.dedup();
+    let (stores, buckets) = (app.manifest().granted(|g| &g.kv), app.manifest().granted(|g| &g.buckets));
     let key_param =
         json!([{ "name": "key", "in": "path", "required": true, "schema": { "type": "string", "minLength": 1 } }]);
     for (kind, names, what, noun) in [("kv", stores, "a value", "store"), ("buckets", buckets, "an object", "bucket")] {

@@ -39,19 +39,8 @@ struct ListQuery {
 
 /// Which resources of an app the operator may reach: those granted to one of its functions.
 fn granted(app: &App, kind: &'static str, name: &str) -> Result<(), ApiError> {
-    let names = |kv: bool| -> Vec<String> {
-        let mut all: Vec<String> = app
-            .manifest()
-            .functions
-            .values()
-            .flat_map(|f| if kv { &f.grants.kv } else { &f.grants.buckets })
-            .map(|n| n.0.clone())
-            .collect();
-        all.sort();
-        all.dedup();
-        all
-    };
-    let available = names(kind == "store");
+    let available =
+        if kind == "store" { app.manifest().granted(|g| &g.kv) } else { app.manifest().granted(|g| &g.buckets) };
     if available.iter().any(|n| n == name) {
         return Ok(());
     }
