@@ -104,6 +104,8 @@ pub struct CallState {
     pub(crate) caps: Arc<Capabilities>,
     /// Set when a trigger started this call: changes it makes carry it.
     pub(crate) cause: Option<Cause>,
+    /// Bytes held in `wasi:nn` tensors: host memory the call uses, counted against `memory`.
+    pub(crate) tensor_bytes: u64,
 }
 
 impl CallState {
@@ -346,6 +348,7 @@ impl Sandbox {
             },
             caps,
             cause: None,
+            tensor_bytes: 0,
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);

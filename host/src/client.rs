@@ -112,7 +112,9 @@ impl Client {
             .method(method)
             .uri(format!("{}{path}", self.prefix))
             .header(header::HOST, &self.authority)
-            .header(header::CONTENT_TYPE, content_type);
+            .header(header::CONTENT_TYPE, content_type)
+            // Media results come back as JSON too (base64), as a local `host call` prints them.
+            .header(header::ACCEPT, "application/json");
         if let Some(token) = &self.token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -211,12 +213,21 @@ impl Client {
     /// Call `function` with JSON `args` (`null` for none) and return its JSON result, or the
     /// server's error.
     pub async fn call(&self, function: &str, args: &Value) -> Result<Result<Value, Failure>, ClientError> {
+        self.invoke(function, args, "").await
+    }
+
+    /// Start `function` as a job (`?async=true`): the answer holds its execution `id`.
+    pub async fn start(&self, function: &str, args: &Value) -> Result<Result<Value, Failure>, ClientError> {
+        self.invoke(function, args, "?async=true").await
+    }
+
+    async fn invoke(&self, function: &str, args: &Value, query: &str) -> Result<Result<Value, Failure>, ClientError> {
         let (app, function) = match self.resolve(function).await? {
             Ok(found) => found,
             Err(failure) => return Ok(Err(failure)),
         };
         let body = if args.is_null() { Vec::new() } else { serde_json::to_vec(args).expect("JSON value serializes") };
-        let path = format!("/v1/apps/{}/functions/{}", encode(&app), encode(function));
+        let path = format!("/v1/apps/{}/functions/{}{query}", encode(&app), encode(function));
         let (status, body) = self.send(Method::POST, &path, Some(body)).await?;
         if status.is_success() {
             return serde_json::from_slice(&body).map(Ok).map_err(|_| self.unexpected(status, &body));

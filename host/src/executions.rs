@@ -2,7 +2,7 @@
 //! status, output or error, timings, attempt and captured logs.
 //!
 //! Trees: `executions` (id → record), `execution-logs` (id → text), `execution-queue` (ids of
-//! triggered executions not finished yet: queued, or running when the host stopped).
+//! triggered executions and jobs not finished yet: queued, or running when the host stopped).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -54,7 +54,7 @@ pub struct Execution {
     pub app: String,
     /// `function.export`.
     pub function: String,
-    /// What started it: `call`, `http`, or the name of an item trigger.
+    /// What started it: `call`, `async` (a job), `http`, or the name of an item trigger.
     pub trigger: String,
     /// The JSON arguments.
     pub input: Value,
@@ -115,6 +115,10 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+fn job_key(id: &str) -> Vec<u8> {
+    format!("job/{id}").into_bytes()
+}
+
 fn storage(e: impl std::fmt::Display) -> String {
     format!("execution records: {e}")
 }
@@ -165,6 +169,9 @@ impl Executions {
             live: Default::default(),
             pending: Default::default(),
         });
+        if let Err(error) = executions.fail_stopped_jobs() {
+            tracing::warn!(%error, "cannot mark unfinished jobs");
+        }
         let weak = Arc::downgrade(&executions);
         std::thread::Builder::new()
             .name("execution-writer".into())
@@ -185,18 +192,19 @@ impl Executions {
         if pending.is_empty() {
             return;
         }
-        let (mut records, mut logs) = (sled::Batch::default(), sled::Batch::default());
-        for (record, output) in &pending {
-            match serde_json::to_vec(record) {
-                Ok(bytes) => records.insert(record.id.as_bytes(), bytes),
-                Err(error) => tracing::warn!(%error, "cannot record an execution"),
-            }
+        // Plain inserts, not `apply_batch`: a batch takes sled's process-wide write lock, which
+        // stalls every other reader of every database in the process while it waits.
+        let write = |record: &Execution, output: &Logs| -> Result<(), String> {
+            self.records.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(storage)?).map_err(storage)?;
             if !(output.stdout.is_empty() && output.stderr.is_empty()) {
-                logs.insert(record.id.as_bytes(), format_attempt(output, 1).into_bytes());
+                self.logs.insert(record.id.as_bytes(), format_attempt(output, 1).into_bytes()).map_err(storage)?;
             }
-        }
-        if let Err(error) = self.records.apply_batch(records).and_then(|()| self.logs.apply_batch(logs)) {
-            tracing::warn!(%error, "cannot record {} executions", pending.len());
+            Ok(())
+        };
+        for (record, output) in &pending {
+            if let Err(error) = write(record, output) {
+                tracing::warn!(%error, execution = %record.id, "cannot record an execution");
+            }
         }
         self.changed.notify_waiters();
         self.store.flush_soon();
@@ -315,6 +323,71 @@ impl Executions {
             drop(pending);
             self.write_pending();
         }
+    }
+
+    /// Record a new job (trigger `async`) as queued, durably, and mark it in the queue so a
+    /// restart finds it if it never finishes.
+    pub(crate) async fn start_job(&self, app: &str, function: &str, input: &Value) -> Result<Execution, crate::Error> {
+        let now = now_ms();
+        let record = Execution {
+            id: self.new_id().map_err(crate::Error::Record)?,
+            app: app.to_string(),
+            function: function.to_string(),
+            trigger: "async".to_string(),
+            input: input.clone(),
+            status: Status::Queued,
+            output: None,
+            error: None,
+            attempt: 1,
+            max_attempts: 1,
+            queued_ms: now,
+            started_ms: None,
+            finished_ms: None,
+            not_before_ms: now,
+            item: None,
+        };
+        self.put(&record, None).map_err(crate::Error::Record)?;
+        self.queue.insert(job_key(&record.id), record.id.as_bytes()).map_err(|e| crate::Error::Record(storage(e)))?;
+        self.durable().await.map_err(crate::Error::Record)?;
+        Ok(record)
+    }
+
+    /// Record how a job ended and take it off the queue.
+    pub(crate) async fn finish_job(
+        &self,
+        mut record: Execution,
+        result: &Result<Value, CallError>,
+        logs: &Logs,
+    ) -> Result<(), String> {
+        record.status = match result {
+            Ok(_) => Status::Succeeded,
+            Err(CallError::Timeout { .. }) => Status::TimedOut,
+            Err(_) => Status::Failed,
+        };
+        record.output = result.as_ref().ok().cloned();
+        record.error = result.as_ref().err().map(error_json);
+        record.finished_ms = Some(now_ms());
+        self.put(&record, Some((logs, 1)))?;
+        self.queue.remove(job_key(&record.id)).map_err(storage)?;
+        self.durable().await
+    }
+
+    /// Jobs left unfinished by a host that stopped: each is marked failed (`host-stopped`).
+    fn fail_stopped_jobs(&self) -> Result<(), String> {
+        for entry in self.queue.scan_prefix("job/") {
+            let (key, id) = entry.map_err(storage)?;
+            if let Some(mut record) = self.get(&String::from_utf8_lossy(&id)) {
+                record.status = Status::Failed;
+                record.error = Some(json!({
+                    "code": "host-stopped",
+                    "message": "the host stopped before this call finished; it was not run again"
+                }));
+                record.finished_ms = Some(now_ms());
+                self.put(&record, None)?;
+            }
+            self.queue.remove(key).map_err(storage)?;
+        }
+        Ok(())
     }
 
     /// Wait until every record written so far is on disk.

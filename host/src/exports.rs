@@ -60,6 +60,49 @@ impl Export {
         })
     }
 
+    /// Whether the export has an `accept` parameter (`string` or `option<string>`), which `host
+    /// serve` fills from the request's `Accept` header when the arguments leave it out.
+    pub fn takes_accept(&self) -> bool {
+        self.params.iter().any(|(name, ty)| {
+            name == "accept" && (matches!(ty, Type::String) || matches!(ty, Type::Option(o) if o.ty() == Type::String))
+        })
+    }
+
+    /// Whether a successful call may return media (see [`Export::media`]).
+    pub fn may_return_media(&self) -> bool {
+        match self.ok_type() {
+            Some(ty) if is_media(&ty) => true,
+            Some(Type::Variant(variant)) => variant.cases().any(|c| c.ty.as_ref().is_some_and(is_media)),
+            _ => false,
+        }
+    }
+
+    /// The type a successful call returns (inside a top-level `result`).
+    fn ok_type(&self) -> Option<Type> {
+        match &self.result {
+            Some(Type::Result(r)) => r.ok(),
+            other => other.clone(),
+        }
+    }
+
+    /// The content type and bytes of a successful call's JSON `value` when it is *media*: a
+    /// record of exactly `content-type: string` and `body: list<u8>`, returned as such or as the
+    /// payload of a variant case. `host serve` sends media as raw bytes with that content type.
+    pub fn media(&self, value: &Value) -> Option<(String, Vec<u8>)> {
+        let media = match self.ok_type()? {
+            ty if is_media(&ty) => value,
+            Type::Variant(variant) => {
+                let (case, payload) = value.as_object().filter(|o| o.len() == 1)?.iter().next()?;
+                variant.cases().find(|c| c.name == case)?.ty.filter(is_media)?;
+                payload
+            }
+            _ => return None,
+        };
+        use base64::Engine as _;
+        let body = base64::engine::general_purpose::STANDARD.decode(media["body"].as_str()?).ok()?;
+        Some((media["content-type"].as_str()?.to_string(), body))
+    }
+
     /// JSON Schema of the error value a failed call carries, when the function returns a `result`.
     pub fn error_schema(&self) -> Option<Value> {
         match &self.result {
@@ -69,6 +112,15 @@ impl Export {
             _ => None,
         }
     }
+}
+
+/// Whether `ty` is a media record: exactly `content-type: string` and `body: list<u8>`.
+fn is_media(ty: &Type) -> bool {
+    let Type::Record(record) = ty else { return false };
+    let fields: Vec<_> = record.fields().collect();
+    matches!(fields.as_slice(), [kind, body]
+        if kind.name == "content-type" && kind.ty == Type::String
+            && body.name == "body" && matches!(&body.ty, Type::List(l) if l.ty() == Type::U8))
 }
 
 /// Every exported function of `component` whose types can be passed as JSON, at top level and

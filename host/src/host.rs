@@ -15,8 +15,9 @@ use crate::datasets::Cause;
 use crate::engine::{self, Runtime};
 use crate::executions::Executions;
 use crate::exports::{self, Export};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, ModelSource};
 use crate::metrics::Metrics;
+use crate::models::Models;
 use crate::store::{CommitStats, Store};
 use crate::triggers::http::HttpHandler;
 use crate::values::{self, ArgumentError};
@@ -36,6 +37,7 @@ struct Inner {
     data_dir: PathBuf,
     metrics: Arc<Metrics>,
     executions: Arc<Executions>,
+    models: Arc<Models>,
 }
 
 impl Drop for Inner {
@@ -72,7 +74,8 @@ impl HostBuilder {
         let runtime = Runtime::new(data_dir.join("cache")).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let store = Arc::new(store);
         let executions = Executions::open(&store).map_err(|e| data_error(e.to_string()))?;
-        Ok(Host { inner: Arc::new(Inner { runtime, store, data_dir, metrics: Arc::default(), executions }) })
+        let inner = Inner { runtime, store, data_dir, metrics: Arc::default(), executions, models: Arc::default() };
+        Ok(Host { inner: Arc::new(inner) })
     }
 }
 
@@ -130,6 +133,19 @@ impl Host {
     pub fn load(&self, manifest: impl AsRef<Path>) -> Result<App, Error> {
         let manifest = Manifest::load(manifest)?;
         let runtime = &self.inner.runtime;
+        let model_specs = Arc::new(manifest.models.clone());
+        let model_error = |message: String| Error::Model { path: manifest.path.clone(), message };
+        for (name, spec) in model_specs.iter() {
+            if spec.warm {
+                let buckets_dir = self.buckets_dir(&manifest.app);
+                let loaded = self.inner.models.named(&manifest.app, name, spec, &buckets_dir);
+                loaded.map_err(|e| model_error(e.to_string()))?;
+            } else if let ModelSource::Path(path) = &spec.source
+                && !path.is_file()
+            {
+                return Err(model_error(format!("model `{name}`: no file {}", path.display())));
+            }
+        }
         let mut guests = Vec::new();
         let mut functions = Vec::new();
         for (name, spec) in &manifest.functions {
@@ -140,6 +156,8 @@ impl Host {
                 store: self.inner.store.clone(),
                 buckets_dir: self.buckets_dir(&manifest.app),
                 items_dir: self.items_dir(),
+                model_specs: model_specs.clone(),
+                models: self.inner.models.clone(),
             });
             let pre = runtime.load(&spec.source)?;
             let guest = Arc::new(Guest::new(
@@ -183,6 +201,11 @@ impl Host {
     /// Open dataset `name` of `app` (created on first use).
     pub fn dataset(&self, app: &str, name: &str) -> Result<crate::datasets::Dataset, crate::datasets::ItemsError> {
         crate::datasets::Dataset::open(&self.inner.store, &self.items_dir(), app, name)
+    }
+
+    /// The models loaded by this host's apps (shared by all their calls).
+    pub fn models(&self) -> &Arc<Models> {
+        &self.inner.models
     }
 
     /// The folder holding `app`'s buckets.
@@ -316,6 +339,38 @@ impl Function {
         let result = report.result.as_ref();
         guest.executions.record_call((&guest.app, &self.name, "call"), args.clone(), result, &report.logs, started_ms);
         Ok(report)
+    }
+
+    /// Start a call without waiting for it (a job): the execution id comes back at once, and the
+    /// record (trigger `async`) follows it from `queued` to `running` to its result; its output is
+    /// readable while it runs. Bad arguments are refused before anything is recorded. The call runs
+    /// in this process, on the current tokio runtime: if the host stops first, the next start
+    /// marks it failed (`host-stopped`).
+    pub async fn spawn(&self, args: &Value) -> Result<String, Error> {
+        let params = self.params(args)?;
+        let executions = self.target.guest.executions.clone();
+        let mut record = executions.start_job(&self.target.guest.app, &self.name, args).await?;
+        let id = record.id.clone();
+        let function = self.clone();
+        tokio::spawn(async move {
+            let guest = function.guest().clone();
+            let report = match guest.admit().await {
+                Ok(_permit) => {
+                    record.status = crate::executions::Status::Running;
+                    record.started_ms = Some(crate::executions::now_ms());
+                    if let Err(error) = executions.put(&record, None) {
+                        tracing::error!(%error, execution = %record.id, "cannot record a job");
+                    }
+                    function.run_admitted(&params, None, Some((&record.id, 1))).await
+                }
+                Err(refused) => CallReport { result: Err(refused), logs: Logs::default(), elapsed: Duration::ZERO },
+            };
+            guest.metrics.record(&guest.app, function.name(), "async", report.outcome(), report.elapsed);
+            if let Err(error) = executions.finish_job(record, &report.result, &report.logs).await {
+                tracing::error!(%error, "cannot record the end of a job");
+            }
+        });
+        Ok(id)
     }
 
     /// Run one call once a `concurrency` slot is held; changes it makes carry `cause`; with

@@ -35,6 +35,7 @@ mod host;
 pub mod manifest;
 pub mod metrics;
 pub mod mimetype;
+pub mod models;
 pub mod server;
 pub mod store;
 pub mod triggers;
@@ -82,6 +83,17 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// A `[model.NAME]` of the manifest could not be loaded.
+    #[error("manifest {path}: {message}")]
+    Model {
+        /// The manifest.
+        path: PathBuf,
+        /// Which model and why.
+        message: String,
+    },
+    /// An execution record could not be written.
+    #[error("cannot record the execution: {0}")]
+    Record(String),
     /// The wasmtime engine could not be created.
     #[error("cannot start the engine: {0}")]
     Engine(String),

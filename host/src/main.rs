@@ -47,6 +47,10 @@ enum Command {
         /// FUNCTION may then be `APP/FUNCTION.EXPORT`; without `APP/` the server's apps are searched.
         #[arg(long, value_name = "URL")]
         remote: Option<String>,
+        /// Start the call as a job on the server and print its execution id at once; follow it
+        /// with `host executions` and `host logs --follow`.
+        #[arg(long = "async", requires = "remote")]
+        start: bool,
         #[command(flatten)]
         token: TokenArgs,
     },
@@ -263,11 +267,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match cli.command {
-        Command::Call { function, args, remote: Some(url), token, .. } => {
+        Command::Call { function, args, remote: Some(url), start, token, .. } => {
             let args = read_args(args)?;
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let client = host::client::Client::new(&url, token.resolve()?)?;
-            match runtime.block_on(client.call(&function, &args))? {
+            let answer = runtime.block_on(async {
+                if start { client.start(&function, &args).await } else { client.call(&function, &args).await }
+            });
+            match answer? {
                 Ok(value) => {
                     writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
                     Ok(ExitCode::SUCCESS)

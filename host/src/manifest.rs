@@ -46,6 +46,36 @@ pub struct Manifest {
     pub site: Option<Site>,
     /// `[[trigger.item]]` entries, in manifest order.
     pub item_triggers: Vec<ItemTrigger>,
+    /// `[model.NAME]`: ONNX models the host runs for the app's functions (`wasi:nn`).
+    pub models: BTreeMap<String, ModelSpec>,
+}
+
+/// One `[model.NAME]`: an ONNX model functions granted it load with `wasi:nn` `load-by-name`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// Where the model's bytes are.
+    pub source: ModelSource,
+    /// Concrete input shapes by input name, for models whose declared shapes are symbolic or wrong.
+    pub inputs: BTreeMap<String, Vec<usize>>,
+    /// Load (parse, type, optimize) when the app loads instead of on first use.
+    pub warm: bool,
+    /// Computations of this model running at once; more wait their turn.
+    pub concurrency: u32,
+}
+
+/// Where a model's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A file, resolved against the manifest's folder.
+    Path(PathBuf),
+    /// An object in one of the app's buckets (e.g. written by a training function); reloaded when
+    /// it changes.
+    Bucket {
+        /// The bucket.
+        bucket: String,
+        /// The object's key.
+        key: String,
+    },
 }
 
 /// One `[[trigger.item]]`: changes of items in a dataset start executions of a function.
@@ -153,6 +183,11 @@ impl Default for Limits {
     }
 }
 
+/// A model's default `concurrency`: one computation per CPU.
+fn default_model_concurrency() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
 /// The longest `timeout` a function may ask for.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
@@ -172,6 +207,13 @@ pub struct Grants {
     /// Datasets of items (`host:api/items.open`).
     #[serde(default)]
     pub datasets: Vec<ResourceName>,
+    /// `[model.NAME]` models (`wasi:nn/graph.load-by-name`).
+    #[serde(default)]
+    pub models: Vec<ResourceName>,
+    /// Whether the function may hand the host model bytes of its own (`wasi:nn/graph.load`). The
+    /// host parses and runs them outside the guest's memory limit, so this is off by default.
+    #[serde(default, rename = "models-from-bytes")]
+    pub models_from_bytes: bool,
 }
 
 impl Grants {
@@ -188,6 +230,11 @@ impl Grants {
     /// Whether the bucket `name` is granted.
     pub fn bucket(&self, name: &str) -> bool {
         self.buckets.iter().any(|g| g.0 == name)
+    }
+
+    /// Whether the model `name` is granted.
+    pub fn model(&self, name: &str) -> bool {
+        self.models.iter().any(|g| g.0 == name)
     }
 }
 
@@ -277,6 +324,21 @@ struct RawManifest {
     #[serde(default)]
     trigger: RawTriggers,
     site: Option<RawSite>,
+    #[serde(default)]
+    model: BTreeMap<ResourceName, RawModel>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    path: Option<PathBuf>,
+    bucket: Option<ResourceName>,
+    key: Option<String>,
+    #[serde(default)]
+    inputs: BTreeMap<String, Vec<std::num::NonZeroUsize>>,
+    #[serde(default)]
+    warm: bool,
+    concurrency: Option<std::num::NonZeroU32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -427,6 +489,28 @@ impl Manifest {
         let raw: RawManifest = toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let defaults = Limits::default();
+        let mut models = BTreeMap::new();
+        for (name, m) in raw.model {
+            let source = match (m.path, m.bucket, m.key) {
+                (Some(path), None, None) => ModelSource::Path(base.join(path)),
+                (None, Some(bucket), Some(key)) => {
+                    use crate::capabilities::host::api::buckets::Error::InvalidKey;
+                    if let Err(InvalidKey(reason)) = crate::capabilities::buckets::validate_key(&key) {
+                        return Err(invalid(format!("model.{name}.key: {reason}")));
+                    }
+                    ModelSource::Bucket { bucket: bucket.0, key }
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "model.{name}: expected either `path` (an .onnx file) or both `bucket` and `key`"
+                    )));
+                }
+            };
+            let inputs =
+                m.inputs.into_iter().map(|(n, dims)| (n, dims.into_iter().map(|d| d.get()).collect())).collect();
+            let concurrency = m.concurrency.map_or_else(default_model_concurrency, |n| n.get());
+            models.insert(name.0, ModelSpec { source, inputs, warm: m.warm, concurrency });
+        }
         let mut functions = BTreeMap::new();
         for (name, f) in raw.function {
             let limits = Limits {
@@ -441,6 +525,9 @@ impl Manifest {
                     "function.{name}.limits.memory: {} bytes is out of range (64KiB to 4GiB)",
                     limits.memory
                 )));
+            }
+            if let Some(model) = f.grants.models.iter().find(|m| !models.contains_key(&m.0)) {
+                return Err(invalid(format!("function.{name}.grants.models: no `[model.{model}]` in this manifest")));
             }
             if let Some(key) = f.config.keys().find(|k| k.is_empty()) {
                 return Err(invalid(format!("function.{name}.config: empty key `{key}`")));
@@ -508,7 +595,15 @@ impl Manifest {
                 backoff: t.retry.backoff.map_or(Duration::from_secs(1), |b| b.0),
             });
         }
-        Ok(Manifest { path: path.to_path_buf(), app: raw.app.name.0, functions, http_routes, site, item_triggers })
+        Ok(Manifest {
+            path: path.to_path_buf(),
+            app: raw.app.name.0,
+            functions,
+            http_routes,
+            site,
+            item_triggers,
+            models,
+        })
     }
 
     /// Names of one kind of resource (`|g| &g.kv`, `&g.buckets`, `&g.datasets`) granted to any

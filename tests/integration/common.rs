@@ -23,12 +23,17 @@ pub const HELLO_HTTP: &str = "examples/hello-http/host.toml";
 pub const HTTP_HOSTILE: &str = "tests/guests/http-hostile/host.toml";
 pub const IMAGE_PROCESS: &str = "examples/image-process/host.toml";
 pub const PROBE: &str = "tests/guests/item-probe/host.toml";
+pub const FACE_DETECT: &str = "examples/face-detect/host.toml";
+pub const NN_PROBE: &str = "tests/guests/nn-probe/host.toml";
 
 /// Absolute path of a manifest, with its guests built.
 pub fn manifest(relative: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        for m in [HELLO, COUNTER, HOSTILE, TYPES, KV, HELLO_HTTP, HTTP_HOSTILE, IMAGE_PROCESS, PROBE] {
+        // face-detect's build fetches the BlazeFace model that nn-probe uses too.
+        for m in
+            [HELLO, COUNTER, HOSTILE, TYPES, KV, HELLO_HTTP, HTTP_HOSTILE, IMAGE_PROCESS, PROBE, FACE_DETECT, NN_PROBE]
+        {
             host::build::build(&Manifest::load(root().join(m)).unwrap()).expect("building test guests");
         }
     });
@@ -85,4 +90,60 @@ fn install_python_tools() -> PathBuf {
         }
     }
     bin
+}
+
+/// The BlazeFace model the face-detect example's build fetched (from npm, sha256-checked).
+pub fn blazeface() -> PathBuf {
+    manifest(FACE_DETECT).parent().unwrap().join("models/blazeface.onnx")
+}
+
+/// Sample images of the `scikit-image` wheel (public domain), with their sha256.
+const SKIMAGE_IMAGES: [(&str, &str); 2] = [
+    ("astronaut.png", "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5"),
+    ("coffee.png", "cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7"),
+];
+
+/// A sample image (`astronaut.png`: a face at about (180,80)-(274,177); `coffee.png`: no face),
+/// taken from the pinned `scikit-image` wheel from PyPI on first use and kept in `.cache/data`.
+pub fn skimage_image(name: &str) -> PathBuf {
+    static READY: OnceLock<PathBuf> = OnceLock::new();
+    let dir = READY.get_or_init(|| {
+        let dir = root().join(".cache/data");
+        let sha256 = |path: &Path| {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(std::fs::read(path).unwrap_or_default());
+            digest.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        if SKIMAGE_IMAGES.iter().any(|(file, hash)| sha256(&dir.join(file)) != *hash) {
+            let wheels = root().join(".cache/wheels");
+            let pip = python_tools().join("pip");
+            let status = Command::new(pip)
+                .args(["download", "--quiet", "--no-deps", "--only-binary=:all:", "scikit-image==0.26.0", "-d"])
+                .arg(&wheels)
+                .status()
+                .unwrap();
+            assert!(status.success(), "pip download scikit-image==0.26.0 failed");
+            let extract = r#"
+import sys, zipfile, glob, os
+wheel = glob.glob(os.path.join(sys.argv[1], "scikit_image-0.26.0-*.whl"))[0]
+with zipfile.ZipFile(wheel) as z:
+    for name in sys.argv[3:]:
+        open(os.path.join(sys.argv[2], name), "wb").write(z.read("skimage/data/" + name))
+"#;
+            std::fs::create_dir_all(&dir).unwrap();
+            let status = Command::new("python3")
+                .args(["-c", extract])
+                .arg(&wheels)
+                .arg(&dir)
+                .args(SKIMAGE_IMAGES.map(|(file, _)| file))
+                .status()
+                .unwrap();
+            assert!(status.success(), "extracting images from the scikit-image wheel failed");
+            for (file, hash) in SKIMAGE_IMAGES {
+                assert_eq!(sha256(&dir.join(file)), hash, "sha256 of {file} from scikit-image 0.26.0");
+            }
+        }
+        dir
+    });
+    dir.join(name)
 }

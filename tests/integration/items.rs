@@ -8,7 +8,7 @@ use host::triggers::items::ItemTriggers;
 use host::{App, Host};
 use serde_json::{Value, json};
 
-use crate::common::{IMAGE_PROCESS, PROBE, host, manifest, root};
+use crate::common::{FACE_DETECT, IMAGE_PROCESS, PROBE, host, manifest, root, skimage_image};
 
 /// A host with apps loaded and their item triggers running.
 struct Running {
@@ -212,6 +212,44 @@ fn image_process_equalizes_new_images_and_grays_updated_ones() {
     // Results made by triggered executions fire no triggers.
     assert!(r.executions("clahe-on-create", &equalized.id).is_empty());
     assert!(r.executions("clahe-on-create", &gray_ref).is_empty());
+}
+
+/// Intersection over union of two boxes (left, top, right, bottom).
+fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
+    let area = |r: [f64; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    let inter = area([a[0].max(b[0]), a[1].max(b[1]), a[2].min(b[2]), a[3].min(b[3])]);
+    inter / (area(a) + area(b) - inter)
+}
+
+#[test]
+fn face_detect_annotates_faces_on_uploaded_images() {
+    let r = running(&[FACE_DETECT]);
+    let photos = r.host.dataset("face-detect", "photos").unwrap();
+    let astronaut = std::fs::read(skimage_image("astronaut.png")).unwrap();
+    let item = r.upload("face-detect", "photos", "/astronaut.png", &astronaut, json!({}));
+    let [run] = r.finished("faces-on-create", &item.id, 1).try_into().unwrap();
+    assert_eq!(run.status, Status::Succeeded, "{run:#?}");
+    let faces = photos.annotations(&item.id).unwrap();
+    let [face] = faces.as_slice() else { panic!("expected one face, got {faces:#?}") };
+    let host::datasets::Geometry::Box { left, top, right, bottom } = face.geometry else {
+        panic!("not a box: {face:?}")
+    };
+    let overlap = iou([left, top, right, bottom], [180.0, 80.0, 274.0, 177.0]);
+    assert!(overlap >= 0.5, "IoU {overlap:.2} of {face:?} with the astronaut's face");
+    assert_eq!(face.label, "face");
+    assert!(face.confidence.is_some_and(|c| c >= 0.5), "{face:?}");
+    assert!(face.model.as_deref().is_some_and(|m| m.contains("blazeface")), "{face:?}");
+    assert_eq!(run.output.as_ref().and_then(|o| o.as_array()).map(Vec::len), Some(1), "{run:#?}");
+
+    // No face, no box; and the trigger only takes images.
+    let coffee = std::fs::read(skimage_image("coffee.png")).unwrap();
+    let cup = r.upload("face-detect", "photos", "/coffee.png", &coffee, json!({}));
+    let [run] = r.finished("faces-on-create", &cup.id, 1).try_into().unwrap();
+    assert_eq!(run.status, Status::Succeeded, "{run:#?}");
+    assert!(photos.annotations(&cup.id).unwrap().is_empty());
+    let note = r.upload("face-detect", "photos", "/note.txt", b"not an image", json!({}));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(r.executions("faces-on-create", &note.id).is_empty());
 }
 
 #[test]

@@ -14,13 +14,14 @@
 //! triggered executions). A link that already points to the result is not made again. Each step
 //! prints a line to stdout, which the host keeps in the execution's log.
 //!
-//! The pixel math is in [`ops`] and the codecs in [`codec`], plain Rust tested natively
-//! (`cargo test -p image-process`); the second module of the app is the `image-info` crate.
+//! The pixel math is in [`ops`] and the codecs in the `vision` crate's `codec`, plain Rust tested
+//! natively (`cargo test -p image-process -p vision`); the second module of the app is the
+//! `image-info` crate.
 
-pub mod codec;
 pub mod ops;
 
 use guest_sdk::items::Dataset;
+use vision::{RgbImage, codec};
 
 wit_bindgen::generate!({
     world: "example:image-process/image-process",
@@ -62,7 +63,7 @@ fn derive(
     item: &Item,
     step: &str,
     modality: &str,
-    transform: impl FnOnce(&ops::RgbImage) -> Result<Vec<u8>, String>,
+    transform: impl FnOnce(&RgbImage) -> Result<Vec<u8>, String>,
 ) -> Result<(), String> {
     let log = |message: String| println!("{step}: item {} {message}", item.id);
     if RESULT_FOLDERS.iter().any(|folder| within(&item.dir, folder)) {
@@ -161,7 +162,7 @@ mod tests {
         assert_eq!(ops::rgb_to_gray(&decoded), gray);
 
         // CLAHE: the lightness spreads out.
-        let lightness = |image: &ops::RgbImage| -> Vec<u8> {
+        let lightness = |image: &RgbImage| -> Vec<u8> {
             image.pixels.chunks_exact(3).map(|p| ops::rgb_to_lab(p[0], p[1], p[2])[0]).collect()
         };
         let equalized = ops::clahe_rgb(&image, CLIP_LIMIT);

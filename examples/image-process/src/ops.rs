@@ -6,16 +6,7 @@
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
-/// An 8-bit RGB image, rows top to bottom, 3 bytes per pixel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RgbImage {
-    /// Width in pixels.
-    pub width: usize,
-    /// Height in pixels.
-    pub height: usize,
-    /// `width * height * 3` bytes: R, G, B of each pixel.
-    pub pixels: Vec<u8>,
-}
+use vision::RgbImage;
 
 /// The luma of one pixel as OpenCV's `COLOR_BGR2GRAY` computes it for 8-bit images:
 /// Y = 0.299 R + 0.587 G + 0.114 B in 14-bit fixed point, rounded.

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::call::CallState;
-use crate::manifest::Grants;
+use crate::manifest::{Grants, ModelSpec};
+use crate::models::Models;
 use crate::store::Store;
 
 pub mod buckets;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod http;
 pub mod items;
 pub mod kv;
+pub mod nn;
 
 /// Host bindings generated from `wit/` for the `host:api/imports` world.
 #[allow(missing_docs)]
@@ -32,6 +34,10 @@ mod generated {
             "wasi:keyvalue/atomics.cas": super::kv::KvCas,
             "host:api/buckets.bucket": super::buckets::BucketDir,
             "host:api/items.dataset": crate::datasets::Dataset,
+            "wasi:nn/tensor.tensor": super::nn::Tensor,
+            "wasi:nn/graph.graph": super::nn::Graph,
+            "wasi:nn/inference.graph-execution-context": super::nn::ExecutionContext,
+            "wasi:nn/errors.error": super::nn::NnError,
         },
     });
 }
@@ -52,6 +58,10 @@ pub struct Capabilities {
     pub buckets_dir: PathBuf,
     /// The folder holding the bytes of every app's items.
     pub items_dir: PathBuf,
+    /// The app's `[model.NAME]` entries.
+    pub model_specs: Arc<BTreeMap<String, ModelSpec>>,
+    /// The host's loaded models.
+    pub models: Arc<Models>,
 }
 
 /// Add every capability interface to the linker.
@@ -66,5 +76,9 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     wasi::config::store::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
     host::api::buckets::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
     host::api::items::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
+    wasi::nn::tensor::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
+    wasi::nn::graph::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
+    wasi::nn::inference::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
+    wasi::nn::errors::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
     Ok(())
 }

@@ -4,8 +4,9 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::header::{ACCEPT, CONTENT_TYPE, LOCATION};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -76,25 +77,57 @@ pub(super) fn body_error(server: &Shared, rejection: BytesRejection) -> ApiError
     }
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvokeQuery {
+    #[serde(default)]
+    r#async: bool,
+}
+
 /// Call a function with the JSON body as its arguments (an empty body: no arguments). The answer
-/// is the JSON result; `Server-Timing` says how long the call took (failed calls included).
+/// is the JSON result, or the raw bytes of a media result (unless `Accept` is exactly
+/// `application/json`); `Server-Timing` says how long the call took (failed calls included). An
+/// `accept` parameter left out is taken from the `Accept` header. With `?async=true` the call
+/// runs as a job: 202 with its execution id at once (follow it under `/v1/executions/ID`).
 async fn invoke(
     State(server): State<Shared>,
     Path((app, function)): Path<(String, String)>,
+    Query(query): Query<InvokeQuery>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let function = find(&server, &app)?.function(&function)?;
     let body = body.map_err(|e| body_error(&server, e))?;
-    let args = if body.iter().all(u8::is_ascii_whitespace) {
+    let mut args = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Null
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("bad-json", format!("request body is not JSON: {e}")))?
     };
+    let accept = headers.get(ACCEPT).and_then(|v| v.to_str().ok());
+    if let Some(accept) = accept
+        && function.export().takes_accept()
+    {
+        if args.is_null() {
+            args = json!({});
+        }
+        if let Some(args) = args.as_object_mut() {
+            args.entry("accept").or_insert_with(|| accept.into());
+        }
+    }
+    if query.r#async {
+        let id = function.spawn(&args).await?;
+        let location = format!("/v1/executions/{id}");
+        let body = json!({ "id": id, "status": "queued", "location": location });
+        return Ok((StatusCode::ACCEPTED, [(LOCATION, location)], axum::Json(body)).into_response());
+    }
     let report = function.invoke(&args).await.map_err(crate::Error::from)?;
     let timing = format!("call;dur={:.3}", report.elapsed.as_secs_f64() * 1000.0);
     let mut response = match report.result {
-        Ok(value) => axum::Json(value).into_response(),
+        Ok(value) => match function.export().media(&value).filter(|_| accept != Some("application/json")) {
+            Some((content_type, body)) => ([(CONTENT_TYPE, content_type)], body).into_response(),
+            None => axum::Json(value).into_response(),
+        },
         Err(error) => ApiError::from(error).into_response(),
     };
     if let Ok(value) = HeaderValue::from_str(&timing) {

@@ -72,6 +72,28 @@ fn app_paths(app: &App, paths: &mut Map<String, Value>) {
         }
         invoke["requestBody"] =
             json!({ "required": true, "content": { "application/json": { "schema": export.params_schema() } } });
+        invoke["parameters"] = json!([{ "name": "async", "in": "query", "required": false,
+            "description": "Run the call as a job: answer 202 with its execution id at once",
+            "schema": { "type": "boolean", "default": false } }]);
+        invoke["responses"]["202"] = json_response(
+            "Started as a job (`?async=true`)",
+            json!({
+            "type": "object", "required": ["id", "status", "location"], "properties": {
+                "id": { "type": "string" }, "status": { "const": "queued" }, "location": { "type": "string" } } }),
+        );
+        if export.may_return_media() {
+            invoke["responses"]["200"]["content"]["*/*"] =
+                json!({ "schema": { "type": "string", "format": "binary" } });
+            invoke["description"] = "Media results (a `content-type` and `body` record) come as raw bytes of their content type unless `Accept` is exactly `application/json`.".into();
+        }
+        if export.takes_accept() {
+            invoke["description"] = format!(
+                "{} The `accept` argument defaults to the `Accept` header.",
+                invoke["description"].as_str().unwrap_or_default()
+            )
+            .trim()
+            .into();
+        }
         let describe = operation(
             op_id(&["describe", name, f.name()]),
             format!("Describe `{}`", f.name()),

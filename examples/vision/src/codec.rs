@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io::Cursor;
 
-use crate::ops::RgbImage;
+use crate::RgbImage;
 
 /// The image formats the functions read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

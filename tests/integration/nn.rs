@@ -1,0 +1,188 @@
+//! `wasi:nn` on tract with the real BlazeFace model: load by name and from bytes, clear errors for
+//! bad tensors and missing grants, concurrent computes on one shared model, tensor memory limits.
+
+use base64::Engine as _;
+use host::App;
+use host::models::Model;
+use serde_json::{Value, json};
+use tract_onnx::prelude::Tensor;
+
+use crate::common::{NN_PROBE, app, blazeface};
+
+const SIDE: usize = 128;
+
+/// A deterministic pseudo-random image tensor in [-1, 1], different per `seed`.
+fn pixels(seed: u32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..SIDE * SIDE * 3)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
+fn fp32_input(name: &str, dims: &[u32], values: &[f32]) -> Value {
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    json!({"name": name, "dims": dims, "ty": "fp32", "data": base64::engine::general_purpose::STANDARD.encode(data)})
+}
+
+fn image_input(seed: u32) -> Value {
+    fp32_input("input:0", &[1, 128, 128, 3], &pixels(seed))
+}
+
+async fn compute(app: &App, function: &str, args: Value) -> Result<Value, Value> {
+    match app.function(function).unwrap().call(args).await {
+        Ok(outputs) => Ok(outputs),
+        Err(host::Error::Call(host::CallError::Guest { value })) => Err(value),
+        Err(other) => panic!("{function} failed outside wasi:nn: {other}"),
+    }
+}
+
+/// The FP32 values of each output, by name, from a `compute-*` result.
+fn outputs(result: &Value) -> Vec<(String, Vec<u32>, Vec<f32>)> {
+    result
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let dims = o["dims"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as u32).collect();
+            let values = o["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            (o["name"].as_str().unwrap().to_string(), dims, values)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn by_name_matches_native_tract_and_from_bytes() {
+    let (_data, _host, app) = app(NN_PROBE);
+    let by_name = compute(&app, "nn-probe.compute-named", json!(["blazeface", [image_input(7)]])).await.unwrap();
+    let by_name = outputs(&by_name);
+    let shapes: Vec<(&str, Vec<u32>)> = by_name.iter().map(|(n, d, _)| (n.as_str(), d.clone())).collect();
+    assert_eq!(
+        shapes,
+        [
+            ("Identity:0", vec![1, 512, 1]),
+            ("Identity_1:0", vec![1, 384, 1]),
+            ("Identity_2:0", vec![1, 512, 16]),
+            ("Identity_3:0", vec![1, 384, 16])
+        ]
+    );
+
+    // The same model run natively in this process gives the same numbers.
+    let bytes = std::fs::read(blazeface()).unwrap();
+    let native = Model::from_onnx("native", &bytes, &Default::default(), 1).unwrap();
+    let input = Tensor::from_shape(&[1, 128, 128, 3], &pixels(7)).unwrap();
+    let expected = native.compute_blocking(vec![("input:0".into(), input)]).unwrap();
+    for ((name, _, values), (native_name, tensor)) in by_name.iter().zip(&expected) {
+        assert_eq!(name, native_name);
+        let native: Vec<f32> = tensor.to_plain_array_view::<f32>().unwrap().iter().copied().collect();
+        assert_eq!(values, &native, "output {name}");
+    }
+
+    // Loading the same bytes through `load` gives the same result too.
+    let onnx = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    let from_bytes = compute(&app, "nn-probe.compute-bytes", json!([onnx, "cpu", [image_input(7)]])).await.unwrap();
+    assert_eq!(outputs(&from_bytes), by_name);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_tensors_get_clear_errors_and_the_host_carries_on() {
+    let (_data, _host, app) = app(NN_PROBE);
+    let named = |inputs: Value| compute(&app, "nn-probe.compute-named", json!(["blazeface", inputs]));
+    let cases = [
+        (json!([fp32_input("input:0", &[1, 3, 128, 128], &pixels(1))]), "[1, 3, 128, 128]"),
+        (json!([fp32_input("image", &[1, 128, 128, 3], &pixels(1))]), "has no input `image`"),
+        (json!([fp32_input("input:0", &[1, 128, 128, 3], &pixels(1)[..100])]), "has 400 bytes"),
+        (json!([{"name": "input:0", "dims": [1, 128, 128, 3], "ty": "u8", "data": vec![0; SIDE * SIDE * 3]}]), "U8"),
+        (json!([]), "is missing"),
+    ];
+    for (inputs, says) in cases {
+        let error = named(inputs).await.unwrap_err();
+        assert_eq!(error["code"], "InvalidArgument", "{error}");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(says) && message.contains("blazeface"), "{message}");
+        if !says.contains("no input") {
+            assert!(
+                message.contains("`input:0` (FP32 [1, 128, 128, 3])") || message.contains("has 400 bytes"),
+                "{message}"
+            );
+        }
+    }
+    let error = named(json!([{"name": "input:0", "dims": [1], "ty": "bf16", "data": [0, 0]}])).await.unwrap_err();
+    assert_eq!(error["code"], "UnsupportedOperation", "{error}");
+    assert!(named(json!([image_input(1)])).await.is_ok(), "a good call after the bad ones works");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn models_need_grants_and_supported_loads() {
+    let (_data, _host, app) = app(NN_PROBE);
+    let error = |code: &str, message: &str, got: Result<Value, Value>| {
+        let got = got.unwrap_err();
+        assert_eq!(got["code"], code, "{got}");
+        assert!(got["message"].as_str().unwrap().contains(message), "{got}");
+    };
+    let input = json!([image_input(1)]);
+    error(
+        "Security",
+        "not granted model `blazeface`",
+        compute(&app, "ungranted.compute-named", json!(["blazeface", input])).await,
+    );
+    error(
+        "Security",
+        "not granted model `secret`",
+        compute(&app, "nn-probe.compute-named", json!(["secret", input])).await,
+    );
+    error(
+        "NotFound",
+        "its models are: blazeface, secret",
+        compute(&app, "nn-probe.compute-named", json!(["nope", input])).await,
+    );
+    let onnx = base64::engine::general_purpose::STANDARD.encode(std::fs::read(blazeface()).unwrap());
+    error("Security", "models-from-bytes", compute(&app, "ungranted.compute-bytes", json!([onnx, "cpu", input])).await);
+    error(
+        "UnsupportedOperation",
+        "CPU only",
+        compute(&app, "nn-probe.compute-bytes", json!([onnx, "gpu", input])).await,
+    );
+    error(
+        "InvalidEncoding",
+        "not an ONNX model",
+        compute(&app, "nn-probe.compute-bytes", json!(["bm90IG9ubng=", "cpu", input])).await,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_computes_on_one_model_match_sequential_ones() {
+    let (_data, _host, app) = app(NN_PROBE);
+    let app = std::sync::Arc::new(app);
+    let mut sequential = Vec::new();
+    for seed in 0..6 {
+        sequential
+            .push(compute(&app, "nn-probe.compute-named", json!(["blazeface", [image_input(seed)]])).await.unwrap());
+    }
+    let concurrent = (0..6).map(|seed| {
+        let app = app.clone();
+        tokio::spawn(async move {
+            compute(&app, "nn-probe.compute-named", json!(["blazeface", [image_input(seed)]])).await.unwrap()
+        })
+    });
+    let concurrent = futures_util::future::join_all(concurrent).await;
+    for (seed, (one, other)) in sequential.iter().zip(concurrent).enumerate() {
+        assert_eq!(one, &other.unwrap(), "seed {seed}");
+    }
+    assert_ne!(sequential[0], sequential[1], "different inputs give different outputs");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tensors_count_against_the_memory_limit() {
+    let (_data, _host, app) = app(NN_PROBE);
+    let hold = app.function("nn-probe.hold-tensors").unwrap();
+    assert_eq!(hold.call(json!([8, 1 << 20])).await.unwrap(), json!(8));
+    // 80 tensors of 1 MiB held at once pass the 64 MiB limit: the call fails, alone.
+    let err = hold.call(json!([80, 1 << 20])).await.unwrap_err().to_string();
+    assert!(err.contains("wasi:nn tensors") && err.contains("`memory` limit"), "{err}");
+    assert_eq!(hold.call(json!([8, 1 << 20])).await.unwrap(), json!(8));
+}
