@@ -84,7 +84,7 @@ fn main() {
     std::fs::write(
         &in_guest_manifest,
         format!(
-            "[app]\nname = \"tract\"\n[function.tract]\nsource = {:?}\nlimits = {{ memory = \"1GiB\", timeout = \"10m\" }}\n",
+            "[app]\nname = \"tract\"\n[function.tract]\nsource = {:?}\nlimits = {{ memory = \"1GiB\", timeout = \"10m\", table-entries = 100000 }}\n",
             root.join("target/wasm32-wasip2/release/tract_in_guest.wasm").display().to_string()
         ),
     )

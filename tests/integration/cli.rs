@@ -313,3 +313,27 @@ fn items_upload_list_get_and_executions_from_the_cli() {
     let out = host(data.path(), &["logs", record["id"].as_str().unwrap(), "--follow"]);
     assert!(text(&out.stderr).contains("--follow needs --remote"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn async_calls_return_an_execution_id_to_follow() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut server, addr) = spawn_serve(data.path(), &[HELLO]);
+    let url = format!("http://{addr}");
+    let args = r#"{"who": {"name": "Ada", "age": 36}}"#;
+    let out = host(data.path(), &["call", "--remote", &url, "--async", "hello.greet", args]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let started: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(started["status"], "queued");
+    let id = started["id"].as_str().unwrap();
+    // `logs --follow` returns once the job is over; then its record holds the result.
+    let out = host(data.path(), &["logs", "--remote", &url, id, "--follow"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = host(data.path(), &["executions", "--remote", &url, "--trigger", "async", "--json"]);
+    let record: Value = serde_json::from_str(text(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!((record["id"].as_str(), &record["status"]), (Some(id), &json!("succeeded")));
+    assert_eq!(record["output"], "Hello, Ada! You are 36.");
+    let out = host(data.path(), &["call", "--async", "hello.greet", args]);
+    assert_eq!(out.status.code(), Some(2), "--async needs --remote");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
