@@ -5,6 +5,7 @@
 //! triggered executions and jobs not finished yet: queued, or running when the host stopped).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -136,6 +137,9 @@ pub struct Executions {
     /// Records of finished direct calls not written yet: written in batches (every
     /// [`WRITE_BATCH_EVERY`], or sooner when many wait, or before any read).
     pending: std::sync::Mutex<Vec<(Execution, Logs)>>,
+    /// The thread writing `pending` in batches, until [`Executions::stop_writer`].
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// How long a direct call's record may wait in memory before it is written to sled.
@@ -168,22 +172,37 @@ impl Executions {
             changed: Notify::new(),
             live: Default::default(),
             pending: Default::default(),
+            writer: Default::default(),
+            stopping: Default::default(),
         });
         if let Err(error) = executions.fail_stopped_jobs() {
             tracing::warn!(%error, "cannot mark unfinished jobs");
         }
         let weak = Arc::downgrade(&executions);
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("execution-writer".into())
             .spawn(move || {
-                while let Some(executions) = weak.upgrade() {
+                while let Some(executions) = weak.upgrade().filter(|e| !e.stopping.load(Ordering::Acquire)) {
                     executions.write_pending();
                     drop(executions);
-                    std::thread::sleep(WRITE_BATCH_EVERY);
+                    std::thread::park_timeout(WRITE_BATCH_EVERY);
                 }
             })
             .expect("spawn execution writer thread");
+        *executions.writer.lock().unwrap() = Some(writer);
         Ok(executions)
+    }
+
+    /// Stop the writer thread and write what waits. The host calls this as it is dropped, so the
+    /// store is never closed from the writer thread: with several sled databases in one process,
+    /// a database flushed on close from there could hang sled's process-wide lock.
+    pub(crate) fn stop_writer(&self) {
+        self.stopping.store(true, Ordering::Release);
+        if let Some(writer) = self.writer.lock().unwrap().take() {
+            writer.thread().unpark();
+            let _ = writer.join();
+        }
+        self.write_pending();
     }
 
     /// Write the records of direct calls that wait in memory, in one batch.

@@ -271,6 +271,9 @@ enum Key {
 
 struct Loaded {
     stamp: Stamp,
+    /// The manifest entry it was built from (none for bytes); an app reloaded with other
+    /// `inputs` or `concurrency` gets a new build.
+    spec: Option<ModelSpec>,
     model: Arc<Model>,
 }
 
@@ -289,18 +292,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Models {
     /// Model `name` of `app`, loaded on first use and again whenever its file or bucket object
-    /// changes. Concurrent first uses load it once.
+    /// (or its manifest entry) changes. Concurrent first uses load it once.
     pub fn named(&self, app: &str, name: &str, spec: &ModelSpec, buckets_dir: &Path) -> Result<Arc<Model>, ModelError> {
         let slot = self.slot(Key::Named { app: app.into(), name: name.into() });
         let mut slot = lock(&slot);
         let source = ModelFile::open(name, &spec.source, buckets_dir)?;
-        if let Some(loaded) = slot.as_ref().filter(|l| l.stamp == source.stamp) {
+        if let Some(loaded) = slot.as_ref().filter(|l| l.stamp == source.stamp && l.spec.as_ref() == Some(spec)) {
             return Ok(loaded.model.clone());
         }
         let bytes = source.read()?;
         let model = Arc::new(Model::from_onnx(name, &bytes, &spec.inputs, spec.concurrency)?);
         tracing::info!(app, model = name, inputs = ?model.inputs, "model loaded");
-        *slot = Some(Loaded { stamp: source.stamp, model: model.clone() });
+        *slot = Some(Loaded { stamp: source.stamp, spec: Some(spec.clone()), model: model.clone() });
         Ok(model)
     }
 
@@ -315,7 +318,7 @@ impl Models {
         let name: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
         let concurrency = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let model = Arc::new(Model::from_onnx(&format!("sha256:{name}"), bytes, &BTreeMap::new(), concurrency)?);
-        *slot = Some(Loaded { stamp: (bytes.len() as u64, None), model: model.clone() });
+        *slot = Some(Loaded { stamp: (bytes.len() as u64, None), spec: None, model: model.clone() });
         Ok(model)
     }
 

@@ -186,3 +186,34 @@ async fn tensors_count_against_the_memory_limit() {
     assert!(err.contains("wasi:nn tensors") && err.contains("`memory` limit"), "{err}");
     assert_eq!(hold.call(json!([8, 1 << 20])).await.unwrap(), json!(8));
 }
+
+#[test]
+fn model_entries_are_checked_when_the_app_loads() {
+    let (data, host) = crate::common::host();
+    let model = blazeface();
+    let load = |model_table: &str| {
+        let manifest = data.path().join("models.toml");
+        let probe = crate::common::manifest(NN_PROBE)
+            .parent()
+            .unwrap()
+            .join("../../../target/wasm32-wasip2/release/nn_probe.wasm");
+        let text = format!(
+            "[app]\nname = \"m\"\n[function.f]\nsource = {:?}\ngrants = {{ models = [\"x\"] }}\n[model.x]\n{model_table}\n",
+            probe.display().to_string()
+        );
+        std::fs::write(&manifest, text).unwrap();
+        host.load(&manifest).err().map(|e| e.to_string())
+    };
+    let path = format!("path = {:?}", model.display().to_string());
+    assert_eq!(load(&format!("{path}\nwarm = true\ninputs = {{ \"input:0\" = [1, 128, 128, 3] }}")), None);
+    let error = load(&format!("{path}\nwarm = true\ninputs = {{ image = [1, 3, 64, 64] }}")).unwrap();
+    assert!(error.contains("model `x` has no input `image`") && error.contains("input:0"), "{error}");
+    let error = load("path = \"missing.onnx\"").unwrap();
+    assert!(error.contains("model `x`: no file") && error.contains("missing.onnx"), "{error}");
+    let error = load(&format!("{path}\nbucket = \"b\"")).unwrap();
+    assert!(error.contains("model.x: expected either `path`"), "{error}");
+    let not_onnx = data.path().join("not.onnx");
+    std::fs::write(&not_onnx, b"hello").unwrap();
+    let error = load(&format!("path = {:?}\nwarm = true", not_onnx.display().to_string())).unwrap();
+    assert!(error.contains("model `x` is not an ONNX model"), "{error}");
+}
