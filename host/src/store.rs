@@ -129,18 +129,19 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.commits.state.lock().unwrap().1 = true;
         self.commits.wake.notify_one();
-        // The flusher holds a handle on the database: wait for it so that the database (and its
-        // file lock) is released when this returns, and a new `Store` can open it at once.
+        // The flusher makes the final flush and exits; it holds a handle on the database, so wait
+        // for it: the database (and its file lock) is released when this returns, and a new
+        // `Store` can open it at once. The final flush is not made here: a sled flush on the
+        // thread that just wrote (e.g. the host's last records) was seen to hang, holding sled's
+        // process-wide lock, when several databases were open in one process.
         if let Some(flusher) = self.flusher.take() {
             let _ = flusher.join();
-        }
-        if let Err(error) = self.db.flush() {
-            tracing::error!(%error, "final flush of the store failed");
         }
     }
 }
 
 /// Flush whenever tickets are waiting; one flush covers every ticket handed out before it began.
+/// On shutdown, one last flush covers everything written.
 fn flusher(db: sled::Db, commits: Arc<GroupCommit>, done: watch::Sender<Flushed>) {
     let mut upto = 0;
     loop {
@@ -154,6 +155,9 @@ fn flusher(db: sled::Db, commits: Arc<GroupCommit>, done: watch::Sender<Flushed>
                 }
             }
             if state.1 && state.0 == upto {
+                if let Err(error) = db.flush() {
+                    tracing::error!(%error, "final flush of the store failed");
+                }
                 return;
             }
             state.0

@@ -25,15 +25,27 @@ pub const IMAGE_PROCESS: &str = "examples/image-process/host.toml";
 pub const PROBE: &str = "tests/guests/item-probe/host.toml";
 pub const FACE_DETECT: &str = "examples/face-detect/host.toml";
 pub const NN_PROBE: &str = "tests/guests/nn-probe/host.toml";
+pub const MODEL_API: &str = "examples/model-api/host.toml";
 
 /// Absolute path of a manifest, with its guests built.
 pub fn manifest(relative: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         // face-detect's build fetches the BlazeFace model that nn-probe uses too.
-        for m in
-            [HELLO, COUNTER, HOSTILE, TYPES, KV, HELLO_HTTP, HTTP_HOSTILE, IMAGE_PROCESS, PROBE, FACE_DETECT, NN_PROBE]
-        {
+        for m in [
+            HELLO,
+            COUNTER,
+            HOSTILE,
+            TYPES,
+            KV,
+            HELLO_HTTP,
+            HTTP_HOSTILE,
+            IMAGE_PROCESS,
+            PROBE,
+            FACE_DETECT,
+            MODEL_API,
+            NN_PROBE,
+        ] {
             host::build::build(&Manifest::load(root().join(m)).unwrap()).expect("building test guests");
         }
     });
@@ -146,4 +158,11 @@ with zipfile.ZipFile(wheel) as z:
         dir
     });
     dir.join(name)
+}
+
+/// Intersection over union of two boxes (left, top, right, bottom).
+pub fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
+    let area = |r: [f64; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    let inter = area([a[0].max(b[0]), a[1].max(b[1]), a[2].min(b[2]), a[3].min(b[3])]);
+    inter / (area(a) + area(b) - inter)
 }

@@ -8,7 +8,7 @@ use host::triggers::items::ItemTriggers;
 use host::{App, Host};
 use serde_json::{Value, json};
 
-use crate::common::{FACE_DETECT, IMAGE_PROCESS, PROBE, host, manifest, root, skimage_image};
+use crate::common::{FACE_DETECT, IMAGE_PROCESS, PROBE, host, iou, manifest, root, skimage_image};
 
 /// A host with apps loaded and their item triggers running.
 struct Running {
@@ -212,13 +212,6 @@ fn image_process_equalizes_new_images_and_grays_updated_ones() {
     // Results made by triggered executions fire no triggers.
     assert!(r.executions("clahe-on-create", &equalized.id).is_empty());
     assert!(r.executions("clahe-on-create", &gray_ref).is_empty());
-}
-
-/// Intersection over union of two boxes (left, top, right, bottom).
-fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
-    let area = |r: [f64; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
-    let inter = area([a[0].max(b[0]), a[1].max(b[1]), a[2].min(b[2]), a[3].min(b[3])]);
-    inter / (area(a) + area(b) - inter)
 }
 
 #[test]

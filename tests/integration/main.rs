@@ -8,6 +8,7 @@ mod hostile;
 mod items;
 mod kv;
 mod library;
+mod model_api;
 mod nn;
 mod openapi;
 mod server;

@@ -27,8 +27,13 @@ impl Served {
 }
 
 impl Drop for Served {
+    /// Stop the server and wait until its host is dropped: the data dir is deleted right after,
+    /// and a sled database whose folder vanished before its last flush never finishes flushing.
     fn drop(&mut self) {
         let _ = self.stop.take().map(|s| s.send(()));
+        if let Some(finished) = self.finished.take() {
+            let _ = finished.join();
+        }
     }
 }
 

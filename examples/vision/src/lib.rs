@@ -1,19 +1,23 @@
-//! Image decoding, letterboxing and BlazeFace box decoding shared by the example guests.
+//! Image decoding, letterboxing and BlazeFace face detection shared by the example guests.
 //!
-//! Plain Rust with no host imports: it builds for `wasm32-wasip2` and natively, where its tests
-//! run (`cargo test -p vision`).
+//! Plain Rust except [`detector`], which runs the model through the host's `wasi:nn` and reads
+//! config (`guest-sdk`): it builds for `wasm32-wasip2` and natively, where its tests run (`cargo
+//! test -p vision`; nothing there calls the host).
 //!
 //! - [`codec`]: PNG and JPEG to [`RgbImage`], and PNG encoding;
 //! - [`letterbox`]: an image scaled and padded into a square model input, with the [`Transform`]
 //!   back to the image's pixels;
 //! - [`blazeface`]: the input tensor of MediaPipe BlazeFace and the decoding of its outputs into
 //!   [`Detection`]s;
+//! - [`detector`]: BlazeFace loaded by name and run through `wasi:nn` on an image, with the
+//!   config (`model`, `min_confidence`) the face guests share;
 //! - [`draw_boxes`]: detections drawn onto an image.
 
 #![warn(missing_docs)]
 
 pub mod blazeface;
 pub mod codec;
+pub mod detector;
 mod draw;
 mod letterbox;
 
