@@ -81,6 +81,42 @@ pub struct Execution {
     pub item: Option<(String, String)>,
 }
 
+impl Execution {
+    /// A new queued record of one attempt (callers change what differs).
+    pub(crate) fn queued(id: String, app: &str, function: &str, trigger: &str, input: Value) -> Execution {
+        let now = now_ms();
+        Execution {
+            id,
+            app: app.to_string(),
+            function: function.to_string(),
+            trigger: trigger.to_string(),
+            input,
+            status: Status::Queued,
+            output: None,
+            error: None,
+            attempt: 1,
+            max_attempts: 1,
+            queued_ms: now,
+            started_ms: None,
+            finished_ms: None,
+            not_before_ms: now,
+            item: None,
+        }
+    }
+
+    /// Set how its last attempt ended: the final status, the output or the error, the time.
+    fn finish_with(&mut self, result: Result<&Value, &CallError>) {
+        self.status = match result {
+            Ok(_) => Status::Succeeded,
+            Err(CallError::Timeout { .. }) => Status::TimedOut,
+            Err(_) => Status::Failed,
+        };
+        self.output = result.ok().cloned();
+        self.error = result.err().map(error_json);
+        self.finished_ms = Some(now_ms());
+    }
+}
+
 /// Which executions to list.
 #[derive(Debug, Clone, Default)]
 pub struct ExecutionFilter {
@@ -315,27 +351,9 @@ impl Executions {
         started_ms: u64,
     ) {
         let Ok(id) = self.new_id() else { return };
-        let record = Execution {
-            id,
-            app: app.to_string(),
-            function: function.to_string(),
-            trigger: trigger.to_string(),
-            input,
-            status: match result {
-                Ok(_) => Status::Succeeded,
-                Err(CallError::Timeout { .. }) => Status::TimedOut,
-                Err(_) => Status::Failed,
-            },
-            output: result.ok().cloned(),
-            error: result.err().map(error_json),
-            attempt: 1,
-            max_attempts: 1,
-            queued_ms: started_ms,
-            started_ms: Some(started_ms),
-            finished_ms: Some(now_ms()),
-            not_before_ms: started_ms,
-            item: None,
-        };
+        let mut record = Execution::queued(id, app, function, trigger, input);
+        (record.queued_ms, record.started_ms, record.not_before_ms) = (started_ms, Some(started_ms), started_ms);
+        record.finish_with(result);
         let mut pending = self.pending.lock().unwrap();
         pending.push((record, logs.clone()));
         if pending.len() >= WRITE_BATCH_SIZE {
@@ -347,24 +365,8 @@ impl Executions {
     /// Record a new job (trigger `async`) as queued, durably, and mark it in the queue so a
     /// restart finds it if it never finishes.
     pub(crate) async fn start_job(&self, app: &str, function: &str, input: &Value) -> Result<Execution, crate::Error> {
-        let now = now_ms();
-        let record = Execution {
-            id: self.new_id().map_err(crate::Error::Record)?,
-            app: app.to_string(),
-            function: function.to_string(),
-            trigger: "async".to_string(),
-            input: input.clone(),
-            status: Status::Queued,
-            output: None,
-            error: None,
-            attempt: 1,
-            max_attempts: 1,
-            queued_ms: now,
-            started_ms: None,
-            finished_ms: None,
-            not_before_ms: now,
-            item: None,
-        };
+        let id = self.new_id().map_err(crate::Error::Record)?;
+        let record = Execution::queued(id, app, function, "async", input.clone());
         self.put(&record, None).map_err(crate::Error::Record)?;
         self.queue.insert(job_key(&record.id), record.id.as_bytes()).map_err(|e| crate::Error::Record(storage(e)))?;
         self.durable().await.map_err(crate::Error::Record)?;
@@ -378,14 +380,7 @@ impl Executions {
         result: &Result<Value, CallError>,
         logs: &Logs,
     ) -> Result<(), String> {
-        record.status = match result {
-            Ok(_) => Status::Succeeded,
-            Err(CallError::Timeout { .. }) => Status::TimedOut,
-            Err(_) => Status::Failed,
-        };
-        record.output = result.as_ref().ok().cloned();
-        record.error = result.as_ref().err().map(error_json);
-        record.finished_ms = Some(now_ms());
+        record.finish_with(result.as_ref());
         self.put(&record, Some((logs, 1)))?;
         self.queue.remove(job_key(&record.id)).map_err(storage)?;
         self.durable().await

@@ -154,22 +154,18 @@ impl Dispatcher {
                     .collect();
                 let mut records = Vec::new();
                 for armed in &matching {
+                    let input = Value::Array(vec![event.item.to_wit_json()]);
                     let record = Execution {
-                        id: self.executions.new_id()?,
-                        app: armed.app.clone(),
-                        function: armed.function.name().to_string(),
-                        trigger: armed.spec.name.clone(),
-                        input: Value::Array(vec![event.item.to_wit_json()]),
-                        status: Status::Queued,
-                        output: None,
-                        error: None,
-                        attempt: 1,
                         max_attempts: armed.spec.attempts,
-                        queued_ms: now_ms(),
-                        started_ms: None,
-                        finished_ms: None,
                         not_before_ms: 0,
                         item: Some((event.item.dataset.clone(), event.item.id.clone())),
+                        ..Execution::queued(
+                            self.executions.new_id()?,
+                            &armed.app,
+                            armed.function.name(),
+                            &armed.spec.name,
+                            input,
+                        )
                     };
                     records.push((armed.spec.once.then(|| once_key(&armed.spec.name, &event.item.id)), record));
                 }
