@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use host::Host;
 use host::executions::{ExecutionFilter, Status};
 use host::manifest::Manifest;
-use host::triggers::items::ItemTriggers;
+use host::triggers::Triggers;
 use serde_json::json;
 
 fn percentile(sorted: &[f64], p: usize) -> f64 {
@@ -49,7 +49,7 @@ fn main() {
     // Uploads with the trigger running: each upload is durable (its event too) when it returns.
     let triggers = {
         let _entered = runtime.enter();
-        ItemTriggers::start(&host, &[&app]).unwrap()
+        Triggers::start(&host, &[&app]).unwrap()
     };
     let started = Instant::now();
     for i in 0..n {

@@ -66,6 +66,14 @@ pub enum CallError {
         /// The manifest function that is paused.
         function: String,
     },
+    /// An argument `{"$execution": ID}` refers to an execution without a result.
+    #[error("argument `{{\"$execution\": \"{execution}\"}}`: {message}")]
+    Reference {
+        /// The execution referred to.
+        execution: String,
+        /// Why it has no result.
+        message: String,
+    },
 }
 
 impl CallError {
@@ -79,6 +87,7 @@ impl CallError {
             CallError::Guest { .. } => "guest-error",
             CallError::Host { .. } => "host-error",
             CallError::Paused { .. } => "paused",
+            CallError::Reference { .. } => "bad-reference",
         }
     }
 }

@@ -216,9 +216,54 @@ impl Client {
         self.invoke(function, args, "").await
     }
 
-    /// Start `function` as a job (`?async=true`): the answer holds its execution `id`.
-    pub async fn start(&self, function: &str, args: &Value) -> Result<Result<Value, Failure>, ClientError> {
-        self.invoke(function, args, "?async=true").await
+    /// Start `function` as a job (`?async=true`), or as a serial call (`?enqueue=true`) when
+    /// `enqueue`: the answer holds its execution `id`.
+    pub async fn start(
+        &self,
+        function: &str,
+        args: &Value,
+        enqueue: bool,
+    ) -> Result<Result<Value, Failure>, ClientError> {
+        self.invoke(function, args, if enqueue { "?enqueue=true" } else { "?async=true" }).await
+    }
+
+    /// `map` (body `{"inputs": ...}`) or `starmap` (body `{"args": [...]}`) on the server, which
+    /// answers one JSON line per call as each ends; `on_outcome` sees each (`{"index", "ok"|"err"}`).
+    pub async fn map(
+        &self,
+        function: &str,
+        starmap: bool,
+        inputs: &Value,
+        mut on_outcome: impl FnMut(Value),
+    ) -> Result<Result<(), Failure>, ClientError> {
+        let (app, function) = match self.resolve(function).await? {
+            Ok(found) => found,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let (kind, field) = if starmap { ("starmap", "args") } else { ("map", "inputs") };
+        let path = format!("/v1/apps/{}/functions/{}/{kind}?stream=true", encode(&app), encode(function));
+        let body = serde_json::to_vec(&serde_json::json!({ field: inputs })).expect("JSON value serializes");
+        let mut pending = Vec::new();
+        let mut bad_line = None;
+        let status = self
+            .send_streaming(Method::POST, &path, "application/json", Some(body), |chunk| {
+                pending.extend_from_slice(chunk);
+                while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    match serde_json::from_slice(&line) {
+                        Ok(outcome) => on_outcome(outcome),
+                        Err(_) => bad_line = Some(line),
+                    }
+                }
+            })
+            .await?;
+        if !status.is_success() {
+            return self.failure(status, &pending).map(Err);
+        }
+        match bad_line {
+            Some(line) => Err(self.unexpected(status, &line)),
+            None => Ok(Ok(())),
+        }
     }
 
     async fn invoke(&self, function: &str, args: &Value, query: &str) -> Result<Result<Value, Failure>, ClientError> {

@@ -1,9 +1,11 @@
 //! Durable execution records: every call (direct, over HTTP, triggered) gets one, with its input,
 //! status, output or error, timings, attempt and captured logs.
 //!
-//! Trees: `executions` (id → record), `execution-logs` (id → text), `execution-queue` (ids of
-//! triggered executions and jobs not finished yet: queued, or running when the host stopped).
+//! Trees: `executions` (id → record), `execution-logs` (id → text), `execution-queue` (`run/ID`
+//! for every queued execution not final yet, queued or running when the host stopped; and the
+//! claims of `once` item triggers). [`crate::runner`] runs the queued ones.
 
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -79,6 +81,13 @@ pub struct Execution {
     pub not_before_ms: u64,
     /// For item triggers: the dataset and item it runs on.
     pub item: Option<(String, String)>,
+    /// Wait before the second attempt, in ms; doubled before each next one.
+    #[serde(default)]
+    pub backoff_ms: u64,
+    /// A key of the execution queue held while this execution may still succeed (the `once`
+    /// claim of an item trigger), removed if it fails.
+    #[serde(default)]
+    pub claim: Option<String>,
 }
 
 impl Execution {
@@ -101,11 +110,13 @@ impl Execution {
             finished_ms: None,
             not_before_ms: now,
             item: None,
+            backoff_ms: 0,
+            claim: None,
         }
     }
 
     /// Set how its last attempt ended: the final status, the output or the error, the time.
-    fn finish_with(&mut self, result: Result<&Value, &CallError>) {
+    pub(crate) fn finish_with(&mut self, result: Result<&Value, &CallError>) {
         self.status = match result {
             Ok(_) => Status::Succeeded,
             Err(CallError::Timeout { .. }) => Status::TimedOut,
@@ -148,12 +159,14 @@ pub fn error_json(error: &CallError) -> Value {
     value
 }
 
-pub(crate) fn now_ms() -> u64 {
+/// Now, in ms since the Unix epoch.
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-fn job_key(id: &str) -> Vec<u8> {
-    format!("job/{id}").into_bytes()
+/// The execution-queue key of a queued execution.
+pub(crate) fn run_key(id: &str) -> Vec<u8> {
+    format!("run/{id}").into_bytes()
 }
 
 fn storage(e: impl std::fmt::Display) -> String {
@@ -176,6 +189,12 @@ pub struct Executions {
     /// The thread writing `pending` in batches, until [`Executions::stop_writer`].
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     stopping: std::sync::atomic::AtomicBool,
+    /// Queued executions with a task in this process.
+    running: std::sync::Mutex<HashSet<String>>,
+    /// Serial (`enqueue`) executions with a task here, by `app/function`, in id order.
+    serial: std::sync::Mutex<BTreeMap<String, BTreeSet<String>>>,
+    /// Woken when a serial execution ends.
+    serial_done: Notify,
 }
 
 /// How long a direct call's record may wait in memory before it is written to sled.
@@ -210,10 +229,10 @@ impl Executions {
             pending: Default::default(),
             writer: Default::default(),
             stopping: Default::default(),
+            running: Default::default(),
+            serial: Default::default(),
+            serial_done: Notify::new(),
         });
-        if let Err(error) = executions.fail_stopped_jobs() {
-            tracing::warn!(%error, "cannot mark unfinished jobs");
-        }
         let weak = Arc::downgrade(&executions);
         let writer = std::thread::Builder::new()
             .name("execution-writer".into())
@@ -252,7 +271,9 @@ impl Executions {
         let write = |record: &Execution, output: &Logs| -> Result<(), String> {
             self.records.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(storage)?).map_err(storage)?;
             if !(output.stdout.is_empty() && output.stderr.is_empty()) {
-                self.logs.insert(record.id.as_bytes(), format_attempt(output, 1).into_bytes()).map_err(storage)?;
+                self.logs
+                    .insert(record.id.as_bytes(), format_attempt(output, record.attempt).into_bytes())
+                    .map_err(storage)?;
             }
             Ok(())
         };
@@ -339,19 +360,19 @@ impl Executions {
         Ok(())
     }
 
-    /// Record a finished direct call (`call` or `http`). It is written to sled in a batch within
+    /// Record a finished direct call (`call`, `http`, `map`, or a queue trigger's delivery). It is written to sled in a batch within
     /// [`WRITE_BATCH_EVERY`] and reaches the disk with the next group commit; the caller does
     /// not wait for either.
     pub(crate) fn record_call(
         &self,
-        (app, function, trigger): (&str, &str, &str),
+        (app, function, trigger, attempt): (&str, &str, &str, u32),
         input: Value,
         result: Result<&Value, &CallError>,
         logs: &Logs,
         started_ms: u64,
     ) {
         let Ok(id) = self.new_id() else { return };
-        let mut record = Execution::queued(id, app, function, trigger, input);
+        let mut record = Execution { attempt, ..Execution::queued(id, app, function, trigger, input) };
         (record.queued_ms, record.started_ms, record.not_before_ms) = (started_ms, Some(started_ms), started_ms);
         record.finish_with(result);
         let mut pending = self.pending.lock().unwrap();
@@ -362,46 +383,68 @@ impl Executions {
         }
     }
 
-    /// Record a new job (trigger `async`) as queued, durably, and mark it in the queue so a
-    /// restart finds it if it never finishes.
-    pub(crate) async fn start_job(&self, app: &str, function: &str, input: &Value) -> Result<Execution, crate::Error> {
-        let id = self.new_id().map_err(crate::Error::Record)?;
-        let record = Execution::queued(id, app, function, "async", input.clone());
-        self.put(&record, None).map_err(crate::Error::Record)?;
-        self.queue.insert(job_key(&record.id), record.id.as_bytes()).map_err(|e| crate::Error::Record(storage(e)))?;
-        self.durable().await.map_err(crate::Error::Record)?;
-        Ok(record)
-    }
-
-    /// Record how a job ended and take it off the queue.
-    pub(crate) async fn finish_job(
-        &self,
-        mut record: Execution,
-        result: &Result<Value, CallError>,
-        logs: &Logs,
-    ) -> Result<(), String> {
-        record.finish_with(result.as_ref());
-        self.put(&record, Some((logs, 1)))?;
-        self.queue.remove(job_key(&record.id)).map_err(storage)?;
+    /// Record a queued execution durably, with its entry in the execution queue.
+    pub(crate) async fn enqueue(&self, record: &Execution) -> Result<(), String> {
+        self.put(record, None)?;
+        self.queue.insert(run_key(&record.id), record.id.as_bytes()).map_err(storage)?;
         self.durable().await
     }
 
-    /// Jobs left unfinished by a host that stopped: each is marked failed (`host-stopped`).
-    fn fail_stopped_jobs(&self) -> Result<(), String> {
-        for entry in self.queue.scan_prefix("job/") {
-            let (key, id) = entry.map_err(storage)?;
-            if let Some(mut record) = self.get(&String::from_utf8_lossy(&id)) {
-                record.status = Status::Failed;
-                record.error = Some(json!({
-                    "code": "host-stopped",
-                    "message": "the host stopped before this call finished; it was not run again"
-                }));
-                record.finished_ms = Some(now_ms());
-                self.put(&record, None)?;
-            }
-            self.queue.remove(key).map_err(storage)?;
+    /// Take a final execution off the queue, and release its claim unless it succeeded.
+    pub(crate) fn dequeue(&self, record: &Execution) -> Result<(), String> {
+        self.queue.remove(run_key(&record.id)).map_err(storage)?;
+        if let Some(claim) = record.claim.as_ref().filter(|_| record.status != Status::Succeeded) {
+            self.queue.remove(claim.as_bytes()).map_err(storage)?;
         }
         Ok(())
+    }
+
+    /// Ids of every queued execution not final yet, oldest first.
+    pub(crate) fn queued_ids(&self) -> Vec<String> {
+        let ids = self.queue.scan_prefix("run/").values().filter_map(Result::ok);
+        ids.map(|id| String::from_utf8_lossy(&id).into_owned()).collect()
+    }
+
+    /// Note that a task of this process runs `record`; false if one already does.
+    pub(crate) fn claim(&self, record: &Execution) -> bool {
+        if !self.running.lock().unwrap().insert(record.id.clone()) {
+            return false;
+        }
+        if record.trigger == crate::runner::ENQUEUE {
+            let key = format!("{}/{}", record.app, record.function);
+            self.serial.lock().unwrap().entry(key).or_default().insert(record.id.clone());
+        }
+        true
+    }
+
+    /// Whether a task of this process runs execution `id`.
+    pub(crate) fn is_running(&self, id: &str) -> bool {
+        self.running.lock().unwrap().contains(id)
+    }
+
+    /// The task running execution `id` is over.
+    pub(crate) fn release(&self, id: &str) {
+        self.running.lock().unwrap().remove(id);
+        let mut serial = self.serial.lock().unwrap();
+        serial.values_mut().for_each(|ids| {
+            ids.remove(id);
+        });
+        serial.retain(|_, ids| !ids.is_empty());
+        drop(serial);
+        self.serial_done.notify_waiters();
+    }
+
+    /// Wait until `record` is the oldest serial execution of its function still to run.
+    pub(crate) async fn wait_turn(&self, record: &Execution) {
+        let key = format!("{}/{}", record.app, record.function);
+        loop {
+            let done = self.serial_done.notified();
+            let first = self.serial.lock().unwrap().get(&key).and_then(|ids| ids.first().cloned());
+            if first.is_none_or(|first| first == record.id) {
+                return;
+            }
+            done.await;
+        }
     }
 
     /// Wait until every record written so far is on disk.

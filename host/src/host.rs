@@ -13,11 +13,13 @@ use crate::call::{self, CallError, CallTarget, Guest, Logs};
 use crate::capabilities::Capabilities;
 use crate::datasets::Cause;
 use crate::engine::{self, Runtime};
-use crate::executions::Executions;
+use crate::executions::{Execution, Executions};
 use crate::exports::{self, Export};
 use crate::manifest::{Manifest, ModelSource};
 use crate::metrics::Metrics;
 use crate::models::Models;
+use crate::queues::{Queue, QueueError, Queues};
+use crate::runner;
 use crate::store::{CommitStats, Store};
 use crate::triggers::http::HttpHandler;
 use crate::values::{self, ArgumentError};
@@ -38,6 +40,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     executions: Arc<Executions>,
     models: Arc<Models>,
+    queues: Arc<Queues>,
 }
 
 impl Drop for Inner {
@@ -74,7 +77,15 @@ impl HostBuilder {
         let runtime = Runtime::new(data_dir.join("cache")).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let store = Arc::new(store);
         let executions = Executions::open(&store).map_err(|e| data_error(e.to_string()))?;
-        let inner = Inner { runtime, store, data_dir, metrics: Arc::default(), executions, models: Arc::default() };
+        let inner = Inner {
+            runtime,
+            store,
+            data_dir,
+            metrics: Arc::default(),
+            executions,
+            models: Arc::default(),
+            queues: Arc::default(),
+        };
         Ok(Host { inner: Arc::new(inner) })
     }
 }
@@ -134,6 +145,7 @@ impl Host {
         let manifest = Manifest::load(manifest)?;
         let runtime = &self.inner.runtime;
         let model_specs = Arc::new(manifest.models.clone());
+        let queue_specs = Arc::new(manifest.queues.clone());
         let model_error = |message: String| Error::Model { path: manifest.path.clone(), message };
         for (name, spec) in model_specs.iter() {
             if spec.warm {
@@ -158,6 +170,8 @@ impl Host {
                 items_dir: self.items_dir(),
                 model_specs: model_specs.clone(),
                 models: self.inner.models.clone(),
+                queue_specs: queue_specs.clone(),
+                queues: self.inner.queues.clone(),
             });
             let pre = runtime.load(&spec.source)?;
             let guest = Arc::new(Guest::new(
@@ -206,6 +220,16 @@ impl Host {
     /// The models loaded by this host's apps (shared by all their calls).
     pub fn models(&self) -> &Arc<Models> {
         &self.inner.models
+    }
+
+    /// Queue `name` of `app` with the settings of `spec` (see [`crate::manifest::QueueSpec::of`]).
+    pub fn queue(&self, app: &str, name: &str, spec: &crate::manifest::QueueSpec) -> Result<Arc<Queue>, QueueError> {
+        self.inner.queues.open(&self.inner.store, app, name, spec)
+    }
+
+    /// Every queue opened so far (dead-lettering needs them all).
+    pub fn queues(&self) -> &Arc<Queues> {
+        &self.inner.queues
     }
 
     /// The folder holding `app`'s buckets.
@@ -289,6 +313,24 @@ pub struct Function {
     target: Arc<CallTarget>,
 }
 
+/// One outcome of [`Function::starmap`] as JSON: `{"ok": value}` or `{"err": {"code", "message"}}`
+/// (plus the guest's `error` value, for guest errors).
+pub fn outcome_json(outcome: &Result<Value, Error>) -> Value {
+    match outcome {
+        Ok(value) => serde_json::json!({ "ok": value }),
+        Err(Error::Call(error)) => serde_json::json!({ "err": crate::executions::error_json(error) }),
+        Err(error @ Error::Argument(_)) => {
+            serde_json::json!({ "err": { "code": "bad-argument", "message": error.to_string() } })
+        }
+        Err(error) => serde_json::json!({ "err": { "code": "host-error", "message": error.to_string() } }),
+    }
+}
+
+/// The first characters of a JSON value, for error messages.
+fn short(value: &Value) -> String {
+    value.to_string().chars().take(40).collect()
+}
+
 /// The full story of one call: its outcome, what the guest printed and how long it took.
 #[derive(Debug, Clone)]
 pub struct CallReport {
@@ -325,52 +367,133 @@ impl Function {
     }
 
     /// Like [`Function::call`] but also returns the guest's output and the timing. Only bad
-    /// arguments are an `Err`: they are rejected before any instance is made. The call is
-    /// recorded as an execution (trigger `call`).
+    /// arguments are an `Err`: they are rejected before any instance is made. Arguments may hold
+    /// `{"$execution": ID}` references, replaced by those executions' results (waiting for them).
+    /// The call is recorded as an execution (trigger `call`).
     pub async fn invoke(&self, args: &Value) -> Result<CallReport, ArgumentError> {
-        let params = self.params(args)?;
+        self.invoke_as(args, ("call", "call", 1)).await
+    }
+
+    /// [`Function::invoke`], counted in metrics as `kind` and recorded as attempt `attempt` of a
+    /// call started by `trigger`.
+    pub(crate) async fn invoke_as(
+        &self,
+        args: &Value,
+        (kind, trigger, attempt): (&'static str, &str, u32),
+    ) -> Result<CallReport, ArgumentError> {
         let guest = &self.target.guest;
         let started_ms = crate::executions::now_ms();
-        let report = match guest.admit().await {
-            Ok(_permit) => self.run_admitted(&params, None, None).await,
-            Err(refused) => CallReport { result: Err(refused), logs: Logs::default(), elapsed: Duration::ZERO },
+        let refused = |error| CallReport { result: Err(error), logs: Logs::default(), elapsed: Duration::ZERO };
+        let resolved = match runner::references(args).is_empty() {
+            true => Ok(None),
+            false => runner::resolve_references(&guest.executions, args).await.map(Some),
         };
-        guest.metrics.record(&guest.app, &self.name, "call", report.outcome(), report.elapsed);
+        let report = match resolved {
+            Ok(resolved) => {
+                let params = self.params(resolved.as_ref().unwrap_or(args))?;
+                match guest.admit().await {
+                    Ok(_permit) => self.run_admitted(&params, None, None).await,
+                    Err(paused) => refused(paused),
+                }
+            }
+            Err(bad_reference) => refused(bad_reference),
+        };
+        guest.metrics.record(&guest.app, &self.name, kind, report.outcome(), report.elapsed);
         let result = report.result.as_ref();
-        guest.executions.record_call((&guest.app, &self.name, "call"), args.clone(), result, &report.logs, started_ms);
+        let (logs, executions) = (&report.logs, &guest.executions);
+        executions.record_call((&guest.app, &self.name, trigger, attempt), args.clone(), result, logs, started_ms);
         Ok(report)
     }
 
-    /// Start a call without waiting for it (a job): the execution id comes back at once, and the
-    /// record (trigger `async`) follows it from `queued` to `running` to its result; its output is
-    /// readable while it runs. Bad arguments are refused before anything is recorded. The call runs
-    /// in this process, on the current tokio runtime: if the host stops first, the next start
-    /// marks it failed (`host-stopped`).
+    /// Start a call without waiting for it (a job): the execution id comes back once the queued
+    /// record (trigger `async`) is on disk, and the record follows the call from `queued` to
+    /// `running` to its result; its output is readable while it runs. Wait for it with
+    /// [`Executions::wait`]. Bad arguments, and references to executions that do not exist, are
+    /// refused before anything is recorded. The call runs on the current tokio runtime; if the
+    /// host stops first, it runs again when [`crate::triggers::Triggers`] next start for its app.
     pub async fn spawn(&self, args: &Value) -> Result<String, Error> {
-        let params = self.params(args)?;
-        let executions = self.target.guest.executions.clone();
-        let mut record = executions.start_job(&self.target.guest.app, &self.name, args).await?;
-        let id = record.id.clone();
-        let function = self.clone();
-        tokio::spawn(async move {
-            let guest = function.guest().clone();
-            let report = match guest.admit().await {
-                Ok(_permit) => {
-                    record.status = crate::executions::Status::Running;
-                    record.started_ms = Some(crate::executions::now_ms());
-                    if let Err(error) = executions.put(&record, None) {
-                        tracing::error!(%error, execution = %record.id, "cannot record a job");
-                    }
-                    function.run_admitted(&params, None, Some((&record.id, 1))).await
-                }
-                Err(refused) => CallReport { result: Err(refused), logs: Logs::default(), elapsed: Duration::ZERO },
-            };
-            guest.metrics.record(&guest.app, function.name(), "async", report.outcome(), report.elapsed);
-            if let Err(error) = executions.finish_job(record, &report.result, &report.logs).await {
-                tracing::error!(%error, "cannot record the end of a job");
-            }
-        });
+        self.start_queued(args, runner::ASYNC).await
+    }
+
+    /// Like [`Function::spawn`] (trigger `enqueue`), but calls of this function started this way
+    /// run one at a time, in the order they were enqueued.
+    pub async fn enqueue(&self, args: &Value) -> Result<String, Error> {
+        self.start_queued(args, runner::ENQUEUE).await
+    }
+
+    async fn start_queued(&self, args: &Value, trigger: &str) -> Result<String, Error> {
+        let executions = &self.target.guest.executions;
+        let references = runner::references(args);
+        if references.is_empty() {
+            self.params(args)?;
+        }
+        if let Some(missing) = references.into_iter().find(|id| executions.get(id).is_none()) {
+            let expected = "the id of an existing execution".into();
+            return Err(ArgumentError { path: "$execution".into(), expected, got: missing }.into());
+        }
+        let id = executions.new_id().map_err(Error::Record)?;
+        let record = Execution::queued(id.clone(), &self.target.guest.app, &self.name, trigger, args.clone());
+        executions.enqueue(&record).await.map_err(Error::Record)?;
+        runner::start(executions, self.clone(), record);
         Ok(id)
+    }
+
+    /// The argument sets of a `map` over `inputs`: a list of values of the function's single
+    /// parameter, or (as Runhouse's `map(a=[..], b=[..])`) an object of equally long lists by
+    /// parameter name, zipped.
+    pub fn map_args(&self, inputs: &Value) -> Result<Vec<Value>, ArgumentError> {
+        let bad = |expected: String| ArgumentError { path: "inputs".into(), expected, got: short(inputs) };
+        match inputs {
+            Value::Array(items) if self.export.params.len() == 1 => {
+                Ok(items.iter().map(|item| Value::Array(vec![item.clone()])).collect())
+            }
+            Value::Array(_) => Err(bad(format!(
+                "an object of lists by parameter name: `{}` takes {} parameters (use starmap for lists of argument lists)",
+                self.name,
+                self.export.params.len()
+            ))),
+            Value::Object(lists) => {
+                let mut len = None;
+                for (name, list) in lists {
+                    let n = list.as_array().map(Vec::len).ok_or_else(|| bad(format!("`{name}` to be a list")))?;
+                    if *len.get_or_insert(n) != n {
+                        return Err(bad("lists of the same length".into()));
+                    }
+                }
+                let row = |i: usize| Value::Object(lists.iter().map(|(k, v)| (k.clone(), v[i].clone())).collect());
+                Ok((0..len.unwrap_or(0)).map(row).collect())
+            }
+            _ => Err(bad("a list of inputs, or an object of lists by parameter name".into())),
+        }
+    }
+
+    /// Call once per argument set (each an object by parameter name or an array in order), in
+    /// parallel fresh instances, up to the function's `concurrency` at once. Outcomes come back in
+    /// input order; one call's failure does not stop the others. `on_each` sees every outcome as
+    /// it arrives, with its index. Each call is recorded as an execution (trigger `map`).
+    pub async fn starmap(
+        &self,
+        arg_sets: &[Value],
+        mut on_each: impl FnMut(usize, &Result<Value, Error>),
+    ) -> Vec<Result<Value, Error>> {
+        use futures_util::stream::{FuturesUnordered, StreamExt};
+        let mut calls: FuturesUnordered<_> = arg_sets
+            .iter()
+            .enumerate()
+            .map(|(i, args)| async move {
+                let outcome = match self.invoke_as(args, ("map", "map", 1)).await {
+                    Ok(report) => report.result.map_err(Error::Call),
+                    Err(bad) => Err(Error::Argument(bad)),
+                };
+                (i, outcome)
+            })
+            .collect();
+        let mut outcomes: Vec<Option<Result<Value, Error>>> = (0..arg_sets.len()).map(|_| None).collect();
+        while let Some((i, outcome)) = calls.next().await {
+            on_each(i, &outcome);
+            outcomes[i] = Some(outcome);
+        }
+        outcomes.into_iter().map(|o| o.expect("every call reports")).collect()
     }
 
     /// Run one call once a `concurrency` slot is held; changes it makes carry `cause`; with
@@ -409,7 +532,7 @@ impl Function {
             _ => Err(ArgumentError {
                 path: "(arguments)".into(),
                 expected: format!("an object with parameters {{{}}} or an array of {} values", names(), params.len()),
-                got: args.to_string().chars().take(40).collect(),
+                got: short(args),
             }),
         }
     }

@@ -36,15 +36,19 @@ pub mod manifest;
 pub mod metrics;
 pub mod mimetype;
 pub mod models;
+pub mod queues;
+mod runner;
+pub mod schedule;
 pub mod server;
 pub mod store;
+pub mod topics;
 pub mod triggers;
 pub mod values;
 
 use std::path::PathBuf;
 
 pub use crate::call::{CallError, Guest, Logs};
-pub use crate::host::{App, CallReport, DEFAULT_DATA_DIR, Function, Host, HostBuilder};
+pub use crate::host::{App, CallReport, DEFAULT_DATA_DIR, Function, Host, HostBuilder, outcome_json};
 pub use crate::values::ArgumentError;
 
 /// Everything that can go wrong in the library.
@@ -91,6 +95,12 @@ pub enum Error {
         /// Which model and why.
         message: String,
     },
+    /// A queue operation failed.
+    #[error(transparent)]
+    Queue(#[from] queues::QueueError),
+    /// Publishing to a topic failed.
+    #[error(transparent)]
+    Publish(#[from] topics::PublishError),
     /// An execution record could not be written.
     #[error("cannot record the execution: {0}")]
     Record(String),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use host::triggers::items::ItemTriggers;
+use host::triggers::Triggers;
 use host::{DEFAULT_DATA_DIR, Error, Host};
 use serde_json::Value;
 
@@ -48,11 +48,42 @@ enum Command {
         #[arg(long, value_name = "URL")]
         remote: Option<String>,
         /// Start the call as a job on the server and print its execution id at once; follow it
-        /// with `host executions` and `host logs --follow`.
+        /// with `host wait`, `host executions` and `host logs --follow`. Arguments may hold
+        /// `{"$execution": "ID"}`: that execution's result, once it has one.
         #[arg(long = "async", requires = "remote")]
         start: bool,
+        /// Like `--async`, but calls of the function started this way run one at a time, in order.
+        #[arg(long, requires = "remote", conflicts_with = "start")]
+        enqueue: bool,
         #[command(flatten)]
         token: TokenArgs,
+    },
+    /// Call a function once per input, in parallel sandboxed instances (up to its `concurrency`),
+    /// with a progress bar; print one outcome per input, in input order: `{"ok": RESULT}` or
+    /// `{"err": {"code", "message"}}`. One failure does not stop the others.
+    ///
+    /// INPUTS is a JSON list of values of the function's single parameter, or an object of
+    /// equally long lists by parameter name (zipped). Exit status 1 if any call failed.
+    #[command(
+        after_help = "Examples:\n  host map -f examples/remote-map/host.toml remote-map.square '[1, 2, 3]'\n  host map --remote http://127.0.0.1:8080 remote-map/remote-map.add '{\"a\": [1, 2], \"b\": [2, 5]}'"
+    )]
+    Map(MapArgs),
+    /// Like `map`, but each input is a whole argument list (a JSON array in parameter order, or
+    /// an object by parameter name): INPUTS is a JSON list of them.
+    #[command(
+        after_help = "Example:\n  host starmap -f examples/remote-map/host.toml remote-map.add '[[1, 2], [1, 3], [1, 4]]'"
+    )]
+    Starmap(MapArgs),
+    /// Wait for an execution (a job started with `--async` or `--enqueue`) to finish and print
+    /// its result. Exit status 0 if it succeeded, 1 if not (or not finished in time).
+    Wait {
+        /// The execution id.
+        id: String,
+        /// Wait at most this long.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// List a component's callable exports with their WIT signatures and JSON Schemas.
     Inspect {
@@ -134,6 +165,26 @@ enum Command {
         #[arg(short = 'f', long = "file", default_value = "host.toml")]
         manifest: PathBuf,
     },
+}
+
+/// What `map` and `starmap` run and on what.
+#[derive(clap::Args)]
+struct MapArgs {
+    /// `FUNCTION.EXPORT` (with `--remote`, optionally `APP/FUNCTION.EXPORT`).
+    function: String,
+    /// The inputs as JSON; `-` reads stdin.
+    inputs: String,
+    /// The app manifest.
+    #[arg(short = 'f', long = "file", default_value = "host.toml")]
+    manifest: PathBuf,
+    /// Run the manifest's build commands first.
+    #[arg(long)]
+    build: bool,
+    /// Run on a `host serve` at this URL instead.
+    #[arg(long, value_name = "URL")]
+    remote: Option<String>,
+    #[command(flatten)]
+    token: TokenArgs,
 }
 
 /// Where `items`, `executions` and `logs` work: the data dir (no server may be using it), or a
@@ -267,12 +318,15 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match cli.command {
-        Command::Call { function, args, remote: Some(url), start, token, .. } => {
+        Command::Call { function, args, remote: Some(url), start, enqueue, token, .. } => {
             let args = read_args(args)?;
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let client = host::client::Client::new(&url, token.resolve()?)?;
             let answer = runtime.block_on(async {
-                if start { client.start(&function, &args).await } else { client.call(&function, &args).await }
+                match start || enqueue {
+                    true => client.start(&function, &args, enqueue).await,
+                    false => client.call(&function, &args).await,
+                }
             });
             match answer? {
                 Ok(value) => {
@@ -347,7 +401,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = host::server::ServerConfig { token, max_body, max_requests };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(async {
-                let triggers = ItemTriggers::start(&host, &apps.iter().collect::<Vec<_>>())?;
+                let triggers = Triggers::start(&host, &apps.iter().collect::<Vec<_>>())?;
                 let router = host::server::router(&host, apps, config)?;
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
@@ -393,6 +447,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Map(args) => map(&cli.data, args, false, &mut out),
+        Command::Starmap(args) => map(&cli.data, args, true, &mut out),
+        Command::Wait { id, timeout, remote } => {
+            let backend = Backend::new(&cli.data, remote)?;
+            let record = backend.wait(&id, timeout)?;
+            let code = match record["status"].as_str() {
+                Some("succeeded") => {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&record["output"])?)?;
+                    ExitCode::SUCCESS
+                }
+                Some(status @ ("queued" | "running")) => {
+                    eprintln!("error: execution {id} is still {status} after {}", humantime::format_duration(timeout));
+                    ExitCode::from(1)
+                }
+                status => {
+                    let message = record["error"]["message"].as_str().unwrap_or("no result");
+                    eprintln!("error: execution {id} {}: {message}", status.unwrap_or("ended"));
+                    ExitCode::from(1)
+                }
+            };
+            Ok(code)
+        }
         Command::Logs { id, follow, remote } => {
             let backend = Backend::new(&cli.data, remote)?;
             backend.logs(&id, follow, &mut out)?;
@@ -403,6 +479,72 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             host::build::build(&host::manifest::Manifest::load(&manifest)?)?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `host map` and `host starmap`: run locally or on a server, with a progress bar on stderr.
+fn map(data: &std::path::Path, args: MapArgs, starmap: bool, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let inputs = read_args(Some(args.inputs))?;
+    let mut outcomes: Vec<Value> = Vec::new();
+    let progress = indicatif::ProgressBar::new(0)
+        .with_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} calls, {per_sec}, ETA {eta} {msg}")?);
+    let mut note = |index: usize, outcome: Value| {
+        if outcomes.len() <= index {
+            outcomes.resize(index + 1, Value::Null);
+        }
+        if outcome.get("err").is_some() {
+            progress
+                .set_message(format!("({} failed)", outcomes.iter().filter(|o| o.get("err").is_some()).count() + 1));
+        }
+        outcomes[index] = outcome;
+        progress.inc(1);
+    };
+    match args.remote {
+        Some(url) => {
+            let client = host::client::Client::new(&url, args.token.resolve()?)?;
+            let count = if starmap { inputs.as_array().map_or(0, Vec::len) } else { map_count(&inputs) };
+            progress.set_length(count as u64);
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let answer = runtime.block_on(client.map(&args.function, starmap, &inputs, |mut outcome| {
+                let index = outcome["index"].as_u64().unwrap_or(0) as usize;
+                outcome.as_object_mut().map(|o| o.remove("index"));
+                note(index, outcome);
+            }))?;
+            if let Err(failure) = answer {
+                progress.abandon();
+                eprintln!("error: {}", failure.message);
+                return Ok(ExitCode::from(if failure.bad_input { 2 } else { 1 }));
+            }
+        }
+        None => {
+            let manifest = host::manifest::Manifest::load(&args.manifest)?;
+            if args.build {
+                host::build::build(&manifest)?;
+            }
+            let host = Host::builder().data_dir(data).build()?;
+            let function = host.load(&args.manifest)?.function(&args.function)?;
+            let arg_sets = match (starmap, inputs) {
+                (true, Value::Array(sets)) => sets,
+                (true, other) => anyhow::bail!("starmap inputs: expected a JSON list of argument lists, got {other}"),
+                (false, inputs) => function.map_args(&inputs).map_err(Error::from)?,
+            };
+            progress.set_length(arg_sets.len() as u64);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(function.starmap(&arg_sets, |index, outcome| note(index, host::outcome_json(outcome))));
+        }
+    }
+    progress.finish();
+    let failed = outcomes.iter().filter(|o| o.get("err").is_some()).count();
+    writeln!(out, "{}", serde_json::to_string_pretty(&outcomes)?)?;
+    Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// How many calls a `map` over `inputs` makes: the list's length, or the length of the lists.
+fn map_count(inputs: &Value) -> usize {
+    match inputs {
+        Value::Array(items) => items.len(),
+        Value::Object(lists) => lists.values().next().and_then(Value::as_array).map_or(0, Vec::len),
+        _ => 0,
     }
 }
 
@@ -502,6 +644,31 @@ impl Backend {
                     }
                 }
                 self.api_json(client, "GET", &query, "application/json", Vec::new())
+            }
+        }
+    }
+
+    /// The execution's record once it is final, or the last one seen after `timeout`.
+    fn wait(&self, id: &str, timeout: std::time::Duration) -> anyhow::Result<Value> {
+        match &self.target {
+            Target::Local(host) => {
+                let record = self.runtime.block_on(host.executions().wait(id, timeout));
+                Ok(serde_json::to_value(record.with_context(|| format!("no execution `{id}`"))?)?)
+            }
+            Target::Remote(client) => {
+                // The server waits at most 5 minutes per request.
+                let deadline = std::time::Instant::now() + timeout;
+                loop {
+                    let left = deadline
+                        .saturating_duration_since(std::time::Instant::now())
+                        .min(std::time::Duration::from_secs(300));
+                    let path = format!("/v1/executions/{}?wait={}ms", encode(id), left.as_millis());
+                    let record = self.api_json(client, "GET", &path, "application/json", Vec::new())?;
+                    let finished = !matches!(record["status"].as_str(), Some("queued" | "running"));
+                    if finished || left.is_zero() || std::time::Instant::now() >= deadline {
+                        return Ok(record);
+                    }
+                }
             }
         }
     }

@@ -48,6 +48,84 @@ pub struct Manifest {
     pub item_triggers: Vec<ItemTrigger>,
     /// `[model.NAME]`: ONNX models the host runs for the app's functions (`wasi:nn`).
     pub models: BTreeMap<String, ModelSpec>,
+    /// `[queue.NAME]`: settings of the app's queues (queues not listed use the defaults).
+    pub queues: BTreeMap<String, QueueSpec>,
+    /// `[[trigger.queue]]` consumers, in manifest order.
+    pub queue_triggers: Vec<QueueTrigger>,
+    /// `[[trigger.topic]]` subscriptions, in manifest order.
+    pub topic_triggers: Vec<TopicTrigger>,
+    /// `[[trigger.schedule]]` entries, in manifest order.
+    pub schedule_triggers: Vec<ScheduleTrigger>,
+}
+
+/// The dead-letter queue of queue `q` is `q.dead`.
+pub const DEAD_LETTER_SUFFIX: &str = ".dead";
+
+/// One `[queue.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSpec {
+    /// Deliveries of a message before it moves to the dead-letter queue `NAME.dead`.
+    pub max_attempts: u32,
+}
+
+impl QueueSpec {
+    /// Settings of queue `name` among an app's `[queue.NAME]` entries (a dead-letter queue
+    /// `NAME.dead` never dead-letters).
+    pub fn of(specs: &BTreeMap<String, QueueSpec>, name: &str) -> QueueSpec {
+        match name.strip_suffix(DEAD_LETTER_SUFFIX) {
+            Some(_) => QueueSpec { max_attempts: u32::MAX },
+            None => specs.get(name).cloned().unwrap_or_default(),
+        }
+    }
+}
+
+impl Default for QueueSpec {
+    fn default() -> Self {
+        QueueSpec { max_attempts: 5 }
+    }
+}
+
+/// One `[[trigger.queue]]`: a function consumes a queue, one message per call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueTrigger {
+    /// Unique in the app; names its executions' `trigger`.
+    pub name: String,
+    /// The queue consumed.
+    pub queue: String,
+    /// `function.export`, taking one `message` argument.
+    pub function: String,
+    /// Wait before the second delivery after a failure; doubled before each next one.
+    pub backoff: Duration,
+}
+
+/// One `[[trigger.topic]]`: a subscription calling a function for every message of a topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicTrigger {
+    /// Unique in the app; names its executions' `trigger`.
+    pub name: String,
+    /// The topic subscribed to.
+    pub topic: String,
+    /// `function.export`, taking one `event` argument.
+    pub function: String,
+    /// Attempts per message (1: no retry).
+    pub attempts: u32,
+    /// Wait before the second attempt; doubled before each next one.
+    pub backoff: Duration,
+}
+
+/// One `[[trigger.schedule]]`: a function called at fixed times.
+#[derive(Debug, Clone)]
+pub struct ScheduleTrigger {
+    /// Unique in the app; names its executions' `trigger` and keys its last fire time.
+    pub name: String,
+    /// When it fires.
+    pub schedule: crate::schedule::Schedule,
+    /// `function.export`, taking `scheduled-ms: u64` and `missed: u64`.
+    pub function: String,
+    /// Attempts per fire (1: no retry).
+    pub attempts: u32,
+    /// Wait before the second attempt; doubled before each next one.
+    pub backoff: Duration,
 }
 
 /// One `[model.NAME]`: an ONNX model functions granted it load with `wasi:nn` `load-by-name`.
@@ -188,6 +266,9 @@ fn default_model_concurrency() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
 }
 
+/// A trigger's wait before its second attempt when it sets none.
+const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+
 /// The longest `timeout` a function may ask for.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
@@ -214,6 +295,12 @@ pub struct Grants {
     /// host parses and runs them outside the guest's memory limit, so this is off by default.
     #[serde(default, rename = "models-from-bytes")]
     pub models_from_bytes: bool,
+    /// Queues (`host:api/queues`); a queue's grant covers its dead-letter queue `NAME.dead`.
+    #[serde(default)]
+    pub queues: Vec<ResourceName>,
+    /// Topics to publish to (`host:api/topics.publish`).
+    #[serde(default)]
+    pub topics: Vec<ResourceName>,
 }
 
 impl Grants {
@@ -235,6 +322,17 @@ impl Grants {
     /// Whether the model `name` is granted.
     pub fn model(&self, name: &str) -> bool {
         self.models.iter().any(|g| g.0 == name)
+    }
+
+    /// Whether the queue `name` (or the queue whose dead-letter queue it is) is granted.
+    pub fn queue(&self, name: &str) -> bool {
+        let name = name.strip_suffix(DEAD_LETTER_SUFFIX).unwrap_or(name);
+        self.queues.iter().any(|g| g.0 == name)
+    }
+
+    /// Whether the topic `name` is granted.
+    pub fn topic(&self, name: &str) -> bool {
+        self.topics.iter().any(|g| g.0 == name)
     }
 }
 
@@ -326,6 +424,14 @@ struct RawManifest {
     site: Option<RawSite>,
     #[serde(default)]
     model: BTreeMap<ResourceName, RawModel>,
+    #[serde(default)]
+    queue: BTreeMap<ResourceName, RawQueue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawQueue {
+    max_attempts: std::num::NonZeroU32,
 }
 
 #[derive(Deserialize)]
@@ -348,6 +454,42 @@ struct RawTriggers {
     http: Vec<RawHttpRoute>,
     #[serde(default)]
     item: Vec<RawItemTrigger>,
+    #[serde(default)]
+    queue: Vec<RawQueueTrigger>,
+    #[serde(default)]
+    topic: Vec<RawTopicTrigger>,
+    #[serde(default)]
+    schedule: Vec<RawScheduleTrigger>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueueTrigger {
+    name: ResourceName,
+    queue: ResourceName,
+    function: String,
+    backoff: Option<Timeout>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopicTrigger {
+    name: ResourceName,
+    topic: ResourceName,
+    function: String,
+    #[serde(default)]
+    retry: RawRetry,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScheduleTrigger {
+    name: ResourceName,
+    function: String,
+    every: Option<String>,
+    cron: Option<String>,
+    #[serde(default)]
+    retry: RawRetry,
 }
 
 #[derive(Deserialize)]
@@ -565,16 +707,22 @@ impl Manifest {
                 None => s.route.0,
             },
         });
+        // Every trigger's name is unique in the app (it names executions) and its function exists.
+        let mut trigger_names = std::collections::BTreeSet::new();
+        let mut check_trigger = |at: &str, name: &ResourceName, function: &str| {
+            if !trigger_names.insert(name.0.clone()) {
+                return Err(invalid(format!("{at}.name: `{name}` names another trigger too")));
+            }
+            let component = function.split_once('.').map_or(function, |(c, _)| c);
+            match functions.contains_key(component) {
+                true => Ok(()),
+                false => Err(invalid(format!("{at}.function: no `[function.{component}]` in this manifest"))),
+            }
+        };
         let mut item_triggers: Vec<ItemTrigger> = Vec::new();
         for (i, t) in raw.trigger.item.into_iter().enumerate() {
             let at = format!("trigger.item[{i}] (`{}`)", t.name);
-            if item_triggers.iter().any(|other| other.name == t.name.0) {
-                return Err(invalid(format!("{at}.name: used twice")));
-            }
-            let component = t.function.split_once('.').map_or(t.function.as_str(), |(c, _)| c);
-            if !functions.contains_key(component) {
-                return Err(invalid(format!("{at}.function: no `[function.{component}]` in this manifest")));
-            }
+            check_trigger(&at, &t.name, &t.function)?;
             if t.on.is_empty() {
                 return Err(invalid(format!("{at}.on: expected at least one of `created`, `updated`, `deleted`")));
             }
@@ -592,9 +740,46 @@ impl Manifest {
                 once: matches!(t.mode, TriggerMode::Once),
                 function: t.function,
                 attempts: t.retry.attempts.get(),
-                backoff: t.retry.backoff.map_or(Duration::from_secs(1), |b| b.0),
+                backoff: t.retry.backoff.map_or(DEFAULT_BACKOFF, |b| b.0),
             });
         }
+        let mut queue_triggers = Vec::new();
+        for (i, t) in raw.trigger.queue.into_iter().enumerate() {
+            check_trigger(&format!("trigger.queue[{i}] (`{}`)", t.name), &t.name, &t.function)?;
+            let backoff = t.backoff.map_or(DEFAULT_BACKOFF, |b| b.0);
+            queue_triggers.push(QueueTrigger { name: t.name.0, queue: t.queue.0, function: t.function, backoff });
+        }
+        let mut topic_triggers = Vec::new();
+        for (i, t) in raw.trigger.topic.into_iter().enumerate() {
+            check_trigger(&format!("trigger.topic[{i}] (`{}`)", t.name), &t.name, &t.function)?;
+            topic_triggers.push(TopicTrigger {
+                name: t.name.0,
+                topic: t.topic.0,
+                function: t.function,
+                attempts: t.retry.attempts.get(),
+                backoff: t.retry.backoff.map_or(DEFAULT_BACKOFF, |b| b.0),
+            });
+        }
+        let mut schedule_triggers = Vec::new();
+        for (i, t) in raw.trigger.schedule.into_iter().enumerate() {
+            let at = format!("trigger.schedule[{i}] (`{}`)", t.name);
+            check_trigger(&at, &t.name, &t.function)?;
+            let schedule = match (t.every, t.cron) {
+                (Some(every), None) => crate::schedule::Schedule::every(&every),
+                (None, Some(cron)) => crate::schedule::Schedule::cron(&cron),
+                _ => Err("expected either `every` (e.g. \"10s\") or `cron` (e.g. \"0 */5 * * * *\")".into()),
+            }
+            .map_err(|e| invalid(format!("{at}: {e}")))?;
+            schedule_triggers.push(ScheduleTrigger {
+                name: t.name.0,
+                schedule,
+                function: t.function,
+                attempts: t.retry.attempts.get(),
+                backoff: t.retry.backoff.map_or(DEFAULT_BACKOFF, |b| b.0),
+            });
+        }
+        let queues =
+            raw.queue.into_iter().map(|(n, q)| (n.0, QueueSpec { max_attempts: q.max_attempts.get() })).collect();
         Ok(Manifest {
             path: path.to_path_buf(),
             app: raw.app.name.0,
@@ -603,6 +788,10 @@ impl Manifest {
             site,
             item_triggers,
             models,
+            queues,
+            queue_triggers,
+            topic_triggers,
+            schedule_triggers,
         })
     }
 

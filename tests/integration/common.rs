@@ -26,6 +26,8 @@ pub const PROBE: &str = "tests/guests/item-probe/host.toml";
 pub const FACE_DETECT: &str = "examples/face-detect/host.toml";
 pub const NN_PROBE: &str = "tests/guests/nn-probe/host.toml";
 pub const MODEL_API: &str = "examples/model-api/host.toml";
+pub const MESSAGING: &str = "tests/guests/messaging/host.toml";
+pub const REMOTE_MAP: &str = "examples/remote-map/host.toml";
 
 /// Absolute path of a manifest, with its guests built.
 pub fn manifest(relative: &str) -> PathBuf {
@@ -45,6 +47,8 @@ pub fn manifest(relative: &str) -> PathBuf {
             FACE_DETECT,
             MODEL_API,
             NN_PROBE,
+            MESSAGING,
+            REMOTE_MAP,
         ] {
             host::build::build(&Manifest::load(root().join(m)).unwrap()).expect("building test guests");
         }
@@ -64,6 +68,34 @@ pub fn app(relative: &str) -> (tempfile::TempDir, Host, App) {
     let (data, host) = host();
     let app = host.load(manifest(relative)).unwrap();
     (data, host, app)
+}
+
+/// A host with apps loaded and their triggers running.
+pub struct Running {
+    pub host: Host,
+    pub apps: Vec<App>,
+    pub runtime: tokio::runtime::Runtime,
+    _triggers: host::triggers::Triggers,
+    _data: Option<tempfile::TempDir>,
+}
+
+/// A fresh data dir with `manifests` loaded and their triggers running.
+pub fn running(manifests: &[&str]) -> Running {
+    let data = tempfile::tempdir().unwrap();
+    let running = running_on(data.path(), manifests);
+    Running { _data: Some(data), ..running }
+}
+
+/// `manifests` loaded on data dir `data`, with their triggers running.
+pub fn running_on(data: &Path, manifests: &[&str]) -> Running {
+    let host = Host::builder().data_dir(data).build().unwrap();
+    let apps: Vec<App> = manifests.iter().map(|m| host.load(manifest(m)).unwrap()).collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let triggers = {
+        let _entered = runtime.enter();
+        host::triggers::Triggers::start(&host, &apps.iter().collect::<Vec<_>>()).unwrap()
+    };
+    Running { host, apps, runtime, _triggers: triggers, _data: None }
 }
 
 /// Test tools from PyPI, pinned: the OpenAPI validator, schemathesis and the wasmtime CLI.

@@ -4,31 +4,9 @@
 use std::time::{Duration, Instant};
 
 use host::executions::{Execution, ExecutionFilter, Status};
-use host::triggers::items::ItemTriggers;
-use host::{App, Host};
 use serde_json::{Value, json};
 
-use crate::common::{FACE_DETECT, IMAGE_PROCESS, PROBE, host, iou, manifest, root, skimage_image};
-
-/// A host with apps loaded and their item triggers running.
-struct Running {
-    host: Host,
-    apps: Vec<App>,
-    runtime: tokio::runtime::Runtime,
-    _triggers: ItemTriggers,
-    _data: tempfile::TempDir,
-}
-
-fn running(manifests: &[&str]) -> Running {
-    let (data, host) = host();
-    let apps: Vec<App> = manifests.iter().map(|m| host.load(manifest(m)).unwrap()).collect();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let triggers = {
-        let _entered = runtime.enter();
-        ItemTriggers::start(&host, &apps.iter().collect::<Vec<_>>()).unwrap()
-    };
-    Running { host, apps, runtime, _triggers: triggers, _data: data }
-}
+use crate::common::{FACE_DETECT, IMAGE_PROCESS, PROBE, Running, iou, root, running, skimage_image};
 
 impl Running {
     fn upload(&self, app: &str, dataset: &str, path: &str, data: &[u8], metadata: Value) -> host::datasets::Item {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::call::CallState;
-use crate::manifest::{Grants, ModelSpec};
+use crate::manifest::{Grants, ModelSpec, QueueSpec};
 use crate::models::Models;
 use crate::store::Store;
 
@@ -21,6 +21,8 @@ pub mod http;
 pub mod items;
 pub mod kv;
 pub mod nn;
+pub mod queues;
+pub mod topics;
 
 /// Host bindings generated from `wit/` for the `host:api/imports` world.
 #[allow(missing_docs)]
@@ -62,6 +64,10 @@ pub struct Capabilities {
     pub model_specs: Arc<BTreeMap<String, ModelSpec>>,
     /// The host's loaded models.
     pub models: Arc<Models>,
+    /// The app's `[queue.NAME]` entries.
+    pub queue_specs: Arc<BTreeMap<String, QueueSpec>>,
+    /// The host's open queues.
+    pub queues: Arc<crate::queues::Queues>,
 }
 
 /// Add every capability interface to the linker.
@@ -76,6 +82,8 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     wasi::config::store::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
     host::api::buckets::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
     host::api::items::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
+    host::api::queues::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
+    host::api::topics::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
     wasi::nn::tensor::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
     wasi::nn::graph::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
     wasi::nn::inference::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;

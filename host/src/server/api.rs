@@ -1,5 +1,6 @@
-//! `/v1/apps...` and `/v1/calls`: list apps and functions with their schemas, call functions,
-//! pause and resume them, and see the most recent calls.
+//! `/v1/apps...` and `/v1/calls`: list apps and functions with their schemas, call functions
+//! (now, as jobs, serially, or mapped over many inputs), pause and resume them, and see the most
+//! recent calls.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -19,6 +20,8 @@ pub(super) fn routes() -> Router<Shared> {
         .route("/v1/apps", get(list_apps))
         .route("/v1/apps/{app}", get(show_app))
         .route("/v1/apps/{app}/functions/{function}", get(show_function).post(invoke))
+        .route("/v1/apps/{app}/functions/{function}/map", post(map))
+        .route("/v1/apps/{app}/functions/{function}/starmap", post(starmap))
         .route("/v1/apps/{app}/functions/{function}/pause", post(pause))
         .route("/v1/apps/{app}/functions/{function}/resume", post(resume))
         .route("/v1/calls", get(recent_calls))
@@ -82,13 +85,26 @@ pub(super) fn body_error(server: &Shared, rejection: BytesRejection) -> ApiError
 struct InvokeQuery {
     #[serde(default)]
     r#async: bool,
+    #[serde(default)]
+    enqueue: bool,
+}
+
+/// The JSON of a request body; an empty body is `null`.
+fn json_body(server: &Shared, body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    let body = body.map_err(|e| body_error(server, e))?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("bad-json", format!("request body is not JSON: {e}")))
 }
 
 /// Call a function with the JSON body as its arguments (an empty body: no arguments). The answer
 /// is the JSON result, or the raw bytes of a media result (unless `Accept` is exactly
 /// `application/json`); `Server-Timing` says how long the call took (failed calls included). An
 /// `accept` parameter left out is taken from the `Accept` header. With `?async=true` the call
-/// runs as a job: 202 with its execution id at once (follow it under `/v1/executions/ID`).
+/// runs as a job: 202 with its execution id at once (follow it under `/v1/executions/ID`);
+/// `?enqueue=true` does the same, but such calls of the function run one at a time, in order.
 async fn invoke(
     State(server): State<Shared>,
     Path((app, function)): Path<(String, String)>,
@@ -97,13 +113,7 @@ async fn invoke(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let function = find(&server, &app)?.function(&function)?;
-    let body = body.map_err(|e| body_error(&server, e))?;
-    let mut args = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("bad-json", format!("request body is not JSON: {e}")))?
-    };
+    let mut args = json_body(&server, body)?;
     let accept = headers.get(ACCEPT).and_then(|v| v.to_str().ok());
     if let Some(accept) = accept
         && function.export().takes_accept()
@@ -115,8 +125,8 @@ async fn invoke(
             args.entry("accept").or_insert_with(|| accept.into());
         }
     }
-    if query.r#async {
-        let id = function.spawn(&args).await?;
+    if query.r#async || query.enqueue {
+        let id = if query.enqueue { function.enqueue(&args).await? } else { function.spawn(&args).await? };
         let location = format!("/v1/executions/{id}");
         let body = json!({ "id": id, "status": "queued", "location": location });
         return Ok((StatusCode::ACCEPTED, [(LOCATION, location)], axum::Json(body)).into_response());
@@ -134,6 +144,76 @@ async fn invoke(
         response.headers_mut().insert("server-timing", value);
     }
     Ok(response)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MapQuery {
+    /// Answer one JSON line per call as each ends (`{"index": I, "ok": ...}` or `"err"`).
+    #[serde(default)]
+    stream: bool,
+}
+
+/// `map`: body `{"inputs": [...]}`, a list of values of the function's single parameter, or an
+/// object of equally long lists by parameter name. The answer is `{"results": [...]}` in input
+/// order, each `{"ok": value}` or `{"err": {"code", "message"}}`, plus counts.
+async fn map(
+    State(server): State<Shared>,
+    Path((app, function)): Path<(String, String)>,
+    Query(query): Query<MapQuery>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let function = find(&server, &app)?.function(&function)?;
+    let inputs = field(json_body(&server, body)?, "inputs")?;
+    let arg_sets = function.map_args(&inputs).map_err(crate::Error::from)?;
+    Ok(run_many(function, arg_sets, query.stream).await)
+}
+
+/// `starmap`: body `{"args": [...]}`, one argument list (or object by parameter name) per call;
+/// answers like `map`.
+async fn starmap(
+    State(server): State<Shared>,
+    Path((app, function)): Path<(String, String)>,
+    Query(query): Query<MapQuery>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let function = find(&server, &app)?.function(&function)?;
+    let Value::Array(arg_sets) = field(json_body(&server, body)?, "args")? else {
+        return Err(ApiError::bad_request("bad-argument", "`args`: expected a list of argument lists"));
+    };
+    Ok(run_many(function, arg_sets, query.stream).await)
+}
+
+/// Field `name` of a JSON object body.
+fn field(mut body: Value, name: &str) -> Result<Value, ApiError> {
+    match body.get_mut(name).map(Value::take) {
+        Some(value) => Ok(value),
+        None => Err(ApiError::bad_request("bad-argument", format!("expected a JSON object with `{name}`"))),
+    }
+}
+
+async fn run_many(function: Function, arg_sets: Vec<Value>, stream: bool) -> Response {
+    if !stream {
+        let outcomes = function.starmap(&arg_sets, |_, _| {}).await;
+        let failed = outcomes.iter().filter(|o| o.is_err()).count();
+        let results: Vec<Value> = outcomes.iter().map(crate::outcome_json).collect();
+        let body = json!({ "results": results, "succeeded": outcomes.len() - failed, "failed": failed });
+        return axum::Json(body).into_response();
+    }
+    let (lines, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        function
+            .starmap(&arg_sets, |index, outcome| {
+                let mut line = crate::outcome_json(outcome);
+                line["index"] = index.into();
+                let _ = lines.send(format!("{line}\n"));
+            })
+            .await;
+    });
+    let body = futures_util::stream::poll_fn(move |cx| {
+        receiver.poll_recv(cx).map(|l| l.map(Ok::<_, std::convert::Infallible>))
+    });
+    ([(CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(body)).into_response()
 }
 
 fn set_paused(server: &Shared, app: &str, function: &str, paused: bool) -> Result<axum::Json<Value>, ApiError> {

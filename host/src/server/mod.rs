@@ -6,6 +6,7 @@
 mod api;
 mod executions;
 mod items;
+mod messaging;
 mod openapi;
 mod operator;
 mod site;
@@ -194,6 +195,7 @@ impl From<CallError> for ApiError {
                 ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             },
             CallError::Paused { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message),
+            CallError::Reference { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message),
             CallError::MemoryLimit { .. }
             | CallError::StackOverflow
             | CallError::Trap { .. }
@@ -244,6 +246,7 @@ pub fn router(host: &Host, apps: Vec<App>, config: ServerConfig) -> Result<Route
         .merge(operator::routes())
         .merge(executions::routes())
         .merge(items::routes())
+        .merge(messaging::routes())
         .route("/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(server.clone(), require_token));

@@ -79,7 +79,7 @@ impl HttpHandler {
             }
             this.record(result.as_ref().map_or_else(CallError::code, |()| "ok"), started);
             let outcome = result.as_ref().map(|()| &serde_json::Value::Null);
-            guest.executions.record_call((&guest.app, &guest.name, "http"), input, outcome, &logs, started_ms);
+            guest.executions.record_call((&guest.app, &guest.name, "http", 1), input, outcome, &logs, started_ms);
             result
         });
         match receiver.await {

@@ -1,4 +1,170 @@
-//! What starts calls besides a direct typed call: one module per kind of trigger.
+//! What starts calls besides a direct typed call: one module per kind of trigger, and
+//! [`Triggers`], which runs them all for a set of apps.
 
 pub mod http;
-pub mod items;
+mod items;
+mod queues;
+mod schedules;
+mod topics;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::executions::{Execution, Executions, run_key};
+use crate::manifest::ManifestError;
+use crate::store::Store;
+use crate::{App, Error, Function, Host, runner};
+
+/// How often the dispatcher looks for work when nothing woke it.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Runs the triggers of a set of apps (item, topic, queue and schedule triggers) and every
+/// queued execution of their functions (jobs and serial calls too, including those left by a
+/// host that stopped), until stopped or dropped.
+pub struct Triggers {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Triggers {
+    /// Check every trigger of the apps and start them on the current tokio runtime.
+    pub fn start(host: &Host, apps: &[&App]) -> Result<Triggers, Error> {
+        let functions = apps
+            .iter()
+            .flat_map(|app| app.functions().iter().map(|f| ((app.name().to_string(), f.name().to_string()), f.clone())))
+            .collect();
+        let dispatcher = Dispatcher {
+            store: host.store().clone(),
+            executions: host.executions().clone(),
+            functions,
+            items: items::arm(host, apps)?,
+            topics: topics::arm(host, apps)?,
+        };
+        let consumers = queues::arm(host, apps)?;
+        let timers = schedules::arm(host, apps)?;
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = vec![tokio::spawn(dispatcher.run(stopped.clone()))];
+        tasks.extend(consumers.into_iter().map(|c| tokio::spawn(c.run(stopped.clone()))));
+        tasks.extend(timers.into_iter().map(|t| tokio::spawn(t.run(stopped.clone()))));
+        Ok(Triggers { stop, tasks })
+    }
+
+    /// Stop taking new work; executions already running finish on their own tasks.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Triggers {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(JoinHandle::abort);
+    }
+}
+
+/// Turns item and topic events into queued executions and starts every queued execution.
+struct Dispatcher {
+    store: Arc<Store>,
+    executions: Arc<Executions>,
+    /// Every function of the apps, by (app, `function.export`).
+    functions: HashMap<(String, String), Function>,
+    items: Vec<items::Armed>,
+    topics: Vec<topics::Subscriptions>,
+}
+
+impl Dispatcher {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            // Registered before looking, so an event written meanwhile is not missed.
+            let new_events = self.store.new_events.notified();
+            tokio::pin!(new_events);
+            new_events.as_mut().enable();
+            if let Err(error) = items::accept(&self.executions, &self.items) {
+                tracing::error!(%error, "cannot accept item events");
+            }
+            if let Err(error) = topics::accept(&self.executions, &self.topics) {
+                tracing::error!(%error, "cannot accept topic events");
+            }
+            self.start_queued();
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = new_events => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// Start every queued execution of the apps' functions not running in this process.
+    fn start_queued(&self) {
+        for id in self.executions.queued_ids() {
+            if self.executions.is_running(&id) {
+                continue;
+            }
+            let Some(record) = self.executions.get(&id) else { continue };
+            if record.status.is_final() {
+                if let Err(error) = self.executions.dequeue(&record) {
+                    tracing::error!(%error, execution = %id, "cannot take a finished execution off the queue");
+                }
+                continue;
+            }
+            if let Some(function) = self.functions.get(&(record.app.clone(), record.function.clone())) {
+                runner::start(&self.executions, function.clone(), record);
+            }
+        }
+    }
+}
+
+fn conflict(e: impl std::fmt::Display) -> ConflictableTransactionError<String> {
+    ConflictableTransactionError::Abort(e.to_string())
+}
+
+/// Remove event `key` from `events` and write `records` as queued executions, in one
+/// transaction. A record whose claim is held already is left out (and the claims of the others
+/// are taken).
+fn accept_event(events: &sled::Tree, key: &[u8], executions: &Executions, records: &[Execution]) -> Result<(), String> {
+    (events, &executions.records, &executions.queue)
+        .transaction(|(events, records_tree, queue)| {
+            events.remove(key)?;
+            for record in records {
+                if let Some(claim) = &record.claim {
+                    if queue.get(claim.as_bytes())?.is_some() {
+                        continue;
+                    }
+                    queue.insert(claim.as_bytes(), record.id.as_bytes())?;
+                }
+                records_tree.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(conflict)?)?;
+                queue.insert(run_key(&record.id), record.id.as_bytes())?;
+            }
+            Ok(())
+        })
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// The function of a trigger, which must take one parameter (`what`).
+fn one_parameter(app: &App, kind: &str, trigger: &str, function: &str, what: &str) -> Result<Function, Error> {
+    let function = app.function(function)?;
+    match function.export().params.len() {
+        1 => Ok(function),
+        _ => Err(bad_trigger(app, kind, trigger, &function, &format!("a function taking one `{what}` parameter"))),
+    }
+}
+
+/// A trigger whose function has the wrong signature.
+fn bad_trigger(app: &App, kind: &str, trigger: &str, function: &Function, expected: &str) -> Error {
+    Error::Manifest(ManifestError::Invalid {
+        path: app.manifest().path.clone(),
+        message: format!(
+            "trigger.{kind} `{trigger}`: function `{}` must be {expected}; it is {}",
+            function.name(),
+            function.export().signature()
+        ),
+    })
+}

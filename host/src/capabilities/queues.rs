@@ -1,0 +1,80 @@
+//! `host:api/queues`: the guest's view of [`crate::queues`], limited to granted queues.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::host::api::queues::{Error, Host, Message};
+use crate::call::CallState;
+use crate::manifest::QueueSpec;
+use crate::queues::{Queue, QueueError, parse_lease};
+
+type QueueResult<T> = wasmtime::Result<Result<T, Error>>;
+
+impl From<QueueError> for Error {
+    fn from(e: QueueError) -> Error {
+        match e {
+            QueueError::LeaseExpired(_) => Error::LeaseExpired,
+            QueueError::Invalid(message) => Error::Invalid(message),
+            QueueError::Storage(message) => Error::Other(message),
+        }
+    }
+}
+
+impl CallState {
+    /// Queue `name`, when granted.
+    fn queue(&self, name: &str) -> Result<Arc<Queue>, Error> {
+        let caps = &self.caps;
+        if !caps.grants.queue(name) {
+            return Err(Error::AccessDenied);
+        }
+        Ok(caps.queues.open(&caps.store, &caps.app, name, &QueueSpec::of(&caps.queue_specs, name))?)
+    }
+
+    /// The queue a lease is for, when granted.
+    fn lease_queue(&self, lease: &str) -> Result<Arc<Queue>, Error> {
+        let (queue, _, _) = parse_lease(lease)?;
+        self.queue(queue)
+    }
+}
+
+impl Host for CallState {
+    async fn send(&mut self, queue: String, body: Vec<u8>, delay_ms: u64) -> QueueResult<String> {
+        let queue = match self.queue(&queue) {
+            Ok(queue) => queue,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(queue.send(body, Duration::from_millis(delay_ms)).await.map_err(Error::from))
+    }
+
+    async fn receive(&mut self, queue: String, max: u32, visibility_ms: u64) -> QueueResult<Vec<Message>> {
+        let queue = match self.queue(&queue) {
+            Ok(queue) => queue,
+            Err(e) => return Ok(Err(e)),
+        };
+        let received = queue.receive(&self.caps.queues, max, Duration::from_millis(visibility_ms)).await;
+        Ok(received
+            .map(|messages| {
+                messages
+                    .into_iter()
+                    .map(|m| Message { id: m.id, body: m.body, attempt: m.attempt, lease: m.lease })
+                    .collect()
+            })
+            .map_err(Error::from))
+    }
+
+    async fn complete(&mut self, lease: String) -> QueueResult<()> {
+        match self.lease_queue(&lease) {
+            Ok(queue) => Ok(queue.complete(&lease).await.map_err(Error::from)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    async fn retry(&mut self, lease: String, delay_ms: u64) -> QueueResult<()> {
+        match self.lease_queue(&lease) {
+            Ok(queue) => {
+                Ok(queue.retry(&self.caps.queues, &lease, Duration::from_millis(delay_ms)).await.map_err(Error::from))
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! `[[trigger.topic]]`: hands every published event to each subscription of its topic.
+//!
+//! Accepting an event is one sled transaction: the event leaves the app's topic log and one
+//! queued execution per subscription is written, so each subscription's delivery is durable on
+//! its own and retried by its own policy. Events of a topic without subscriptions are dropped.
+
+use super::{accept_event, one_parameter};
+use crate::executions::{Execution, Executions};
+use crate::manifest::TopicTrigger;
+use crate::topics::{TopicEvent, events_tree};
+use crate::{App, Error, Function, Host};
+use serde_json::Value;
+
+/// The topic log of one app and its subscriptions, functions resolved.
+pub(super) struct Subscriptions {
+    app: String,
+    events: sled::Tree,
+    subscriptions: Vec<(TopicTrigger, Function)>,
+}
+
+/// The subscriptions of every app (apps without any still get their logs emptied).
+pub(super) fn arm(host: &Host, apps: &[&App]) -> Result<Vec<Subscriptions>, Error> {
+    let mut armed = Vec::new();
+    for app in apps {
+        let mut subscriptions = Vec::new();
+        for spec in &app.manifest().topic_triggers {
+            let function = one_parameter(app, "topic", &spec.name, &spec.function, "event")?;
+            subscriptions.push((spec.clone(), function));
+        }
+        let events = events_tree(host.store(), app.name())
+            .map_err(|e| Error::DataDir { path: host.data_dir().into(), message: e.to_string() })?;
+        armed.push(Subscriptions { app: app.name().into(), events, subscriptions });
+    }
+    Ok(armed)
+}
+
+/// Turn every published event of the apps into one queued execution per subscription.
+pub(super) fn accept(executions: &Executions, armed: &[Subscriptions]) -> Result<(), String> {
+    for app in armed {
+        for entry in app.events.iter() {
+            let (key, bytes) = entry.map_err(|e| e.to_string())?;
+            let event: TopicEvent = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+            let mut records = Vec::new();
+            for (spec, function) in app.subscriptions.iter().filter(|(spec, _)| spec.topic == event.topic) {
+                let input = Value::Array(vec![event.to_wit_json()]);
+                records.push(Execution {
+                    max_attempts: spec.attempts,
+                    backoff_ms: spec.backoff.as_millis() as u64,
+                    ..Execution::queued(executions.new_id()?, &app.app, function.name(), &spec.name, input)
+                });
+            }
+            accept_event(&app.events, &key, executions, &records)?;
+        }
+    }
+    Ok(())
+}
