@@ -1,0 +1,141 @@
+//! Queues and topics, durability on: messages per second from `send` to handled and completed by
+//! a `[[trigger.queue]]`, against direct calls of the same handler in the same run; and the
+//! latency of a topic event's fan-out to four subscriptions.
+//!
+//! The handler is `tests/guests/messaging` (`handle`: one KV increment per message; `on-event-a`:
+//! the same per event), with `concurrency = 4`. Run with `cargo bench -p host --bench messaging`
+//! (`BENCH_MESSAGES`, default 2000; `BENCH_EVENTS`, default 100). The machine is shared and
+//! noisy: compare the ratios.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use host::Host;
+use host::executions::{ExecutionFilter, Status};
+use host::manifest::{Manifest, QueueSpec};
+use host::triggers::Triggers;
+use serde_json::json;
+
+fn percentile(sorted: &[f64], p: usize) -> f64 {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    let (n, events) = (env("BENCH_MESSAGES", 2000), env("BENCH_EVENTS", 100));
+    let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guests/messaging/host.toml");
+    host::build::build(&Manifest::load(&guest).unwrap()).unwrap();
+    let wasm = guest.parent().unwrap().join("../../../target/wasm32-wasip2/release/messaging.wasm");
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("host.toml");
+    let subscriptions: String = (0..4)
+        .map(|i| format!("[[trigger.topic]]\nname = \"sub-{i}\"\ntopic = \"news\"\nfunction = \"m.on-event-a\"\n"))
+        .collect();
+    std::fs::write(
+        &manifest,
+        format!(
+            "[app]\nname = \"messaging\"\n[function.m]\nsource = {:?}\nlimits = {{ concurrency = 4 }}\ngrants = {{ kv = [\"seen\"], queues = [\"bench\"], topics = [\"news\"] }}\n[[trigger.queue]]\nname = \"consumer\"\nqueue = \"bench\"\nfunction = \"m.handle\"\n{subscriptions}",
+            wasm.canonicalize().unwrap()
+        ),
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let host = Host::builder().data_dir(data.path()).build().unwrap();
+    let app = host.load(&manifest).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+
+    // Baseline: the handler called directly n times, 4 at a time (its concurrency).
+    let handle = app.function("m.handle").unwrap();
+    let message = json!([{ "id": "0", "body": "eA==", "attempt": 1, "lease": "bench/0/1" }]);
+    let started = Instant::now();
+    runtime.block_on(async {
+        let calls: Vec<_> = (0..n)
+            .map(|_| {
+                let (handle, message) = (handle.clone(), message.clone());
+                tokio::spawn(async move { handle.call(message).await.unwrap() })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap();
+        }
+    });
+    let direct = n as f64 / started.elapsed().as_secs_f64();
+
+    // Queue: n durable sends from 64 senders, consumed by the trigger; done when every message
+    // was handled and completed (the queue is empty and n executions succeeded).
+    let queue = host.queue("messaging", "bench", &QueueSpec::default()).unwrap();
+    let triggers = {
+        let _entered = runtime.enter();
+        Triggers::start(&host, &[&app]).unwrap()
+    };
+    let started = Instant::now();
+    runtime.block_on(async {
+        let senders: Vec<_> = (0..64)
+            .map(|s| {
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    for i in (s..n).step_by(64) {
+                        queue.send(format!("m{i}").into_bytes(), Duration::ZERO).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for sender in senders {
+            sender.await.unwrap();
+        }
+    });
+    let sent = started.elapsed();
+    let filter = ExecutionFilter { trigger: Some("consumer".into()), status: Some(Status::Succeeded), ..Default::default() };
+    loop {
+        let stats = queue.stats().unwrap();
+        if stats.ready + stats.waiting == 0 && host.executions().list(&filter, None, n).len() == n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let handled = started.elapsed();
+    let stats = host.commit_stats();
+
+    // Topic: one event at a time; latency from publish to all four subscriptions finished.
+    let mut latencies = Vec::new();
+    for i in 0..events {
+        let started = Instant::now();
+        let id = runtime
+            .block_on(host::topics::publish(host.store(), "messaging", "news", format!("e{i}").into_bytes(), vec![]))
+            .unwrap();
+        loop {
+            let done = (0..4)
+                .filter(|s| {
+                    let filter = ExecutionFilter { trigger: Some(format!("sub-{s}")), status: Some(Status::Succeeded), ..Default::default() };
+                    host.executions().list(&filter, None, 1).first().is_some_and(|r| r.input[0]["id"] == id.as_str())
+                })
+                .count();
+            if done == 4 {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    drop(triggers);
+
+    println!("messages: {n}, handler concurrency 4, every send durable before it returns");
+    println!("direct calls of the handler:        {direct:>8.0} calls/s");
+    println!("queue sends (64 senders):           {:>8.0} msgs/s", n as f64 / sent.as_secs_f64());
+    println!(
+        "send -> handled -> completed:       {:>8.0} msgs/s ({:.2}x direct calls)",
+        n as f64 / handled.as_secs_f64(),
+        n as f64 / handled.as_secs_f64() / direct
+    );
+    println!("group commit: {} flushes for {} durable writes", stats.flushes, stats.tickets);
+    println!(
+        "topic fan-out to 4 subscriptions, publish -> all handled: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms ({events} events)",
+        percentile(&latencies, 50),
+        percentile(&latencies, 90),
+        percentile(&latencies, 99)
+    );
+}
