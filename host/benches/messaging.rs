@@ -88,7 +88,8 @@ fn main() {
         }
     });
     let sent = started.elapsed();
-    let filter = ExecutionFilter { trigger: Some("consumer".into()), status: Some(Status::Succeeded), ..Default::default() };
+    let filter =
+        ExecutionFilter { trigger: Some("consumer".into()), status: Some(Status::Succeeded), ..Default::default() };
     loop {
         let stats = queue.stats().unwrap();
         if stats.ready + stats.waiting == 0 && host.executions().list(&filter, None, n).len() == n {
@@ -109,7 +110,11 @@ fn main() {
         loop {
             let done = (0..4)
                 .filter(|s| {
-                    let filter = ExecutionFilter { trigger: Some(format!("sub-{s}")), status: Some(Status::Succeeded), ..Default::default() };
+                    let filter = ExecutionFilter {
+                        trigger: Some(format!("sub-{s}")),
+                        status: Some(Status::Succeeded),
+                        ..Default::default()
+                    };
                     host.executions().list(&filter, None, 1).first().is_some_and(|r| r.input[0]["id"] == id.as_str())
                 })
                 .count();

@@ -28,6 +28,7 @@ pub const NN_PROBE: &str = "tests/guests/nn-probe/host.toml";
 pub const MODEL_API: &str = "examples/model-api/host.toml";
 pub const MESSAGING: &str = "tests/guests/messaging/host.toml";
 pub const REMOTE_MAP: &str = "examples/remote-map/host.toml";
+pub const TRAIN_CLASSIFIER: &str = "examples/train-classifier/host.toml";
 
 /// Absolute path of a manifest, with its guests built.
 pub fn manifest(relative: &str) -> PathBuf {
@@ -49,6 +50,7 @@ pub fn manifest(relative: &str) -> PathBuf {
             NN_PROBE,
             MESSAGING,
             REMOTE_MAP,
+            TRAIN_CLASSIFIER,
         ] {
             host::build::build(&Manifest::load(root().join(m)).unwrap()).expect("building test guests");
         }

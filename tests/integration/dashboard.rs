@@ -13,13 +13,13 @@ use host::server::ServerConfig;
 use crate::common::{COUNTER, HELLO, HELLO_HTTP, PROBE, root};
 use crate::server::{send, serve_apps};
 
-fn run(command: &mut Command) {
+pub fn run(command: &mut Command) {
     let status = command.status().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     assert!(status.success(), "{command:?} failed: {status}");
 }
 
 /// Chromium's path: `$CHROMIUM`, else Debian's, installed with apt when missing.
-fn chromium() -> String {
+pub fn chromium() -> String {
     if let Ok(path) = std::env::var("CHROMIUM") {
         return path;
     }
@@ -30,12 +30,18 @@ fn chromium() -> String {
     "/usr/bin/chromium".into()
 }
 
-#[test]
-fn dashboard_calls_a_function_from_the_browser() {
+/// `tests/ui`, with playwright-core installed (pinned by its package-lock.json).
+pub fn playwright() -> std::path::PathBuf {
     let ui = root().join("tests/ui");
     if !ui.join("node_modules/playwright-core").exists() {
         run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&ui));
     }
+    ui
+}
+
+#[test]
+fn dashboard_calls_a_function_from_the_browser() {
+    let ui = playwright();
     let chromium = chromium();
     let token = "dashboard-token";
     let config = ServerConfig { token: Some(token.into()), ..ServerConfig::default() };

@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod dashboard;
+mod digits;
 mod hostile;
 mod items;
 mod kv;
@@ -14,4 +15,5 @@ mod nn;
 mod openapi;
 mod remote_map;
 mod server;
+mod train_classifier;
 mod values;

@@ -74,9 +74,12 @@ fn app_paths(app: &App, paths: &mut Map<String, Value>) {
             json!({ "required": true, "content": { "application/json": { "schema": export.params_schema() } } });
         invoke["parameters"] = json!([{ "name": "async", "in": "query", "required": false,
             "description": "Run the call as a job: answer 202 with its execution id at once",
+            "schema": { "type": "boolean", "default": false } },
+            { "name": "enqueue", "in": "query", "required": false,
+            "description": "Like `async`, but such calls of the function run one at a time, in order",
             "schema": { "type": "boolean", "default": false } }]);
         invoke["responses"]["202"] = json_response(
-            "Started as a job (`?async=true`)",
+            "Started as a job (`?async=true` or `?enqueue=true`)",
             json!({
             "type": "object", "required": ["id", "status", "location"], "properties": {
                 "id": { "type": "string" }, "status": { "const": "queued" }, "location": { "type": "string" } } }),
@@ -102,6 +105,33 @@ fn app_paths(app: &App, paths: &mut Map<String, Value>) {
             &[],
         );
         paths.insert(path.clone(), json!({ "get": describe, "post": invoke }));
+        let outcomes = json!({ "type": "object", "required": ["results", "succeeded", "failed"], "properties": {
+            "results": { "type": "array", "items": { "type": "object",
+                "description": "`{\"ok\": RESULT}` or `{\"err\": {\"code\", \"message\"}}`" } },
+            "succeeded": { "type": "integer" }, "failed": { "type": "integer" } } });
+        let stream = json!([{ "name": "stream", "in": "query", "required": false,
+            "description": "Answer one JSON line per call as each ends (`application/x-ndjson`)",
+            "schema": { "type": "boolean", "default": false } }]);
+        for (kind, field, what) in [
+            (
+                "map",
+                "inputs",
+                "a list of values of its single parameter, or an object of equally long lists by parameter name",
+            ),
+            ("starmap", "args", "a list of argument lists (or objects by parameter name)"),
+        ] {
+            let mut op = operation(
+                op_id(&[kind, name, f.name()]),
+                format!("Call `{}` once per input in parallel instances; outcomes in input order", f.name()),
+                name,
+                ("200", json_response("One outcome per input", outcomes.clone())),
+                &[("400", "Body is not JSON (`bad-json`) or not the expected shape (`bad-argument`)")],
+            );
+            op["parameters"] = stream.clone();
+            op["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": {
+                "type": "object", "required": [field], "properties": { field: { "description": what } } } } } });
+            paths.insert(format!("{path}/{kind}"), json!({ "post": op }));
+        }
         for (verb, paused) in [("pause", true), ("resume", false)] {
             let summary = if paused {
                 format!("Pause the component of `{}`: its calls get 503 `paused`", f.name())
