@@ -151,26 +151,21 @@ pub fn train(
                 let mut d_out = probabilities;
                 d_out[*label] -= 1.0;
                 let mut d_hidden = vec![0.0; h];
-                for j in 0..h {
-                    for k in 0..classes {
-                        grad.w2[j * classes + k] += hidden[j] * d_out[k];
-                        d_hidden[j] += mlp.w2[j * classes + k] * d_out[k];
+                let rows = grad.w2.chunks_mut(classes).zip(mlp.w2.chunks(classes));
+                for (((grad_row, row), &activation), d_h) in rows.zip(&hidden).zip(&mut d_hidden) {
+                    for ((g, w), d) in grad_row.iter_mut().zip(row).zip(&d_out) {
+                        *g += activation * d;
+                        *d_h += w * d;
                     }
-                    if hidden[j] <= 0.0 {
-                        d_hidden[j] = 0.0;
-                    }
-                }
-                for (k, d) in d_out.iter().enumerate() {
-                    grad.b2[k] += d;
-                }
-                for (i, xi) in x.iter().enumerate() {
-                    for j in 0..h {
-                        grad.w1[i * h + j] += xi * d_hidden[j];
+                    if activation <= 0.0 {
+                        *d_h = 0.0;
                     }
                 }
-                for j in 0..h {
-                    grad.b1[j] += d_hidden[j];
+                add_scaled(&mut grad.b2, &d_out, 1.0);
+                for (grad_row, xi) in grad.w1.chunks_mut(h).zip(x) {
+                    add_scaled(grad_row, &d_hidden, *xi);
                 }
+                add_scaled(&mut grad.b1, &d_hidden, 1.0);
             }
             let step = options.learning_rate / batch.len() as f32;
             for (w, v, g) in mlp
@@ -192,6 +187,11 @@ pub fn train(
     mlp
 }
 
+/// `target += scale * values`, element by element.
+fn add_scaled(target: &mut [f32], values: &[f32], scale: f32) {
+    target.iter_mut().zip(values).for_each(|(t, v)| *t += scale * v);
+}
+
 fn argmax(values: &[f32]) -> usize {
     values.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
 }
@@ -201,17 +201,13 @@ impl Mlp {
     fn forward(&self, x: &[f32; INPUTS]) -> (Vec<f32>, Vec<f32>) {
         let (h, c) = (self.hidden, self.classes);
         let mut hidden = self.b1.clone();
-        for (i, xi) in x.iter().enumerate() {
-            for j in 0..h {
-                hidden[j] += xi * self.w1[i * h + j];
-            }
+        for (row, xi) in self.w1.chunks(h).zip(x) {
+            add_scaled(&mut hidden, row, *xi);
         }
         hidden.iter_mut().for_each(|v| *v = v.max(0.0));
         let mut logits = self.b2.clone();
-        for j in 0..h {
-            for k in 0..c {
-                logits[k] += hidden[j] * self.w2[j * c + k];
-            }
+        for (row, activation) in self.w2.chunks(c).zip(&hidden) {
+            add_scaled(&mut logits, row, *activation);
         }
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
