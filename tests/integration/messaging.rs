@@ -210,3 +210,29 @@ fn triggers_with_the_wrong_signature_are_refused_at_start() {
     let error = host.load(&path).err().unwrap().to_string();
     assert!(error.contains("trigger.schedule[0]") && error.contains("at least 1s"), "{error}");
 }
+
+#[test]
+fn operators_send_receive_complete_and_publish_over_rest() {
+    use crate::server::{send, serve_apps};
+    let server = serve_apps(&[MESSAGING], Default::default(), Duration::from_secs(5));
+    let addr = server.addr;
+    let queue = "/v1/apps/messaging/queues/direct";
+    let sent = send(addr, "POST", queue, &[], b"from rest");
+    assert_eq!(sent.status, 201, "{}", sent.text());
+    assert_eq!(send(addr, "GET", queue, &[], b"").json()["ready"], 1);
+    let leased = send(addr, "POST", &format!("{queue}/receive?max=5&visibility=1m"), &[], b"").json();
+    assert_eq!(bodies(&leased), [("from rest".into(), 1)]);
+    let lease = json!({ "lease": leased[0]["lease"] }).to_string();
+    assert_eq!(send(addr, "POST", &format!("{queue}/complete"), &[], lease.as_bytes()).status, 204);
+    let again = send(addr, "POST", &format!("{queue}/complete"), &[], lease.as_bytes());
+    assert_eq!((again.status, again.json()["code"].clone()), (409, json!("lease-expired")));
+    let counts = send(addr, "GET", queue, &[], b"").json();
+    assert_eq!((counts["ready"].clone(), counts["waiting"].clone()), (json!(0), json!(0)));
+    let unknown = send(addr, "POST", "/v1/apps/messaging/queues/nope", &[], b"x");
+    assert_eq!((unknown.status, unknown.json()["code"].clone()), (404, json!("unknown-queue")));
+    let bad = send(addr, "POST", &format!("{queue}/receive?max=0"), &[], b"");
+    assert_eq!((bad.status, bad.json()["code"].clone()), (400, json!("bad-argument")));
+    let published = send(addr, "POST", "/v1/apps/messaging/topics/news?source=rest", &[], b"breaking");
+    assert_eq!(published.status, 201);
+    assert_eq!(send(addr, "POST", "/v1/apps/messaging/topics/gossip", &[], b"x").status, 404);
+}

@@ -199,6 +199,7 @@ fn app_paths(app: &App, paths: &mut Map<String, Value>) {
             );
         }
     }
+    messaging_paths(app, paths);
     for route in &app.manifest().http_routes {
         let path = route.prefix().map_or(route.route.as_str(), |p| if p.is_empty() { "/" } else { p });
         let answer = json!({ "description": "Whatever the component answers", "content": { "*/*": { "schema": {} } } });
@@ -216,6 +217,84 @@ fn app_paths(app: &App, paths: &mut Map<String, Value>) {
 }
 
 /// The OpenAPI 3.1 document for the loaded apps.
+/// The operator's queue and topic endpoints of the queues and topics the app grants.
+fn messaging_paths(app: &App, paths: &mut Map<String, Value>) {
+    let name = app.name();
+    let raw = json!({ "required": true, "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } });
+    let created = (
+        "201",
+        json_response(
+            "Accepted, on disk",
+            json!({ "type": "object", "required": ["id"], "properties": { "id": { "type": "string" } } }),
+        ),
+    );
+    let bad = [("400", "Bad query or body (`bad-query`, `bad-json`, `bad-argument`)")];
+    for queue in app.manifest().granted(|g| &g.queues).iter().flat_map(|q| [q.clone(), format!("{q}.dead")]) {
+        let base = format!("/v1/apps/{name}/queues/{queue}");
+        let stats = operation(
+            op_id(&["queue", name, &queue]),
+            format!("Messages ready and waiting in `{queue}`"),
+            name,
+            (
+                "200",
+                json_response(
+                    "Counts",
+                    json!({ "type": "object", "properties": { "queue": { "type": "string" }, "ready": { "type": "integer" }, "waiting": { "type": "integer" } } }),
+                ),
+            ),
+            &[],
+        );
+        let mut send = operation(
+            op_id(&["send", name, &queue]),
+            format!("Send the body as a message to `{queue}`"),
+            name,
+            created.clone(),
+            &bad,
+        );
+        send["requestBody"] = raw.clone();
+        send["parameters"] = json!([{ "name": "delay", "in": "query", "schema": { "type": "string" }, "description": "Visible after this long, e.g. `10s`" }]);
+        let message = json!({ "type": "object", "properties": { "id": { "type": "string" }, "body": { "type": "string", "contentEncoding": "base64" }, "attempt": { "type": "integer" }, "lease": { "type": "string" } } });
+        let mut receive = operation(
+            op_id(&["receive", name, &queue]),
+            format!("Lease visible messages of `{queue}`, oldest first"),
+            name,
+            ("200", json_response("Leased messages", json!({ "type": "array", "items": message }))),
+            &bad,
+        );
+        receive["parameters"] = json!([
+            { "name": "max", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 100, "default": 1 } },
+            { "name": "visibility", "in": "query", "schema": { "type": "string", "default": "30s" } }]);
+        let mut complete = operation(
+            op_id(&["complete", name, &queue]),
+            format!("Remove a leased message of `{queue}`"),
+            name,
+            ("204", json!({ "description": "Removed" })),
+            &[bad[0], ("409", "The lease is over (`lease-expired`)")],
+        );
+        complete["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": {
+            "type": "object", "required": ["lease"], "properties": { "lease": { "type": "string" } } } } } });
+        paths.insert(base.clone(), json!({ "get": stats, "post": send }));
+        paths.insert(format!("{base}/receive"), json!({ "post": receive }));
+        paths.insert(format!("{base}/complete"), json!({ "post": complete }));
+    }
+    let mut topics = app.manifest().granted(|g| &g.topics);
+    topics.extend(app.manifest().topic_triggers.iter().map(|t| t.topic.clone()));
+    topics.sort();
+    topics.dedup();
+    for topic in topics {
+        let mut publish = operation(
+            op_id(&["publish", name, &topic]),
+            format!("Publish the body to every subscription of `{topic}`"),
+            name,
+            created.clone(),
+            &bad,
+        );
+        publish["requestBody"] = raw.clone();
+        publish["description"] = "Query parameters become the event's attributes.".into();
+        paths.insert(format!("/v1/apps/{name}/topics/{topic}"), json!({ "post": publish }));
+    }
+}
+
 pub(super) async fn document(State(server): State<Shared>) -> axum::Json<Value> {
     let mut paths = Map::new();
     let apps_schema = json!({ "type": "array", "items": { "$ref": "#/components/schemas/App" } });
