@@ -123,25 +123,13 @@ pub fn train(
         w2: he(h, h * classes),
         b2: vec![0.0; classes],
     };
-    let mut velocity = Mlp {
-        w1: vec![0.0; INPUTS * h],
-        b1: vec![0.0; h],
-        w2: vec![0.0; h * classes],
-        b2: vec![0.0; classes],
-        ..mlp.clone()
-    };
+    let mut velocity = mlp.zeroed();
     let mut order: Vec<usize> = (0..samples.len()).collect();
     for epoch in 1..=options.epochs {
         rng.shuffle(&mut order);
         let (mut loss, mut correct) = (0.0, 0);
         for batch in order.chunks(options.batch_size.max(1)) {
-            let mut grad = Mlp {
-                w1: vec![0.0; INPUTS * h],
-                b1: vec![0.0; h],
-                w2: vec![0.0; h * classes],
-                b2: vec![0.0; classes],
-                ..mlp.clone()
-            };
+            let mut grad = mlp.zeroed();
             for &i in batch {
                 let (x, label) = &samples[i];
                 let (hidden, probabilities) = mlp.forward(x);
@@ -213,6 +201,12 @@ impl Mlp {
         let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
         let sum: f32 = exp.iter().sum();
         (hidden, exp.into_iter().map(|e| e / sum).collect())
+    }
+
+    /// A network of the same shape with every parameter zero (for gradients and momentum).
+    fn zeroed(&self) -> Mlp {
+        let zeros = |v: &Vec<f32>| vec![0.0; v.len()];
+        Mlp { w1: zeros(&self.w1), b1: zeros(&self.b1), w2: zeros(&self.w2), b2: zeros(&self.b2), ..*self }
     }
 
     fn params_mut(&mut self) -> [&mut Vec<f32>; 4] {
