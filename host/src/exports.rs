@@ -123,9 +123,25 @@ fn is_media(ty: &Type) -> bool {
             && body.name == "body" && matches!(&body.ty, Type::List(l) if l.ty() == Type::U8))
 }
 
+/// Exports that guest toolchains add for their own use at build time (Wizer pre-initialization)
+/// and that must never be called: componentize-py's `exports#init` and componentize-qjs's `init`,
+/// recognized by full name and parameter names so that a user's own `init` stays callable.
+const TOOLCHAIN_INTERNAL: [(&str, &[&str]); 2] = [
+    ("exports#init", &["app-name", "symbols", "stub-wasi"]),
+    ("init", &["shim", "script", "entry-path", "disable-gc"]),
+];
+
+/// Whether `export` is one of the [`TOOLCHAIN_INTERNAL`] exports.
+fn toolchain_internal(export: &Export) -> bool {
+    TOOLCHAIN_INTERNAL.iter().any(|(name, params)| {
+        export.full_name == *name && export.params.iter().map(|(p, _)| p.as_str()).eq(params.iter().copied())
+    })
+}
+
 /// Every exported function of `component` whose types can be passed as JSON, at top level and
 /// inside exported interfaces, in the component's order. Functions taking resources, futures or
-/// streams are left out (they are reached through other triggers, e.g. wasi:http).
+/// streams are left out (they are reached through other triggers, e.g. wasi:http), and so are
+/// toolchain-internal exports.
 pub fn exports(component: &Component) -> Vec<Export> {
     let engine = component.engine();
     let mut found = Vec::new();
@@ -151,6 +167,10 @@ pub fn exports(component: &Component) -> Vec<Export> {
         }
     }
     found.retain(|e| {
+        if toolchain_internal(e) {
+            tracing::debug!(export = %e.full_name, "toolchain-internal export; hidden");
+            return false;
+        }
         let ok = e.params.iter().all(|(_, t)| values::representable(t))
             && e.result.as_ref().is_none_or(values::representable);
         if !ok {

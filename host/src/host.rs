@@ -54,6 +54,7 @@ impl Drop for Inner {
 #[derive(Debug, Clone)]
 pub struct HostBuilder {
     data_dir: PathBuf,
+    cache_dir: Option<PathBuf>,
 }
 
 impl HostBuilder {
@@ -63,9 +64,17 @@ impl HostBuilder {
         self
     }
 
+    /// Where compiled components are kept (default: `cache` in the data dir). Hosts with different
+    /// data dirs may share one: entries are keyed by the component's hash and the engine's settings.
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
     /// Create the data dir if needed, open the store and start the engine.
     pub fn build(self) -> Result<Host, Error> {
         let data_dir = self.data_dir;
+        let cache_dir = self.cache_dir.unwrap_or_else(|| data_dir.join("cache"));
         let data_error = |message: String| Error::DataDir { path: data_dir.clone(), message };
         std::fs::create_dir_all(&data_dir).map_err(|e| data_error(e.to_string()))?;
         let store = Store::open(&data_dir.join("db")).map_err(|e| match e {
@@ -74,7 +83,7 @@ impl HostBuilder {
             }
             e => data_error(e.to_string()),
         })?;
-        let runtime = Runtime::new(data_dir.join("cache")).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let runtime = Runtime::new(cache_dir).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let store = Arc::new(store);
         let executions = Executions::open(&store).map_err(|e| data_error(e.to_string()))?;
         let inner = Inner {
@@ -93,7 +102,7 @@ impl HostBuilder {
 impl Host {
     /// Start configuring a host.
     pub fn builder() -> HostBuilder {
-        HostBuilder { data_dir: PathBuf::from(DEFAULT_DATA_DIR) }
+        HostBuilder { data_dir: PathBuf::from(DEFAULT_DATA_DIR), cache_dir: None }
     }
 
     /// The data dir in use.

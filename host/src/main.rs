@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use host::triggers::Triggers;
-use host::{DEFAULT_DATA_DIR, Error, Host};
+use host::{DEFAULT_DATA_DIR, Error, Host, HostBuilder};
 use serde_json::Value;
 
 /// A sandboxed WebAssembly function host: call typed component exports with JSON.
@@ -17,6 +17,10 @@ struct Cli {
     /// Data dir holding the embedded store, buckets and the compiled-component cache.
     #[arg(long, global = true, env = "HOST_DATA", default_value = DEFAULT_DATA_DIR)]
     data: PathBuf,
+    /// Folder of compiled components [default: `cache` in the data dir]. Several data dirs may
+    /// share one, so that each component is compiled once.
+    #[arg(long, global = true, env = "HOST_CACHE", value_name = "DIR")]
+    cache: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -317,6 +321,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
+    let cache = cli.cache.unwrap_or_else(|| cli.data.join("cache"));
+    let local = Host::builder().data_dir(&cli.data).cache_dir(&cache);
     match cli.command {
         Command::Call { function, args, remote: Some(url), start, enqueue, token, .. } => {
             let args = read_args(args)?;
@@ -344,7 +350,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 host::build::build(&host::manifest::Manifest::load(&manifest)?)?;
             }
             let args = read_args(args)?;
-            let host = Host::builder().data_dir(&cli.data).build()?;
+            let host = local.clone().build()?;
             let app = host.load(&manifest)?;
             let function = app.function(&function)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -366,7 +372,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Inspect { component, json } => {
-            let exports = host::inspect(&component, &cli.data.join("cache"))?;
+            let exports = host::inspect(&component, &cache)?;
             if json {
                 let listed: Vec<Value> = exports.iter().map(|e| e.describe(&e.name)).collect();
                 writeln!(out, "{}", serde_json::to_string_pretty(&listed)?)?;
@@ -390,7 +396,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "refusing to listen on {listen} without a bearer token: anyone who can reach it could call every function; set HOST_TOKEN, --token-file or --token (or listen on 127.0.0.1)"
                 );
             }
-            let host = Host::builder().data_dir(&cli.data).build()?;
+            let host = local.clone().build()?;
             let mut apps = Vec::new();
             for path in &manifests {
                 if build {
@@ -419,7 +425,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Executions { app, function, trigger, status, limit, json, remote } => {
-            let backend = Backend::new(&cli.data, remote)?;
+            let backend = Backend::new(&local, remote)?;
             let records = backend.executions(app, function, trigger, status, limit)?;
             if json {
                 for record in records.as_array().into_iter().flatten() {
@@ -447,10 +453,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Map(args) => map(&cli.data, args, false, &mut out),
-        Command::Starmap(args) => map(&cli.data, args, true, &mut out),
+        Command::Map(args) => map(&local, args, false, &mut out),
+        Command::Starmap(args) => map(&local, args, true, &mut out),
         Command::Wait { id, timeout, remote } => {
-            let backend = Backend::new(&cli.data, remote)?;
+            let backend = Backend::new(&local, remote)?;
             let record = backend.wait(&id, timeout)?;
             let code = match record["status"].as_str() {
                 Some("succeeded") => {
@@ -470,11 +476,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(code)
         }
         Command::Logs { id, follow, remote } => {
-            let backend = Backend::new(&cli.data, remote)?;
+            let backend = Backend::new(&local, remote)?;
             backend.logs(&id, follow, &mut out)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Items(command) => items(&cli.data, command, &mut out),
+        Command::Items(command) => items(&local, command, &mut out),
         Command::Build { manifest } => {
             host::build::build(&host::manifest::Manifest::load(&manifest)?)?;
             Ok(ExitCode::SUCCESS)
@@ -483,7 +489,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// `host map` and `host starmap`: run locally or on a server, with a progress bar on stderr.
-fn map(data: &std::path::Path, args: MapArgs, starmap: bool, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+fn map(local: &HostBuilder, args: MapArgs, starmap: bool, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let inputs = read_args(Some(args.inputs))?;
     let mut outcomes: Vec<Value> = Vec::new();
     let progress = indicatif::ProgressBar::new(0)
@@ -521,7 +527,7 @@ fn map(data: &std::path::Path, args: MapArgs, starmap: bool, out: &mut impl Writ
             if args.build {
                 host::build::build(&manifest)?;
             }
-            let host = Host::builder().data_dir(data).build()?;
+            let host = local.clone().build()?;
             let function = host.load(&args.manifest)?.function(&args.function)?;
             let arg_sets = match (starmap, inputs) {
                 (true, Value::Array(sets)) => sets,
@@ -586,11 +592,11 @@ enum Target {
 use host::client::encode;
 
 impl Backend {
-    fn new(data: &std::path::Path, remote: RemoteArgs) -> anyhow::Result<Backend> {
+    fn new(local: &HostBuilder, remote: RemoteArgs) -> anyhow::Result<Backend> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let target = match remote.remote {
             Some(url) => Target::Remote(host::client::Client::new(&url, remote.token.resolve()?)?),
-            None => Target::Local(Host::builder().data_dir(data).build()?),
+            None => Target::Local(local.clone().build()?),
         };
         Ok(Backend { target, runtime })
     }
@@ -818,11 +824,11 @@ fn files_to_upload(paths: &[PathBuf], dir: &str) -> anyhow::Result<Vec<(PathBuf,
     Ok(found)
 }
 
-fn items(data: &std::path::Path, command: ItemsCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+fn items(local: &HostBuilder, command: ItemsCommand, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     match command {
         ItemsCommand::Upload { app, dataset, paths, dir, remote } => {
             let files = files_to_upload(&paths, &dir)?;
-            let backend = Backend::new(data, remote)?;
+            let backend = Backend::new(local, remote)?;
             let progress = indicatif::ProgressBar::new(files.len() as u64).with_style(
                 indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} items, {per_sec}, ETA {eta} {msg}")?,
             );
@@ -839,12 +845,12 @@ fn items(data: &std::path::Path, command: ItemsCommand, out: &mut impl Write) ->
             progress.finish_and_clear();
         }
         ItemsCommand::List { app, dataset, dir, mimetype, remote } => {
-            for item in Backend::new(data, remote)?.list(&app, &dataset, dir, mimetype)? {
+            for item in Backend::new(local, remote)?.list(&app, &dataset, dir, mimetype)? {
                 writeln!(out, "{item}")?;
             }
         }
         ItemsCommand::Get { app, dataset, id, output, remote } => {
-            let backend = Backend::new(data, remote)?;
+            let backend = Backend::new(local, remote)?;
             match output {
                 Some(file) => {
                     let bytes = backend.get(&app, &dataset, &id, true)?;

@@ -1,5 +1,6 @@
 //! Shared setup: guests are built once per test process (cargo's lock makes the other processes
-//! wait and then find them fresh), each test gets its own data dir.
+//! wait and then find them fresh; toolchains for other languages are installed on first use), each
+//! test gets its own data dir, and all tests share one cache of compiled components.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,6 +30,10 @@ pub const MODEL_API: &str = "examples/model-api/host.toml";
 pub const MESSAGING: &str = "tests/guests/messaging/host.toml";
 pub const REMOTE_MAP: &str = "examples/remote-map/host.toml";
 pub const TRAIN_CLASSIFIER: &str = "examples/train-classifier/host.toml";
+pub const PYTHON_HELLO: &str = "examples/python-hello/host.toml";
+pub const JS_HELLO: &str = "examples/js-hello/host.toml";
+pub const C_HELLO: &str = "examples/c-hello/host.toml";
+pub const PYTHON_SANDBOX: &str = "tests/guests/python-sandbox/host.toml";
 
 /// Absolute path of a manifest, with its guests built.
 pub fn manifest(relative: &str) -> PathBuf {
@@ -51,6 +56,10 @@ pub fn manifest(relative: &str) -> PathBuf {
             MESSAGING,
             REMOTE_MAP,
             TRAIN_CLASSIFIER,
+            PYTHON_HELLO,
+            JS_HELLO,
+            C_HELLO,
+            PYTHON_SANDBOX,
         ] {
             host::build::build(&Manifest::load(root().join(m)).unwrap()).expect("building test guests");
         }
@@ -58,10 +67,21 @@ pub fn manifest(relative: &str) -> PathBuf {
     root().join(relative)
 }
 
+/// The cache of compiled components every test host shares, so that each component is compiled
+/// once per build of it (the 18 MB Python one takes seconds).
+pub fn compiled_cache() -> PathBuf {
+    root().join("target/test-compiled-components")
+}
+
+/// A host on `data` with the shared [`compiled_cache`].
+pub fn host_on(data: &Path) -> Host {
+    Host::builder().data_dir(data).cache_dir(compiled_cache()).build().unwrap()
+}
+
 /// A fresh data dir and a host on it.
 pub fn host() -> (tempfile::TempDir, Host) {
     let data = tempfile::tempdir().unwrap();
-    let host = Host::builder().data_dir(data.path()).build().unwrap();
+    let host = host_on(data.path());
     (data, host)
 }
 
@@ -90,7 +110,7 @@ pub fn running(manifests: &[&str]) -> Running {
 
 /// `manifests` loaded on data dir `data`, with their triggers running.
 pub fn running_on(data: &Path, manifests: &[&str]) -> Running {
-    let host = Host::builder().data_dir(data).build().unwrap();
+    let host = host_on(data);
     let apps: Vec<App> = manifests.iter().map(|m| host.load(manifest(m)).unwrap()).collect();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let triggers = {

@@ -8,6 +8,7 @@ mod digits;
 mod hostile;
 mod items;
 mod kv;
+mod languages;
 mod library;
 mod messaging;
 mod model_api;
