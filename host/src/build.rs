@@ -1,6 +1,6 @@
 //! `host build`: run the manifest's build commands, installing a missing Rust target first.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::manifest::Manifest;
@@ -28,6 +28,14 @@ pub enum BuildError {
         /// Its exit status.
         status: std::process::ExitStatus,
     },
+    /// A `build-inputs` entry does not exist.
+    #[error("build input {path} (function `{function}`) does not exist")]
+    MissingInput {
+        /// The function whose input is missing.
+        function: String,
+        /// The missing path.
+        path: PathBuf,
+    },
     /// A Rust target the command needs is missing and could not be installed.
     #[error("Rust target `{target}` is missing and `rustup target add {target}` failed: {message}")]
     Target {
@@ -39,7 +47,8 @@ pub enum BuildError {
 }
 
 /// Run each distinct `build` command of the manifest once, in the manifest's folder, with the
-/// output going to this process's stderr.
+/// output going to this process's stderr. A command whose function lists `build-inputs` is skipped
+/// while its `source` is newer than every one of them.
 pub fn build(manifest: &Manifest) -> Result<(), BuildError> {
     let mut done: Vec<&str> = Vec::new();
     for (function, spec) in &manifest.functions {
@@ -48,6 +57,10 @@ pub fn build(manifest: &Manifest) -> Result<(), BuildError> {
             continue;
         }
         done.push(command);
+        if !spec.build_inputs.is_empty() && up_to_date(&spec.source, &spec.build_inputs, function)? {
+            tracing::info!(%function, source = %spec.source.display(), "up to date; not rebuilt");
+            continue;
+        }
         if let Some(target) = cargo_target(command) {
             ensure_rust_target(target)?;
         }
@@ -65,6 +78,23 @@ pub fn build(manifest: &Manifest) -> Result<(), BuildError> {
         }
     }
     Ok(())
+}
+
+/// Whether `output` exists and is newer than every file in `inputs` (folders are walked,
+/// symbolic links followed).
+fn up_to_date(output: &Path, inputs: &[PathBuf], function: &str) -> Result<bool, BuildError> {
+    let Ok(built) = std::fs::metadata(output).and_then(|m| m.modified()) else { return Ok(false) };
+    let mut pending: Vec<PathBuf> = inputs.to_vec();
+    while let Some(path) = pending.pop() {
+        let metadata = std::fs::metadata(&path)
+            .map_err(|_| BuildError::MissingInput { function: function.to_string(), path: path.clone() })?;
+        if metadata.is_dir() {
+            pending.extend(std::fs::read_dir(&path).into_iter().flatten().flatten().map(|entry| entry.path()));
+        } else if metadata.modified().is_ok_and(|changed| changed >= built) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The `--target` of a cargo command line, if any.
@@ -105,7 +135,35 @@ pub fn ensure_rust_target(target: &str) -> Result<(), BuildError> {
 
 #[cfg(test)]
 mod tests {
-    use super::cargo_target;
+    use std::time::{Duration, SystemTime};
+
+    use super::{BuildError, cargo_target, up_to_date};
+
+    #[test]
+    fn a_source_newer_than_its_inputs_is_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let (output, input, folder) = (dir.path().join("out.wasm"), dir.path().join("app.py"), dir.path().join("wit"));
+        std::fs::create_dir(&folder).unwrap();
+        let nested = folder.join("world.wit");
+        let inputs = [input.clone(), folder];
+        let at = |path: &std::path::Path, seconds_ago: u64| {
+            let file = std::fs::File::options().create(true).append(true).open(path).unwrap();
+            file.set_modified(SystemTime::now() - Duration::from_secs(seconds_ago)).unwrap();
+        };
+        at(&input, 30);
+        at(&nested, 20);
+        assert!(!up_to_date(&output, &inputs, "f").unwrap(), "no output yet");
+        at(&output, 10);
+        assert!(up_to_date(&output, &inputs, "f").unwrap());
+        at(&nested, 5);
+        assert!(!up_to_date(&output, &inputs, "f").unwrap(), "a file inside an input folder changed");
+        at(&output, 1);
+        let missing = [dir.path().join("gone.py")];
+        match up_to_date(&output, &missing, "f") {
+            Err(BuildError::MissingInput { function, path }) => assert_eq!((function.as_str(), &path), ("f", &missing[0])),
+            other => panic!("expected a missing input, got {other:?}"),
+        }
+    }
 
     #[test]
     fn finds_the_cargo_target() {

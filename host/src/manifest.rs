@@ -226,6 +226,9 @@ pub struct FunctionSpec {
     pub source: PathBuf,
     /// Shell command that builds `source`, run in the manifest's folder by `host build`.
     pub build: Option<String>,
+    /// Files and folders `source` is built from (`build-inputs`), resolved against the manifest's
+    /// folder: when given, `host build` skips the command while `source` is newer than all of them.
+    pub build_inputs: Vec<PathBuf>,
     /// Per-call limits.
     pub limits: Limits,
     /// What the function may touch.
@@ -598,6 +601,8 @@ struct RawApp {
 struct RawFunction {
     source: PathBuf,
     build: Option<String>,
+    #[serde(default, rename = "build-inputs")]
+    build_inputs: Vec<PathBuf>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -674,9 +679,13 @@ impl Manifest {
             if let Some(key) = f.config.keys().find(|k| k.is_empty()) {
                 return Err(invalid(format!("function.{name}.config: empty key `{key}`")));
             }
+            if f.build.is_none() && !f.build_inputs.is_empty() {
+                return Err(invalid(format!("function.{name}.build-inputs: there is no `build` command to run")));
+            }
             let spec = FunctionSpec {
                 source: base.join(&f.source),
                 build: f.build,
+                build_inputs: f.build_inputs.iter().map(|input| base.join(input)).collect(),
                 limits,
                 grants: f.grants,
                 config: f.config,
