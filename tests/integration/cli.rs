@@ -4,7 +4,7 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
-use crate::common::{COUNTER, HELLO, HTTP_HOSTILE, PROBE, manifest};
+use crate::common::{COUNTER, HELLO, HTTP_HOSTILE, PROBE, ServeProcess, manifest};
 
 fn host(data: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_host")).arg("--data").arg(data).args(args).output().unwrap()
@@ -199,28 +199,12 @@ fn serve_refuses_non_loopback_addresses() {
     );
 }
 
-/// Start `host serve` on a free port with `manifests`; the child and its address.
-fn spawn_serve(data: &std::path::Path, manifests: &[&str]) -> (std::process::Child, std::net::SocketAddr) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
-    command.arg("--data").arg(data).args(["serve", "--listen", &addr.to_string()]);
-    for m in manifests {
-        command.arg("-f").arg(manifest(m));
-    }
-    let mut child = command.stderr(std::process::Stdio::null()).spawn().unwrap();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(child.try_wait().unwrap().is_none(), "server exited");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    (child, addr)
-}
-
 #[test]
 fn a_killed_host_handles_every_accepted_upload_after_restart() {
     use crate::server::send;
     let data = tempfile::tempdir().unwrap();
-    let (mut first, addr) = spawn_serve(data.path(), &[PROBE]);
+    let first = ServeProcess::start(data.path(), None, &[PROBE]);
+    let addr = first.addr;
     let mut ids = Vec::new();
     for n in 0..8 {
         let path =
@@ -231,10 +215,10 @@ fn a_killed_host_handles_every_accepted_upload_after_restart() {
     }
     // Some executions are done, some running, most queued: kill without warning.
     std::thread::sleep(std::time::Duration::from_millis(400));
-    first.kill().unwrap();
-    first.wait().unwrap();
+    drop(first);
 
-    let (mut second, addr) = spawn_serve(data.path(), &[PROBE]);
+    let second = ServeProcess::start(data.path(), None, &[PROBE]);
+    let addr = second.addr;
     let started = std::time::Instant::now();
     let done = loop {
         let all = send(addr, "GET", "/v1/executions?trigger=once&limit=1000", &[], b"").json();
@@ -247,8 +231,7 @@ fn a_killed_host_handles_every_accepted_upload_after_restart() {
         assert!(started.elapsed() < std::time::Duration::from_secs(60), "not all handled: {all:#?}");
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    second.kill().unwrap();
-    second.wait().unwrap();
+    drop(second);
     for id in &ids {
         let successes = done.iter().filter(|e| e["item"][1] == id.as_str() && e["status"] == "succeeded").count();
         assert_eq!(successes, 1, "item {id}: {done:#?}");
@@ -317,8 +300,8 @@ fn items_upload_list_get_and_executions_from_the_cli() {
 #[test]
 fn async_calls_return_an_execution_id_to_follow() {
     let data = tempfile::tempdir().unwrap();
-    let (mut server, addr) = spawn_serve(data.path(), &[HELLO]);
-    let url = format!("http://{addr}");
+    let server = ServeProcess::start(data.path(), None, &[HELLO]);
+    let url = server.url();
     let args = r#"{"who": {"name": "Ada", "age": 36}}"#;
     let out = host(data.path(), &["call", "--remote", &url, "--async", "hello.greet", args]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -334,6 +317,5 @@ fn async_calls_return_an_execution_id_to_follow() {
     assert_eq!(record["output"], "Hello, Ada! You are 36.");
     let out = host(data.path(), &["call", "--async", "hello.greet", args]);
     assert_eq!(out.status.code(), Some(2), "--async needs --remote");
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
 }

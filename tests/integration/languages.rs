@@ -13,7 +13,7 @@ use host::{App, CallError, Error};
 use serde_json::{Value, json};
 
 use crate::common::{
-    C_HELLO, HELLO, JS_HELLO, PYTHON_HELLO, PYTHON_SANDBOX, compiled_cache, host, host_on, root,
+    C_HELLO, HELLO, JS_HELLO, PYTHON_HELLO, PYTHON_SANDBOX, ServeProcess, compiled_cache, host, host_on, root,
 };
 use crate::server::{send, serve_apps};
 
@@ -195,26 +195,39 @@ fn text(bytes: &[u8]) -> String {
 }
 
 #[test]
-fn every_language_answers_alike_through_the_cli() {
+fn every_language_answers_alike_through_the_cli_locally_and_against_host_serve() {
+    let data = tempfile::tempdir().unwrap();
+    let manifests = GREETERS.map(compiled);
+    let server = ServeProcess::start(data.path(), None, &GREETERS);
+    let url = server.url();
     let mut refusals = Vec::new();
-    for greeter in GREETERS {
-        let path = compiled(greeter);
-        let file = path.to_str().unwrap();
-        let out = cli(&["call", "-f", file, "hello.greet", r#"{"who": {"name": "Ada", "age": 36}}"#]);
-        assert!(out.status.success(), "{greeter}: {}", text(&out.stderr));
-        assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), expected_greeting("Ada", 36));
-        let out = cli(&["call", "-f", file, "hello.greet", r#"[{"name": "", "age": 1}]"#]);
-        assert_eq!(out.status.code(), Some(1), "{greeter}");
-        assert!(text(&out.stderr).contains("name must not be empty"), "{greeter}: {}", text(&out.stderr));
-        let out = cli(&["call", "-f", file, "hello.greet", BAD_ARGUMENTS[0]]);
-        assert_eq!(out.status.code(), Some(2), "{greeter}");
-        assert!(out.stdout.is_empty());
-        refusals.push(text(&out.stderr));
-        let out = cli(&["call", "-f", file, "hello.init"]);
+    for (greeter, path) in GREETERS.iter().zip(&manifests) {
+        let app = host::manifest::Manifest::load(path).unwrap().app;
+        let remote = format!("{app}/hello.greet");
+        let local = ["call", "-f", path.to_str().unwrap(), "hello.greet"];
+        for command in [&local[..], &["call", "--remote", &url, &remote]] {
+            let out = cli(&[command, &[r#"{"who": {"name": "Ada", "age": 36}}"#]].concat());
+            assert!(out.status.success(), "{greeter} {command:?}: {}", text(&out.stderr));
+            assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), expected_greeting("Ada", 36));
+            let out = cli(&[command, &[r#"[{"name": "", "age": 1}]"#]].concat());
+            assert_eq!(out.status.code(), Some(1), "{greeter} {command:?}");
+            assert!(text(&out.stderr).contains("name must not be empty"), "{greeter}: {}", text(&out.stderr));
+            let out = cli(&[command, &[BAD_ARGUMENTS[0]]].concat());
+            assert_eq!(out.status.code(), Some(2), "{greeter} {command:?}");
+            assert!(out.stdout.is_empty());
+            refusals.push(text(&out.stderr));
+        }
+        let out = cli(&["call", "-f", path.to_str().unwrap(), "hello.init"]);
         assert_eq!(out.status.code(), Some(2), "{greeter}: toolchain export called");
+        let out = cli(&["call", "--remote", &url, &format!("{app}/hello.init")]);
+        assert_eq!(out.status.code(), Some(2), "{greeter}: toolchain export called on the server");
     }
     assert!(refusals[0].contains(r#"argument who.age: expected u8, got "ten""#), "{}", refusals[0]);
-    assert!(refusals.iter().all(|r| r == &refusals[0]), "{refusals:#?}");
+    for (local, remote) in refusals.iter().step_by(2).zip(refusals.iter().skip(1).step_by(2)) {
+        assert_eq!(local, &refusals[0]);
+        assert!(remote.contains(r#"who.age: expected u8, got "ten""#), "{remote}");
+        assert_eq!(remote, &refusals[1]);
+    }
 }
 
 #[test]

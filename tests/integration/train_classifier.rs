@@ -3,43 +3,17 @@
 //! saved ONNX model classifies held-out digits through `wasi:nn`, and a host killed during
 //! training delivers the task again after its restart and finishes it.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{TRAIN_CLASSIFIER, manifest, root};
+use crate::common::{ServeProcess, TRAIN_CLASSIFIER, manifest, root};
 use crate::dashboard::{chromium, playwright};
 use crate::digits::{digits, png};
 use crate::server::send;
 
 const FUNCTIONS: &str = "/v1/apps/train-classifier/functions/train-classifier";
-
-/// A `host serve` process, killed when dropped (also when a test fails).
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `host serve` of the example on `data` and `listen`, answering.
-fn serve(data: &std::path::Path, listen: &str) -> Server {
-    let mut server = Command::new(env!("CARGO_BIN_EXE_host"))
-        .arg("--data")
-        .arg(data)
-        .args(["serve", "-f", manifest(TRAIN_CLASSIFIER).to_str().unwrap(), "--listen", listen])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::net::TcpStream::connect(listen).is_err() {
-        assert!(server.try_wait().unwrap().is_none(), "host serve exited");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Server(server)
-}
 
 fn call(addr: std::net::SocketAddr, export: &str, args: Value) -> Value {
     let answer = send(addr, "POST", &format!("{FUNCTIONS}.{export}"), &[], args.to_string().as_bytes());
@@ -57,7 +31,7 @@ fn the_site_trains_a_classifier_that_survives_a_killed_host() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let listen = format!("127.0.0.1:{port}");
     let addr: std::net::SocketAddr = listen.parse().unwrap();
-    let server = serve(data.path(), &listen);
+    let server = ServeProcess::start(data.path(), Some(addr), &[TRAIN_CLASSIFIER]);
 
     // Every 10th digit is held out; the rest is the dataset, one folder per class.
     let (mut held_out, mut uploaded) = (Vec::new(), 0);
@@ -132,7 +106,7 @@ fn the_site_trains_a_classifier_that_survives_a_killed_host() {
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(server);
-    let _server = serve(data.path(), &listen);
+    let _server = ServeProcess::start(data.path(), Some(addr), &[TRAIN_CLASSIFIER]);
     let started = Instant::now();
     let mut seen = Vec::new();
     loop {
