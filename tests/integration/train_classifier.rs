@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{ServeProcess, TRAIN_CLASSIFIER, manifest, root};
+use crate::common::{ServeProcess, TRAIN_CLASSIFIER, root};
 use crate::dashboard::{chromium, playwright};
 use crate::digits::{digits, png};
 use crate::server::send;
