@@ -164,6 +164,8 @@ enum Command {
     #[command(subcommand)]
     Items(ItemsCommand),
     /// Run the build commands of a manifest (installing a missing Rust target first).
+    ///
+    /// A function that lists `build-inputs` is skipped while its `source` is newer than all of them.
     Build {
         /// The app manifest.
         #[arg(short = 'f', long = "file", default_value = "host.toml")]

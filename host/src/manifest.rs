@@ -838,6 +838,7 @@ name = "demo"
 [function.counter]
 source = "../out/counter.wasm"
 build = "make"
+build-inputs = ["src", "../wit"]
 limits = { memory = "16MiB", timeout = "250ms" }
 grants = { kv = ["default"], buckets = ["notes"] }
 config = { greeting = "hi" }
@@ -850,12 +851,19 @@ source = "plain.wasm"
         assert_eq!(m.app, "demo");
         let c = &m.functions["counter"];
         assert_eq!(c.source, Path::new("/apps/x/../out/counter.wasm"));
+        assert_eq!(c.build_inputs, [Path::new("/apps/x/src"), Path::new("/apps/x/../wit")]);
         assert_eq!(c.limits.memory, 16 << 20);
         assert_eq!(c.limits.timeout, Duration::from_millis(250));
         assert_eq!(c.limits.output, Limits::default().output);
         assert!(c.grants.kv("default") && !c.grants.kv("other") && c.grants.bucket("notes"));
         assert_eq!(c.config["greeting"], "hi");
         assert_eq!(m.functions["plain"].grants, Grants::default());
+    }
+
+    #[test]
+    fn build_inputs_need_a_build_command() {
+        let err = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nbuild-inputs = [\"src\"]\n").unwrap_err();
+        assert!(err.contains("function.f.build-inputs") && err.contains("no `build` command"), "{err}");
     }
 
     #[test]
