@@ -10,7 +10,8 @@ fn host(data: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_host")).arg("--data").arg(data).args(args).output().unwrap()
 }
 
-fn text(bytes: &[u8]) -> String {
+/// Command output as text.
+pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 

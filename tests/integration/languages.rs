@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use crate::common::{
     C_HELLO, HELLO, JS_HELLO, PYTHON_HELLO, PYTHON_SANDBOX, ServeProcess, compiled_cache, host, host_on, root,
 };
+use crate::cli::text;
 use crate::server::{send, serve_apps};
 
 /// The greeter in Rust, Python, JavaScript and C.
@@ -188,10 +189,6 @@ fn cli(args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]
