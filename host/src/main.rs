@@ -117,15 +117,8 @@ enum Command {
         build: bool,
         #[command(flatten)]
         token: TokenArgs,
-        /// Largest request body, e.g. `16MiB`.
-        #[arg(long, default_value = "16MiB", value_parser = parse_size)]
-        max_body: usize,
-        /// Most requests handled at once; more get `503 overloaded`.
-        #[arg(long, default_value_t = host::server::MAX_REQUESTS)]
-        max_requests: usize,
-        /// On SIGTERM/Ctrl-C, how long requests in flight may still run.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-        shutdown_grace: std::time::Duration,
+        #[command(flatten)]
+        limits: ServeLimits,
     },
     /// List execution records, newest first: every call, over the CLI, REST, HTTP routes or triggers.
     Executions {
@@ -253,6 +246,59 @@ enum ItemsCommand {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+}
+
+/// `host serve`'s limits and browser rules.
+#[derive(clap::Args)]
+struct ServeLimits {
+    /// Largest request body, e.g. `16MiB`; a larger declared `Content-Length` gets `413` at once.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    max_body: usize,
+    /// Most requests handled at once (1 to 1048576); more get `503 overloaded`. `/healthz` is
+    /// never refused.
+    #[arg(long, default_value_t = host::server::MAX_REQUESTS, value_parser = parse_max_requests)]
+    max_requests: usize,
+    /// How long a client may take to send a request's head; a kept-alive connection idle this
+    /// long is closed too.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: std::time::Duration,
+    /// How long a client may take to send a request's whole body; past it: `408 body-timeout`.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    body_timeout: std::time::Duration,
+    /// On SIGTERM/Ctrl-C, how long requests in flight may still run.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_grace: std::time::Duration,
+    /// A host name the server answers to besides IP addresses and `localhost` (repeatable):
+    /// requests for any other `Host` get `403 host-not-allowed`, which defeats DNS rebinding.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_hosts: Vec<String>,
+    /// An origin (`https://app.example.com`) whose pages may call `/v1` (repeatable): CORS
+    /// preflights are answered for it. Other cross-origin requests get `403 cross-origin`.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origins: Vec<String>,
+}
+
+fn parse_max_requests(text: &str) -> Result<usize, String> {
+    let limit = host::server::MAX_REQUESTS_LIMIT;
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=limit).contains(n))
+        .ok_or_else(|| format!("expected a number from 1 to {limit}"))
+}
+
+impl ServeLimits {
+    fn config(self, token: Option<String>) -> host::server::ServerConfig {
+        host::server::ServerConfig {
+            token,
+            max_body: self.max_body,
+            max_requests: self.max_requests,
+            allowed_hosts: self.allowed_hosts,
+            cors_origins: self.cors_origins,
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
 }
 
 /// The bearer token: given, from `HOST_TOKEN`, or read from a file.
@@ -391,7 +437,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { manifests, listen, build, token, max_body, max_requests, shutdown_grace } => {
+        Command::Serve { manifests, listen, build, token, limits } => {
             let token = token.resolve()?;
             if !listen.ip().is_loopback() && token.is_none() {
                 anyhow::bail!(
@@ -406,11 +452,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 apps.push(host.load(path)?);
             }
-            let config = host::server::ServerConfig { token, max_body, max_requests };
+            let config = limits.config(token);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(async {
                 let triggers = Triggers::start(&host, &apps.iter().collect::<Vec<_>>())?;
-                let router = host::server::router(&host, apps, config)?;
+                let router = host::server::router(&host, apps, config.clone())?;
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
@@ -419,7 +465,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "serving {} app(s) on http://{addr}/v1/apps, dashboard http://{addr}/ui",
                     manifests.len()
                 );
-                let finished = host::server::serve(&host, listener, router, shutdown_signal(), shutdown_grace).await?;
+                let finished = host::server::serve(&host, listener, router, &config, shutdown_signal()).await?;
                 // Triggered executions still running are cut off; they run again at the next start.
                 triggers.stop().await;
                 tracing::info!("stopped");

@@ -862,7 +862,8 @@ source = "plain.wasm"
 
     #[test]
     fn build_inputs_need_a_build_command() {
-        let err = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nbuild-inputs = [\"src\"]\n").unwrap_err();
+        let err =
+            parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nbuild-inputs = [\"src\"]\n").unwrap_err();
         assert!(err.contains("function.f.build-inputs") && err.contains("no `build` command"), "{err}");
     }
 

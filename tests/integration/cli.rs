@@ -174,7 +174,7 @@ fn serve_answers_remote_calls_and_finishes_requests_on_sigterm() {
     let slow = std::thread::spawn(move || {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(&slow_url).unwrap();
-        let request = "GET /web/slow?ms=800 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0ken-for-tests\r\nConnection: close\r\n\r\n";
+        let request = "GET /web/slow?ms=800 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer t0ken-for-tests\r\nConnection: close\r\n\r\n";
         stream.write_all(request.as_bytes()).unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
@@ -198,6 +198,19 @@ fn serve_refuses_non_loopback_addresses() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn serve_refuses_out_of_range_limits_without_panicking() {
+    let data = tempfile::tempdir().unwrap();
+    let hello = manifest(HELLO);
+    for (flag, value) in [("--max-requests", "18446744073709551615"), ("--max-requests", "0"), ("--body-timeout", "0s")]
+    {
+        let out = host(data.path(), &["serve", "-f", hello.to_str().unwrap(), "--listen", "127.0.0.1:0", flag, value]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(if flag == "--max-requests" { 2 } else { 1 }), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag.trim_start_matches('-')) && !stderr.contains("panicked"), "{stderr}");
+    }
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The dashboard (`/ui`) and docs page (`/docs`) in headless Chromium: `tests/ui/dashboard.mjs`
 //! (Playwright, pinned in `tests/ui/package.json`) enters the token, calls `hello.greet` from the
 //! form, checks the result, an argument error and the recent calls, opens an image item with its
-//! box annotation drawn on top, and saves screenshots to `target/ui/dashboard.png` and
+//! box annotation drawn on top, checks that a page served by a route cannot read the dashboard's
+//! credential, and saves screenshots to `target/ui/dashboard.png` and
 //! `target/ui/dashboard-items.png`. Debian's `chromium` is installed when missing.
 
 use std::path::Path;
@@ -75,6 +76,7 @@ fn dashboard_calls_a_function_from_the_browser() {
         .env("CHROMIUM", chromium)
         .env("ITEMS_APP", "probe/inbox")
         .env("ITEMS_ITEM", &item)
+        .env("ROUTE_PAGE", "/hello?name=Ada")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -83,6 +85,7 @@ fn dashboard_calls_a_function_from_the_browser() {
     assert_eq!(summary["result"], "Hello, Ada! You are 36.");
     assert_eq!(summary["error"], "bad-argument");
     assert_eq!(summary["token"], true);
+    assert_eq!(summary["credentialReadable"], false, "a route page of the same origin could read the credential");
     assert!(summary["items"].as_u64().unwrap() >= 1, "{summary}");
     for shot in [&screenshot, &items_screenshot] {
         let png = std::fs::read(shot).unwrap();

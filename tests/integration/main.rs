@@ -1,6 +1,7 @@
 //! Integration tests over the library and the `host` CLI, with real components built from
 //! `examples/` and `tests/guests/`, a real sled store and real bucket folders.
 
+mod browsers;
 mod cli;
 mod common;
 mod dashboard;

@@ -46,7 +46,8 @@ pub fn serve_with(config: ServerConfig, grace: Duration) -> Served {
 pub fn serve_apps(manifests: &[&str], config: ServerConfig, grace: Duration) -> Served {
     let (data, host) = host();
     let apps = manifests.iter().map(|m| host.load(manifest(m)).unwrap());
-    let router = host::server::router(&host, apps.collect(), config).unwrap();
+    let config = ServerConfig { shutdown_grace: grace, ..config };
+    let router = host::server::router(&host, apps.collect(), config.clone()).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -58,7 +59,7 @@ pub fn serve_apps(manifests: &[&str], config: ServerConfig, grace: Duration) -> 
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            host::server::serve(&host, listener, router, shutdown, grace).await.unwrap()
+            host::server::serve(&host, listener, router, &config, shutdown).await.unwrap()
         })
     });
     Served { addr, stop: Some(stop), finished: Some(finished), _data: data }
@@ -97,8 +98,10 @@ impl Answer {
 /// Send one request with extra header lines; read the whole answer (chunked bodies decoded).
 pub fn send(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &[u8]) -> Answer {
     let mut stream = TcpStream::connect(addr).unwrap();
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+    let mut head = format!("{method} {path} HTTP/1.1\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+    if !headers.iter().any(|h| h.to_ascii_lowercase().starts_with("host:")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
     for h in headers {
         head.push_str(h);
         head.push_str("\r\n");

@@ -27,6 +27,7 @@ const GREETING = 'Hello, Ada! You are 36.';
 const TIMEOUT = 15_000;
 const ITEMS_APP = process.env.ITEMS_APP;
 const ITEMS_ITEM = process.env.ITEMS_ITEM;
+const ROUTE_PAGE = process.env.ROUTE_PAGE; // a route of the server, for the credential check
 if (ITEMS_APP && (!ITEMS_ITEM || !/^[^/]+\/[^/]+$/.test(ITEMS_APP))) {
   console.error('ITEMS_APP must be `app/dataset` and ITEMS_ITEM an item id');
   process.exit(2);
@@ -184,9 +185,39 @@ try {
   check(await page.locator('#title').textContent() !== 'API', 'the docs page shows no title');
 
   check(pageErrors.length === 0, `JavaScript errors in the pages: ${pageErrors.join('; ')}`);
+
+  // A page a guest serves on a route runs in the same origin as the dashboard. With the
+  // dashboard logged in, everything its script can reach must be free of the credential.
+  let credentialReadable = null;
+  if (ROUTE_PAGE) {
+    step = '9. a route page looks for the credential';
+    const routePage = await context.newPage();
+    const answer = await routePage.goto(`${base}${ROUTE_PAGE}`);
+    check(answer?.ok(), `GET ${ROUTE_PAGE} answered ${answer?.status()}`);
+    const seen = await routePage.evaluate(async () => {
+      const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+      const found = { cookie: document.cookie, session: JSON.stringify({ ...sessionStorage }), local: JSON.stringify({ ...localStorage }) };
+      const frame = document.createElement('iframe');
+      frame.src = '/ui';
+      document.body.append(frame);
+      await sleep(1000);
+      try { found.frame = frame.contentDocument?.documentElement?.outerHTML ?? ''; } catch (e) { found.frame = `blocked: ${e.name}`; }
+      const opened = window.open('/ui');
+      await sleep(1000);
+      try { found.opened = opened?.document?.documentElement?.outerHTML ?? ''; } catch (e) { found.opened = `blocked: ${e.name}`; }
+      try { found.openedStorage = JSON.stringify({ ...opened.sessionStorage }); } catch (e) { found.openedStorage = `blocked: ${e.name}`; }
+      return found;
+    });
+    const all = JSON.stringify(seen);
+    credentialReadable = all.includes(token) || all.includes('host_session');
+    check(!credentialReadable, `a route page could read the credential: ${all.slice(0, 500)}`);
+    const cookies = await context.cookies(base);
+    const session = cookies.find((c) => c.name === 'host_session');
+    check(session?.httpOnly && session.sameSite === 'Strict', `the session cookie is not HttpOnly + SameSite=Strict: ${JSON.stringify(cookies)}`);
+  }
   console.log(JSON.stringify({
     ok: true, base, token: usedToken, screenshot, result: JSON.parse(ok), error: JSON.parse(error).code,
-    calls, docsOperations: operations, items, ms: Date.now() - started,
+    calls, docsOperations: operations, items, credentialReadable, ms: Date.now() - started,
   }));
 } catch (e) {
   const detail = e instanceof Error ? e.message : String(e);

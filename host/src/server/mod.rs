@@ -4,8 +4,11 @@
 //! Every error body is JSON `{"code": "...", "message": "..."}` with a stable `code`.
 
 mod api;
+mod auth;
 mod executions;
+mod guard;
 mod items;
+mod listen;
 mod messaging;
 mod openapi;
 mod operator;
@@ -25,6 +28,8 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
+pub use listen::serve;
+
 use crate::manifest::HttpRoute;
 use crate::triggers::http::HttpHandler;
 use crate::{App, CallError, Error, Host};
@@ -35,6 +40,9 @@ pub const MAX_BODY: usize = 16 << 20;
 /// Default most requests handled at once; more get `503 overloaded`.
 pub const MAX_REQUESTS: usize = 1024;
 
+/// The largest `max_requests` accepted.
+pub const MAX_REQUESTS_LIMIT: usize = 1 << 20;
+
 /// How the server is set up.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -42,13 +50,32 @@ pub struct ServerConfig {
     pub token: Option<String>,
     /// Largest request body, in bytes.
     pub max_body: usize,
-    /// Most requests handled at once.
+    /// Most requests handled at once (1 to [`MAX_REQUESTS_LIMIT`]).
     pub max_requests: usize,
+    /// Host names the server answers to besides IP addresses and `localhost` (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://app.example.com`) whose pages may call the API (CORS).
+    pub cors_origins: Vec<String>,
+    /// How long a connection may take to send a request's head, also while idle between requests.
+    pub header_timeout: std::time::Duration,
+    /// How long a request's body may take to arrive in full.
+    pub body_timeout: std::time::Duration,
+    /// At shutdown, how long requests in flight may still run.
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { token: None, max_body: MAX_BODY, max_requests: MAX_REQUESTS }
+        ServerConfig {
+            token: None,
+            max_body: MAX_BODY,
+            max_requests: MAX_REQUESTS,
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
+            header_timeout: std::time::Duration::from_secs(10),
+            body_timeout: std::time::Duration::from_secs(60),
+            shutdown_grace: std::time::Duration::from_secs(30),
+        }
     }
 }
 
@@ -68,6 +95,9 @@ pub enum ServerError {
         /// The app that claimed it first.
         other: String,
     },
+    /// A setting is out of range.
+    #[error("{0}")]
+    Config(String),
     /// A `[site]` folder cannot be opened.
     #[error("app `{app}`: cannot open site folder {dir}: {message}")]
     Site {
@@ -85,6 +115,7 @@ struct Server {
     host: Host,
     apps: BTreeMap<String, App>,
     config: ServerConfig,
+    auth: auth::Auth,
     /// Routes and sites, most specific first.
     mounts: Vec<Mount>,
     requests: Semaphore,
@@ -206,6 +237,7 @@ impl From<CallError> for ApiError {
 
 /// The whole server for `apps`: API, routes, sites, metrics, dashboard.
 pub fn router(host: &Host, apps: Vec<App>, config: ServerConfig) -> Result<Router, ServerError> {
+    check_config(&config)?;
     let mut by_name = BTreeMap::new();
     let mut mounts: Vec<Mount> = Vec::new();
     for app in apps {
@@ -239,6 +271,7 @@ pub fn router(host: &Host, apps: Vec<App>, config: ServerConfig) -> Result<Route
         host: host.clone(),
         apps: by_name,
         requests: Semaphore::new(config.max_requests),
+        auth: auth::Auth::new(config.token.as_deref()),
         config,
         mounts,
     });
@@ -249,11 +282,12 @@ pub fn router(host: &Host, apps: Vec<App>, config: ServerConfig) -> Result<Route
         .merge(messaging::routes())
         .route("/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn_with_state(server.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(server.clone(), auth::require_token));
     let max_body = server.config.max_body;
     Ok(Router::new()
         .merge(protected)
         .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
+        .route("/ui/session", axum::routing::post(auth::login).delete(auth::logout))
         .route("/ui", get(|| async { page(DASHBOARD_HTML) }))
         .route("/ui/app.js", get(|| async { asset("text/javascript; charset=utf-8", DASHBOARD_JS) }))
         .route("/ui/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
@@ -261,10 +295,42 @@ pub fn router(host: &Host, apps: Vec<App>, config: ServerConfig) -> Result<Route
         .route("/docs/docs.js", get(|| async { asset("text/javascript; charset=utf-8", DOCS_JS) }))
         .fallback(mounted)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(server.clone(), listen::limit_body))
+        .layer(middleware::from_fn_with_state(server.clone(), guard::check))
         .layer(middleware::from_fn_with_state(server.clone(), json_errors))
         .layer(middleware::from_fn_with_state(server.clone(), limit_requests))
         .layer(middleware::from_fn(access_log))
         .with_state(server))
+}
+
+/// Refuse settings that would panic or make no sense, naming the setting.
+fn check_config(config: &ServerConfig) -> Result<(), ServerError> {
+    if !(1..=MAX_REQUESTS_LIMIT).contains(&config.max_requests) {
+        return Err(ServerError::Config(format!(
+            "max-requests {}: expected 1 to {MAX_REQUESTS_LIMIT}",
+            config.max_requests
+        )));
+    }
+    if config.max_body == 0 {
+        return Err(ServerError::Config("max-body 0: expected at least 1 byte".into()));
+    }
+    for (name, value) in [("header-timeout", config.header_timeout), ("body-timeout", config.body_timeout)] {
+        if value.is_zero() || value > std::time::Duration::from_secs(24 * 3600) {
+            return Err(ServerError::Config(format!("{name} {value:?}: expected more than 0 and at most 24h")));
+        }
+    }
+    for origin in &config.cors_origins {
+        let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
+            && !origin.ends_with('/')
+            && origin.is_ascii()
+            && !origin.contains(char::is_whitespace);
+        if !ok {
+            return Err(ServerError::Config(format!(
+                "cors-origin `{origin}`: expected an origin like `https://app.example.com` (scheme and host, no path)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 const DASHBOARD_HTML: &str = include_str!("ui/index.html");
@@ -286,31 +352,6 @@ async fn metrics(State(server): State<Shared>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
-/// Whether the request carries the server's bearer token (always true without one).
-fn authorized(server: &Server, request: &Request) -> bool {
-    let Some(token) = &server.config.token else { return true };
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Compare in constant time for a given length.
-    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
-}
-
-fn unauthorized() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "missing or wrong bearer token: send `Authorization: Bearer <token>`",
-    )
-}
-
-async fn require_token(State(server): State<Shared>, request: Request, next: Next) -> Response {
-    if authorized(&server, &request) { next.run(request).await } else { unauthorized().into_response() }
-}
-
 /// One `debug` line per request (`HOST_LOG=host=debug`): method, path, status, time to the head.
 async fn access_log(request: Request, next: Next) -> Response {
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
@@ -322,6 +363,10 @@ async fn access_log(request: Request, next: Next) -> Response {
 
 /// Refuse requests beyond `max_requests` at once with `503 overloaded`, instead of queueing.
 async fn limit_requests(State(server): State<Shared>, request: Request, next: Next) -> Response {
+    // A health check must answer even when every slot is taken.
+    if request.uri().path() == "/healthz" {
+        return next.run(request).await;
+    }
     match server.requests.try_acquire() {
         Ok(_permit) => next.run(request).await,
         Err(_) => {
@@ -381,22 +426,17 @@ async fn mounted(State(server): State<Shared>, request: Request) -> Response {
     match mount {
         Mount::Site { site, .. } => site.serve(request.method(), &path),
         Mount::Route(handler) => {
-            if !handler.route().public && !authorized(&server, &request) {
-                return unauthorized().into_response();
+            if !handler.route().public && !auth::authorized(&server, &request) {
+                return auth::unauthorized().into_response();
             }
             serve_route(handler, request, server.config.max_body).await
         }
     }
 }
 
+/// A declared length over the limit was refused by [`listen::limit_body`]; a chunked body is
+/// cut off at the limit here.
 async fn serve_route(handler: &HttpHandler, request: Request, max_body: usize) -> Response {
-    let too_large = || {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", format!("request body over {max_body} bytes"))
-    };
-    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max_body as u64) {
-        return too_large().into_response();
-    }
     let request = request.map(|body| {
         http_body_util::Limited::new(body, max_body)
             .map_err(|e| {
@@ -436,40 +476,4 @@ async fn serve_route(handler: &HttpHandler, request: Request, max_body: usize) -
 /// Describe a route for the API listing.
 fn describe_route(route: &HttpRoute) -> Value {
     json!({ "route": route.route, "function": route.function, "public": route.public })
-}
-
-/// Serve `router` on `listener` until `shutdown` resolves; then stop accepting, give requests in
-/// flight up to `grace` to finish, and flush the store. Returns whether every request finished.
-pub async fn serve(
-    host: &Host,
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: std::time::Duration,
-) -> std::io::Result<bool> {
-    let (stopping, stopped) = tokio::sync::oneshot::channel();
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("shutting down: no new connections; waiting up to {grace:?} for requests in flight");
-        let _ = stopping.send(());
-    };
-    // Answers streamed from a guest (head first, body after) must not wait for the client's
-    // delayed ACK: without TCP_NODELAY, Nagle's algorithm added ~40 ms to some of them.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    let serving = axum::serve(listener, router).with_graceful_shutdown(signal).into_future();
-    let finished = tokio::select! {
-        served = serving => { served?; true }
-        _ = async { if stopped.await.is_ok() { tokio::time::sleep(grace).await } else { std::future::pending().await } } => {
-            tracing::warn!("requests still running after {grace:?}; stopping them");
-            false
-        }
-    };
-    if let Err(error) = host.flush() {
-        tracing::error!(%error, "flushing the store failed");
-    }
-    Ok(finished)
 }

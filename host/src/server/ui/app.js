@@ -3,7 +3,6 @@
 // Plain DOM, no dependencies; server data only ever goes through textContent and attributes.
 'use strict';
 
-const TOKEN_KEY = 'host-token';
 const $ = (selector) => document.querySelector(selector);
 const state = { apps: [], selected: null, needToken: false };
 
@@ -19,17 +18,16 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-// --- API with the optional bearer token ---------------------------------------------------
+// --- API with the optional token --------------------------------------------------------
+// The token is traded once for a session cookie (POST /ui/session) that is HttpOnly and
+// SameSite=Strict: no script of this origin (this page, a route's page, a site) can read it back.
 
-/** `fetch` with the bearer token when there is one; a 401 asks for a token. */
+/** `fetch` with the session cookie; a 401 asks for a token. */
 async function authFetch(path, options = {}) {
-  const token = sessionStorage.getItem(TOKEN_KEY);
-  const headers = { ...options.headers };
-  if (token) headers.authorization = `Bearer ${token}`;
-  const response = await fetch(path, { ...options, headers });
+  const response = await fetch(path, { ...options, credentials: 'same-origin' });
   if (response.status === 401) {
     const message = await response.clone().json().then((b) => b?.message, () => undefined);
-    askToken(token ? 'That token was refused.' : message, !!token);
+    askToken(message, false);
   }
   return response;
 }
@@ -48,7 +46,6 @@ async function api(path, options = {}) {
 }
 
 function askToken(message, refused) {
-  sessionStorage.removeItem(TOKEN_KEY);
   if (refused || !state.needToken) $('#auth-message').textContent = message || '';
   state.needToken = true;
   $('#auth').hidden = false;
@@ -59,11 +56,15 @@ $('#auth').addEventListener('submit', (event) => {
   event.preventDefault();
   const token = $('#token').value.trim();
   if (!token) return;
-  sessionStorage.setItem(TOKEN_KEY, token);
   $('#token').value = '';
-  $('#auth').hidden = true;
-  state.needToken = false;
-  refresh();
+  const body = JSON.stringify({ token });
+  fetch('/ui/session', { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+    .then((r) => {
+      if (!r.ok) return askToken('That token was refused.', true);
+      $('#auth').hidden = true;
+      state.needToken = false;
+      refresh();
+    }, (e) => askToken(`Cannot reach the server: ${e.message}`, true));
 });
 
 // --- Apps and functions -------------------------------------------------------------------
@@ -419,7 +420,7 @@ const thumbnails = new IntersectionObserver((entries) => {
   }
 }, { rootMargin: '200px' });
 
-// Item bytes as blob URLs: fetched with the token (an <img src> cannot send it), cached per
+// Item bytes as blob URLs (downloads are served as attachments, sandboxed), cached per
 // version, at most 4 downloads at a time for the thumbnails.
 
 function itemBlob(item) {

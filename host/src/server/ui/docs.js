@@ -2,7 +2,6 @@
 // document text only ever goes through textContent and attributes.
 'use strict';
 
-const TOKEN_KEY = 'host-token';
 const METHODS = ['get', 'put', 'post', 'delete', 'patch', 'head', 'options'];
 const $ = (selector) => document.querySelector(selector);
 
@@ -20,16 +19,14 @@ function el(tag, attrs = {}, ...children) {
 const rich = (text = '') => text.split('`').map((part, i) => (i % 2 ? el('code', {}, part) : part));
 const anchor = (kind, name) => `${kind}-${name.replace(/[^A-Za-z0-9_-]+/g, '-')}`;
 
-async function load() {
-  const token = sessionStorage.getItem(TOKEN_KEY);
-  const headers = { accept: 'application/json' };
-  if (token) headers.authorization = `Bearer ${token}`;
+// The token is traded for an HttpOnly session cookie (POST /ui/session): no script, this one
+// included, can read the credential back.
+async function load(refused) {
   try {
-    const response = await fetch('/v1/openapi.json', { headers });
+    const response = await fetch('/v1/openapi.json', { headers: { accept: 'application/json' } });
     if (response.status === 401) {
-      sessionStorage.removeItem(TOKEN_KEY);
       const body = await response.json().catch(() => ({}));
-      return askToken(token ? 'That token was refused.' : body.message);
+      return askToken(refused ? 'That token was refused.' : body.message);
     }
     if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
     render(await response.json());
@@ -50,10 +47,10 @@ $('#auth').addEventListener('submit', (event) => {
   event.preventDefault();
   const token = $('#token').value.trim();
   if (!token) return;
-  sessionStorage.setItem(TOKEN_KEY, token);
   $('#token').value = '';
   $('#auth').hidden = true;
-  load();
+  fetch('/ui/session', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token }) })
+    .then((r) => load(!r.ok), () => load(true));
 });
 
 function render(doc) {
