@@ -5,7 +5,7 @@ Usage: healthz_under_bucket_writes.py HOST_BINARY [WRITERS] [SAMPLES]
 
 Starts `HOST_BINARY serve` on the counter example (bucket `notes`) with a fresh data dir, measures
 `/healthz` over one keep-alive connection with no load, then again while WRITERS threads (default
-2) PUT 16 MiB objects in a loop, and prints median / p90 / max in milliseconds for both.
+2) PUT 16 MiB objects in a loop, and prints median / p90 / max in milliseconds for both, and the writers' throughput.
 """
 
 import http.client
@@ -74,11 +74,13 @@ def main():
             idle = healthz(port, samples)
             stop, counts = threading.Event(), [0] * writers
             threads = [threading.Thread(target=writer, args=(port, n, stop, counts)) for n in range(writers)]
+            started = time.perf_counter()
             for t in threads:
                 t.start()
             time.sleep(1)
             loaded = healthz(port, samples)
             stop.set()
+            elapsed = time.perf_counter() - started
             for t in threads:
                 t.join()
         finally:
@@ -86,7 +88,7 @@ def main():
             server.wait()
     print(f"idle:   median {idle[0]:.2f} ms, p90 {idle[1]:.2f} ms, max {idle[2]:.2f} ms")
     print(f"{writers} writers: median {loaded[0]:.2f} ms, p90 {loaded[1]:.2f} ms, max {loaded[2]:.2f} ms"
-          f" ({sum(counts)} objects of 16 MiB written)")
+          f" ({sum(counts)} objects of 16 MiB written, {sum(counts) * 16 / elapsed:.0f} MiB/s)")
 
 
 if __name__ == "__main__":
