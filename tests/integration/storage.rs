@@ -227,3 +227,25 @@ fn temporary_files_left_by_a_crash_are_removed_when_a_host_starts() {
     assert_eq!(std::fs::read(bucket.join("object")).unwrap(), b"whole");
     assert_eq!(host.dataset("probe", "inbox").unwrap().download(&item.id).unwrap(), b"kept");
 }
+
+#[test]
+fn bucket_writes_and_deletes_sharing_a_folder_never_fail() {
+    let server = serve_apps(&[COUNTER], ServerConfig::default(), Duration::from_secs(5));
+    let addr = server.addr;
+    // Deleting `shared/N` removes the folder `shared` when it empties, while the other thread is
+    // writing into it.
+    let failures = at_once(2, |n| {
+        let key = format!("/v1/apps/counter/buckets/notes/shared/{n}");
+        let mut failures = Vec::new();
+        for _ in 0..200 {
+            for method in ["PUT", "DELETE"] {
+                let answer = send(addr, method, &key, &[], b"x");
+                if answer.status != 204 {
+                    failures.push(format!("{method} {key}: {} {}", answer.status, answer.text()));
+                }
+            }
+        }
+        failures
+    });
+    assert_eq!(failures.concat(), Vec::<String>::new());
+}

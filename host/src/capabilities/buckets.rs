@@ -182,25 +182,42 @@ impl BucketDir {
     pub(crate) fn write(&self, key: &str, data: &[u8]) -> Result<(), BucketError> {
         static STAGED: AtomicU64 = AtomicU64::new(0);
         validate_key(key)?;
-        let dir: &Dir = &self.dir;
-        let written = (|| {
-            if let Some((folder, _)) = key.rsplit_once('/') {
-                create_dirs_synced(dir, folder)?;
-            }
-            let staged = format!("{}-{}", std::process::id(), STAGED.fetch_add(1, Ordering::Relaxed));
-            let renamed = self.staging.create(&staged).and_then(|mut file| {
+        let staged = format!("{}-{}", std::process::id(), STAGED.fetch_add(1, Ordering::Relaxed));
+        let written = self
+            .staging
+            .create(&staged)
+            .and_then(|mut file| {
                 file.write_all(data)?;
-                file.sync_data()?;
-                self.staging.rename(&staged, dir, key)
-            });
-            if renamed.is_err() {
-                let _ = self.staging.remove_file(&staged);
-                return renamed;
-            }
-            // Make the rename itself durable: sync the folder that now holds the object.
-            dir.open(parent(key))?.sync_all()
-        })();
+                file.sync_data()
+            })
+            .and_then(|()| self.install(&staged, key));
+        if written.is_err() {
+            let _ = self.staging.remove_file(&staged);
+        }
         written.map_err(|e| self.conflict(key).unwrap_or_else(|| BucketError::Io(format!("key {key:?}: {e}"))))
+    }
+
+    /// Rename the staged file to `key`, creating the key's folders, and sync the folder that
+    /// holds it. A concurrent delete may remove a folder of the key that it emptied between
+    /// creating it and the rename: then try again, a few times.
+    fn install(&self, staged: &str, key: &str) -> std::io::Result<()> {
+        const TRIES: usize = 8;
+        let dir: &Dir = &self.dir;
+        for tries in 1.. {
+            let folders = key.rsplit_once('/').map_or(Ok(()), |(folder, _)| create_dirs_synced(dir, folder));
+            match folders.and_then(|()| self.staging.rename(staged, dir, key)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < TRIES => {}
+                Err(e) => return Err(e),
+                Ok(()) => break,
+            }
+        }
+        // Make the rename itself durable. A folder already gone was emptied by a delete of this
+        // very object, which came after the write.
+        match dir.open(parent(key)) {
+            Ok(folder) => folder.sync_all(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Why `key` cannot be written, when another key is in its way: an object where one of its
