@@ -96,7 +96,8 @@ impl Dataset {
 
     /// Stores `data` as `name` in folder `dir` (`/` or `/a/b`). `mimetype` defaults to one guessed
     /// from the name; `metadata` is a JSON object as text (default `{}`). An item already at that
-    /// folder and name is replaced, keeping its id.
+    /// folder and name gets the new bytes, keeping its id, links and annotations, and its metadata
+    /// unless `metadata` is given.
     pub fn upload(
         &self,
         dir: &str,

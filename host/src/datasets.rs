@@ -10,11 +10,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sled::Transactional;
 
+use self::item::join;
+pub use self::item::{Action, Annotation, Cause, Geometry, Item, ItemEvent, ItemFilter, ItemPage, Modality};
 use crate::store::Store;
+
+mod item;
 
 /// Largest item accepted, in bytes.
 pub const MAX_ITEM_SIZE: usize = 256 << 20;
@@ -35,192 +38,6 @@ pub enum ItemsError {
 
 fn storage(e: impl std::fmt::Display) -> ItemsError {
     ItemsError::Storage(e.to_string())
-}
-
-/// A named link from an item to another item of the same dataset.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Modality {
-    /// The link's name, e.g. `gray`.
-    pub name: String,
-    /// The linked item's id.
-    #[serde(rename = "ref")]
-    pub reference: String,
-}
-
-/// One item's description.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Item {
-    /// Unique in the dataset; ids sort in creation order.
-    pub id: String,
-    /// The dataset's name.
-    pub dataset: String,
-    /// The file name.
-    pub name: String,
-    /// The folder, `/` or `/a/b`.
-    pub dir: String,
-    /// The mimetype.
-    pub mimetype: String,
-    /// Size of the bytes.
-    pub size: u64,
-    /// User metadata, a JSON object.
-    pub metadata: Value,
-    /// Links to other items.
-    pub modalities: Vec<Modality>,
-    /// Creation time, ms since the Unix epoch.
-    pub created_ms: u64,
-    /// Last change of bytes, metadata or links, ms since the Unix epoch.
-    pub updated_ms: u64,
-}
-
-impl Item {
-    /// The item as the WIT `item` record takes it in JSON (metadata as text), for calls.
-    pub fn to_wit_json(&self) -> Value {
-        let mut value = serde_json::to_value(self).expect("item serializes");
-        value["metadata"] = Value::String(self.metadata.to_string());
-        value
-    }
-
-    /// `dir/name`, the item's unique path in its dataset.
-    pub fn path(&self) -> String {
-        join(&self.dir, &self.name)
-    }
-}
-
-fn join(dir: &str, name: &str) -> String {
-    if dir == "/" { format!("/{name}") } else { format!("{dir}/{name}") }
-}
-
-/// What to draw on an item.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Geometry {
-    /// A rectangle: left, top, right, bottom in pixels.
-    Box {
-        /// Left edge.
-        left: f64,
-        /// Top edge.
-        top: f64,
-        /// Right edge.
-        right: f64,
-        /// Bottom edge.
-        bottom: f64,
-    },
-    /// A point.
-    Point {
-        /// From the left.
-        x: f64,
-        /// From the top.
-        y: f64,
-    },
-    /// A closed polygon.
-    Polygon(Vec<[f64; 2]>),
-    /// The whole item.
-    Classification,
-}
-
-/// An annotation on an item.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Annotation {
-    /// Unique within the item.
-    pub id: String,
-    /// What it marks.
-    pub geometry: Geometry,
-    /// The label.
-    pub label: String,
-    /// 0 to 1, when a model produced it.
-    pub confidence: Option<f32>,
-    /// The model that produced it.
-    pub model: Option<String>,
-    /// When it was added, ms since the Unix epoch.
-    pub created_ms: u64,
-}
-
-/// What happened to an item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Action {
-    /// Uploaded under a new path.
-    Created,
-    /// Bytes, metadata or links changed.
-    Updated,
-    /// Deleted.
-    Deleted,
-}
-
-impl std::str::FromStr for Action {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Action, String> {
-        match s {
-            "created" => Ok(Action::Created),
-            "updated" => Ok(Action::Updated),
-            "deleted" => Ok(Action::Deleted),
-            _ => Err(format!("invalid action `{s}`: expected `created`, `updated` or `deleted`")),
-        }
-    }
-}
-
-/// The triggered execution that made a change. Such changes are recorded as events but fire no
-/// triggers, so triggered functions can never loop.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cause {
-    /// The trigger.
-    pub trigger: String,
-    /// The execution's id.
-    pub execution: String,
-}
-
-/// A durable record of a change, consumed by item triggers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ItemEvent {
-    /// Position in the app's event log.
-    pub seq: u64,
-    /// What happened.
-    pub action: Action,
-    /// The item after the change (before it, for `deleted`).
-    pub item: Item,
-    /// Set when an execution made the change.
-    pub cause: Option<Cause>,
-}
-
-/// Which items to list or trigger on; every given condition must hold.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ItemFilter {
-    /// The item's folder is this one or below it.
-    #[serde(default)]
-    pub dir: Option<String>,
-    /// `image/png`, `image/*` or `*`.
-    #[serde(default)]
-    pub mimetype: Option<String>,
-    /// Metadata fields (dotted paths) that must equal these JSON values.
-    #[serde(default)]
-    pub metadata: Vec<(String, Value)>,
-}
-
-impl ItemFilter {
-    /// Whether `item` passes.
-    pub fn matches(&self, item: &Item) -> bool {
-        let dir_ok = self.dir.as_deref().is_none_or(|d| {
-            let d = d.trim_end_matches('/');
-            d.is_empty() || item.dir == d || item.dir.strip_prefix(d).is_some_and(|rest| rest.starts_with('/'))
-        });
-        let mime_ok = self.mimetype.as_deref().is_none_or(|p| crate::mimetype::matches(p, &item.mimetype));
-        let meta_ok = self.metadata.iter().all(|(path, want)| {
-            path.split('.').try_fold(&item.metadata, |v, key| v.get(key)).is_some_and(|v| v == want)
-        });
-        dir_ok && mime_ok && meta_ok
-    }
-}
-
-/// One page of items.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ItemPage {
-    /// The items, in id order.
-    pub items: Vec<Item>,
-    /// Pass back for the next page; none on the last.
-    pub cursor: Option<String>,
 }
 
 fn now_ms() -> u64 {
@@ -249,20 +66,23 @@ fn validate_name(name: &str) -> Result<(), ItemsError> {
     Ok(())
 }
 
-fn parse_metadata(text: Option<&str>) -> Result<Value, ItemsError> {
-    match text {
-        None => Ok(Value::Object(Default::default())),
-        Some(text) => match serde_json::from_str(text) {
-            Ok(value @ Value::Object(_)) => Ok(value),
-            _ => Err(ItemsError::Invalid(format!(
-                "metadata: expected a JSON object, got {:?}",
-                text.chars().take(40).collect::<String>()
-            ))),
-        },
+fn parse_metadata(text: &str) -> Result<Value, ItemsError> {
+    match serde_json::from_str(text) {
+        Ok(value @ Value::Object(_)) => Ok(value),
+        _ => Err(ItemsError::Invalid(format!(
+            "metadata: expected a JSON object, got {:?}",
+            text.chars().take(40).collect::<String>()
+        ))),
     }
 }
 
 /// Items of one dataset of one app.
+///
+/// Every change of the dataset (upload, metadata, link, delete, annotations) runs under the
+/// dataset's lock, shared by every handle on the same store, so that concurrent changes are
+/// serialised and none is lost. An upload writes and syncs its bytes to a temporary file before
+/// taking the lock; under the lock it only looks up the path, renames the file into place and
+/// commits the record. The lock is released before waiting for the store's flush.
 #[derive(Clone)]
 pub struct Dataset {
     name: String,
@@ -272,13 +92,14 @@ pub struct Dataset {
     events: sled::Tree,
     files: PathBuf,
     store: Arc<Store>,
+    lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Dataset {
     /// Open dataset `name` of `app` (created on first use); bytes live under `items_dir`.
     pub fn open(store: &Arc<Store>, items_dir: &Path, app: &str, name: &str) -> Result<Dataset, ItemsError> {
         let files = items_dir.join(app).join(name);
-        std::fs::create_dir_all(&files).map_err(storage)?;
+        crate::files::create_dir_all_synced(&files).map_err(storage)?;
         Ok(Dataset {
             name: name.to_string(),
             items: store.tree(&format!("items/{app}/{name}")).map_err(storage)?,
@@ -287,6 +108,7 @@ impl Dataset {
             events: events_tree(store, app).map_err(storage)?,
             files,
             store: store.clone(),
+            lock: store.lock(&format!("items/{app}/{name}")),
         })
     }
 
@@ -309,59 +131,82 @@ impl Dataset {
         Ok(self.files.join(id))
     }
 
-    /// The item's bytes.
+    /// The item's bytes (blocking: async callers run it on a blocking thread). An item deleted
+    /// meanwhile is [`ItemsError::NoSuchItem`].
     pub fn download(&self, id: &str) -> Result<Vec<u8>, ItemsError> {
         self.get(id)?;
-        std::fs::read(self.file(id)?).map_err(storage)
+        std::fs::read(self.file(id)?).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ItemsError::NoSuchItem(id.into()),
+            _ => storage(e),
+        })
     }
 
-    /// Store the item's event and its new state in one transaction, then wait until it is on disk.
-    async fn commit(
+    /// Run `change` on a blocking thread while holding the dataset's lock. A change that has
+    /// started finishes even if the caller stops waiting (the lock goes with it). Then wait until
+    /// the change is on disk and wake the triggers.
+    async fn change<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&Dataset) -> Result<T, ItemsError> + Send + 'static,
+    ) -> Result<T, ItemsError> {
+        let held = self.lock.clone().lock_owned().await;
+        let dataset = self.clone();
+        let done = crate::files::blocking(move || {
+            let _held = held;
+            change(&dataset)
+        })
+        .await?;
+        self.store.durable().await.map_err(ItemsError::Storage)?;
+        self.store.new_events.notify_waiters();
+        Ok(done)
+    }
+
+    /// Store the item's event and its new state in one transaction; for `deleted`, also remove
+    /// its path and `annotations`. Called under the dataset's lock.
+    fn record(
         &self,
         action: Action,
         item: &Item,
         cause: Option<&Cause>,
-        old_path: Option<&str>,
+        annotations: &[sled::IVec],
     ) -> Result<(), ItemsError> {
         let seq = self.store.next_id().map_err(storage)?;
         let event = ItemEvent { seq, action, item: item.clone(), cause: cause.cloned() };
         let event = serde_json::to_vec(&event).map_err(storage)?;
         let record = serde_json::to_vec(item).map_err(storage)?;
         let path = item.path();
-        (&self.items, &self.paths, &self.events)
-            .transaction(|(items, paths, events)| {
+        (&self.items, &self.paths, &self.annotations, &self.events)
+            .transaction(|(items, paths, notes, events)| {
                 if action == Action::Deleted {
                     items.remove(item.id.as_bytes())?;
                     paths.remove(path.as_bytes())?;
+                    for key in annotations {
+                        notes.remove(key.clone())?;
+                    }
                 } else {
                     items.insert(item.id.as_bytes(), record.as_slice())?;
-                    if let Some(old) = old_path.filter(|old| *old != path) {
-                        paths.remove(old.as_bytes())?;
-                    }
                     paths.insert(path.as_bytes(), item.id.as_bytes())?;
                 }
                 events.insert(&seq.to_be_bytes(), event.as_slice())?;
                 Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
             })
-            .map_err(|e| storage(format!("{e:?}")))?;
-        self.store.durable().await.map_err(ItemsError::Storage)?;
-        self.store.new_events.notify_waiters();
-        Ok(())
+            .map_err(|e| storage(format!("{e:?}")))
     }
 
-    /// Store `data` as `dir/name`: replaces the item at that path (`updated`) or makes a new one
-    /// (`created`).
+    /// Store `data` as `dir/name`: replaces the bytes and mimetype of the item at that path
+    /// (`updated`; its metadata is replaced only when `metadata` is given, its links and
+    /// annotations are kept) or makes a new item (`created`; metadata `{}` when not given).
     pub async fn upload(
         &self,
         dir: &str,
         name: &str,
         mimetype: Option<&str>,
-        data: &[u8],
+        data: impl Into<Vec<u8>>,
         metadata: Option<&str>,
         cause: Option<&Cause>,
     ) -> Result<Item, ItemsError> {
         let dir = validate_dir(dir)?;
         validate_name(name)?;
+        let data = data.into();
         if data.len() > MAX_ITEM_SIZE {
             return Err(ItemsError::Invalid(format!("data: {} bytes, the limit is {MAX_ITEM_SIZE}", data.len())));
         }
@@ -370,48 +215,62 @@ impl Dataset {
             Some(m) => return Err(ItemsError::Invalid(format!("mimetype {m:?}: expected `type/subtype`"))),
             None => crate::mimetype::guess(name).to_string(),
         };
-        let metadata = parse_metadata(metadata)?;
-        let now = now_ms();
-        let existing = self.paths.get(join(&dir, name).as_bytes()).map_err(storage)?;
-        let (item, action) = match existing {
-            Some(id) => {
-                let mut item = self.get(&String::from_utf8_lossy(&id))?;
-                item.mimetype = mimetype;
-                item.size = data.len() as u64;
-                item.metadata = metadata;
-                item.updated_ms = now;
-                (item, Action::Updated)
-            }
-            None => {
-                let id = format!("{:016x}", self.store.next_id().map_err(storage)?);
-                let item = Item {
-                    id,
-                    dataset: self.name.clone(),
-                    name: name.to_string(),
-                    dir,
-                    mimetype,
-                    size: data.len() as u64,
-                    metadata,
-                    modalities: Vec::new(),
-                    created_ms: now,
-                    updated_ms: now,
-                };
-                (item, Action::Created)
-            }
-        };
-        write_synced(&self.files, &item.id, data).map_err(storage)?;
-        self.commit(action, &item, cause, None).await?;
-        Ok(item)
+        let metadata = metadata.map(parse_metadata).transpose()?;
+        let size = data.len() as u64;
+        let files = self.files.clone();
+        let staged =
+            crate::files::blocking(move || crate::files::Staged::write(&files, &data)).await.map_err(storage)?;
+        let (name, cause) = (name.to_string(), cause.cloned());
+        self.change(move |dataset| {
+            let now = now_ms();
+            let existing = dataset.paths.get(join(&dir, &name).as_bytes()).map_err(storage)?;
+            let (item, action) = match existing {
+                Some(id) => {
+                    let mut item = dataset.get(&String::from_utf8_lossy(&id))?;
+                    item.mimetype = mimetype;
+                    item.size = size;
+                    item.metadata = metadata.unwrap_or(item.metadata);
+                    item.updated_ms = now;
+                    (item, Action::Updated)
+                }
+                None => {
+                    let id = format!("{:016x}", dataset.store.next_id().map_err(storage)?);
+                    let metadata = metadata.unwrap_or_else(|| Value::Object(Default::default()));
+                    let modalities = Vec::new();
+                    let item = Item {
+                        id,
+                        dataset: dataset.name.clone(),
+                        name,
+                        dir,
+                        mimetype,
+                        size,
+                        metadata,
+                        modalities,
+                        created_ms: now,
+                        updated_ms: now,
+                    };
+                    (item, Action::Created)
+                }
+            };
+            staged.install(&dataset.file(&item.id)?).map_err(storage)?;
+            dataset.record(action, &item, cause.as_ref(), &[])?;
+            Ok(item)
+        })
+        .await
     }
 
     /// Replace the item's metadata (a JSON object).
     pub async fn update_metadata(&self, id: &str, metadata: &str, cause: Option<&Cause>) -> Result<Item, ItemsError> {
-        let metadata = parse_metadata(Some(metadata))?;
-        let mut item = self.get(id)?;
-        item.metadata = metadata;
-        item.updated_ms = now_ms();
-        self.commit(Action::Updated, &item, cause, None).await?;
-        Ok(item)
+        let metadata = parse_metadata(metadata)?;
+        let (id, cause) = (id.to_string(), cause.cloned());
+        self.change(move |dataset| {
+            let mut item = dataset.get(&id)?;
+            item.metadata = metadata;
+            item.updated_ms = now_ms();
+            dataset.record(Action::Updated, &item, cause.as_ref(), &[])?;
+            Ok(item)
+        })
+        .await
     }
 
     /// Link item `id` to item `reference` under `name`, replacing a link of that name (an
@@ -426,33 +285,45 @@ impl Dataset {
         if name.is_empty() || name.len() > 64 {
             return Err(ItemsError::Invalid(format!("modality name {name:?}: expected 1-64 bytes")));
         }
-        self.get(reference)?;
-        let mut item = self.get(id)?;
-        if item.modalities.iter().any(|m| m.name == name && m.reference == reference) {
-            return Ok(item); // Nothing changes: no `updated` event.
-        }
-        item.modalities.retain(|m| m.name != name);
-        item.modalities.push(Modality { name: name.to_string(), reference: reference.to_string() });
-        item.updated_ms = now_ms();
-        self.commit(Action::Updated, &item, cause, None).await?;
-        Ok(item)
+        let (id, name, reference, cause) = (id.to_string(), name.to_string(), reference.to_string(), cause.cloned());
+        self.change(move |dataset| {
+            dataset.get(&reference)?;
+            let mut item = dataset.get(&id)?;
+            if item.modalities.iter().any(|m| m.name == name && m.reference == reference) {
+                return Ok(item); // Nothing changes: no `updated` event.
+            }
+            item.modalities.retain(|m| m.name != name);
+            item.modalities.push(Modality { name, reference });
+            item.updated_ms = now_ms();
+            dataset.record(Action::Updated, &item, cause.as_ref(), &[])?;
+            Ok(item)
+        })
+        .await
     }
 
-    /// Delete the item, its bytes and annotations; absent is fine.
+    /// Delete the item, its bytes and annotations; absent is fine. The bytes are removed once the
+    /// deletion is on disk, so a crash never leaves a record without its bytes.
     pub async fn delete(&self, id: &str, cause: Option<&Cause>) -> Result<(), ItemsError> {
-        let item = match self.get(id) {
-            Ok(item) => item,
-            Err(ItemsError::NoSuchItem(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        self.commit(Action::Deleted, &item, cause, None).await?;
-        for key in self.annotations.scan_prefix(format!("{id}/")).keys() {
-            self.annotations.remove(key.map_err(storage)?).map_err(storage)?;
-        }
-        match std::fs::remove_file(self.file(id)?) {
+        let (id, cause) = (id.to_string(), cause.cloned());
+        let deleted = self
+            .change(move |dataset| {
+                let item = match dataset.get(&id) {
+                    Ok(item) => item,
+                    Err(ItemsError::NoSuchItem(_)) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                let annotations = dataset.annotations.scan_prefix(format!("{id}/")).keys();
+                let annotations = annotations.collect::<Result<Vec<_>, _>>().map_err(storage)?;
+                dataset.record(Action::Deleted, &item, cause.as_ref(), &annotations)?;
+                dataset.file(&id).map(Some)
+            })
+            .await?;
+        let Some(file) = deleted else { return Ok(()) };
+        crate::files::blocking(move || match std::fs::remove_file(file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(storage(e)),
             _ => Ok(()),
-        }
+        })
+        .await
     }
 
     /// Items matching `filter`, at most `limit` (1 to 1000) after `cursor`, in id order.
@@ -483,31 +354,32 @@ impl Dataset {
         id: &str,
         new: Vec<(Geometry, String, Option<f32>, Option<String>)>,
     ) -> Result<Vec<Annotation>, ItemsError> {
-        self.get(id)?;
-        let now = now_ms();
-        let mut batch = sled::Batch::default();
-        let mut added = Vec::new();
-        for (geometry, label, confidence, model) in new {
-            if confidence.is_some_and(|c| !(0.0..=1.0).contains(&c)) {
-                return Err(ItemsError::Invalid(format!("confidence {confidence:?} of `{label}`: expected 0 to 1")));
-            }
-            let annotation = Annotation {
-                id: format!("{:016x}", self.store.next_id().map_err(storage)?),
-                geometry,
-                label,
-                confidence,
-                model,
-                created_ms: now,
-            };
-            batch.insert(
-                format!("{id}/{}", annotation.id).as_bytes(),
-                serde_json::to_vec(&annotation).map_err(storage)?,
-            );
-            added.push(annotation);
+        if let Some((_, label, confidence, _)) = new.iter().find(|a| a.2.is_some_and(|c| !(0.0..=1.0).contains(&c))) {
+            return Err(ItemsError::Invalid(format!("confidence {confidence:?} of `{label}`: expected 0 to 1")));
         }
-        self.annotations.apply_batch(batch).map_err(storage)?;
-        self.store.durable().await.map_err(ItemsError::Storage)?;
-        Ok(added)
+        let id = id.to_string();
+        self.change(move |dataset| {
+            dataset.get(&id)?;
+            let now = now_ms();
+            let mut batch = sled::Batch::default();
+            let mut added = Vec::new();
+            for (geometry, label, confidence, model) in new {
+                let annotation = Annotation {
+                    id: format!("{:016x}", dataset.store.next_id().map_err(storage)?),
+                    geometry,
+                    label,
+                    confidence,
+                    model,
+                    created_ms: now,
+                };
+                let key = format!("{id}/{}", annotation.id);
+                batch.insert(key.as_bytes(), serde_json::to_vec(&annotation).map_err(storage)?);
+                added.push(annotation);
+            }
+            dataset.annotations.apply_batch(batch).map_err(storage)?;
+            Ok(added)
+        })
+        .await
     }
 
     /// The item's annotations, in the order they were added.
@@ -522,10 +394,12 @@ impl Dataset {
 
     /// Delete one annotation of an item.
     pub async fn delete_annotation(&self, id: &str, annotation: &str) -> Result<(), ItemsError> {
-        match self.annotations.remove(format!("{id}/{annotation}").as_bytes()).map_err(storage)? {
-            Some(_) => self.store.durable().await.map_err(ItemsError::Storage),
-            None => Err(ItemsError::NoSuchItem(format!("{id}/{annotation}"))),
-        }
+        let key = format!("{id}/{annotation}");
+        self.change(move |dataset| match dataset.annotations.remove(key.as_bytes()).map_err(storage)? {
+            Some(_) => Ok(()),
+            None => Err(ItemsError::NoSuchItem(key)),
+        })
+        .await
     }
 }
 
@@ -534,55 +408,15 @@ pub(crate) fn events_tree(store: &Store, app: &str) -> Result<sled::Tree, sled::
     store.tree(&format!("events/{app}"))
 }
 
-/// Write `data` to `dir/name` through a temporary file, synced, then renamed.
-fn write_synced(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(data)?;
-    file.sync_data()?;
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
+/// Remove the temporary files (names starting with `.`) that uploads a crash interrupted left in
+/// the dataset folders under `items_dir`; done when a host starts.
+pub(crate) fn remove_orphans(items_dir: &Path) -> std::io::Result<()> {
+    crate::files::remove_orphans(items_dir, None, |name| name.starts_with('.'))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn item(dir: &str, mimetype: &str, metadata: Value) -> Item {
-        Item {
-            id: "1".into(),
-            dataset: "d".into(),
-            name: "x".into(),
-            dir: dir.into(),
-            mimetype: mimetype.into(),
-            size: 0,
-            metadata,
-            modalities: vec![],
-            created_ms: 0,
-            updated_ms: 0,
-        }
-    }
-
-    #[test]
-    fn filters_match_dir_subtrees_mimetype_patterns_and_metadata() {
-        let photo = item("/photos/2024", "image/png", json!({ "camera": { "make": "X" }, "n": 3 }));
-        let f = |dir: Option<&str>, mime: Option<&str>, meta: Vec<(&str, Value)>| ItemFilter {
-            dir: dir.map(Into::into),
-            mimetype: mime.map(Into::into),
-            metadata: meta.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-        };
-        assert!(f(None, None, vec![]).matches(&photo));
-        assert!(
-            f(Some("/photos"), Some("image/*"), vec![("camera.make", json!("X")), ("n", json!(3))]).matches(&photo)
-        );
-        assert!(f(Some("/"), None, vec![]).matches(&photo));
-        assert!(!f(Some("/photo"), None, vec![]).matches(&photo));
-        assert!(!f(None, Some("video/*"), vec![]).matches(&photo));
-        assert!(!f(None, None, vec![("camera.make", json!("Y"))]).matches(&photo));
-        assert!(!f(None, None, vec![("missing", Value::Null)]).matches(&photo));
-    }
 
     #[test]
     fn dirs_and_names_are_checked() {

@@ -76,13 +76,14 @@ impl HostBuilder {
         let data_dir = self.data_dir;
         let cache_dir = self.cache_dir.unwrap_or_else(|| data_dir.join("cache"));
         let data_error = |message: String| Error::DataDir { path: data_dir.clone(), message };
-        std::fs::create_dir_all(&data_dir).map_err(|e| data_error(e.to_string()))?;
+        crate::files::create_dir_all_synced(&data_dir).map_err(|e| data_error(e.to_string()))?;
         let store = Store::open(&data_dir.join("db")).map_err(|e| match e {
             sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
                 data_error(format!("{io}; is another `host` process using it? Use `--data` to pick another folder"))
             }
             e => data_error(e.to_string()),
         })?;
+        remove_orphans(&data_dir);
         let runtime = Runtime::new(cache_dir).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let store = Arc::new(store);
         let executions = Executions::open(&store).map_err(|e| data_error(e.to_string()))?;
@@ -96,6 +97,16 @@ impl HostBuilder {
             queues: Arc::default(),
         };
         Ok(Host { inner: Arc::new(inner) })
+    }
+}
+
+/// Remove the temporary files of item uploads and bucket writes that a crash interrupted. Done
+/// once the store is open: its lock keeps other hosts off the data dir, so no write is in flight.
+fn remove_orphans(data_dir: &Path) {
+    let removed = crate::datasets::remove_orphans(&data_dir.join("items"))
+        .and_then(|()| crate::capabilities::buckets::remove_orphans(&data_dir.join("buckets")));
+    if let Err(error) = removed {
+        tracing::warn!(%error, "cannot remove temporary files left by an interrupted write");
     }
 }
 

@@ -31,6 +31,7 @@ pub mod datasets;
 pub mod engine;
 pub mod executions;
 pub mod exports;
+mod files;
 mod host;
 pub mod manifest;
 pub mod metrics;

@@ -773,7 +773,7 @@ impl Backend {
         match &self.target {
             Target::Local(host) => {
                 let item =
-                    self.runtime.block_on(host.dataset(app, dataset)?.upload(dir, name, None, &data, None, None))?;
+                    self.runtime.block_on(host.dataset(app, dataset)?.upload(dir, name, None, data, None, None))?;
                 Ok(serde_json::to_value(item)?)
             }
             Target::Remote(client) => {

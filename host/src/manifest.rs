@@ -641,8 +641,7 @@ impl Manifest {
             let source = match (m.path, m.bucket, m.key) {
                 (Some(path), None, None) => ModelSource::Path(base.join(path)),
                 (None, Some(bucket), Some(key)) => {
-                    use crate::capabilities::host::api::buckets::Error::InvalidKey;
-                    if let Err(InvalidKey(reason)) = crate::capabilities::buckets::validate_key(&key) {
+                    if let Err(reason) = crate::capabilities::buckets::validate_key(&key) {
                         return Err(invalid(format!("model.{name}.key: {reason}")));
                     }
                     ModelSource::Bucket { bucket: bucket.0, key }

@@ -1,6 +1,7 @@
 //! The embedded store: one sled database per host, one tree per (kind, app, resource), and group
 //! commit so that an acknowledged write is on disk without paying one `fsync` per write.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -14,6 +15,8 @@ pub struct Store {
     commits: Arc<GroupCommit>,
     flushed: watch::Receiver<Flushed>,
     flusher: Option<std::thread::JoinHandle<()>>,
+    /// One async lock per name, see [`Store::lock`].
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// State shared between writers and the flusher thread.
@@ -67,7 +70,14 @@ impl Store {
             .name("store-flusher".into())
             .spawn(move || flusher(thread_db, thread_commits, tx))
             .expect("spawn store flusher thread");
-        Ok(Store { db, new_events: tokio::sync::Notify::new(), commits, flushed, flusher: Some(flusher) })
+        Ok(Store {
+            db,
+            new_events: tokio::sync::Notify::new(),
+            commits,
+            flushed,
+            flusher: Some(flusher),
+            locks: Mutex::default(),
+        })
     }
 
     /// The tree holding key-value store `store` of `app`.
@@ -78,6 +88,12 @@ impl Store {
     /// A tree by its full name (`items/APP/DATASET`, `executions`, ...).
     pub fn tree(&self, name: &str) -> Result<sled::Tree, sled::Error> {
         self.db.open_tree(name)
+    }
+
+    /// The lock that serialises changes of `name` (e.g. `items/APP/DATASET`): every caller on this
+    /// store gets the same lock for the same name.
+    pub(crate) fn lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().unwrap().entry(name.to_string()).or_default().clone()
     }
 
     /// A new unique id, increasing within this database (also across restarts).

@@ -17,5 +17,6 @@ mod nn;
 mod openapi;
 mod remote_map;
 mod server;
+mod storage;
 mod train_classifier;
 mod values;

@@ -1,5 +1,6 @@
 //! `host:api/buckets`: objects as files under one cap-std `Dir` per (app, bucket), so no key can
 //! reach outside its bucket. Writes go to a staging folder first and are renamed into place.
+//! Guest calls run the file work on tokio's blocking pool (see [`crate::files::blocking`]).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -17,21 +18,68 @@ use crate::call::CallState;
 pub const MAX_KEY_LEN: usize = 1024;
 /// Most `/`-separated segments (folder levels) in a key.
 pub const MAX_KEY_SEGMENTS: usize = 32;
+/// Longest `/`-separated segment of a key, in bytes (the longest file name of most file systems).
+pub const MAX_SEGMENT_LEN: usize = 255;
 /// Most keys returned by one `list` page.
 const MAX_PAGE: usize = 1000;
 /// Folder beside the buckets where writes are staged (bucket names cannot start with `.`).
 const STAGING: &str = ".staging";
 
-/// An open bucket.
+/// Why a bucket operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BucketError {
+    /// The key breaks the key rules; the text says which.
+    #[error("{0}")]
+    InvalidKey(String),
+    /// There is no object under this key.
+    #[error("no object under key {0:?}")]
+    NoSuchKey(String),
+    /// The key needs `object` to be a folder, but an object is stored under it.
+    #[error("key {key:?} conflicts with the object {object:?}: a key cannot be both an object and a folder of keys")]
+    ObjectInTheWay {
+        /// The key written.
+        key: String,
+        /// The object that would have to be a folder.
+        object: String,
+    },
+    /// The key is a folder holding objects, such as `object`.
+    #[error("key {key:?} conflicts with the object {object:?}: {key:?} is its folder, and a key cannot be both")]
+    FolderInTheWay {
+        /// The key written.
+        key: String,
+        /// An object in the folder.
+        object: String,
+    },
+    /// The file system failed; the text says what happened.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl From<BucketError> for Error {
+    /// The guest's view: a conflict between keys breaks the key rules (`invalid-key`).
+    fn from(e: BucketError) -> Error {
+        match e {
+            BucketError::NoSuchKey(_) => Error::NoSuchKey,
+            BucketError::InvalidKey(reason) => Error::InvalidKey(reason),
+            e @ (BucketError::ObjectInTheWay { .. } | BucketError::FolderInTheWay { .. }) => {
+                Error::InvalidKey(e.to_string())
+            }
+            BucketError::Io(message) => Error::Other(message),
+        }
+    }
+}
+
+/// An open bucket; clones share the open folders.
+#[derive(Clone)]
 pub struct BucketDir {
-    dir: Dir,
+    dir: Arc<Dir>,
     staging: Arc<Dir>,
 }
 
 type BucketResult<T> = wasmtime::Result<Result<T, Error>>;
 
 /// Check a key against the rules in `buckets.wit`; the error says which rule it breaks.
-pub fn validate_key(key: &str) -> Result<(), Error> {
+pub fn validate_key(key: &str) -> Result<(), BucketError> {
     let shown: String = key.chars().take(80).collect();
     let reason = if key.is_empty() {
         "key is empty".to_string()
@@ -47,10 +95,16 @@ pub fn validate_key(key: &str) -> Result<(), Error> {
         format!("key {shown:?} has an empty, `.` or `..` segment ({segment:?})")
     } else if key.split('/').count() > MAX_KEY_SEGMENTS {
         format!("key {shown:?} has more than {MAX_KEY_SEGMENTS} `/`-separated segments")
+    } else if let Some(segment) = key.split('/').find(|s| s.len() > MAX_SEGMENT_LEN) {
+        let long: String = segment.chars().take(20).collect();
+        format!(
+            "key {shown:?} has a segment of {} bytes ({long:?}...); the limit is {MAX_SEGMENT_LEN} bytes per `/`-separated segment",
+            segment.len()
+        )
     } else {
         return Ok(());
     };
-    Err(Error::InvalidKey(reason))
+    Err(BucketError::InvalidKey(reason))
 }
 
 /// Whether an I/O error means "there is no object under this key" (a folder is not an object).
@@ -59,36 +113,61 @@ fn missing(e: &std::io::Error) -> bool {
     matches!(e.kind(), NotFound | IsADirectory | NotADirectory)
 }
 
-/// Open (creating it if needed) the folder of bucket `name` under `buckets_dir`.
+/// Open (creating it, durably, if needed) the folder of bucket `name` under `buckets_dir`.
 pub fn open_bucket_dir(buckets_dir: &Path, name: &str) -> std::io::Result<Dir> {
     let path = buckets_dir.join(name);
-    std::fs::create_dir_all(&path)?;
+    crate::files::create_dir_all_synced(&path)?;
     Dir::open_ambient_dir(path, ambient_authority())
+}
+
+/// Remove the staged files that writes a crash interrupted, in every app's staging folder under
+/// `buckets_root`; done when a host starts.
+pub(crate) fn remove_orphans(buckets_root: &Path) -> std::io::Result<()> {
+    crate::files::remove_orphans(buckets_root, Some(STAGING), |_| true)
+}
+
+/// The folder part of `key`, `.` for a top-level key.
+fn parent(key: &str) -> &str {
+    key.rsplit_once('/').map_or(".", |(parent, _)| parent)
+}
+
+/// Create folder `path` of `dir` and its missing parents, syncing the folder holding each new one.
+fn create_dirs_synced(dir: &Dir, path: &str) -> std::io::Result<()> {
+    let ends = path.match_indices('/').map(|(i, _)| i).chain([path.len()]);
+    for folder in ends.map(|end| &path[..end]) {
+        match dir.create_dir(folder) {
+            Ok(()) => dir.open(parent(folder))?.sync_all()?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 impl BucketDir {
     /// Open (creating it if needed) bucket `name` under `buckets_dir`.
     pub(crate) fn open(buckets_dir: &Path, name: &str) -> std::io::Result<BucketDir> {
         Ok(BucketDir {
-            dir: open_bucket_dir(buckets_dir, name)?,
+            dir: Arc::new(open_bucket_dir(buckets_dir, name)?),
             staging: Arc::new(open_bucket_dir(buckets_dir, STAGING)?),
         })
     }
 
     /// Run `op` on the bucket's folder after validating `key`.
-    fn with_key<T>(&self, key: &str, op: impl FnOnce(&Dir) -> std::io::Result<T>) -> Result<T, Error> {
-        validate_key(key).and_then(|()| {
-            op(&self.dir)
-                .map_err(|e| if missing(&e) { Error::NoSuchKey } else { Error::Other(format!("key {key:?}: {e}")) })
+    fn with_key<T>(&self, key: &str, op: impl FnOnce(&Dir) -> std::io::Result<T>) -> Result<T, BucketError> {
+        validate_key(key)?;
+        let dir: &Dir = &self.dir;
+        op(dir).map_err(|e| {
+            if missing(&e) { BucketError::NoSuchKey(key.into()) } else { BucketError::Io(format!("key {key:?}: {e}")) }
         })
     }
 
-    /// The whole object.
-    pub(crate) fn read(&self, key: &str) -> Result<Vec<u8>, Error> {
+    /// The whole object. Blocking.
+    pub(crate) fn read(&self, key: &str) -> Result<Vec<u8>, BucketError> {
         self.with_key(key, |dir| dir.read(key))
     }
 
-    fn read_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>, Error> {
+    fn read_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>, BucketError> {
         self.with_key(key, |dir| {
             let mut file = dir.open(key)?;
             file.seek(SeekFrom::Start(offset))?;
@@ -98,30 +177,67 @@ impl BucketDir {
         })
     }
 
-    /// Create or replace an object: staged, synced, renamed into place, folder synced.
-    pub(crate) fn write(&self, key: &str, data: &[u8]) -> Result<(), Error> {
+    /// Create or replace an object: staged, synced, renamed into place, folder synced; new
+    /// folders are synced too. Blocking.
+    pub(crate) fn write(&self, key: &str, data: &[u8]) -> Result<(), BucketError> {
         static STAGED: AtomicU64 = AtomicU64::new(0);
-        self.with_key(key, |dir| {
-            if let Some((parent, _)) = key.rsplit_once('/') {
-                dir.create_dir_all(parent)?;
-            }
-            let staged = format!("{}-{}", std::process::id(), STAGED.fetch_add(1, Ordering::Relaxed));
-            let written = self.staging.create(&staged).and_then(|mut file| {
+        validate_key(key)?;
+        let staged = format!("{}-{}", std::process::id(), STAGED.fetch_add(1, Ordering::Relaxed));
+        let written = self
+            .staging
+            .create(&staged)
+            .and_then(|mut file| {
                 file.write_all(data)?;
-                file.sync_data()?;
-                self.staging.rename(&staged, dir, key)
-            });
-            if written.is_err() {
-                let _ = self.staging.remove_file(&staged);
-                return written;
-            }
-            // Make the rename itself durable: sync the folder that now holds the object.
-            dir.open(key.rsplit_once('/').map_or(".", |(parent, _)| parent))?.sync_all()
-        })
+                file.sync_data()
+            })
+            .and_then(|()| self.install(&staged, key));
+        if written.is_err() {
+            let _ = self.staging.remove_file(&staged);
+        }
+        written.map_err(|e| self.conflict(key).unwrap_or_else(|| BucketError::Io(format!("key {key:?}: {e}"))))
     }
 
-    /// Remove an object (absent is fine) and the folders it leaves empty.
-    pub(crate) fn delete(&self, key: &str) -> Result<(), Error> {
+    /// Rename the staged file to `key`, creating the key's folders, and sync the folder that
+    /// holds it. A concurrent delete may remove a folder of the key that it emptied between
+    /// creating it and the rename: then try again, a few times.
+    fn install(&self, staged: &str, key: &str) -> std::io::Result<()> {
+        const TRIES: usize = 8;
+        let dir: &Dir = &self.dir;
+        for tries in 1.. {
+            let folders = key.rsplit_once('/').map_or(Ok(()), |(folder, _)| create_dirs_synced(dir, folder));
+            match folders.and_then(|()| self.staging.rename(staged, dir, key)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < TRIES => {}
+                Err(e) => return Err(e),
+                Ok(()) => break,
+            }
+        }
+        // Make the rename itself durable. A folder already gone was emptied by a delete of this
+        // very object, which came after the write.
+        match dir.open(parent(key)) {
+            Ok(folder) => folder.sync_all(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Why `key` cannot be written, when another key is in its way: an object where one of its
+    /// folders should be, or objects under `key/`.
+    fn conflict(&self, key: &str) -> Option<BucketError> {
+        let is = |path: &str, file: bool| self.dir.metadata(path).is_ok_and(|m| m.is_file() == file);
+        if let Some((end, _)) = key.match_indices('/').find(|(end, _)| is(&key[..*end], true)) {
+            return Some(BucketError::ObjectInTheWay { key: key.into(), object: key[..end].into() });
+        }
+        if is(key, false) {
+            let mut inside = Vec::new();
+            let _ = self.dir.open_dir(key).and_then(|folder| walk(&folder, &format!("{key}/"), &mut inside));
+            let object = inside.into_iter().min().unwrap_or_else(|| format!("{key}/"));
+            return Some(BucketError::FolderInTheWay { key: key.into(), object });
+        }
+        None
+    }
+
+    /// Remove an object (absent is fine) and the folders it leaves empty. Blocking.
+    pub(crate) fn delete(&self, key: &str) -> Result<(), BucketError> {
         self.with_key(key, |dir| {
             match dir.remove_file(key) {
                 Err(e) if missing(&e) => return Ok(()),
@@ -139,7 +255,7 @@ impl BucketDir {
         })
     }
 
-    fn exists(&self, key: &str) -> Result<bool, Error> {
+    fn exists(&self, key: &str) -> Result<bool, BucketError> {
         self.with_key(key, |dir| match dir.metadata(key) {
             Ok(meta) => Ok(meta.is_file()),
             Err(e) if missing(&e) => Ok(false),
@@ -147,7 +263,7 @@ impl BucketDir {
         })
     }
 
-    fn stat(&self, key: &str) -> Result<ObjectStat, Error> {
+    fn stat(&self, key: &str) -> Result<ObjectStat, BucketError> {
         self.with_key(key, |dir| {
             let meta = dir.metadata(key)?;
             if !meta.is_file() {
@@ -160,9 +276,10 @@ impl BucketDir {
     }
 
     /// Keys starting with `prefix`, in order, after `cursor`; at most `limit` (1 to 1000).
-    pub(crate) fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<ListPage, Error> {
+    /// Blocking.
+    pub(crate) fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<ListPage, BucketError> {
         let mut keys = Vec::new();
-        walk(&self.dir, "", &mut keys).map_err(|e| Error::Other(e.to_string()))?;
+        walk(&self.dir, "", &mut keys).map_err(|e| BucketError::Io(format!("listing {prefix:?}: {e}")))?;
         keys.sort();
         let limit = (limit as usize).clamp(1, MAX_PAGE);
         let mut page: Vec<String> = keys
@@ -175,6 +292,20 @@ impl BucketDir {
             page[limit - 1].clone()
         });
         Ok(ListPage { keys: page, cursor })
+    }
+}
+
+/// Run `op` on `bucket` on a blocking thread, with the guest's view of its error.
+async fn on<T: Send + 'static>(
+    bucket: BucketDir,
+    op: impl FnOnce(&BucketDir) -> Result<T, BucketError> + Send + 'static,
+) -> Result<T, Error> {
+    crate::files::blocking(move || op(&bucket)).await.map_err(Error::from)
+}
+
+impl CallState {
+    fn bucket(&self, bucket: &Resource<BucketDir>) -> wasmtime::Result<BucketDir> {
+        Ok(self.table.get(bucket)?.clone())
     }
 }
 
@@ -192,7 +323,7 @@ impl Host for CallState {
 
 impl HostBucket for CallState {
     async fn read(&mut self, bucket: Resource<BucketDir>, key: String) -> BucketResult<Vec<u8>> {
-        Ok(self.table.get(&bucket)?.read(&key))
+        Ok(on(self.bucket(&bucket)?, move |b| b.read(&key)).await)
     }
 
     async fn read_range(
@@ -202,23 +333,23 @@ impl HostBucket for CallState {
         offset: u64,
         length: u64,
     ) -> BucketResult<Vec<u8>> {
-        Ok(self.table.get(&bucket)?.read_range(&key, offset, length))
+        Ok(on(self.bucket(&bucket)?, move |b| b.read_range(&key, offset, length)).await)
     }
 
     async fn write(&mut self, bucket: Resource<BucketDir>, key: String, data: Vec<u8>) -> BucketResult<()> {
-        Ok(self.table.get(&bucket)?.write(&key, &data))
+        Ok(on(self.bucket(&bucket)?, move |b| b.write(&key, &data)).await)
     }
 
     async fn delete(&mut self, bucket: Resource<BucketDir>, key: String) -> BucketResult<()> {
-        Ok(self.table.get(&bucket)?.delete(&key))
+        Ok(on(self.bucket(&bucket)?, move |b| b.delete(&key)).await)
     }
 
     async fn exists(&mut self, bucket: Resource<BucketDir>, key: String) -> BucketResult<bool> {
-        Ok(self.table.get(&bucket)?.exists(&key))
+        Ok(on(self.bucket(&bucket)?, move |b| b.exists(&key)).await)
     }
 
     async fn stat(&mut self, bucket: Resource<BucketDir>, key: String) -> BucketResult<ObjectStat> {
-        Ok(self.table.get(&bucket)?.stat(&key))
+        Ok(on(self.bucket(&bucket)?, move |b| b.stat(&key)).await)
     }
 
     async fn list(
@@ -228,7 +359,7 @@ impl HostBucket for CallState {
         cursor: Option<String>,
         limit: u32,
     ) -> BucketResult<ListPage> {
-        Ok(self.table.get(&bucket)?.list(&prefix, cursor.as_deref(), limit))
+        Ok(on(self.bucket(&bucket)?, move |b| b.list(&prefix, cursor.as_deref(), limit)).await)
     }
 
     async fn drop(&mut self, bucket: Resource<BucketDir>) -> wasmtime::Result<()> {
@@ -274,18 +405,23 @@ mod tests {
             ("a\0b", "NUL"),
         ] {
             match validate_key(key) {
-                Err(Error::InvalidKey(reason)) => assert!(reason.contains(rule), "{key:?}: {reason}"),
+                Err(BucketError::InvalidKey(reason)) => assert!(reason.contains(rule), "{key:?}: {reason}"),
                 other => panic!("{key:?} accepted: {other:?}"),
             }
         }
         assert!(
-            matches!(validate_key(&"k".repeat(MAX_KEY_LEN + 1)), Err(Error::InvalidKey(r)) if r.contains("1025 bytes"))
+            matches!(validate_key(&"k".repeat(MAX_KEY_LEN + 1)), Err(BucketError::InvalidKey(r)) if r.contains("1025 bytes"))
         );
         let deep = |n: usize| vec!["a"; n].join("/");
         assert!(validate_key(&deep(MAX_KEY_SEGMENTS)).is_ok());
         assert!(
-            matches!(validate_key(&deep(MAX_KEY_SEGMENTS + 1)), Err(Error::InvalidKey(r)) if r.contains("segments"))
+            matches!(validate_key(&deep(MAX_KEY_SEGMENTS + 1)), Err(BucketError::InvalidKey(r)) if r.contains("segments"))
         );
+        let long = format!("a/{}", "s".repeat(MAX_SEGMENT_LEN + 45));
+        assert!(
+            matches!(validate_key(&long), Err(BucketError::InvalidKey(r)) if r.contains("segment of 300 bytes") && r.contains("255"))
+        );
+        assert!(validate_key(&"s".repeat(MAX_SEGMENT_LEN)).is_ok());
         for key in ["a", "photos/2024/cat.png", "weird name ü.txt", "..hidden", "a.b"] {
             assert!(validate_key(key).is_ok(), "{key:?} rejected");
         }

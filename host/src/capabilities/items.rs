@@ -94,7 +94,8 @@ impl HostDataset for CallState {
     }
 
     async fn download(&mut self, dataset: Resource<Dataset>, id: String) -> ItemsResult<Vec<u8>> {
-        Ok(self.dataset(&dataset)?.download(&id).map_err(Error::from))
+        let dataset = self.dataset(&dataset)?;
+        Ok(crate::files::blocking(move || dataset.download(&id)).await.map_err(Error::from))
     }
 
     async fn upload(
@@ -108,7 +109,7 @@ impl HostDataset for CallState {
     ) -> ItemsResult<Item> {
         let (dataset, cause) = (self.dataset(&dataset)?, self.cause());
         let uploaded =
-            dataset.upload(&dir, &name, mimetype.as_deref(), &data, metadata.as_deref(), cause.as_ref()).await;
+            dataset.upload(&dir, &name, mimetype.as_deref(), data, metadata.as_deref(), cause.as_ref()).await;
         Ok(uploaded.map(wit_item).map_err(Error::from))
     }
 

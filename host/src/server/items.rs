@@ -98,7 +98,7 @@ async fn upload(
             let Some(file_name) = field.file_name().map(str::to_string) else { continue };
             let mimetype = field.content_type().map(str::to_string).filter(|m| m != "application/octet-stream");
             let data = field.bytes().await.map_err(|e| ApiError::bad_request("bad-multipart", e.body_text()))?;
-            items.push(dataset.upload(dir, &file_name, mimetype.as_deref(), &data, q.metadata.as_deref(), None).await?);
+            items.push(dataset.upload(dir, &file_name, mimetype.as_deref(), data, q.metadata.as_deref(), None).await?);
         }
         if items.is_empty() {
             return Err(ApiError::bad_request("bad-multipart", "no file fields in the form"));
@@ -109,7 +109,7 @@ async fn upload(
     let body: Result<Bytes, BytesRejection> = Bytes::from_request(request, &()).await;
     let body = body.map_err(|e| body_error(&server, e))?;
     let mimetype = content_type.filter(|m| m != "application/octet-stream" && m != "application/x-www-form-urlencoded");
-    let item = dataset.upload(dir, &file_name, mimetype.as_deref(), &body, q.metadata.as_deref(), None).await?;
+    let item = dataset.upload(dir, &file_name, mimetype.as_deref(), body, q.metadata.as_deref(), None).await?;
     Ok((StatusCode::CREATED, axum::Json(json!(item))))
 }
 
@@ -126,7 +126,7 @@ async fn download(
 ) -> Result<Response, ApiError> {
     let dataset = dataset(&server, &app, &name)?;
     let item = dataset.get(&id)?;
-    let bytes = dataset.download(&id)?;
+    let bytes = crate::files::blocking(move || dataset.download(&id)).await?;
     Ok(([(header::CONTENT_TYPE, item.mimetype)], bytes).into_response())
 }
 

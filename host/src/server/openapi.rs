@@ -178,12 +178,17 @@ fn app_paths(app: &App, paths: &mut Map<String, Value>) {
                 ("200", octet_body("The bytes")),
                 &errors,
             );
+            let conflict = (
+                "409",
+                "An object is where a folder of the key should be, or the key is a folder holding objects (`key-conflict`)",
+            );
+            let put_errors = [errors[0], ("413", "Body too large (`body-too-large`)"), conflict];
             let mut put = operation(
                 op_id(&["put", name, kind, &store]),
                 format!("Write {what} of {noun} `{store}`"),
                 name,
                 ("204", json!({ "description": "Written and on disk" })),
-                &[errors[0], ("413", "Body too large (`body-too-large`)")],
+                &put_errors[..if kind == "buckets" { 3 } else { 2 }],
             );
             put["requestBody"] = json!({ "required": true, "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } });
             let delete = operation(

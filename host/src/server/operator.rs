@@ -15,9 +15,9 @@ use serde_json::{Value, json};
 use super::api::{body_error, find};
 use super::{ApiError, Shared};
 use crate::App;
-use crate::capabilities::buckets::BucketDir;
-use crate::capabilities::host::api::buckets::Error as BucketError;
+use crate::capabilities::buckets::{BucketDir, BucketError};
 use crate::capabilities::kv;
+use crate::files::blocking;
 
 pub(super) fn routes() -> Router<Shared> {
     Router::new()
@@ -119,12 +119,14 @@ fn bucket(server: &Shared, app: &str, name: &str) -> Result<BucketDir, ApiError>
     BucketDir::open(&server.host.buckets_dir(app), name).map_err(store_error)
 }
 
-fn bucket_error(key: &str, error: BucketError) -> ApiError {
+fn bucket_error(error: BucketError) -> ApiError {
     match error {
-        BucketError::NoSuchKey => no_key("object", key),
+        BucketError::NoSuchKey(_) => ApiError::not_found("no-such-key", error.to_string()),
         BucketError::InvalidKey(reason) => ApiError::bad_request("invalid-key", reason),
-        BucketError::AccessDenied => ApiError::new(StatusCode::FORBIDDEN, "access-denied", "access denied"),
-        BucketError::Other(message) => store_error(message),
+        BucketError::ObjectInTheWay { .. } | BucketError::FolderInTheWay { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "key-conflict", error.to_string())
+        }
+        BucketError::Io(message) => store_error(message),
     }
 }
 
@@ -135,7 +137,9 @@ async fn bucket_list(
     Query(q): Query<ListQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let bucket = bucket(&server, &app, &name)?;
-    let page = bucket.list(&q.prefix, q.cursor.as_deref(), q.limit.unwrap_or(1000)).map_err(|e| bucket_error("", e))?;
+    let page = blocking(move || bucket.list(&q.prefix, q.cursor.as_deref(), q.limit.unwrap_or(1000)))
+        .await
+        .map_err(bucket_error)?;
     Ok(axum::Json(json!({ "keys": page.keys, "cursor": page.cursor })))
 }
 
@@ -143,9 +147,12 @@ async fn bucket_get(
     State(server): State<Shared>,
     Path((app, name, key)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    Ok(octets(bucket(&server, &app, &name)?.read(&key).map_err(|e| bucket_error(&key, e))?))
+    let bucket = bucket(&server, &app, &name)?;
+    Ok(octets(blocking(move || bucket.read(&key)).await.map_err(bucket_error)?))
 }
 
+/// Write an object; `409 key-conflict` when an object is where one of the key's folders should
+/// be, or the key is a folder holding objects.
 async fn bucket_put(
     State(server): State<Shared>,
     Path((app, name, key)): Path<(String, String, String)>,
@@ -153,7 +160,7 @@ async fn bucket_put(
 ) -> Result<StatusCode, ApiError> {
     let bucket = bucket(&server, &app, &name)?;
     let body = body.map_err(|e| body_error(&server, e))?;
-    bucket.write(&key, &body).map_err(|e| bucket_error(&key, e))?;
+    blocking(move || bucket.write(&key, &body)).await.map_err(bucket_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -161,6 +168,7 @@ async fn bucket_delete(
     State(server): State<Shared>,
     Path((app, name, key)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    bucket(&server, &app, &name)?.delete(&key).map_err(|e| bucket_error(&key, e))?;
+    let bucket = bucket(&server, &app, &name)?;
+    blocking(move || bucket.delete(&key)).await.map_err(bucket_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
