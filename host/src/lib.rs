@@ -33,6 +33,7 @@ pub mod executions;
 pub mod exports;
 mod host;
 pub mod manifest;
+mod map;
 pub mod metrics;
 pub mod mimetype;
 pub mod models;
@@ -48,7 +49,8 @@ pub mod values;
 use std::path::PathBuf;
 
 pub use crate::call::{CallError, Guest, Logs};
-pub use crate::host::{App, CallReport, DEFAULT_DATA_DIR, Function, Host, HostBuilder, outcome_json};
+pub use crate::host::{App, CallReport, DEFAULT_DATA_DIR, Function, Host, HostBuilder};
+pub use crate::map::{MapCalls, MapInputs, MapOutcome, outcome_json};
 pub use crate::values::ArgumentError;
 
 /// Everything that can go wrong in the library.

@@ -235,6 +235,35 @@ pub struct FunctionSpec {
     pub grants: Grants,
     /// Values answered by `wasi:config/store`.
     pub config: BTreeMap<String, String>,
+    /// Which direct calls get an execution record (`record`).
+    pub record: RecordMode,
+}
+
+/// Which direct calls of a function (`call`, `map`, `http`) get an execution record: `record =
+/// "all"` (the default), `"errors"` (failed calls only) or `"none"`. Jobs, enqueued calls and
+/// triggered executions are always recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordMode {
+    /// Every call.
+    #[default]
+    All,
+    /// Failed calls only.
+    Errors,
+    /// No direct call.
+    #[serde(rename = "none")]
+    Nothing,
+}
+
+impl RecordMode {
+    /// Whether a direct call that `failed` (or not) is recorded.
+    pub fn records(self, failed: bool) -> bool {
+        match self {
+            RecordMode::All => true,
+            RecordMode::Errors => failed,
+            RecordMode::Nothing => false,
+        }
+    }
 }
 
 /// Per-call limits of a function.
@@ -609,6 +638,8 @@ struct RawFunction {
     grants: Grants,
     #[serde(default)]
     config: BTreeMap<String, String>,
+    #[serde(default)]
+    record: RecordMode,
 }
 
 #[derive(Deserialize, Default)]
@@ -689,6 +720,7 @@ impl Manifest {
                 limits,
                 grants: f.grants,
                 config: f.config,
+                record: f.record,
             };
             functions.insert(name.0, spec);
         }
@@ -862,7 +894,8 @@ source = "plain.wasm"
 
     #[test]
     fn build_inputs_need_a_build_command() {
-        let err = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nbuild-inputs = [\"src\"]\n").unwrap_err();
+        let err =
+            parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nbuild-inputs = [\"src\"]\n").unwrap_err();
         assert!(err.contains("function.f.build-inputs") && err.contains("no `build` command"), "{err}");
     }
 
