@@ -160,7 +160,9 @@ mod tests {
         at(&output, 1);
         let missing = [dir.path().join("gone.py")];
         match up_to_date(&output, &missing, "f") {
-            Err(BuildError::MissingInput { function, path }) => assert_eq!((function.as_str(), &path), ("f", &missing[0])),
+            Err(BuildError::MissingInput { function, path }) => {
+                assert_eq!((function.as_str(), &path), ("f", &missing[0]))
+            }
             other => panic!("expected a missing input, got {other:?}"),
         }
     }

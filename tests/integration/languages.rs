@@ -12,10 +12,10 @@ use host::server::ServerConfig;
 use host::{App, CallError, Error};
 use serde_json::{Value, json};
 
+use crate::cli::text;
 use crate::common::{
     C_HELLO, HELLO, JS_HELLO, PYTHON_HELLO, PYTHON_SANDBOX, ServeProcess, compiled_cache, host, host_on, root,
 };
-use crate::cli::text;
 use crate::server::{send, serve_apps};
 
 /// The greeter in Rust, Python, JavaScript and C.
@@ -116,7 +116,8 @@ async fn toolchain_exports_are_hidden_and_never_callable() {
         }
     }
     // `host inspect` hides them too; the components do export them (as `wasm-tools` shows).
-    for (wasm, internal) in [("python-hello.wasm", "export exports: interface"), ("js-hello.wasm", "export init: func")] {
+    for (wasm, internal) in [("python-hello.wasm", "export exports: interface"), ("js-hello.wasm", "export init: func")]
+    {
         let wasm = root().join("target/guests").join(wasm);
         let out = cli(&["inspect", "--json", wasm.to_str().unwrap()]);
         let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -282,7 +283,10 @@ fn a_second_host_loads_the_big_components_without_compiling() {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(std::fs::read(wasm).unwrap());
         let prefix: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::read_dir(compiled_cache()).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        std::fs::read_dir(compiled_cache())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
     };
     for wasm in ["python-hello.wasm", "js-hello.wasm", "c-hello.wasm"] {
         assert!(cached(&root().join("target/guests").join(wasm)), "{wasm} is not in the cache");

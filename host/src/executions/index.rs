@@ -68,15 +68,20 @@ impl Executions {
         Ok(())
     }
 
-    /// Add `record`'s entries, and drop those of its other statuses.
+    /// Add the entries of a new `record`.
     pub(super) fn index_insert(&self, record: &Execution) -> Result<(), sled::Error> {
-        for status in Status::ALL.into_iter().filter(|s| *s != record.status) {
-            self.index.remove(entry(STATUS, status.as_str(), &record.id))?;
-        }
         for key in entries(record) {
             self.index.insert(key, b"".as_slice())?;
         }
         Ok(())
+    }
+
+    /// Add `record`'s entries, and drop those of its other statuses (it may have changed).
+    pub(super) fn index_update(&self, record: &Execution) -> Result<(), sled::Error> {
+        for status in Status::ALL.into_iter().filter(|s| *s != record.status) {
+            self.index.remove(entry(STATUS, status.as_str(), &record.id))?;
+        }
+        self.index_insert(record)
     }
 
     /// Drop `record`'s entries.

@@ -152,7 +152,7 @@ impl Executions {
     /// Store a record (and optionally a new attempt's logs).
     pub(crate) fn put(&self, record: &Execution, logs: Option<(&Logs, u32)>) -> Result<(), String> {
         self.records.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(storage)?).map_err(storage)?;
-        self.index_insert(record).map_err(storage)?;
+        self.index_update(record).map_err(storage)?;
         if let Some((logs, attempt)) = logs {
             let mut text = self.logs(&record.id).unwrap_or_default();
             text.push_str(&format_attempt(logs, attempt));
