@@ -77,7 +77,7 @@ fn filtered_lists_read_only_what_the_index_matches_and_page_with_before() {
         assert_eq!(executions.decoded() - before, expected.len() as u64, "{filter:?}");
     }
     let queued_only = ExecutionFilter { status: Some(Status::Queued), ..Default::default() };
-    assert_eq!(ids(&executions.list(&queued_only, None, 10)), [queued.clone()]);
+    assert_eq!(ids(&executions.list(&queued_only, None, 10)), [queued]);
 
     // A filter that matches nothing reads no record.
     let before = executions.decoded();
