@@ -83,6 +83,28 @@ fn a_host_keeps_only_the_newest_records_its_retention_allows() {
 }
 
 #[test]
+fn serve_prunes_records_beyond_its_keep_executions_flag() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServeProcess::start_with(data.path(), None, &[REMOTE_MAP], &["--keep-executions", "2"]);
+    let square = "/v1/apps/remote-map/functions/remote-map.square";
+    for x in 1..=5 {
+        assert_eq!(send(server.addr, "POST", square, &[], format!("[{x}]").as_bytes()).json(), json!(x * x));
+    }
+    // The pruning thread first runs 5 s after the start.
+    let started = Instant::now();
+    loop {
+        let listed = send(server.addr, "GET", "/v1/executions", &[], b"").json();
+        let outputs: Vec<Value> = listed.as_array().unwrap().iter().map(|r| r["output"].clone()).collect();
+        if outputs.len() == 2 {
+            assert_eq!(outputs, [json!(25), json!(16)], "the newest two are kept");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "never pruned: {outputs:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
 fn cancelling_stops_queued_and_running_executions() {
     let (_data, host, app) = app(REMOTE_MAP);
     let runtime = tokio::runtime::Runtime::new().unwrap();
