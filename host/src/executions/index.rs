@@ -58,6 +58,9 @@ impl Executions {
         if self.index.contains_key(BUILT)? {
             return Ok(());
         }
+        if !self.records.is_empty() {
+            tracing::info!(records = self.records.len(), "indexing the execution records (once)");
+        }
         for entry in self.records.iter() {
             let (_, bytes) = entry?;
             if let Some(record) = self.decode(&bytes) {

@@ -208,12 +208,14 @@ async fn run_many(function: Function, arg_sets: crate::MapInputs, stream: bool) 
     }
     let (lines, mut receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER);
     tokio::spawn(async move {
-        let mut calls = function.calls(arg_sets);
+        let (mut calls, mut stopped) = (function.calls(arg_sets), false);
         while let Some((index, outcome)) = calls.next().await {
             let mut line = crate::outcome_json(&outcome);
             line["index"] = index.into();
-            if lines.send(format!("{line}\n")).await.is_err() {
+            if lines.send(format!("{line}\n")).await.is_err() && !stopped {
+                tracing::info!(function = function.name(), "the client of a streamed map is gone: no more calls start");
                 calls.stop();
+                stopped = true;
             }
         }
     });
