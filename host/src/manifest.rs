@@ -893,6 +893,17 @@ source = "plain.wasm"
     }
 
     #[test]
+    fn record_says_which_direct_calls_are_recorded() {
+        let m = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nrecord = \"errors\"\n").unwrap();
+        assert_eq!(m.functions["f"].record, RecordMode::Errors);
+        assert!(m.functions["f"].record.records(true) && !m.functions["f"].record.records(false));
+        let m = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\n").unwrap();
+        assert_eq!(m.functions["f"].record, RecordMode::All, "the default");
+        let err = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nrecord = \"some\"\n").unwrap_err();
+        assert!(err.contains("line 5") && err.contains("`all`, `errors`, `none`"), "{err}");
+    }
+
+    #[test]
     fn build_inputs_need_a_build_command() {
         let err =
             parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nbuild-inputs = [\"src\"]\n").unwrap_err();
