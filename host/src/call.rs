@@ -19,7 +19,7 @@ use crate::capabilities::http::DenyOutgoing;
 use crate::datasets::Cause;
 use crate::engine::EPOCH_TICK;
 use crate::executions::Executions;
-use crate::manifest::Limits;
+use crate::manifest::{Limits, RecordMode};
 use crate::metrics::Metrics;
 
 /// Why a call failed.
@@ -66,6 +66,9 @@ pub enum CallError {
         /// The manifest function that is paused.
         function: String,
     },
+    /// The execution was cancelled (`POST /v1/executions/ID/cancel`) while it ran.
+    #[error("cancelled by request")]
+    Cancelled,
     /// An argument `{"$execution": ID}` refers to an execution without a result.
     #[error("argument `{{\"$execution\": \"{execution}\"}}`: {message}")]
     Reference {
@@ -88,6 +91,36 @@ impl CallError {
             CallError::Host { .. } => "host-error",
             CallError::Paused { .. } => "paused",
             CallError::Reference { .. } => "bad-reference",
+            CallError::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A request to stop one running call: checked at every epoch tick, and it also wakes a call
+/// parked in a host call (a sleep, a poll), where epochs are not checked.
+#[derive(Debug, Default)]
+pub(crate) struct Cancel {
+    requested: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl Cancel {
+    /// Ask the call to stop.
+    pub(crate) fn request(&self) {
+        self.requested.store(true, Ordering::Release);
+        self.wake.notify_waiters();
+    }
+
+    /// Whether a stop was asked for.
+    pub(crate) fn requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    /// Resolves once a stop is asked for.
+    pub(crate) async fn wait(&self) {
+        let woken = self.wake.notified();
+        if !self.requested() {
+            woken.await;
         }
     }
 }
@@ -273,6 +306,8 @@ pub struct Guest {
     pub(crate) caps: Arc<Capabilities>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) executions: Arc<Executions>,
+    /// Which direct calls get an execution record.
+    pub(crate) record: RecordMode,
     permits: Arc<Semaphore>,
     paused: AtomicBool,
 }
@@ -295,9 +330,15 @@ impl Guest {
             caps,
             metrics,
             executions,
+            record: RecordMode::All,
             permits: Arc::new(Semaphore::new(limits.concurrency as usize)),
             paused: AtomicBool::new(false),
         }
+    }
+
+    /// Record direct calls as `record` says (default: all of them).
+    pub(crate) fn with_record(self, record: RecordMode) -> Guest {
+        Guest { record, ..self }
     }
 
     /// The manifest function name.
@@ -337,6 +378,19 @@ pub(crate) struct Sandbox {
     stdout: Capture,
     stderr: Capture,
     limits: Limits,
+    deadline: Instant,
+    cancel: Option<Arc<Cancel>>,
+}
+
+/// Every epoch tick, a running guest yields to the async executor (so a spinning guest cannot
+/// hold a worker thread that other calls, timers and store acknowledgements need) and is
+/// interrupted once its time is up or once `cancel` asks it to stop.
+fn set_deadline(store: &mut Store<CallState>, deadline: Instant, cancel: Option<Arc<Cancel>>) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        let stop = Instant::now() >= deadline || cancel.as_ref().is_some_and(|c| c.requested());
+        Ok(if stop { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+    });
 }
 
 impl Sandbox {
@@ -361,29 +415,44 @@ impl Sandbox {
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
-        // Every epoch tick, a running guest yields to the async executor (so a spinning guest
-        // cannot hold a worker thread that other calls, timers and store acknowledgements need)
-        // and is interrupted once its time is up.
         let deadline = Instant::now() + limits.timeout;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
-        });
-        Sandbox { store, stdout, stderr, limits }
+        set_deadline(&mut store, deadline, None);
+        Sandbox { store, stdout, stderr, limits, deadline, cancel: None }
+    }
+
+    /// Let `cancel` stop the call: it then fails with [`CallError::Cancelled`].
+    pub(crate) fn cancel_with(&mut self, cancel: Arc<Cancel>) {
+        set_deadline(&mut self.store, self.deadline, Some(cancel.clone()));
+        self.cancel = Some(cancel);
     }
 
     /// Run `work` (instantiate and call) within the function's `timeout`, naming the reason of a
     /// failure. The epoch deadline stops guest code; the timer here also stops a guest parked in
     /// an awaiting host call (a sleep, a poll) where epochs are not checked. It fires a little
-    /// later so the epoch, which leaves the store intact, normally wins.
+    /// later so the epoch, which leaves the store intact, normally wins. A cancellation stops the
+    /// call the same two ways.
     pub(crate) async fn run<R>(
         &mut self,
         work: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let limit = self.limits.timeout;
-        match tokio::time::timeout(limit.saturating_add(EPOCH_TICK * 4), work(&mut self.store)).await {
+        let cancel = self.cancel.clone();
+        let cancelled = async {
+            match &cancel {
+                Some(cancel) => cancel.wait().await,
+                None => std::future::pending().await,
+            }
+            tokio::time::sleep(EPOCH_TICK * 4).await;
+        };
+        let work = tokio::time::timeout(limit.saturating_add(EPOCH_TICK * 4), work(&mut self.store));
+        let outcome = tokio::select! {
+            outcome = work => outcome,
+            () = cancelled => return Err(CallError::Cancelled),
+        };
+        match outcome {
             Err(_elapsed) => Err(CallError::Timeout { limit }),
             Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) if cancel.is_some_and(|c| c.requested()) => Err(CallError::Cancelled),
             Ok(Err(error)) => Err(classify(&error, self.store.data().limiter.denied_memory, self.limits)),
         }
     }
@@ -418,7 +487,8 @@ impl LiveOutput {
 }
 
 /// Run one call in a fresh instance. Returns the raw results (or why it failed) and the output.
-/// With `execution`, the output can be read live through [`Executions::logs`] while it runs.
+/// With `execution`, the output can be read live through [`Executions::logs`] while it runs, and
+/// [`Executions::cancel`] stops it.
 pub async fn run(
     target: &CallTarget,
     params: &[Val],
@@ -428,6 +498,9 @@ pub async fn run(
     let guest = &target.guest;
     let mut sandbox = Sandbox::new(guest.pre.engine(), guest.limits, guest.caps.clone());
     sandbox.store.data_mut().cause = cause;
+    if let Some(cancel) = execution.and_then(|(id, _)| guest.executions.cancel_handle(id)) {
+        sandbox.cancel_with(cancel);
+    }
     let _live = execution.map(|(id, attempt)| guest.executions.watch(id, attempt, sandbox.output()));
     let result = sandbox
         .run(async |store| {

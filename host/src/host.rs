@@ -13,7 +13,7 @@ use crate::call::{self, CallError, CallTarget, Guest, Logs};
 use crate::capabilities::Capabilities;
 use crate::datasets::Cause;
 use crate::engine::{self, Runtime};
-use crate::executions::{Execution, Executions};
+use crate::executions::{Execution, Executions, Retention};
 use crate::exports::{self, Export};
 use crate::manifest::{Manifest, ModelSource};
 use crate::metrics::Metrics;
@@ -55,6 +55,7 @@ impl Drop for Inner {
 pub struct HostBuilder {
     data_dir: PathBuf,
     cache_dir: Option<PathBuf>,
+    retention: Retention,
 }
 
 impl HostBuilder {
@@ -68,6 +69,12 @@ impl HostBuilder {
     /// data dirs may share one: entries are keyed by the component's hash and the engine's settings.
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// How long and how many execution records to keep (default: [`Retention::default`]).
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
         self
     }
 
@@ -86,7 +93,7 @@ impl HostBuilder {
         remove_orphans(&data_dir);
         let runtime = Runtime::new(cache_dir).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let store = Arc::new(store);
-        let executions = Executions::open(&store).map_err(|e| data_error(e.to_string()))?;
+        let executions = Executions::open(&store, self.retention).map_err(|e| data_error(e.to_string()))?;
         let inner = Inner {
             runtime,
             store,
@@ -113,7 +120,7 @@ fn remove_orphans(data_dir: &Path) {
 impl Host {
     /// Start configuring a host.
     pub fn builder() -> HostBuilder {
-        HostBuilder { data_dir: PathBuf::from(DEFAULT_DATA_DIR), cache_dir: None }
+        HostBuilder { data_dir: PathBuf::from(DEFAULT_DATA_DIR), cache_dir: None, retention: Retention::default() }
     }
 
     /// The data dir in use.
@@ -194,15 +201,18 @@ impl Host {
                 queues: self.inner.queues.clone(),
             });
             let pre = runtime.load(&spec.source)?;
-            let guest = Arc::new(Guest::new(
-                &manifest.app,
-                name,
-                pre,
-                spec.limits,
-                caps,
-                self.inner.metrics.clone(),
-                self.inner.executions.clone(),
-            ));
+            let guest = Arc::new(
+                Guest::new(
+                    &manifest.app,
+                    name,
+                    pre,
+                    spec.limits,
+                    caps,
+                    self.inner.metrics.clone(),
+                    self.inner.executions.clone(),
+                )
+                .with_record(spec.record),
+            );
             for export in exports::exports(guest.pre.component()) {
                 let target = CallTarget {
                     guest: guest.clone(),
@@ -333,21 +343,8 @@ pub struct Function {
     target: Arc<CallTarget>,
 }
 
-/// One outcome of [`Function::starmap`] as JSON: `{"ok": value}` or `{"err": {"code", "message"}}`
-/// (plus the guest's `error` value, for guest errors).
-pub fn outcome_json(outcome: &Result<Value, Error>) -> Value {
-    match outcome {
-        Ok(value) => serde_json::json!({ "ok": value }),
-        Err(Error::Call(error)) => serde_json::json!({ "err": crate::executions::error_json(error) }),
-        Err(error @ Error::Argument(_)) => {
-            serde_json::json!({ "err": { "code": "bad-argument", "message": error.to_string() } })
-        }
-        Err(error) => serde_json::json!({ "err": { "code": "host-error", "message": error.to_string() } }),
-    }
-}
-
 /// The first characters of a JSON value, for error messages.
-fn short(value: &Value) -> String {
+pub(crate) fn short(value: &Value) -> String {
     value.to_string().chars().take(40).collect()
 }
 
@@ -389,7 +386,7 @@ impl Function {
     /// Like [`Function::call`] but also returns the guest's output and the timing. Only bad
     /// arguments are an `Err`: they are rejected before any instance is made. Arguments may hold
     /// `{"$execution": ID}` references, replaced by those executions' results (waiting for them).
-    /// The call is recorded as an execution (trigger `call`).
+    /// The call is recorded as an execution (trigger `call`), as the function's `record` says.
     pub async fn invoke(&self, args: &Value) -> Result<CallReport, ArgumentError> {
         self.invoke_as(args, ("call", "call", 1)).await
     }
@@ -420,8 +417,11 @@ impl Function {
         };
         guest.metrics.record(&guest.app, &self.name, kind, report.outcome(), report.elapsed);
         let result = report.result.as_ref();
-        let (logs, executions) = (&report.logs, &guest.executions);
-        executions.record_call((&guest.app, &self.name, trigger, attempt), args.clone(), result, logs, started_ms);
+        let direct = matches!(kind, "call" | "map");
+        if !direct || guest.record.records(result.is_err()) {
+            let (logs, executions) = (&report.logs, &guest.executions);
+            executions.record_call((&guest.app, &self.name, trigger, attempt), args.clone(), result, logs, started_ms);
+        }
         Ok(report)
     }
 
@@ -456,64 +456,6 @@ impl Function {
         executions.enqueue(&record).await.map_err(Error::Record)?;
         runner::start(executions, self.clone(), record);
         Ok(id)
-    }
-
-    /// The argument sets of a `map` over `inputs`: a list of values of the function's single
-    /// parameter, or (as Runhouse's `map(a=[..], b=[..])`) an object of equally long lists by
-    /// parameter name, zipped.
-    pub fn map_args(&self, inputs: &Value) -> Result<Vec<Value>, ArgumentError> {
-        let bad = |expected: String| ArgumentError { path: "inputs".into(), expected, got: short(inputs) };
-        match inputs {
-            Value::Array(items) if self.export.params.len() == 1 => {
-                Ok(items.iter().map(|item| Value::Array(vec![item.clone()])).collect())
-            }
-            Value::Array(_) => Err(bad(format!(
-                "an object of lists by parameter name: `{}` takes {} parameters (use starmap for lists of argument lists)",
-                self.name,
-                self.export.params.len()
-            ))),
-            Value::Object(lists) => {
-                let mut len = None;
-                for (name, list) in lists {
-                    let n = list.as_array().map(Vec::len).ok_or_else(|| bad(format!("`{name}` to be a list")))?;
-                    if *len.get_or_insert(n) != n {
-                        return Err(bad("lists of the same length".into()));
-                    }
-                }
-                let row = |i: usize| Value::Object(lists.iter().map(|(k, v)| (k.clone(), v[i].clone())).collect());
-                Ok((0..len.unwrap_or(0)).map(row).collect())
-            }
-            _ => Err(bad("a list of inputs, or an object of lists by parameter name".into())),
-        }
-    }
-
-    /// Call once per argument set (each an object by parameter name or an array in order), in
-    /// parallel fresh instances, up to the function's `concurrency` at once. Outcomes come back in
-    /// input order; one call's failure does not stop the others. `on_each` sees every outcome as
-    /// it arrives, with its index. Each call is recorded as an execution (trigger `map`).
-    pub async fn starmap(
-        &self,
-        arg_sets: &[Value],
-        mut on_each: impl FnMut(usize, &Result<Value, Error>),
-    ) -> Vec<Result<Value, Error>> {
-        use futures_util::stream::{FuturesUnordered, StreamExt};
-        let mut calls: FuturesUnordered<_> = arg_sets
-            .iter()
-            .enumerate()
-            .map(|(i, args)| async move {
-                let outcome = match self.invoke_as(args, ("map", "map", 1)).await {
-                    Ok(report) => report.result.map_err(Error::Call),
-                    Err(bad) => Err(Error::Argument(bad)),
-                };
-                (i, outcome)
-            })
-            .collect();
-        let mut outcomes: Vec<Option<Result<Value, Error>>> = (0..arg_sets.len()).map(|_| None).collect();
-        while let Some((i, outcome)) = calls.next().await {
-            on_each(i, &outcome);
-            outcomes[i] = Some(outcome);
-        }
-        outcomes.into_iter().map(|o| o.expect("every call reports")).collect()
     }
 
     /// Run one call once a `concurrency` slot is held; changes it makes carry `cause`; with

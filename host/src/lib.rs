@@ -34,6 +34,7 @@ pub mod exports;
 mod files;
 mod host;
 pub mod manifest;
+mod map;
 pub mod metrics;
 pub mod mimetype;
 pub mod models;
@@ -49,7 +50,8 @@ pub mod values;
 use std::path::PathBuf;
 
 pub use crate::call::{CallError, Guest, Logs};
-pub use crate::host::{App, CallReport, DEFAULT_DATA_DIR, Function, Host, HostBuilder, outcome_json};
+pub use crate::host::{App, CallReport, DEFAULT_DATA_DIR, Function, Host, HostBuilder};
+pub use crate::map::{MapCalls, MapInputs, MapOutcome, outcome_json};
 pub use crate::values::ArgumentError;
 
 /// Everything that can go wrong in the library.

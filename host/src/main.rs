@@ -119,9 +119,19 @@ enum Command {
         token: TokenArgs,
         #[command(flatten)]
         limits: ServeLimits,
+        /// Delete execution records (and their logs) that finished longer ago than this.
+        #[arg(long, value_name = "AGE", default_value = "7d", value_parser = humantime::parse_duration)]
+        keep_executions_for: std::time::Duration,
+        /// Keep at most this many finished execution records per app, deleting the oldest.
+        #[arg(long, value_name = "COUNT", default_value_t = host::executions::Retention::default().max_count)]
+        keep_executions: u64,
     },
-    /// List execution records, newest first: every call, over the CLI, REST, HTTP routes or triggers.
+    /// List execution records, newest first: every call, over the CLI, REST, HTTP routes or
+    /// triggers; or cancel one (`host executions cancel ID`).
+    #[command(args_conflicts_with_subcommands = true)]
     Executions {
+        #[command(subcommand)]
+        action: Option<ExecutionsCommand>,
         /// Only this app.
         #[arg(long)]
         app: Option<String>,
@@ -131,7 +141,7 @@ enum Command {
         /// Only this trigger (`call`, `http` or an item trigger's name).
         #[arg(long)]
         trigger: Option<String>,
-        /// Only this status: queued, running, succeeded, failed, timed-out.
+        /// Only this status: queued, running, succeeded, failed, timed-out, cancelled.
         #[arg(long)]
         status: Option<String>,
         /// How many.
@@ -195,6 +205,18 @@ struct RemoteArgs {
     remote: Option<String>,
     #[command(flatten)]
     token: TokenArgs,
+}
+
+#[derive(Subcommand)]
+enum ExecutionsCommand {
+    /// Cancel a queued or running execution: a queued one never starts, a running one is
+    /// interrupted; both end `cancelled`. Prints the record. Fails for a finished one.
+    Cancel {
+        /// The execution id.
+        id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -437,14 +459,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { manifests, listen, build, token, limits } => {
+        Command::Serve { manifests, listen, build, token, limits, keep_executions_for, keep_executions } => {
             let token = token.resolve()?;
             if !listen.ip().is_loopback() && token.is_none() {
                 anyhow::bail!(
                     "refusing to listen on {listen} without a bearer token: anyone who can reach it could call every function; set HOST_TOKEN, --token-file or --token (or listen on 127.0.0.1)"
                 );
             }
-            let host = local.clone().build()?;
+            let retention = host::executions::Retention { max_age: keep_executions_for, max_count: keep_executions };
+            let host = local.clone().retention(retention).build()?;
             let mut apps = Vec::new();
             for path in &manifests {
                 if build {
@@ -472,7 +495,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::Ok(if finished { ExitCode::SUCCESS } else { ExitCode::from(1) })
             })
         }
-        Command::Executions { app, function, trigger, status, limit, json, remote } => {
+        Command::Executions { action: Some(ExecutionsCommand::Cancel { id, remote }), .. } => {
+            let record = Backend::new(&local, remote)?.cancel(&id)?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&record)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Executions { action: None, app, function, trigger, status, limit, json, remote } => {
             let backend = Backend::new(&local, remote)?;
             let records = backend.executions(app, function, trigger, status, limit)?;
             if json {
@@ -698,6 +726,17 @@ impl Backend {
                     }
                 }
                 self.api_json(client, "GET", &query, "application/json", Vec::new())
+            }
+        }
+    }
+
+    /// Cancel a queued or running execution; its record.
+    fn cancel(&self, id: &str) -> anyhow::Result<Value> {
+        match &self.target {
+            Target::Local(host) => Ok(serde_json::to_value(self.runtime.block_on(host.executions().cancel(id))?)?),
+            Target::Remote(client) => {
+                let path = format!("/v1/executions/{}/cancel", encode(id));
+                self.api_json(client, "POST", &path, "application/json", Vec::new())
             }
         }
     }

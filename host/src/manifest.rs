@@ -235,6 +235,35 @@ pub struct FunctionSpec {
     pub grants: Grants,
     /// Values answered by `wasi:config/store`.
     pub config: BTreeMap<String, String>,
+    /// Which direct calls get an execution record (`record`).
+    pub record: RecordMode,
+}
+
+/// Which direct calls of a function (`call`, `map`, `http`) get an execution record: `record =
+/// "all"` (the default), `"errors"` (failed calls only) or `"none"`. Jobs, enqueued calls and
+/// triggered executions are always recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordMode {
+    /// Every call.
+    #[default]
+    All,
+    /// Failed calls only.
+    Errors,
+    /// No direct call.
+    #[serde(rename = "none")]
+    Nothing,
+}
+
+impl RecordMode {
+    /// Whether a direct call that `failed` (or not) is recorded.
+    pub fn records(self, failed: bool) -> bool {
+        match self {
+            RecordMode::All => true,
+            RecordMode::Errors => failed,
+            RecordMode::Nothing => false,
+        }
+    }
 }
 
 /// Per-call limits of a function.
@@ -609,6 +638,8 @@ struct RawFunction {
     grants: Grants,
     #[serde(default)]
     config: BTreeMap<String, String>,
+    #[serde(default)]
+    record: RecordMode,
 }
 
 #[derive(Deserialize, Default)]
@@ -688,6 +719,7 @@ impl Manifest {
                 limits,
                 grants: f.grants,
                 config: f.config,
+                record: f.record,
             };
             functions.insert(name.0, spec);
         }
@@ -857,6 +889,17 @@ source = "plain.wasm"
         assert!(c.grants.kv("default") && !c.grants.kv("other") && c.grants.bucket("notes"));
         assert_eq!(c.config["greeting"], "hi");
         assert_eq!(m.functions["plain"].grants, Grants::default());
+    }
+
+    #[test]
+    fn record_says_which_direct_calls_are_recorded() {
+        let m = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nrecord = \"errors\"\n").unwrap();
+        assert_eq!(m.functions["f"].record, RecordMode::Errors);
+        assert!(m.functions["f"].record.records(true) && !m.functions["f"].record.records(false));
+        let m = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\n").unwrap();
+        assert_eq!(m.functions["f"].record, RecordMode::All, "the default");
+        let err = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nrecord = \"some\"\n").unwrap_err();
+        assert!(err.contains("line 5") && err.contains("`all`, `errors`, `none`"), "{err}");
     }
 
     #[test]

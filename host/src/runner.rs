@@ -46,34 +46,32 @@ pub(crate) fn start(executions: &Arc<Executions>, function: Function, record: Ex
     });
 }
 
-/// Every attempt of one execution, until it is final.
+/// Every attempt of one execution, until it is final (or cancelled).
 async fn execute(executions: &Executions, function: &Function, mut record: Execution) -> Result<(), String> {
+    // Cancelled (or finished elsewhere) since it was read: nothing to run.
+    if executions.get(&record.id).is_none_or(|r| r.status.is_final()) {
+        return Ok(());
+    }
+    let cancel = executions.cancel_handle(&record.id).unwrap_or_default();
     if record.trigger == ENQUEUE {
-        executions.wait_turn(&record).await;
+        tokio::select! {
+            () = executions.wait_turn(&record) => {}
+            () = cancel.wait() => return cancelled(executions, record).await,
+        }
     }
     let guest = function.guest().clone();
     loop {
-        let wait = record.not_before_ms.saturating_sub(now_ms());
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-        let params = match resolve_references(executions, &record.input).await {
-            Ok(input) => {
-                function.params(&input).map_err(|bad| json!({ "code": "bad-argument", "message": bad.to_string() }))
-            }
-            Err(error) => Err(error_json(&error)),
+        let ready = tokio::select! {
+            ready = ready_to_run(executions, function, &record) => ready,
+            () = cancel.wait() => return cancelled(executions, record).await,
         };
-        let params = match params {
-            Ok(params) => params,
+        let (params, _permit) = match ready {
+            Ok(ready) => ready,
             Err(error) => {
                 record.status = Status::Failed;
                 record.error = Some(error);
                 record.finished_ms = Some(now_ms());
                 return finish(executions, record, None).await;
-            }
-        };
-        let _permit = loop {
-            match guest.admit().await {
-                Ok(permit) => break permit,
-                Err(_paused) => tokio::time::sleep(PAUSE_POLL).await,
             }
         };
         record.status = Status::Running;
@@ -90,7 +88,7 @@ async fn execute(executions: &Executions, function: &Function, mut record: Execu
         };
         guest.metrics.record(&guest.app, function.name(), kind, report.outcome(), report.elapsed);
         match report.result {
-            Err(error) if record.attempt < record.max_attempts => {
+            Err(error) if record.attempt < record.max_attempts && error != CallError::Cancelled => {
                 let backoff = record.backoff_ms.saturating_mul(1 << (record.attempt - 1).min(16));
                 record.status = Status::Queued;
                 record.error = Some(error_json(&error));
@@ -106,6 +104,35 @@ async fn execute(executions: &Executions, function: &Function, mut record: Execu
             }
         }
     }
+}
+
+/// Wait for the execution's `not_before` time, for the executions its arguments refer to, and
+/// for a `concurrency` slot of its function (and for a pause to end): its arguments and the slot,
+/// or the error that ends it.
+async fn ready_to_run(
+    executions: &Executions,
+    function: &Function,
+    record: &Execution,
+) -> Result<(Vec<wasmtime::component::Val>, tokio::sync::OwnedSemaphorePermit), Value> {
+    let wait = record.not_before_ms.saturating_sub(now_ms());
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let params = match resolve_references(executions, &record.input).await {
+        Ok(input) => {
+            function.params(&input).map_err(|bad| json!({ "code": "bad-argument", "message": bad.to_string() }))
+        }
+        Err(error) => Err(error_json(&error)),
+    }?;
+    loop {
+        match function.guest().admit().await {
+            Ok(permit) => return Ok((params, permit)),
+            Err(_paused) => tokio::time::sleep(PAUSE_POLL).await,
+        }
+    }
+}
+
+/// End an execution cancelled before its attempt started.
+async fn cancelled(executions: &Executions, record: Execution) -> Result<(), String> {
+    executions.end_cancelled(record).await.map(drop).map_err(|e| e.to_string())
 }
 
 /// Write the final record, then leave the queue and release the execution's claim unless it

@@ -132,10 +132,21 @@ impl ServeProcess {
     /// `host serve` of `manifests` on data dir `data`, listening on `addr` (a free loopback port
     /// when `None`), once it accepts connections.
     pub fn start(data: &Path, addr: Option<std::net::SocketAddr>, manifests: &[&str]) -> ServeProcess {
+        ServeProcess::start_with(data, addr, manifests, &[])
+    }
+
+    /// Like [`ServeProcess::start`], with more `host serve` arguments.
+    pub fn start_with(
+        data: &Path,
+        addr: Option<std::net::SocketAddr>,
+        manifests: &[&str],
+        args: &[&str],
+    ) -> ServeProcess {
         let addr = addr.unwrap_or_else(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap());
         let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
         command.arg("--data").arg(data).arg("--cache").arg(compiled_cache());
         command.args(["serve", "--listen", &addr.to_string()]);
+        command.args(args);
         for m in manifests {
             command.arg("-f").arg(manifest(m));
         }

@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod dashboard;
 mod digits;
+mod executions;
 mod hostile;
 mod items;
 mod kv;

@@ -10,6 +10,7 @@ use axum::http::header::{ACCEPT, CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::{ApiError, Shared, describe_route};
@@ -165,7 +166,7 @@ async fn map(
 ) -> Result<Response, ApiError> {
     let function = find(&server, &app)?.function(&function)?;
     let inputs = field(json_body(&server, body)?, "inputs")?;
-    let arg_sets = function.map_args(&inputs).map_err(crate::Error::from)?;
+    let arg_sets = function.map_inputs(inputs).map_err(crate::Error::from)?;
     Ok(run_many(function, arg_sets, query.stream).await)
 }
 
@@ -181,7 +182,7 @@ async fn starmap(
     let Value::Array(arg_sets) = field(json_body(&server, body)?, "args")? else {
         return Err(ApiError::bad_request("bad-argument", "`args`: expected a list of argument lists"));
     };
-    Ok(run_many(function, arg_sets, query.stream).await)
+    Ok(run_many(function, Box::new(arg_sets.into_iter()), query.stream).await)
 }
 
 /// Field `name` of a JSON object body.
@@ -192,23 +193,31 @@ fn field(mut body: Value, name: &str) -> Result<Value, ApiError> {
     }
 }
 
-async fn run_many(function: Function, arg_sets: Vec<Value>, stream: bool) -> Response {
+/// Lines of a streamed map that may wait for a slow client; calls start only as they are sent.
+const STREAM_BUFFER: usize = 64;
+
+/// Run a map; streamed, one JSON line per call as each ends. A streamed map whose client is gone
+/// starts no more calls (those running finish and are recorded).
+async fn run_many(function: Function, arg_sets: crate::MapInputs, stream: bool) -> Response {
     if !stream {
-        let outcomes = function.starmap(&arg_sets, |_, _| {}).await;
+        let outcomes = function.starmap(arg_sets, |_, _| {}).await;
         let failed = outcomes.iter().filter(|o| o.is_err()).count();
         let results: Vec<Value> = outcomes.iter().map(crate::outcome_json).collect();
         let body = json!({ "results": results, "succeeded": outcomes.len() - failed, "failed": failed });
         return axum::Json(body).into_response();
     }
-    let (lines, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let (lines, mut receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER);
     tokio::spawn(async move {
-        function
-            .starmap(&arg_sets, |index, outcome| {
-                let mut line = crate::outcome_json(outcome);
-                line["index"] = index.into();
-                let _ = lines.send(format!("{line}\n"));
-            })
-            .await;
+        let (mut calls, mut stopped) = (function.calls(arg_sets), false);
+        while let Some((index, outcome)) = calls.next().await {
+            let mut line = crate::outcome_json(&outcome);
+            line["index"] = index.into();
+            if lines.send(format!("{line}\n")).await.is_err() && !stopped {
+                tracing::info!(function = function.name(), "the client of a streamed map is gone: no more calls start");
+                calls.stop();
+                stopped = true;
+            }
+        }
     });
     let body = futures_util::stream::poll_fn(move |cx| {
         receiver.poll_recv(cx).map(|l| l.map(Ok::<_, std::convert::Infallible>))

@@ -1,5 +1,5 @@
-//! `/v1/executions`: list and read execution records, wait for one, and read or follow its logs
-//! (Server-Sent Events).
+//! `/v1/executions`: list and read execution records, wait for one, cancel one, and read or
+//! follow its logs (Server-Sent Events). Reads of the store run off the async workers.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -9,18 +9,30 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, Shared};
-use crate::executions::{ExecutionFilter, Status};
+use crate::executions::{CancelError, ExecutionFilter, Executions, Status};
 
 pub(super) fn routes() -> Router<Shared> {
     Router::new()
         .route("/v1/executions", get(list))
         .route("/v1/executions/{id}", get(show))
         .route("/v1/executions/{id}/logs", get(logs))
+        .route("/v1/executions/{id}/cancel", post(cancel))
+}
+
+/// Run `read` on the execution records on a blocking thread: a list may read many records.
+async fn blocking<T: Send + 'static>(
+    server: &Shared,
+    read: impl FnOnce(&Executions) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let executions = server.host.executions().clone();
+    tokio::task::spawn_blocking(move || read(&executions)).await.map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "host-error", format!("reading execution records: {e}"))
+    })
 }
 
 #[derive(Deserialize)]
@@ -44,7 +56,8 @@ async fn list(State(server): State<Shared>, Query(q): Query<ListQuery>) -> Resul
     };
     let filter = ExecutionFilter { app: q.app, function: q.function, trigger: q.trigger, status };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    Ok(axum::Json(json!(server.host.executions().list(&filter, q.before.as_deref(), limit))))
+    let records = blocking(&server, move |executions| executions.list(&filter, q.before.as_deref(), limit)).await?;
+    Ok(axum::Json(json!(records)))
 }
 
 #[derive(Deserialize)]
@@ -70,7 +83,13 @@ async fn show(
                 .map_err(|e| ApiError::bad_request("bad-query", format!("wait `{wait}`: {e} (expected e.g. `10s`)")))?;
             executions.wait(&id, wait.min(Duration::from_secs(300))).await
         }
-        None => executions.get(&id),
+        None => {
+            blocking(&server, {
+                let id = id.clone();
+                move |executions| executions.get(&id)
+            })
+            .await?
+        }
     };
     Ok(axum::Json(json!(record.ok_or_else(|| unknown(&id))?)))
 }
@@ -91,9 +110,14 @@ async fn logs(
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
     let executions = server.host.executions().clone();
-    executions.get(&id).ok_or_else(|| unknown(&id))?;
+    let text = blocking(&server, {
+        let id = id.clone();
+        move |executions| executions.get(&id).map(|_| executions.logs(&id))
+    })
+    .await?;
+    let text = text.ok_or_else(|| unknown(&id))?;
     if !q.follow {
-        let text = executions.logs(&id).unwrap_or_default();
+        let text = text.unwrap_or_default();
         return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
     }
     // State: the text sent so far, and whether the end was sent. The text only grows, except
@@ -125,4 +149,19 @@ async fn logs(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// Cancel a queued or running execution: it ends `cancelled` (a running one within an epoch
+/// tick); answers the record. A final one is a `409 already-final`.
+async fn cancel(State(server): State<Shared>, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
+    match server.host.executions().cancel(&id).await {
+        Ok(record) => Ok(axum::Json(json!(record))),
+        Err(CancelError::Unknown(_)) => Err(unknown(&id)),
+        Err(error @ CancelError::Final { .. }) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "already-final", error.to_string()))
+        }
+        Err(error @ CancelError::Storage(_)) => {
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "host-error", error.to_string()))
+        }
+    }
 }

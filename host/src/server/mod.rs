@@ -227,6 +227,7 @@ impl From<CallError> for ApiError {
             },
             CallError::Paused { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message),
             CallError::Reference { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message),
+            CallError::Cancelled => ApiError::new(StatusCode::CONFLICT, code, message),
             CallError::MemoryLimit { .. }
             | CallError::StackOverflow
             | CallError::Trap { .. }

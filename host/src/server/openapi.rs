@@ -315,6 +315,18 @@ pub(super) async fn document(State(server): State<Shared>) -> axum::Json<Value> 
     show["parameters"] =
         json!([{ "name": "app", "in": "path", "required": true, "schema": { "type": "string", "enum": names } }]);
     paths.insert("/v1/apps/{app}".into(), json!({ "get": show }));
+    let mut cancel = operation(
+        "cancel_execution".into(),
+        "Cancel a queued or running execution: it ends `cancelled`".into(),
+        "host",
+        ("200", json_response("The execution's record", json!({ "type": "object" }))),
+        &[
+            ("404", "No such execution (`unknown-execution`)"),
+            ("409", "The execution is over already (`already-final`)"),
+        ],
+    );
+    cancel["parameters"] = json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]);
+    paths.insert("/v1/executions/{id}/cancel".into(), json!({ "post": cancel }));
     paths.insert("/v1/calls".into(), json!({ "get": operation("recent_calls".into(), "The most recent calls, newest first".into(), "host", ("200", json_response("Calls", json!({ "type": "array", "items": { "$ref": "#/components/schemas/Call" } }))), &[]) }));
     paths.insert("/v1/openapi.json".into(), json!({ "get": operation("openapi".into(), "This document".into(), "host", ("200", json_response("OpenAPI 3.1", json!({ "type": "object" }))), &[]) }));
     paths.insert("/metrics".into(), json!({ "get": operation("metrics".into(), "Prometheus metrics".into(), "host", ("200", json!({ "description": "Prometheus text format", "content": { "text/plain": { "schema": { "type": "string" } } } })), &[]) }));

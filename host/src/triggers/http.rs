@@ -79,7 +79,9 @@ impl HttpHandler {
             }
             this.record(result.as_ref().map_or_else(CallError::code, |()| "ok"), started);
             let outcome = result.as_ref().map(|()| &serde_json::Value::Null);
-            guest.executions.record_call((&guest.app, &guest.name, "http", 1), input, outcome, &logs, started_ms);
+            if guest.record.records(outcome.is_err()) {
+                guest.executions.record_call((&guest.app, &guest.name, "http", 1), input, outcome, &logs, started_ms);
+            }
             result
         });
         match receiver.await {

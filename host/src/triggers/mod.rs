@@ -16,7 +16,7 @@ use sled::transaction::ConflictableTransactionError;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::executions::{Execution, Executions, run_key};
+use crate::executions::{Execution, Executions, index_entries, run_key};
 use crate::manifest::ManifestError;
 use crate::store::Store;
 use crate::{App, Error, Function, Host, runner};
@@ -130,8 +130,8 @@ fn conflict(e: impl std::fmt::Display) -> ConflictableTransactionError<String> {
 /// transaction. A record whose claim is held already is left out (and the claims of the others
 /// are taken).
 fn accept_event(events: &sled::Tree, key: &[u8], executions: &Executions, records: &[Execution]) -> Result<(), String> {
-    (events, &executions.records, &executions.queue)
-        .transaction(|(events, records_tree, queue)| {
+    (events, &executions.records, &executions.queue, &executions.index)
+        .transaction(|(events, records_tree, queue, index)| {
             events.remove(key)?;
             for record in records {
                 if let Some(claim) = &record.claim {
@@ -141,6 +141,9 @@ fn accept_event(events: &sled::Tree, key: &[u8], executions: &Executions, record
                     queue.insert(claim.as_bytes(), record.id.as_bytes())?;
                 }
                 records_tree.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(conflict)?)?;
+                for key in index_entries(record) {
+                    index.insert(key, b"".as_slice())?;
+                }
                 queue.insert(run_key(&record.id), record.id.as_bytes())?;
             }
             Ok(())

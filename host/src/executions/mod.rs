@@ -1,0 +1,256 @@
+//! Durable execution records: every call (direct, over HTTP, triggered) gets one, with its input,
+//! status, output or error, timings, attempt and captured logs.
+//!
+//! Trees: `executions` (id → record), `execution-logs` (id → text), `execution-index` (ids by
+//! app, function, trigger and status), `execution-queue` (`run/ID` for every queued execution not final yet, queued or
+//! running when the host stopped; and the claims of `once` item triggers). [`crate::runner`] runs
+//! the queued ones. Records are kept as [`Retention`] says.
+
+mod cancel;
+mod index;
+mod record;
+mod retention;
+mod writer;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+pub use self::cancel::CancelError;
+pub(crate) use self::index::entries as index_entries;
+pub use self::record::{Execution, ExecutionFilter, Status, error_json, now_ms};
+pub use self::retention::{PRUNE_EVERY, Retention};
+pub use self::writer::WRITE_BATCH_EVERY;
+use crate::call::{Cancel, LiveOutput, Logs};
+use crate::store::Store;
+
+/// The execution-queue key of a queued execution.
+pub(crate) fn run_key(id: &str) -> Vec<u8> {
+    format!("run/{id}").into_bytes()
+}
+
+fn storage(e: impl std::fmt::Display) -> String {
+    format!("execution records: {e}")
+}
+
+/// Every execution record of a host.
+pub struct Executions {
+    pub(crate) records: sled::Tree,
+    logs: sled::Tree,
+    pub(crate) index: sled::Tree,
+    pub(crate) queue: sled::Tree,
+    store: Arc<Store>,
+    retention: Retention,
+    /// Woken whenever a record changes.
+    changed: Notify,
+    /// Output of attempts running now, by execution id.
+    live: std::sync::Mutex<HashMap<String, (u32, LiveOutput)>>,
+    /// Records of finished direct calls not written yet: written in batches (every
+    /// [`WRITE_BATCH_EVERY`], or sooner when many wait, or before any read).
+    pending: std::sync::Mutex<Vec<(Execution, Logs)>>,
+    /// The writer and pruning threads, until [`Executions::stop_writer`].
+    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    stopping: AtomicBool,
+    /// Records read from their bytes (see [`Executions::decoded`]).
+    decoded: AtomicU64,
+    /// Queued executions with a task in this process, with the switch that cancels each.
+    running: std::sync::Mutex<HashMap<String, Arc<Cancel>>>,
+    /// Serial (`enqueue`) executions with a task here, by `app/function`, in id order.
+    serial: std::sync::Mutex<BTreeMap<String, BTreeSet<String>>>,
+    /// Woken when a serial execution ends.
+    serial_done: Notify,
+}
+
+/// Keeps an attempt's output readable through [`Executions::logs`] until dropped.
+pub(crate) struct Watched<'a> {
+    executions: &'a Executions,
+    id: String,
+}
+
+impl Drop for Watched<'_> {
+    fn drop(&mut self) {
+        self.executions.live.lock().unwrap().remove(&self.id);
+    }
+}
+
+impl Executions {
+    /// Open the trees (indexing records written before the index existed); until the host stops
+    /// them, a thread writes waiting records every [`WRITE_BATCH_EVERY`] and another deletes
+    /// what `retention` does not keep every [`PRUNE_EVERY`].
+    pub(crate) fn open(store: &Arc<Store>, retention: Retention) -> Result<Arc<Executions>, sled::Error> {
+        let executions = Arc::new(Executions {
+            records: store.tree("executions")?,
+            logs: store.tree("execution-logs")?,
+            index: store.tree("execution-index")?,
+            queue: store.tree("execution-queue")?,
+            store: store.clone(),
+            retention,
+            changed: Notify::new(),
+            live: Default::default(),
+            pending: Default::default(),
+            threads: Default::default(),
+            stopping: Default::default(),
+            decoded: Default::default(),
+            running: Default::default(),
+            serial: Default::default(),
+            serial_done: Notify::new(),
+        });
+        executions.build_index()?;
+        executions.start_threads();
+        Ok(executions)
+    }
+
+    /// A new, unused execution id.
+    pub(crate) fn new_id(&self) -> Result<String, String> {
+        Ok(format!("{:016x}", self.store.next_id().map_err(storage)?))
+    }
+
+    /// The record with this id.
+    pub fn get(&self, id: &str) -> Option<Execution> {
+        self.write_pending();
+        let bytes = self.records.get(id.as_bytes()).ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// What the execution printed so far: each finished attempt, then the running one's output
+    /// so far (each starts with a header line).
+    pub fn logs(&self, id: &str) -> Option<String> {
+        self.write_pending();
+        let stored = self.logs.get(id.as_bytes()).ok()?.map(|b| String::from_utf8_lossy(&b).into_owned());
+        let live =
+            self.live.lock().unwrap().get(id).map(|(attempt, output)| format_attempt(&output.snapshot(), *attempt));
+        match (stored, live) {
+            (None, None) => None,
+            (stored, live) => Some(stored.unwrap_or_default() + &live.unwrap_or_default()),
+        }
+    }
+
+    /// Make the output of attempt `attempt` of execution `id` readable while it runs.
+    pub(crate) fn watch(&self, id: &str, attempt: u32, output: LiveOutput) -> Watched<'_> {
+        self.live.lock().unwrap().insert(id.to_string(), (attempt, output));
+        Watched { executions: self, id: id.to_string() }
+    }
+
+    /// Wait until the execution is final (or `timeout` passes); the last record seen.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Option<Execution> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            let record = self.get(id)?;
+            if record.status.is_final() {
+                return Some(record);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Some(record);
+            }
+        }
+    }
+
+    /// Store a record (and optionally a new attempt's logs).
+    pub(crate) fn put(&self, record: &Execution, logs: Option<(&Logs, u32)>) -> Result<(), String> {
+        self.records.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(storage)?).map_err(storage)?;
+        self.index_update(record).map_err(storage)?;
+        if let Some((logs, attempt)) = logs {
+            let mut text = self.logs(&record.id).unwrap_or_default();
+            text.push_str(&format_attempt(logs, attempt));
+            self.logs.insert(record.id.as_bytes(), text.as_bytes()).map_err(storage)?;
+        }
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Record a queued execution durably, with its entry in the execution queue.
+    pub(crate) async fn enqueue(&self, record: &Execution) -> Result<(), String> {
+        self.put(record, None)?;
+        self.queue.insert(run_key(&record.id), record.id.as_bytes()).map_err(storage)?;
+        self.durable().await
+    }
+
+    /// Take a final execution off the queue, and release its claim unless it succeeded.
+    pub(crate) fn dequeue(&self, record: &Execution) -> Result<(), String> {
+        self.queue.remove(run_key(&record.id)).map_err(storage)?;
+        if let Some(claim) = record.claim.as_ref().filter(|_| record.status != Status::Succeeded) {
+            self.queue.remove(claim.as_bytes()).map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// Ids of every queued execution not final yet, oldest first.
+    pub(crate) fn queued_ids(&self) -> Vec<String> {
+        let ids = self.queue.scan_prefix("run/").values().filter_map(Result::ok);
+        ids.map(|id| String::from_utf8_lossy(&id).into_owned()).collect()
+    }
+
+    /// Note that a task of this process runs `record`; false if one already does.
+    pub(crate) fn claim(&self, record: &Execution) -> bool {
+        let mut running = self.running.lock().unwrap();
+        if running.contains_key(&record.id) {
+            return false;
+        }
+        running.insert(record.id.clone(), Arc::default());
+        drop(running);
+        if record.trigger == crate::runner::ENQUEUE {
+            let key = format!("{}/{}", record.app, record.function);
+            self.serial.lock().unwrap().entry(key).or_default().insert(record.id.clone());
+        }
+        true
+    }
+
+    /// Whether a task of this process runs execution `id`.
+    pub(crate) fn is_running(&self, id: &str) -> bool {
+        self.running.lock().unwrap().contains_key(id)
+    }
+
+    /// The task running execution `id` is over.
+    pub(crate) fn release(&self, id: &str) {
+        self.running.lock().unwrap().remove(id);
+        let mut serial = self.serial.lock().unwrap();
+        serial.values_mut().for_each(|ids| {
+            ids.remove(id);
+        });
+        serial.retain(|_, ids| !ids.is_empty());
+        drop(serial);
+        self.serial_done.notify_waiters();
+    }
+
+    /// Wait until `record` is the oldest serial execution of its function still to run.
+    pub(crate) async fn wait_turn(&self, record: &Execution) {
+        let key = format!("{}/{}", record.app, record.function);
+        loop {
+            let done = self.serial_done.notified();
+            let first = self.serial.lock().unwrap().get(&key).and_then(|ids| ids.first().cloned());
+            if first.is_none_or(|first| first == record.id) {
+                return;
+            }
+            done.await;
+        }
+    }
+
+    /// Wait until every record written so far is on disk.
+    pub(crate) async fn durable(&self) -> Result<(), String> {
+        self.store.durable().await
+    }
+}
+
+/// One attempt's output as kept in the logs: a header, stdout, stderr.
+fn format_attempt(logs: &Logs, attempt: u32) -> String {
+    let mut text = format!("--- attempt {attempt} ---\n");
+    for (stream, output) in [("stdout", &logs.stdout), ("stderr", &logs.stderr)] {
+        if !output.is_empty() {
+            text.push_str(&format!("[{stream}]\n{output}"));
+            if !output.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+    }
+    if logs.dropped > 0 {
+        text.push_str(&format!("[{} bytes over the `output` limit dropped]\n", logs.dropped));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,178 @@
+//! The index and the retention over a real sled store on disk.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{Execution, ExecutionFilter, Executions, Retention, Status, now_ms};
+use crate::call::{CallError, Logs};
+use crate::store::Store;
+
+fn open(dir: &std::path::Path, retention: Retention) -> Arc<Executions> {
+    let store = Arc::new(Store::open(&dir.join("db")).unwrap());
+    Executions::open(&store, retention).unwrap()
+}
+
+/// A final record of a direct call of `app`/`function`, with a line of logs.
+fn call(executions: &Executions, app: &str, function: &str, trigger: &str, ok: bool) {
+    let logs = Logs { stdout: "hi\n".into(), ..Logs::default() };
+    let failure = CallError::Host { message: "no".into() };
+    let result = if ok { Ok(&json!(1)) } else { Err(&failure) };
+    executions.record_call((app, function, trigger, 1), json!([]), result, &logs, now_ms());
+}
+
+/// A record written as it is, like a queued execution's.
+fn put(executions: &Executions, app: &str, edit: impl FnOnce(&mut Execution)) -> String {
+    let mut record = Execution::queued(executions.new_id().unwrap(), app, "f.run", "async", json!([]));
+    edit(&mut record);
+    executions.put(&record, Some((&Logs { stdout: "out\n".into(), ..Logs::default() }, 1))).unwrap();
+    record.id
+}
+
+fn ids(records: &[Execution]) -> Vec<String> {
+    records.iter().map(|r| r.id.clone()).collect()
+}
+
+/// Every page of `filter`, `page` records at a time, following `before`.
+fn paged(executions: &Executions, filter: &ExecutionFilter, page: usize) -> Vec<String> {
+    let mut all = Vec::new();
+    loop {
+        let records = executions.list(filter, all.last().map(String::as_str), page);
+        if records.is_empty() {
+            return all;
+        }
+        all.extend(ids(&records));
+    }
+}
+
+#[test]
+fn filtered_lists_read_only_what_the_index_matches_and_page_with_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let executions = open(dir.path(), Retention::default());
+    for i in 0..40 {
+        let app = if i % 3 == 0 { "a" } else { "b" };
+        let function = if i % 2 == 0 { "f.x" } else { "f.y" };
+        call(&executions, app, function, if i % 5 == 0 { "map" } else { "call" }, i % 4 != 0);
+    }
+    let queued = put(&executions, "a", |_| {});
+    let running = put(&executions, "a", |r| r.status = Status::Running);
+    let everything = executions.list(&ExecutionFilter::default(), None, 1000);
+    assert_eq!(everything.len(), 42);
+    let filters = [
+        ExecutionFilter { app: Some("a".into()), ..Default::default() },
+        ExecutionFilter { app: Some("b".into()), function: Some("f.x".into()), ..Default::default() },
+        ExecutionFilter { trigger: Some("map".into()), status: Some(Status::Failed), ..Default::default() },
+        ExecutionFilter { status: Some(Status::Succeeded), function: Some("f.y".into()), ..Default::default() },
+        ExecutionFilter { app: Some("a".into()), status: Some(Status::Queued), ..Default::default() },
+    ];
+    for filter in &filters {
+        let expected: Vec<String> = ids(&everything.iter().filter(|r| filter.matches(r)).cloned().collect::<Vec<_>>());
+        assert!(!expected.is_empty(), "{filter:?} matches something");
+        assert_eq!(ids(&executions.list(filter, None, 1000)), expected, "{filter:?}");
+        assert_eq!(paged(&executions, filter, 3), expected, "{filter:?}, pages of 3");
+        // Only the records listed are read.
+        let before = executions.decoded();
+        executions.list(filter, None, 1000);
+        assert_eq!(executions.decoded() - before, expected.len() as u64, "{filter:?}");
+    }
+    let queued_only = ExecutionFilter { status: Some(Status::Queued), ..Default::default() };
+    assert_eq!(ids(&executions.list(&queued_only, None, 10)), [queued]);
+
+    // A filter that matches nothing reads no record.
+    let before = executions.decoded();
+    let nope = ExecutionFilter { app: Some("nope".into()), ..Default::default() };
+    assert!(executions.list(&nope, None, 100).is_empty());
+    let nope = ExecutionFilter { app: Some("a".into()), function: Some("nope.x".into()), ..Default::default() };
+    assert!(executions.list(&nope, None, 100).is_empty());
+    assert_eq!(executions.decoded(), before, "nothing decoded for filters that match nothing");
+
+    // A status change moves the record in the status index.
+    let mut record = executions.get(&running).unwrap();
+    record.finish_with(Ok(&json!(2)));
+    executions.put(&record, None).unwrap();
+    let running_only = ExecutionFilter { status: Some(Status::Running), ..Default::default() };
+    assert!(executions.list(&running_only, None, 10).is_empty());
+    let succeeded = ExecutionFilter { status: Some(Status::Succeeded), app: Some("a".into()), ..Default::default() };
+    assert_eq!(executions.list(&succeeded, None, 1)[0].id, running);
+    executions.stop_writer();
+}
+
+#[test]
+fn an_index_is_built_for_records_written_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let executions = open(dir.path(), Retention::default());
+        call(&executions, "old", "f.x", "call", true);
+        executions.stop_writer();
+        executions.index.clear().unwrap();
+    }
+    let executions = open(dir.path(), Retention::default());
+    let old = ExecutionFilter { app: Some("old".into()), ..Default::default() };
+    assert_eq!(executions.list(&old, None, 10).len(), 1);
+    executions.stop_writer();
+}
+
+#[test]
+fn pruning_keeps_the_newest_final_records_of_each_app_and_never_unfinished_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let executions = open(dir.path(), Retention { max_count: 3, ..Retention::default() });
+    let queued = put(&executions, "a", |_| {});
+    for _ in 0..6 {
+        call(&executions, "a", "f.x", "call", true);
+    }
+    let running = put(&executions, "a", |r| r.status = Status::Running);
+    call(&executions, "b", "f.x", "call", false);
+    call(&executions, "b", "f.x", "call", true);
+    let all_a = executions.list(&ExecutionFilter { app: Some("a".into()), ..Default::default() }, None, 100);
+    let finals: Vec<String> = ids(&all_a).into_iter().filter(|id| *id != queued && *id != running).collect();
+
+    assert_eq!(executions.prune().unwrap(), 3);
+    let kept = executions.list(&ExecutionFilter { app: Some("a".into()), ..Default::default() }, None, 100);
+    let expected: Vec<String> =
+        [running.clone()].into_iter().chain(finals[..3].iter().cloned()).chain([queued.clone()]).collect();
+    assert_eq!(ids(&kept), expected, "the newest 3 final records, and every unfinished one");
+    for deleted in &finals[3..] {
+        assert_eq!(executions.get(deleted), None);
+        assert_eq!(executions.logs(deleted), None, "its logs go too");
+        assert_eq!(
+            executions
+                .index
+                .scan_prefix(b"")
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.ends_with(deleted.as_bytes()))
+                .count(),
+            0
+        );
+    }
+    let b = ExecutionFilter { app: Some("b".into()), ..Default::default() };
+    assert_eq!(executions.list(&b, None, 100).len(), 2, "another app's records count apart");
+    assert_eq!(executions.prune().unwrap(), 0, "nothing more to prune");
+    executions.stop_writer();
+}
+
+#[test]
+fn pruning_removes_final_records_older_than_the_age_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let executions = open(dir.path(), Retention { max_age: Duration::from_secs(3600), ..Retention::default() });
+    let hours_ago = |hours: u64| now_ms() - hours * 3600 * 1000;
+    let old = put(&executions, "a", |r| {
+        r.queued_ms = hours_ago(3);
+        r.status = Status::Succeeded;
+        r.finished_ms = Some(hours_ago(2));
+    });
+    let old_queued = put(&executions, "a", |r| r.queued_ms = hours_ago(3));
+    let recent = put(&executions, "a", |r| {
+        r.status = Status::Failed;
+        r.finished_ms = Some(now_ms());
+    });
+    call(&executions, "a", "f.x", "call", true);
+    assert_eq!(executions.prune().unwrap(), 1);
+    assert_eq!(executions.get(&old), None);
+    assert_eq!(executions.logs(&old), None);
+    assert!(executions.get(&old_queued).is_some(), "an unfinished record stays");
+    assert!(executions.get(&recent).is_some());
+    assert_eq!(executions.list(&ExecutionFilter::default(), None, 100).len(), 3);
+    executions.stop_writer();
+}

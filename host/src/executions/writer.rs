@@ -1,0 +1,120 @@
+//! The background threads of the execution records: one writes the records of direct calls in
+//! batches, one prunes what the [`super::Retention`] does not keep.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::retention::{PRUNE_EVERY, PRUNE_FIRST};
+use super::{Execution, Executions, format_attempt, storage};
+use crate::call::{CallError, Logs};
+
+/// How long a direct call's record may wait in memory before it is written to sled.
+pub const WRITE_BATCH_EVERY: Duration = Duration::from_millis(100);
+
+/// Records waiting that make the next direct call write them at once.
+const WRITE_BATCH_SIZE: usize = 512;
+
+/// Run `work` on a thread named `name` after `first`, then every `period`, while the records
+/// are in use and not stopping.
+fn every(
+    name: &str,
+    executions: Weak<Executions>,
+    (first, period): (Duration, Duration),
+    work: fn(&Executions),
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            std::thread::park_timeout(first);
+            while let Some(executions) = executions.upgrade().filter(|e| !e.stopping.load(Ordering::Acquire)) {
+                work(&executions);
+                drop(executions);
+                std::thread::park_timeout(period);
+            }
+        })
+        .expect("spawn an execution records thread")
+}
+
+impl Executions {
+    /// Start the writer and the pruning threads (stopped by [`Executions::stop_writer`]).
+    pub(super) fn start_threads(self: &Arc<Executions>) {
+        let writer = every(
+            "execution-writer",
+            Arc::downgrade(self),
+            (Duration::ZERO, WRITE_BATCH_EVERY),
+            Executions::write_pending,
+        );
+        let pruner = every("execution-pruner", Arc::downgrade(self), (PRUNE_FIRST, PRUNE_EVERY), |executions| {
+            if let Err(error) = executions.prune() {
+                tracing::warn!(%error, "cannot prune execution records");
+            }
+        });
+        self.threads.lock().unwrap().extend([writer, pruner]);
+    }
+
+    /// Stop the background threads and write what waits. The host calls this as it is dropped,
+    /// so the store is never closed from one of them: with several sled databases in one
+    /// process, a database flushed on close from there could hang sled's process-wide lock.
+    pub(crate) fn stop_writer(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap());
+        for thread in threads {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+        self.write_pending();
+    }
+
+    /// Write the records of direct calls that wait in memory, in one batch.
+    pub(crate) fn write_pending(&self) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap());
+        if pending.is_empty() {
+            return;
+        }
+        // Plain inserts, not `apply_batch`: a batch takes sled's process-wide write lock, which
+        // stalls every other reader of every database in the process while it waits.
+        let write = |record: &Execution, output: &Logs| -> Result<(), String> {
+            self.records.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(storage)?).map_err(storage)?;
+            self.index_insert(record).map_err(storage)?;
+            if !(output.stdout.is_empty() && output.stderr.is_empty()) {
+                self.logs
+                    .insert(record.id.as_bytes(), format_attempt(output, record.attempt).into_bytes())
+                    .map_err(storage)?;
+            }
+            Ok(())
+        };
+        for (record, output) in &pending {
+            if let Err(error) = write(record, output) {
+                tracing::warn!(%error, execution = %record.id, "cannot record an execution");
+            }
+        }
+        self.changed.notify_waiters();
+        self.store.flush_soon();
+    }
+
+    /// Record a finished direct call (`call`, `http`, `map`, or a queue trigger's delivery). It is
+    /// written to sled in a batch within [`WRITE_BATCH_EVERY`] and reaches the disk with the next
+    /// group commit; the caller does not wait for either.
+    pub(crate) fn record_call(
+        &self,
+        (app, function, trigger, attempt): (&str, &str, &str, u32),
+        input: Value,
+        result: Result<&Value, &CallError>,
+        logs: &Logs,
+        started_ms: u64,
+    ) {
+        let Ok(id) = self.new_id() else { return };
+        let mut record = Execution { attempt, ..Execution::queued(id, app, function, trigger, input) };
+        (record.queued_ms, record.started_ms, record.not_before_ms) = (started_ms, Some(started_ms), started_ms);
+        record.finish_with(result);
+        let mut pending = self.pending.lock().unwrap();
+        pending.push((record, logs.clone()));
+        if pending.len() >= WRITE_BATCH_SIZE {
+            drop(pending);
+            self.write_pending();
+        }
+    }
+}
