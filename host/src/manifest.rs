@@ -862,7 +862,8 @@ source = "plain.wasm"
 
     #[test]
     fn build_inputs_need_a_build_command() {
-        let err = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nbuild-inputs = [\"src\"]\n").unwrap_err();
+        let err =
+            parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nbuild-inputs = [\"src\"]\n").unwrap_err();
         assert!(err.contains("function.f.build-inputs") && err.contains("no `build` command"), "{err}");
     }
 
@@ -893,6 +894,23 @@ source = "plain.wasm"
         let err = parse("[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\nlimits = { memory = \"8GiB\" }\n")
             .unwrap_err();
         assert!(err.contains("function.f.limits.memory"), "{err}");
+    }
+
+    #[test]
+    fn schedule_intervals_out_of_range_name_the_trigger_and_field() {
+        let manifest = |every: &str| {
+            parse(&format!(
+                "[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\n[[trigger.schedule]]\nname = \"t\"\nfunction = \"f.tick\"\nevery = \"{every}\"\n"
+            ))
+        };
+        assert!(manifest("1h").is_ok());
+        for every in ["18446744073709551s 616ms", "400days", "500ms"] {
+            let err = manifest(every).unwrap_err();
+            assert!(
+                err.contains("trigger.schedule[0] (`t`)") && err.contains(&format!("`every = \"{every}\"`")),
+                "{err}"
+            );
+        }
     }
 
     #[test]
