@@ -42,7 +42,7 @@ fn interval_ms(every: &Duration) -> u64 {
 impl Schedule {
     /// `every = "10s"`: a duration from one second to [`MAX_EVERY`] (366 days).
     pub fn every(text: &str) -> Result<Schedule, String> {
-        let expected = "expected a duration from 1s to 366days like \"10s\" or \"5m\"";
+        let expected = "expected a duration of at least 1s and at most 366days like \"10s\" or \"5m\"";
         match humantime::parse_duration(text) {
             Ok(d) if (Duration::from_secs(1)..=MAX_EVERY).contains(&d) => Ok(Schedule::Every(d)),
             Ok(_) => Err(format!("`every = \"{text}\"`: {expected}")),
@@ -153,12 +153,12 @@ mod tests {
     #[test]
     fn bad_schedules_say_what_was_expected() {
         let e = Schedule::every("0s").unwrap_err();
-        assert!(e.contains("from 1s to 366days"), "{e}");
+        assert!(e.contains("at least 1s and at most 366days"), "{e}");
         assert!(Schedule::every("366days").is_ok());
         // 2^64 ms: once truncated to 0 ms, a division by zero at the first fire.
         for too_long in ["367days", "18446744073709551s 616ms", "600000000years"] {
             let e = Schedule::every(too_long).unwrap_err();
-            assert!(e.contains(too_long) && e.contains("from 1s to 366days"), "{e}");
+            assert!(e.contains(too_long) && e.contains("at least 1s and at most 366days"), "{e}");
         }
         let zero = Schedule::Every(Duration::ZERO);
         assert_eq!(zero.next_after(5), Some(6), "an interval made in code is at least 1 ms");
