@@ -126,6 +126,27 @@ fn queue_trigger_completes_successes_retries_failures_then_dead_letters() {
 }
 
 #[test]
+fn leases_cannot_be_forged_from_the_message_id() {
+    let Running { apps, runtime, .. } = &running(&[MESSAGING]);
+    let app = &apps[0];
+    call(runtime, app, "messaging.queue-send", json!(["direct", "secret", 0])).unwrap();
+    let leased = call(runtime, app, "messaging.queue-receive", json!(["direct", 1, 60_000])).unwrap();
+    let lease = leased[0]["lease"].as_str().unwrap();
+    let (guessable, nonce) = lease.rsplit_once('/').unwrap();
+    assert_eq!(guessable, format!("direct/{}/1", leased[0]["id"].as_str().unwrap()), "QUEUE/ID/ATTEMPT/NONCE");
+    assert_eq!(nonce.len(), 32, "a 128-bit nonce: {lease}");
+    // The right queue, id and attempt with another nonce, or none, complete nothing.
+    let other = format!("{guessable}/{:032x}", u128::from_str_radix(nonce, 16).unwrap() ^ 1);
+    let forged = call(runtime, app, "messaging.queue-complete", json!([other])).unwrap_err();
+    assert!(forged.contains("LeaseExpired"), "{forged}");
+    let forged = call(runtime, app, "messaging.queue-retry", json!([other, 0])).unwrap_err();
+    assert!(forged.contains("LeaseExpired"), "{forged}");
+    let old_style = call(runtime, app, "messaging.queue-complete", json!([guessable])).unwrap_err();
+    assert!(old_style.contains("QUEUE/ID/ATTEMPT/NONCE"), "{old_style}");
+    call(runtime, app, "messaging.queue-complete", json!([lease])).unwrap();
+}
+
+#[test]
 fn topics_fan_out_to_every_subscription_with_their_own_retries() {
     let Running { host, apps, runtime, .. } = &running(&[MESSAGING]);
     let app = &apps[0];

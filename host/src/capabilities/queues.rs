@@ -32,7 +32,7 @@ impl CallState {
 
     /// The queue a lease is for, when granted.
     fn lease_queue(&self, lease: &str) -> Result<Arc<Queue>, Error> {
-        let (queue, _, _) = parse_lease(lease)?;
+        let (queue, ..) = parse_lease(lease)?;
         self.queue(queue)
     }
 }
