@@ -322,6 +322,14 @@ impl Guest {
         }
         Ok(self.permits.clone().acquire_owned().await.expect("function semaphore is never closed"))
     }
+
+    /// A free `concurrency` slot now, if there is one and the function is not paused.
+    pub(crate) fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+        if self.paused() {
+            return None;
+        }
+        self.permits.clone().try_acquire_owned().ok()
+    }
 }
 
 /// Everything needed to run calls of one export: shared, immutable, cheap to clone.

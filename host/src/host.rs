@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::component::{Type, Val};
 
 use crate::Error;
@@ -380,15 +381,16 @@ impl Function {
     /// `{"$execution": ID}` references, replaced by those executions' results (waiting for them).
     /// The call is recorded as an execution (trigger `call`).
     pub async fn invoke(&self, args: &Value) -> Result<CallReport, ArgumentError> {
-        self.invoke_as(args, ("call", "call", 1)).await
+        self.invoke_as(args, ("call", "call", 1), None).await
     }
 
     /// [`Function::invoke`], counted in metrics as `kind` and recorded as attempt `attempt` of a
-    /// call started by `trigger`.
+    /// call started by `trigger`; in `slot` when the caller already holds a `concurrency` slot.
     pub(crate) async fn invoke_as(
         &self,
         args: &Value,
         (kind, trigger, attempt): (&'static str, &str, u32),
+        slot: Option<OwnedSemaphorePermit>,
     ) -> Result<CallReport, ArgumentError> {
         let guest = &self.target.guest;
         let started_ms = crate::executions::now_ms();
@@ -400,7 +402,11 @@ impl Function {
         let report = match resolved {
             Ok(resolved) => {
                 let params = self.params(resolved.as_ref().unwrap_or(args))?;
-                match guest.admit().await {
+                let admitted = match slot {
+                    Some(slot) => Ok(slot),
+                    None => guest.admit().await,
+                };
+                match admitted {
                     Ok(_permit) => self.run_admitted(&params, None, None).await,
                     Err(paused) => refused(paused),
                 }
@@ -490,7 +496,7 @@ impl Function {
             .iter()
             .enumerate()
             .map(|(i, args)| async move {
-                let outcome = match self.invoke_as(args, ("map", "map", 1)).await {
+                let outcome = match self.invoke_as(args, ("map", "map", 1), None).await {
                     Ok(report) => report.result.map_err(Error::Call),
                     Err(bad) => Err(Error::Argument(bad)),
                 };
