@@ -534,14 +534,15 @@ impl Function {
     pub(crate) fn params(&self, args: &Value) -> Result<Vec<Val>, ArgumentError> {
         let params = &self.export.params;
         let names = || params.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+        let budget = &mut values::Budget::new(self.target.guest.limits.memory);
         match args {
             Value::Object(obj) => {
-                let named =
-                    values::named_from_json(params.iter().map(|(n, t)| (n.as_str(), t.clone())), obj, "", "parameter")?;
+                let fields = params.iter().map(|(n, t)| (n.as_str(), t.clone()));
+                let named = values::named_from_json(fields, obj, "", "parameter", budget)?;
                 Ok(named.into_iter().map(|(_, v)| v).collect())
             }
             Value::Array(items) if items.len() == params.len() => {
-                params.iter().zip(items).map(|((name, ty), v)| values::from_json(ty, v, name)).collect()
+                params.iter().zip(items).map(|((name, ty), v)| values::from_json(ty, v, name, budget)).collect()
             }
             Value::Null if params.is_empty() => Ok(Vec::new()),
             _ => Err(ArgumentError {

@@ -241,6 +241,18 @@ impl Queue {
     /// Lease up to `max` visible messages, oldest first, for `visibility`. Messages past their
     /// last attempt move to the dead-letter queue instead.
     pub async fn receive(&self, queues: &Queues, max: u32, visibility: Duration) -> Result<Vec<Message>, QueueError> {
+        self.receive_within(queues, max, visibility, u64::MAX).await
+    }
+
+    /// [`Queue::receive`], leasing no more messages once their bodies hold `max_bytes` (the first
+    /// is leased whatever its size).
+    pub async fn receive_within(
+        &self,
+        queues: &Queues,
+        max: u32,
+        visibility: Duration,
+        max_bytes: u64,
+    ) -> Result<Vec<Message>, QueueError> {
         if !(1..=MAX_RECEIVE).contains(&max) {
             return Err(QueueError::Invalid(format!("max: {max}, expected 1 to {MAX_RECEIVE}")));
         }
@@ -249,6 +261,7 @@ impl Queue {
         }
         let mut leased = Vec::new();
         let mut dead = Vec::new();
+        let mut bytes = 0u64;
         {
             let _lock = self.lock.lock().unwrap();
             let now = now_ms();
@@ -263,6 +276,10 @@ impl Queue {
                 if stored.attempt >= max_attempts {
                     dead.push((id, stored.body));
                     continue;
+                }
+                bytes = bytes.saturating_add(stored.body.len() as u64);
+                if bytes > max_bytes && !leased.is_empty() {
+                    break;
                 }
                 let nonce = new_nonce()?;
                 stored.attempt += 1;

@@ -148,6 +148,20 @@ fn leases_cannot_be_forged_from_the_message_id() {
     call(runtime, app, "messaging.queue-complete", json!([lease])).unwrap();
 }
 
+#[test]
+fn receive_within_leases_no_more_than_a_byte_budget_but_at_least_one_message() {
+    let Running { host, runtime, .. } = &running(&[MESSAGING]);
+    let queue = host.queue("messaging", "direct", &QueueSpec::default()).unwrap();
+    for body in ["a".repeat(60), "b".repeat(60), "c".repeat(60)] {
+        runtime.block_on(queue.send(body.into_bytes(), Duration::ZERO)).unwrap();
+    }
+    let receive =
+        |max_bytes| runtime.block_on(queue.receive_within(host.queues(), 10, Duration::from_secs(60), max_bytes));
+    assert_eq!(receive(10).unwrap().len(), 1, "the first message whatever its size");
+    assert_eq!(receive(150).unwrap().len(), 2, "two of 60 bytes fit in 150");
+    assert_eq!(receive(150).unwrap().len(), 0, "all leased");
+}
+
 /// The `busy` function's queue `busy`, and `calls` direct calls of its handler that sleep `ms`
 /// each (and count `msg/sleep:MS`), once both its `concurrency` slots are taken by them.
 fn busy_queue(running: &Running, ms: u64, calls: usize) -> (Arc<Queue>, Vec<tokio::task::JoinHandle<()>>) {

@@ -94,7 +94,15 @@ impl HostDataset for CallState {
     }
 
     async fn download(&mut self, dataset: Resource<Dataset>, id: String) -> ItemsResult<Vec<u8>> {
-        Ok(self.dataset(&dataset)?.download(&id).map_err(Error::from))
+        // Refused before reading when it could not fit in the guest's `memory` limit.
+        let dataset = self.dataset(&dataset)?;
+        match dataset.get(&id) {
+            Ok(item) if item.size > self.value_budget() => {
+                Err(self.too_big(&format!("downloading item `{id}`"), item.size))
+            }
+            Ok(_) => Ok(dataset.download(&id).map_err(Error::from)),
+            Err(e) => Ok(Err(e.into())),
+        }
     }
 
     async fn upload(
