@@ -167,11 +167,15 @@ async fn huge_objects_fail_with_the_memory_limit_without_being_read() {
     }
     let (_data, host, app) = app(HOSTILE);
     // 200 MiB of zeros (a sparse file: no disk used) and 1 MiB, in the bucket of `reader`, whose
-    // memory limit is 32 MiB.
+    // memory limit is 32 MiB, and an item of 200 MiB in its dataset.
     let bucket = host.buckets_dir("hostile").join("big");
     std::fs::create_dir_all(&bucket).unwrap();
     std::fs::File::create(bucket.join("huge")).unwrap().set_len(200 << 20).unwrap();
     std::fs::write(bucket.join("small"), vec![7u8; 1 << 20]).unwrap();
+    let dataset = host.dataset("hostile", "big").unwrap();
+    let huge_item = dataset.upload("/", "huge.bin", None, b"x", None, None).await.unwrap().id;
+    let file = host.items_dir().join("hostile/big").join(&huge_item);
+    std::fs::OpenOptions::new().write(true).open(file).unwrap().set_len(200 << 20).unwrap();
     let read = |key: &str, length: Option<u64>| invoke(&app, "reader.read-object", json!(["big", key, length]));
     assert_eq!(read("small", None).await.result, Ok(json!(1 << 20)), "1 MiB fits in 32 MiB");
     let before = peak_rss();
@@ -185,6 +189,15 @@ async fn huge_objects_fail_with_the_memory_limit_without_being_read() {
         }
     }
     assert_eq!(read("huge", Some(1 << 20)).await.result, Ok(json!(1 << 20)), "a range that fits is read");
+    // An item whose file holds 200 MiB (written in place, sparse: uploading 200 MiB here would
+    // raise this process's peak before the measurement).
+    match invoke(&app, "reader.download-item", json!(["big", huge_item])).await.result {
+        Err(CallError::MemoryLimit { limit, requested }) => {
+            assert_eq!(limit, 32 << 20);
+            assert!(requested >= 200 << 20, "requested {requested}");
+        }
+        other => panic!("downloading a 200 MiB item under a 32 MiB limit: expected memory-limit, got {other:?}"),
+    }
     let grown = peak_rss().saturating_sub(before);
     println!("peak RSS grew by {} KiB while reading", grown >> 10);
     assert!(grown < 64 << 20, "the host's peak memory grew by {} MiB", grown >> 20);

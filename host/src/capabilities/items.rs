@@ -95,12 +95,10 @@ impl HostDataset for CallState {
 
     async fn download(&mut self, dataset: Resource<Dataset>, id: String) -> ItemsResult<Vec<u8>> {
         // Refused before reading when it could not fit in the guest's `memory` limit.
-        let dataset = self.dataset(&dataset)?;
-        match dataset.get(&id) {
-            Ok(item) if item.size > self.value_budget() => {
-                Err(self.too_big(&format!("downloading item `{id}`"), item.size))
-            }
-            Ok(_) => Ok(dataset.download(&id).map_err(Error::from)),
+        let read = self.dataset(&dataset)?.download_at_most(&id, self.value_budget());
+        match read {
+            Ok(Ok(data)) => Ok(Ok(data)),
+            Ok(Err(size)) => Err(self.too_big(&format!("downloading item `{id}`"), size)),
             Err(e) => Ok(Err(e.into())),
         }
     }

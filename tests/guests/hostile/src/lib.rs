@@ -84,6 +84,11 @@ impl Guest for Hostile {
         };
         data.map(|d| black_box(d).len() as u64).map_err(|e| e.to_string())
     }
+
+    fn download_item(dataset: String, id: String) -> Result<u64, String> {
+        let dataset = guest_sdk::items::Dataset::open(&dataset).map_err(|e| e.to_string())?;
+        dataset.download(&id).map(|d| black_box(d).len() as u64).map_err(|e| e.to_string())
+    }
 }
 
 export!(Hostile);
