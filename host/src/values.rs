@@ -14,6 +14,9 @@
 //! | `flags` | an array of the set flag names |
 //! | `option<T>` | `null` or the value (`{"some": v}` when `T` is itself an option) |
 //! | `result<T, E>` | `{"ok": v}` or `{"err": e}` |
+//!
+//! Arguments are counted as they are converted ([`Budget`]): past the function's `memory` limit
+//! they are refused, since they could never be copied into the guest.
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
