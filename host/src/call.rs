@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{InstancePre, Linker, ResourceTable, Val};
-use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -21,6 +21,9 @@ use crate::engine::EPOCH_TICK;
 use crate::executions::Executions;
 use crate::manifest::{Limits, RecordMode};
 use crate::metrics::Metrics;
+
+mod limiter;
+use limiter::Limiter;
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -146,15 +149,6 @@ pub struct CallState {
     pub(crate) caps: Arc<Capabilities>,
     /// Set when a trigger started this call: changes it makes carry it.
     pub(crate) cause: Option<Cause>,
-    /// Bytes held in `wasi:nn` tensors: host memory the call uses, counted against `memory`.
-    pub(crate) tensor_bytes: u64,
-}
-
-impl CallState {
-    /// The function's `memory` limit in bytes.
-    pub(crate) fn memory_limit(&self) -> u64 {
-        self.limiter.memory
-    }
 }
 
 impl WasiView for CallState {
@@ -169,32 +163,6 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     crate::capabilities::add_to_linker(linker)
-}
-
-/// Enforces the memory and table limits and remembers a denied memory growth, so that the trap
-/// that usually follows (an allocator abort) is reported as what it is.
-struct Limiter {
-    memory: u64,
-    table_entries: usize,
-    /// Bytes of linear memory of all the instance's memories together.
-    memory_used: u64,
-    denied_memory: Option<u64>,
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let total = self.memory_used.saturating_sub(current as u64) + desired as u64;
-        if total > self.memory {
-            self.denied_memory = Some(total);
-            return Ok(false);
-        }
-        self.memory_used = total;
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= self.table_entries)
-    }
 }
 
 /// stdout or stderr of one call: keeps up to `cap` bytes, counts and drops the rest, and never
@@ -363,6 +331,14 @@ impl Guest {
         }
         Ok(self.permits.clone().acquire_owned().await.expect("function semaphore is never closed"))
     }
+
+    /// A free `concurrency` slot now, if there is one and the function is not paused.
+    pub(crate) fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+        if self.paused() {
+            return None;
+        }
+        self.permits.clone().try_acquire_owned().ok()
+    }
 }
 
 /// Everything needed to run calls of one export: shared, immutable, cheap to clone.
@@ -403,15 +379,9 @@ impl Sandbox {
             http: WasiHttpCtx::new(),
             http_hooks: DenyOutgoing,
             table,
-            limiter: Limiter {
-                memory: limits.memory,
-                table_entries: limits.table_entries as usize,
-                memory_used: 0,
-                denied_memory: None,
-            },
+            limiter: Limiter::new(limits.memory, limits.table_entries as usize),
             caps,
             cause: None,
-            tensor_bytes: 0,
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -134,11 +134,26 @@ impl Dataset {
     /// The item's bytes (blocking: async callers run it on a blocking thread). An item deleted
     /// meanwhile is [`ItemsError::NoSuchItem`].
     pub fn download(&self, id: &str) -> Result<Vec<u8>, ItemsError> {
+        Ok(self.download_at_most(id, u64::MAX)?.expect("no file holds more than u64::MAX bytes"))
+    }
+
+    /// The item's bytes, unless its file holds more than `cap`: then nothing is read and the
+    /// inner `Err` holds its size.
+    pub fn download_at_most(&self, id: &str, cap: u64) -> Result<Result<Vec<u8>, u64>, ItemsError> {
+        use std::io::Read;
         self.get(id)?;
-        std::fs::read(self.file(id)?).map_err(|e| match e.kind() {
+        let file = std::fs::File::open(self.file(id)?).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => ItemsError::NoSuchItem(id.into()),
             _ => storage(e),
-        })
+        })?;
+        let size = file.metadata().map_err(storage)?.len();
+        if size > cap {
+            return Ok(Err(size));
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        // `take` also bounds a file that grew since its size was read.
+        file.take(size).read_to_end(&mut data).map_err(storage)?;
+        Ok(Ok(data))
     }
 
     /// Run `change` on a blocking thread while holding the dataset's lock. A change that has

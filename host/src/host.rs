@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::component::{Type, Val};
 
 use crate::Error;
@@ -388,15 +389,16 @@ impl Function {
     /// `{"$execution": ID}` references, replaced by those executions' results (waiting for them).
     /// The call is recorded as an execution (trigger `call`), as the function's `record` says.
     pub async fn invoke(&self, args: &Value) -> Result<CallReport, ArgumentError> {
-        self.invoke_as(args, ("call", "call", 1)).await
+        self.invoke_as(args, ("call", "call", 1), None).await
     }
 
     /// [`Function::invoke`], counted in metrics as `kind` and recorded as attempt `attempt` of a
-    /// call started by `trigger`.
+    /// call started by `trigger`; in `slot` when the caller already holds a `concurrency` slot.
     pub(crate) async fn invoke_as(
         &self,
         args: &Value,
         (kind, trigger, attempt): (&'static str, &str, u32),
+        slot: Option<OwnedSemaphorePermit>,
     ) -> Result<CallReport, ArgumentError> {
         let guest = &self.target.guest;
         let started_ms = crate::executions::now_ms();
@@ -408,7 +410,11 @@ impl Function {
         let report = match resolved {
             Ok(resolved) => {
                 let params = self.params(resolved.as_ref().unwrap_or(args))?;
-                match guest.admit().await {
+                let admitted = match slot {
+                    Some(slot) => Ok(slot),
+                    None => guest.admit().await,
+                };
+                match admitted {
                     Ok(_permit) => self.run_admitted(&params, None, None).await,
                     Err(paused) => refused(paused),
                 }
@@ -481,14 +487,15 @@ impl Function {
     pub(crate) fn params(&self, args: &Value) -> Result<Vec<Val>, ArgumentError> {
         let params = &self.export.params;
         let names = || params.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+        let budget = &mut values::Budget::new(self.target.guest.limits.memory);
         match args {
             Value::Object(obj) => {
-                let named =
-                    values::named_from_json(params.iter().map(|(n, t)| (n.as_str(), t.clone())), obj, "", "parameter")?;
+                let fields = params.iter().map(|(n, t)| (n.as_str(), t.clone()));
+                let named = values::named_from_json(fields, obj, "", "parameter", budget)?;
                 Ok(named.into_iter().map(|(_, v)| v).collect())
             }
             Value::Array(items) if items.len() == params.len() => {
-                params.iter().zip(items).map(|((name, ty), v)| values::from_json(ty, v, name)).collect()
+                params.iter().zip(items).map(|((name, ty), v)| values::from_json(ty, v, name, budget)).collect()
             }
             Value::Null if params.is_empty() => Ok(Vec::new()),
             _ => Err(ArgumentError {

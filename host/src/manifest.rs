@@ -939,6 +939,23 @@ source = "plain.wasm"
     }
 
     #[test]
+    fn schedule_intervals_out_of_range_name_the_trigger_and_field() {
+        let manifest = |every: &str| {
+            parse(&format!(
+                "[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\n[[trigger.schedule]]\nname = \"t\"\nfunction = \"f.tick\"\nevery = \"{every}\"\n"
+            ))
+        };
+        assert!(manifest("1h").is_ok());
+        for every in ["18446744073709551s 616ms", "400days", "500ms"] {
+            let err = manifest(every).unwrap_err();
+            assert!(
+                err.contains("trigger.schedule[0] (`t`)") && err.contains(&format!("`every = \"{every}\"`")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn byte_sizes() {
         assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
         assert_eq!(parse_bytes("10 KB"), Ok(10_000));

@@ -120,7 +120,7 @@ impl Function {
         let inputs = arg_sets.into_iter().enumerate().map(move |(i, args)| {
             let function = function.clone();
             async move {
-                let outcome = match function.invoke_as(args.borrow(), ("map", "map", 1)).await {
+                let outcome = match function.invoke_as(args.borrow(), ("map", "map", 1), None).await {
                     Ok(report) => report.result.map_err(Error::Call),
                     Err(bad) => Err(Error::Argument(bad)),
                 };

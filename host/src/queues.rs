@@ -7,6 +7,9 @@
 //! index entry may point at nothing or at an older state (it is dropped when met), but a message
 //! is never left without one. Every change is on disk before the call that made it returns.
 //!
+//! A lease is `QUEUE/ID/ATTEMPT/NONCE`: the nonce is 128 random bits stored with the message, so
+//! a lease cannot be guessed from a message id, only received.
+//!
 //! Leases belong to the process that handed them out: when a queue is first opened, messages
 //! leased by a host that stopped become visible at once. A message delivered `max-attempts`
 //! times that becomes visible again moves to the dead-letter queue `NAME.dead`.
@@ -58,7 +61,7 @@ pub struct Message {
     pub body: Vec<u8>,
     /// Which delivery this is, from 1.
     pub attempt: u32,
-    /// Pass to [`Queue::complete`] or [`Queue::retry`].
+    /// Pass to [`Queue::complete`] or [`Queue::retry`]: `QUEUE/ID/ATTEMPT/NONCE`.
     pub lease: String,
 }
 
@@ -71,32 +74,56 @@ pub struct QueueStats {
     pub waiting: u64,
 }
 
-/// A message as stored: `visible_ms` (8 bytes), `attempt` (4), `leased` (1), then the body.
+/// A message as stored: `visible_ms` (8 bytes), `attempt` (4), a lease flag (1: 0 none, 1 leased
+/// without a nonce, as stored before nonces, 2 leased with the 16-byte nonce that follows), then
+/// the body.
 struct Stored {
     visible_ms: u64,
     attempt: u32,
     leased: bool,
+    /// The secret part of the current lease; none for a lease stored before nonces (no lease
+    /// string matches it).
+    nonce: Option<u128>,
     body: Vec<u8>,
 }
 
 impl Stored {
     fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(13 + self.body.len());
+        let mut bytes = Vec::with_capacity(29 + self.body.len());
         bytes.extend_from_slice(&self.visible_ms.to_be_bytes());
         bytes.extend_from_slice(&self.attempt.to_be_bytes());
-        bytes.push(u8::from(self.leased));
+        match (self.leased, self.nonce) {
+            (false, _) => bytes.push(0),
+            (true, None) => bytes.push(1),
+            (true, Some(nonce)) => {
+                bytes.push(2);
+                bytes.extend_from_slice(&nonce.to_be_bytes());
+            }
+        }
         bytes.extend_from_slice(&self.body);
         bytes
     }
 
     fn decode(bytes: &[u8]) -> Option<Stored> {
+        let (leased, nonce, body) = match *bytes.get(12)? {
+            2 => (true, Some(u128::from_be_bytes(bytes.get(13..29)?.try_into().ok()?)), 29),
+            flag => (flag == 1, None, 13),
+        };
         Some(Stored {
             visible_ms: u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?),
             attempt: u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?),
-            leased: *bytes.get(12)? == 1,
-            body: bytes.get(13..)?.to_vec(),
+            leased,
+            nonce,
+            body: bytes.get(body..)?.to_vec(),
         })
     }
+}
+
+/// 128 random bits from the operating system, for a lease nonce.
+fn new_nonce() -> Result<u128, QueueError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| storage(format!("no randomness for a lease: {e}")))?;
+    Ok(u128::from_be_bytes(bytes))
 }
 
 fn message_key(id: u64) -> [u8; 9] {
@@ -169,15 +196,19 @@ pub struct Queue {
     pub(crate) sent: Notify,
 }
 
-/// The parts of a lease string: `QUEUE/ID/ATTEMPT`.
-pub fn parse_lease(lease: &str) -> Result<(&str, u64, u32), QueueError> {
-    let bad = || QueueError::Invalid(format!("lease `{lease}`: expected one returned by `receive` (QUEUE/ID/ATTEMPT)"));
+/// The parts of a lease string `QUEUE/ID/ATTEMPT/NONCE`: the queue, message id, attempt and nonce.
+pub fn parse_lease(lease: &str) -> Result<(&str, u64, u32, u128), QueueError> {
+    let bad =
+        || QueueError::Invalid(format!("lease `{lease}`: expected one returned by `receive` (QUEUE/ID/ATTEMPT/NONCE)"));
     let mut parts = lease.split('/');
-    let (Some(queue), Some(id), Some(attempt), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(queue), Some(id), Some(attempt), Some(nonce), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(bad());
     };
     let id = u64::from_str_radix(id, 16).map_err(|_| bad())?;
-    Ok((queue, id, attempt.parse().map_err(|_| bad())?))
+    let nonce = u128::from_str_radix(nonce, 16).map_err(|_| bad())?;
+    Ok((queue, id, attempt.parse().map_err(|_| bad())?, nonce))
 }
 
 impl Queue {
@@ -199,7 +230,7 @@ impl Queue {
         {
             let _lock = self.lock.lock().unwrap();
             self.tree.insert(visible_key(visible_ms, id), &[]).map_err(storage)?;
-            let stored = Stored { visible_ms, attempt: 0, leased: false, body };
+            let stored = Stored { visible_ms, attempt: 0, leased: false, nonce: None, body };
             self.tree.insert(message_key(id), stored.encode()).map_err(storage)?;
         }
         self.store.durable().await.map_err(QueueError::Storage)?;
@@ -210,6 +241,18 @@ impl Queue {
     /// Lease up to `max` visible messages, oldest first, for `visibility`. Messages past their
     /// last attempt move to the dead-letter queue instead.
     pub async fn receive(&self, queues: &Queues, max: u32, visibility: Duration) -> Result<Vec<Message>, QueueError> {
+        self.receive_within(queues, max, visibility, u64::MAX).await
+    }
+
+    /// [`Queue::receive`], leasing no more messages once their bodies hold `max_bytes` (the first
+    /// is leased whatever its size).
+    pub async fn receive_within(
+        &self,
+        queues: &Queues,
+        max: u32,
+        visibility: Duration,
+        max_bytes: u64,
+    ) -> Result<Vec<Message>, QueueError> {
         if !(1..=MAX_RECEIVE).contains(&max) {
             return Err(QueueError::Invalid(format!("max: {max}, expected 1 to {MAX_RECEIVE}")));
         }
@@ -218,6 +261,7 @@ impl Queue {
         }
         let mut leased = Vec::new();
         let mut dead = Vec::new();
+        let mut bytes = 0u64;
         {
             let _lock = self.lock.lock().unwrap();
             let now = now_ms();
@@ -233,11 +277,17 @@ impl Queue {
                     dead.push((id, stored.body));
                     continue;
                 }
+                bytes = bytes.saturating_add(stored.body.len() as u64);
+                if bytes > max_bytes && !leased.is_empty() {
+                    break;
+                }
+                let nonce = new_nonce()?;
                 stored.attempt += 1;
                 stored.leased = true;
+                stored.nonce = Some(nonce);
                 stored.visible_ms = now + visibility.as_millis() as u64;
                 self.move_to(id, &key, &stored)?;
-                let lease = format!("{}/{id:016x}/{}", self.name, stored.attempt);
+                let lease = format!("{}/{id:016x}/{}/{nonce:032x}", self.name, stored.attempt);
                 leased.push(Message { id: format!("{id:016x}"), body: stored.body, attempt: stored.attempt, lease });
             }
         }
@@ -275,6 +325,7 @@ impl Queue {
             } else {
                 let old = visible_key(stored.visible_ms, id);
                 stored.leased = false;
+                stored.nonce = None;
                 stored.visible_ms = now_ms() + delay.as_millis() as u64;
                 self.move_to(id, &old, &stored)?;
                 None
@@ -307,14 +358,16 @@ impl Queue {
         Some(split_visible_key(&key).0)
     }
 
-    /// The message a current lease is for.
+    /// The message a current lease is for: its attempt and nonce must be the stored ones.
     fn leased(&self, lease: &str) -> Result<(u64, Stored), QueueError> {
-        let (queue, id, attempt) = parse_lease(lease)?;
+        let (queue, id, attempt, nonce) = parse_lease(lease)?;
         if queue != self.name {
             return Err(QueueError::Invalid(format!("lease `{lease}` is for queue `{queue}`, not `{}`", self.name)));
         }
         match self.tree.get(message_key(id)).map_err(storage)?.and_then(|b| Stored::decode(&b)) {
-            Some(stored) if stored.leased && stored.attempt == attempt => Ok((id, stored)),
+            Some(stored) if stored.leased && stored.attempt == attempt && stored.nonce == Some(nonce) => {
+                Ok((id, stored))
+            }
             _ => Err(QueueError::LeaseExpired(lease.to_string())),
         }
     }
@@ -351,7 +404,7 @@ impl Queue {
                 let _lock = dead.lock.lock().unwrap();
                 let visible_ms = now_ms();
                 dead.tree.insert(visible_key(visible_ms, id), &[]).map_err(storage)?;
-                let stored = Stored { visible_ms, attempt: 0, leased: false, body };
+                let stored = Stored { visible_ms, attempt: 0, leased: false, nonce: None, body };
                 dead.tree.insert(message_key(id), stored.encode()).map_err(storage)?;
             }
             let _lock = self.lock.lock().unwrap();

@@ -31,12 +31,20 @@ pub struct Due {
 /// Missed cron fires are counted up to this many.
 pub const MAX_COUNTED: u64 = 10_000;
 
+/// The longest `every` interval: 366 days.
+pub const MAX_EVERY: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// An interval in whole milliseconds, at least 1 (an `Every` made in code may hold anything).
+fn interval_ms(every: &Duration) -> u64 {
+    u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 impl Schedule {
-    /// `every = "10s"`: a duration of at least one second.
+    /// `every = "10s"`: a duration from one second to [`MAX_EVERY`] (366 days).
     pub fn every(text: &str) -> Result<Schedule, String> {
-        let expected = "expected a duration of at least 1s like \"10s\" or \"5m\"";
+        let expected = "expected a duration of at least 1s and at most 366days like \"10s\" or \"5m\"";
         match humantime::parse_duration(text) {
-            Ok(d) if d >= Duration::from_secs(1) => Ok(Schedule::Every(d)),
+            Ok(d) if (Duration::from_secs(1)..=MAX_EVERY).contains(&d) => Ok(Schedule::Every(d)),
             Ok(_) => Err(format!("`every = \"{text}\"`: {expected}")),
             Err(e) => Err(format!("`every = \"{text}\"`: {e}; {expected}")),
         }
@@ -55,8 +63,8 @@ impl Schedule {
     pub fn next_after(&self, t_ms: u64) -> Option<u64> {
         match self {
             Schedule::Every(every) => {
-                let every = every.as_millis() as u64;
-                Some((t_ms / every + 1) * every)
+                let every = interval_ms(every);
+                (t_ms / every + 1).checked_mul(every)
             }
             Schedule::Cron(cron) => {
                 let after = DateTime::<Utc>::from_timestamp_millis(i64::try_from(t_ms).ok()?)?;
@@ -74,7 +82,7 @@ impl Schedule {
         let Some(first) = self.next_after(last).filter(|&t| t <= now_ms) else { return none };
         match self {
             Schedule::Every(every) => {
-                let every = every.as_millis() as u64;
+                let every = interval_ms(every);
                 let latest = now_ms / every * every;
                 Due { fire_ms: Some(latest), missed: (latest - first) / every }
             }
@@ -145,7 +153,15 @@ mod tests {
     #[test]
     fn bad_schedules_say_what_was_expected() {
         let e = Schedule::every("0s").unwrap_err();
-        assert!(e.contains("at least 1s"), "{e}");
+        assert!(e.contains("at least 1s and at most 366days"), "{e}");
+        assert!(Schedule::every("366days").is_ok());
+        // 2^64 ms: once truncated to 0 ms, a division by zero at the first fire.
+        for too_long in ["367days", "18446744073709551s 616ms", "600000000years"] {
+            let e = Schedule::every(too_long).unwrap_err();
+            assert!(e.contains(too_long) && e.contains("at least 1s and at most 366days"), "{e}");
+        }
+        let zero = Schedule::Every(Duration::ZERO);
+        assert_eq!(zero.next_after(5), Some(6), "an interval made in code is at least 1 ms");
         let e = Schedule::every("soon").unwrap_err();
         assert!(e.contains("soon") && e.contains("\"10s\""), "{e}");
         let e = Schedule::cron("every monday").unwrap_err();

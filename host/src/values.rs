@@ -14,10 +14,16 @@
 //! | `flags` | an array of the set flag names |
 //! | `option<T>` | `null` or the value (`{"some": v}` when `T` is itself an option) |
 //! | `result<T, E>` | `{"ok": v}` or `{"err": e}` |
+//!
+//! Arguments are counted as they are converted ([`Budget`]): past the function's `memory` limit
+//! they are refused, since they could never be copied into the guest.
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use wasmtime::component::{Type, Val};
+
+mod schema;
+pub use schema::{Direction, object_schema, schema};
 
 /// A JSON value did not match the WIT type expected at `path`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,8 +90,51 @@ fn float(value: &Value, path: &str, name: &str) -> Result<f64, ArgumentError> {
     }
 }
 
+/// How many bytes converted arguments may take once copied into the guest: the function's
+/// `memory` limit. Values are counted as the guest would hold them (a byte per `u8`, a string's
+/// bytes and its pointer and length, ...), as they are converted, so arguments that could never
+/// be copied into the guest are refused before the host builds all of them.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    limit: u64,
+    used: u64,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> Budget {
+        Budget { limit, used: 0 }
+    }
+
+    /// Count the value at `path` (of type `ty`), or refuse it when the budget is spent.
+    fn charge(&mut self, ty: &Type, value: &Value, path: &str) -> Result<(), ArgumentError> {
+        let bytes = match (ty, value) {
+            (Type::Bool | Type::S8 | Type::U8, _) => 1,
+            (Type::S16 | Type::U16, _) => 2,
+            (Type::S32 | Type::U32 | Type::Float32 | Type::Char, _) => 4,
+            (Type::S64 | Type::U64 | Type::Float64, _) => 8,
+            // Pointer and length, and the bytes of a string or of a base64 `list<u8>`.
+            (Type::String, Value::String(text)) => 8 + text.len() as u64,
+            (Type::List(_), Value::String(text)) => 8 + text.len() as u64 / 4 * 3,
+            (Type::List(_), _) => 8,
+            _ => 0,
+        };
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.limit {
+            return Err(ArgumentError {
+                path: path.to_string(),
+                expected: format!("arguments of at most {} bytes in all (the function's `memory` limit)", self.limit),
+                got: format!("more than {} bytes by here", self.limit),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Convert a JSON value to a component value of type `ty`; `path` names the value in errors.
-pub fn from_json(ty: &Type, value: &Value, path: &str) -> Result<Val, ArgumentError> {
+/// Converted values are counted against `budget`.
+pub fn from_json(ty: &Type, value: &Value, path: &str, budget: &mut Budget) -> Result<Val, ArgumentError> {
+    budget.charge(ty, value, path)?;
     Ok(match ty {
         Type::Bool => Val::Bool(value.as_bool().ok_or_else(|| mismatch(path, "bool", value))?),
         Type::S8 => int!(value, path, "s8", S8, i8)?,
@@ -120,7 +169,7 @@ pub fn from_json(ty: &Type, value: &Value, path: &str) -> Result<Val, ArgumentEr
                     items
                         .iter()
                         .enumerate()
-                        .map(|(i, v)| from_json(&elem, v, &format!("{path}[{i}]")))
+                        .map(|(i, v)| from_json(&elem, v, &format!("{path}[{i}]"), budget))
                         .collect::<Result<_, _>>()?,
                 ),
                 (_, Type::U8) => return Err(mismatch(path, "bytes (base64 string or array of u8)", value)),
@@ -134,7 +183,7 @@ pub fn from_json(ty: &Type, value: &Value, path: &str) -> Result<Val, ArgumentEr
                 items
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| from_json(&elem, v, &format!("{path}[{i}]")))
+                    .map(|(i, v)| from_json(&elem, v, &format!("{path}[{i}]"), budget))
                     .collect::<Result<_, _>>()?,
             )
         }
@@ -143,7 +192,7 @@ pub fn from_json(ty: &Type, value: &Value, path: &str) -> Result<Val, ArgumentEr
             let pairs = match value {
                 Value::Object(obj) if key_ty == Type::String => obj
                     .iter()
-                    .map(|(k, v)| Ok((Val::String(k.clone()), from_json(&value_ty, v, &join(path, k))?)))
+                    .map(|(k, v)| Ok((Val::String(k.clone()), from_json(&value_ty, v, &join(path, k), budget)?)))
                     .collect::<Result<_, ArgumentError>>()?,
                 Value::Array(items) => items
                     .iter()
@@ -152,8 +201,8 @@ pub fn from_json(ty: &Type, value: &Value, path: &str) -> Result<Val, ArgumentEr
                         let pair_path = format!("{path}[{i}]");
                         let kv = exact_array(pair, &pair_path, 2)?;
                         Ok((
-                            from_json(&key_ty, &kv[0], &format!("{pair_path}[0]"))?,
-                            from_json(&value_ty, &kv[1], &format!("{pair_path}[1]"))?,
+                            from_json(&key_ty, &kv[0], &format!("{pair_path}[0]"), budget)?,
+                            from_json(&value_ty, &kv[1], &format!("{pair_path}[1]"), budget)?,
                         ))
                     })
                     .collect::<Result<_, ArgumentError>>()?,
@@ -163,7 +212,7 @@ pub fn from_json(ty: &Type, value: &Value, path: &str) -> Result<Val, ArgumentEr
         }
         Type::Record(record) => {
             let obj = value.as_object().ok_or_else(|| mismatch(path, "record (an object)", value))?;
-            Val::Record(named_from_json(record.fields().map(|f| (f.name, f.ty)), obj, path, "field")?)
+            Val::Record(named_from_json(record.fields().map(|f| (f.name, f.ty)), obj, path, "field", budget)?)
         }
         Type::Tuple(tuple) => {
             let items = exact_array(value, path, tuple.types().len())?;
@@ -172,7 +221,7 @@ pub fn from_json(ty: &Type, value: &Value, path: &str) -> Result<Val, ArgumentEr
                     .types()
                     .zip(items)
                     .enumerate()
-                    .map(|(i, (t, v))| from_json(&t, v, &format!("{path}[{i}]")))
+                    .map(|(i, (t, v))| from_json(&t, v, &format!("{path}[{i}]"), budget))
                     .collect::<Result<_, _>>()?,
             )
         }
@@ -188,7 +237,7 @@ pub fn from_json(ty: &Type, value: &Value, path: &str) -> Result<Val, ArgumentEr
             match (case.ty, payload) {
                 (None, None) => Val::Variant(name.to_string(), None),
                 (Some(ty), Some(p)) => {
-                    Val::Variant(name.to_string(), Some(Box::new(from_json(&ty, p, &join(path, name))?)))
+                    Val::Variant(name.to_string(), Some(Box::new(from_json(&ty, p, &join(path, name), budget)?)))
                 }
                 _ => return Err(mismatch(path, expected(), value)),
             }
@@ -219,10 +268,10 @@ pub fn from_json(ty: &Type, value: &Value, path: &str) -> Result<Val, ArgumentEr
             match (value, &inner) {
                 (Value::Null, _) => Val::Option(None),
                 (Value::Object(obj), Type::Option(_)) if obj.len() == 1 && obj.contains_key("some") => {
-                    Val::Option(Some(Box::new(from_json(&inner, &obj["some"], &join(path, "some"))?)))
+                    Val::Option(Some(Box::new(from_json(&inner, &obj["some"], &join(path, "some"), budget)?)))
                 }
                 (_, Type::Option(_)) => return Err(mismatch(path, "null or {\"some\": value}", value)),
-                _ => Val::Option(Some(Box::new(from_json(&inner, value, path)?))),
+                _ => Val::Option(Some(Box::new(from_json(&inner, value, path, budget)?))),
             }
         }
         Type::Result(result) => {
@@ -231,7 +280,7 @@ pub fn from_json(ty: &Type, value: &Value, path: &str) -> Result<Val, ArgumentEr
                 .ok_or_else(|| mismatch(path, "{\"ok\": value} or {\"err\": value}", value))?;
             let ty = if name == "ok" { result.ok() } else { result.err() };
             let inner = match (ty, payload) {
-                (Some(ty), Some(p)) => Some(Box::new(from_json(&ty, p, &join(path, name))?)),
+                (Some(ty), Some(p)) => Some(Box::new(from_json(&ty, p, &join(path, name), budget)?)),
                 (None, None | Some(Value::Null)) => None,
                 (Some(ty), None) => return Err(mismatch(&join(path, name), wit(&ty), &Value::Null)),
                 (None, Some(p)) => return Err(mismatch(&join(path, name), "null (no payload)", p)),
@@ -251,6 +300,7 @@ pub fn named_from_json<'a>(
     obj: &Map<String, Value>,
     path: &str,
     what: &str,
+    budget: &mut Budget,
 ) -> Result<Vec<(String, Val)>, ArgumentError> {
     let fields: Vec<(&str, Type)> = fields.collect();
     if let Some(unknown) = obj.keys().find(|k| !fields.iter().any(|(name, _)| name == k)) {
@@ -266,7 +316,7 @@ pub fn named_from_json<'a>(
         .map(|(name, ty)| {
             let field_path = join(path, name);
             let v = match (obj.get(name), &ty) {
-                (Some(v), ty) => from_json(ty, v, &field_path)?,
+                (Some(v), ty) => from_json(ty, v, &field_path, budget)?,
                 (None, Type::Option(_)) => Val::Option(None),
                 (None, ty) => {
                     return Err(ArgumentError { path: field_path, expected: wit(ty), got: "nothing (missing)".into() });
@@ -377,107 +427,6 @@ pub fn to_json(ty: &Type, value: &Val) -> Value {
         }
         _ => Value::Null,
     }
-}
-
-/// Which side of a call a schema describes: arguments accept a few more shapes than results give.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// JSON going into the guest.
-    Input,
-    /// JSON coming out of the guest.
-    Output,
-}
-
-/// JSON Schema (draft 2020-12 vocabulary) for values of `ty`.
-pub fn schema(ty: &Type, direction: Direction) -> Value {
-    let int =
-        |min: i128, max: i128, name: &str| json!({ "type": "integer", "minimum": min, "maximum": max, "format": name });
-    let number = json!({ "anyOf": [{ "type": "number" }, { "enum": ["NaN", "Infinity", "-Infinity"] }] });
-    match ty {
-        Type::Bool => json!({ "type": "boolean" }),
-        Type::S8 => int(i8::MIN.into(), i8::MAX.into(), "int8"),
-        Type::U8 => int(0, u8::MAX.into(), "uint8"),
-        Type::S16 => int(i16::MIN.into(), i16::MAX.into(), "int16"),
-        Type::U16 => int(0, u16::MAX.into(), "uint16"),
-        Type::S32 => int(i32::MIN.into(), i32::MAX.into(), "int32"),
-        Type::U32 => int(0, u32::MAX.into(), "uint32"),
-        Type::S64 => int(i64::MIN.into(), i64::MAX.into(), "int64"),
-        Type::U64 => int(0, u64::MAX.into(), "uint64"),
-        Type::Float32 | Type::Float64 => number,
-        Type::Char => json!({ "type": "string", "minLength": 1, "maxLength": 1 }),
-        Type::String => json!({ "type": "string" }),
-        Type::List(l) if l.ty() == Type::U8 => {
-            let base64 = json!({ "type": "string", "contentEncoding": "base64" });
-            match direction {
-                Direction::Input => {
-                    json!({ "anyOf": [base64, { "type": "array", "items": schema(&Type::U8, direction) }] })
-                }
-                Direction::Output => base64,
-            }
-        }
-        Type::List(l) => json!({ "type": "array", "items": schema(&l.ty(), direction) }),
-        Type::FixedLengthList(l) => {
-            json!({ "type": "array", "items": schema(&l.ty(), direction), "minItems": l.len(), "maxItems": l.len() })
-        }
-        Type::Map(m) if m.key() == Type::String => {
-            json!({ "type": "object", "additionalProperties": schema(&m.value(), direction) })
-        }
-        Type::Map(m) => json!({
-            "type": "array",
-            "items": { "type": "array", "prefixItems": [schema(&m.key(), direction), schema(&m.value(), direction)], "minItems": 2, "maxItems": 2 }
-        }),
-        Type::Record(r) => object_schema(r.fields().map(|f| (f.name.to_string(), f.ty)), direction),
-        Type::Tuple(t) => {
-            let items: Vec<Value> = t.types().map(|t| schema(&t, direction)).collect();
-            json!({ "type": "array", "prefixItems": items, "minItems": items.len(), "maxItems": items.len() })
-        }
-        Type::Variant(v) => {
-            json!({ "oneOf": v.cases().map(|c| case_schema(c.name, c.ty.as_ref(), direction)).collect::<Vec<_>>() })
-        }
-        Type::Enum(e) => json!({ "type": "string", "enum": e.names().collect::<Vec<_>>() }),
-        Type::Flags(f) => {
-            json!({ "type": "array", "items": { "enum": f.names().collect::<Vec<_>>() }, "uniqueItems": true })
-        }
-        Type::Option(o) => match o.ty() {
-            inner @ Type::Option(_) => json!({ "anyOf": [{ "type": "null" }, {
-                "type": "object", "properties": { "some": schema(&inner, direction) }, "required": ["some"], "additionalProperties": false
-            }] }),
-            inner => json!({ "anyOf": [{ "type": "null" }, schema(&inner, direction)] }),
-        },
-        Type::Result(r) => {
-            // A result always names its case, even when that case has no payload.
-            let case = |name: &str, ty: Option<Type>| {
-                let payload = ty.map_or(json!({ "type": "null" }), |ty| schema(&ty, direction));
-                json!({ "type": "object", "properties": { name: payload }, "required": [name], "additionalProperties": false })
-            };
-            json!({ "oneOf": [case("ok", r.ok()), case("err", r.err())] })
-        }
-        Type::Own(_) | Type::Borrow(_) | Type::Future(_) | Type::Stream(_) | Type::ErrorContext => {
-            json!({ "not": {}, "description": format!("{} cannot be passed as JSON", wit(ty)) })
-        }
-    }
-}
-
-fn case_schema(name: &str, ty: Option<&Type>, direction: Direction) -> Value {
-    match ty {
-        None => json!({ "const": name }),
-        Some(ty) => {
-            json!({ "type": "object", "properties": { name: schema(ty, direction) }, "required": [name], "additionalProperties": false })
-        }
-    }
-}
-
-/// Schema of an object whose properties are the given named types; `option` ones are not required.
-pub fn object_schema(fields: impl Iterator<Item = (String, Type)>, direction: Direction) -> Value {
-    let mut properties = Map::new();
-    let mut required = Vec::new();
-    for (name, ty) in fields {
-        if direction == Direction::Output || !matches!(ty, Type::Option(_)) {
-            required.push(json!(name));
-        }
-        properties.insert(name, schema(&ty, direction));
-    }
-    json!({ "type": "object", "properties": properties, "required": required, "additionalProperties": false })
 }
 
 /// WIT text for a type. Named types (records, variants, ...) are written out structurally because

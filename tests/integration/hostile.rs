@@ -1,5 +1,5 @@
-//! Guests that loop, allocate, recurse, flood or panic fail their own call with a named reason;
-//! the next call on the same host succeeds.
+//! Guests that loop, allocate, recurse, flood, panic or make the host read more than their memory
+//! limit fail their own call with a named reason; the next call on the same host succeeds.
 
 use std::time::{Duration, Instant};
 
@@ -136,5 +136,70 @@ async fn guests_see_no_environment_files_or_network() {
         std::io::ErrorKind::WouldBlock,
         "a connection got through"
     );
+    still_fine(&app).await;
+}
+
+/// The peak resident memory of this process so far (`VmHWM`), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/self/status");
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// Set in the child process that runs [`huge_objects_fail_with_the_memory_limit_without_being_read`]
+/// alone.
+const ALONE: &str = "HOSTILE_TEST_ALONE";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_objects_fail_with_the_memory_limit_without_being_read() {
+    // The peak memory is the process's: measure it in a child process running only this test, so
+    // that tests running beside it here do not count.
+    if std::env::var_os(ALONE).is_none() {
+        let name = "hostile::huge_objects_fail_with_the_memory_limit_without_being_read";
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([name, "--exact", "--nocapture", "--test-threads=1"])
+            .env(ALONE, "1")
+            .output()
+            .unwrap();
+        let output = String::from_utf8_lossy(&child.stdout).into_owned() + &String::from_utf8_lossy(&child.stderr);
+        assert!(child.status.success() && output.contains("1 passed"), "the child failed:\n{output}");
+        return;
+    }
+    let (_data, host, app) = app(HOSTILE);
+    // 200 MiB of zeros (a sparse file: no disk used) and 1 MiB, in the bucket of `reader`, whose
+    // memory limit is 32 MiB, and an item of 200 MiB in its dataset.
+    let bucket = host.buckets_dir("hostile").join("big");
+    std::fs::create_dir_all(&bucket).unwrap();
+    std::fs::File::create(bucket.join("huge")).unwrap().set_len(200 << 20).unwrap();
+    std::fs::write(bucket.join("small"), vec![7u8; 1 << 20]).unwrap();
+    let dataset = host.dataset("hostile", "big").unwrap();
+    let huge_item = dataset.upload("/", "huge.bin", None, b"x", None, None).await.unwrap().id;
+    let file = host.items_dir().join("hostile/big").join(&huge_item);
+    std::fs::OpenOptions::new().write(true).open(file).unwrap().set_len(200 << 20).unwrap();
+    let read = |key: &str, length: Option<u64>| invoke(&app, "reader.read-object", json!(["big", key, length]));
+    assert_eq!(read("small", None).await.result, Ok(json!(1 << 20)), "1 MiB fits in 32 MiB");
+    let before = peak_rss();
+    for length in [None, Some(200 << 20), Some(u64::MAX)] {
+        match read("huge", length).await.result {
+            Err(CallError::MemoryLimit { limit, requested }) => {
+                assert_eq!(limit, 32 << 20);
+                assert!(requested >= 200 << 20, "requested {requested}");
+            }
+            other => panic!("reading 200 MiB ({length:?}) under a 32 MiB limit: expected memory-limit, got {other:?}"),
+        }
+    }
+    assert_eq!(read("huge", Some(1 << 20)).await.result, Ok(json!(1 << 20)), "a range that fits is read");
+    // An item whose file holds 200 MiB (written in place, sparse: uploading 200 MiB here would
+    // raise this process's peak before the measurement).
+    match invoke(&app, "reader.download-item", json!(["big", huge_item])).await.result {
+        Err(CallError::MemoryLimit { limit, requested }) => {
+            assert_eq!(limit, 32 << 20);
+            assert!(requested >= 200 << 20, "requested {requested}");
+        }
+        other => panic!("downloading a 200 MiB item under a 32 MiB limit: expected memory-limit, got {other:?}"),
+    }
+    let grown = peak_rss().saturating_sub(before);
+    println!("peak RSS grew by {} KiB while reading", grown >> 10);
+    assert!(grown < 64 << 20, "the host's peak memory grew by {} MiB", grown >> 20);
     still_fine(&app).await;
 }

@@ -70,14 +70,51 @@ async fn batches_and_their_memory_cap() {
     assert_eq!(many, json!([["a", b64(b"1")], ["missing", null], ["b", b64(b"2")]]));
     call(&app, "kv.delete-many", json!([["a", "missing"]])).await.unwrap();
     assert_eq!(call(&app, "kv.keys", json!({})).await.unwrap(), json!(["b"]));
-    // The host builds a get-many answer before the guest's memory limit (16 MiB) applies: asking
-    // for a 1 MiB value 20 times is refused there, and the host carries on.
+    // The host builds a get-many answer before it is copied into the guest: asking for a 1 MiB
+    // value 20 times cannot fit in the 16 MiB memory limit, and is refused there as the memory
+    // limit (before the host builds the rest); the host carries on.
     call(&app, "kv.set", json!(["big", b64(&vec![7u8; 1 << 20])])).await.unwrap();
     match call(&app, "kv.get-many", json!([vec!["big"; 20]])).await {
-        Err(Error::Call(CallError::Guest { value })) => {
-            assert!(value.as_str().unwrap().contains("over 16777216 bytes"), "{value}")
+        Err(Error::Call(CallError::MemoryLimit { limit, requested })) => {
+            assert_eq!(limit, 16 << 20);
+            assert!(requested > limit, "requested {requested}");
         }
-        other => panic!("expected the cap, got {other:?}"),
+        other => panic!("expected the memory limit, got {other:?}"),
     }
     assert_eq!(call(&app, "kv.exists", json!(["big"])).await.unwrap(), json!(true));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn values_bigger_than_the_memory_limit_are_not_copied_for_the_guest() {
+    let (_data, host, app) = app(KV);
+    // Written by something with more memory than `kv` (16 MiB): here, the host itself.
+    let tree = host.store().kv_tree("kv", "default").unwrap();
+    tree.insert("huge", vec![1u8; 20 << 20]).unwrap();
+    match call(&app, "kv.get", json!(["huge"])).await {
+        Err(Error::Call(CallError::MemoryLimit { limit, requested })) => {
+            assert_eq!(limit, 16 << 20);
+            assert!(requested >= 20 << 20, "requested {requested}");
+        }
+        other => panic!("expected the memory limit, got {other:?}"),
+    }
+    assert_eq!(call(&app, "kv.exists", json!(["huge"])).await.unwrap(), json!(true), "the host carries on");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn arguments_that_could_not_fit_in_the_guest_are_refused_before_they_are_built() {
+    let (_data, _host, app) = app(KV);
+    // 17 MiB of bytes cannot be copied into a guest limited to 16 MiB: refused as an argument
+    // error naming where, before any instance is made (the host does not build 17 million values).
+    let refused = |error: Result<Value, Error>, path: &str| match error {
+        Err(Error::Argument(e)) => {
+            assert_eq!(e.path, path);
+            assert!(e.expected.contains("16777216 bytes") && e.expected.contains("`memory` limit"), "{e}");
+        }
+        other => panic!("expected an argument error at {path}, got {other:?}"),
+    };
+    refused(call(&app, "kv.set", json!(["k", b64(&vec![0u8; 17 << 20])])).await, "value");
+    let nine = b64(&vec![0u8; 9 << 20]);
+    refused(call(&app, "kv.set-many", json!([[["a", nine], ["b", nine]]])).await, "pairs[1][1]");
+    // What fits still works.
+    call(&app, "kv.set", json!(["k", b64(&vec![0u8; 4 << 20])])).await.unwrap();
 }

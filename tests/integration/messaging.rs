@@ -1,10 +1,12 @@
 //! Queues, topics and schedules over the library: real components, sled on disk, leases that
 //! expire, dead letters, fan-out to subscriptions, schedule fires and restarts.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use host::executions::{ExecutionFilter, Status};
 use host::manifest::QueueSpec;
+use host::queues::Queue;
 use host::{App, Function, Host};
 use serde_json::{Value, json};
 
@@ -123,6 +125,109 @@ fn queue_trigger_completes_successes_retries_failures_then_dead_letters() {
     let mut failed: Vec<u32> = records.iter().filter(|r| r.status == Status::Failed).map(|r| r.attempt).collect();
     failed.sort();
     assert_eq!(failed, [1, 2, 3], "the failing message's three attempts are recorded");
+}
+
+#[test]
+fn leases_cannot_be_forged_from_the_message_id() {
+    let Running { apps, runtime, .. } = &running(&[MESSAGING]);
+    let app = &apps[0];
+    call(runtime, app, "messaging.queue-send", json!(["direct", "secret", 0])).unwrap();
+    let leased = call(runtime, app, "messaging.queue-receive", json!(["direct", 1, 60_000])).unwrap();
+    let lease = leased[0]["lease"].as_str().unwrap();
+    let (guessable, nonce) = lease.rsplit_once('/').unwrap();
+    assert_eq!(guessable, format!("direct/{}/1", leased[0]["id"].as_str().unwrap()), "QUEUE/ID/ATTEMPT/NONCE");
+    assert_eq!(nonce.len(), 32, "a 128-bit nonce: {lease}");
+    // The right queue, id and attempt with another nonce, or none, complete nothing.
+    let other = format!("{guessable}/{:032x}", u128::from_str_radix(nonce, 16).unwrap() ^ 1);
+    let forged = call(runtime, app, "messaging.queue-complete", json!([other])).unwrap_err();
+    assert!(forged.contains("LeaseExpired"), "{forged}");
+    let forged = call(runtime, app, "messaging.queue-retry", json!([other, 0])).unwrap_err();
+    assert!(forged.contains("LeaseExpired"), "{forged}");
+    let old_style = call(runtime, app, "messaging.queue-complete", json!([guessable])).unwrap_err();
+    assert!(old_style.contains("QUEUE/ID/ATTEMPT/NONCE"), "{old_style}");
+    call(runtime, app, "messaging.queue-complete", json!([lease])).unwrap();
+}
+
+#[test]
+fn receive_within_leases_no_more_than_a_byte_budget_but_at_least_one_message() {
+    let Running { host, runtime, .. } = &running(&[MESSAGING]);
+    let queue = host.queue("messaging", "direct", &QueueSpec::default()).unwrap();
+    for body in ["a".repeat(60), "b".repeat(60), "c".repeat(60)] {
+        runtime.block_on(queue.send(body.into_bytes(), Duration::ZERO)).unwrap();
+    }
+    let receive =
+        |max_bytes| runtime.block_on(queue.receive_within(host.queues(), 10, Duration::from_secs(60), max_bytes));
+    assert_eq!(receive(10).unwrap().len(), 1, "the first message whatever its size");
+    assert_eq!(receive(150).unwrap().len(), 2, "two of 60 bytes fit in 150");
+    assert_eq!(receive(150).unwrap().len(), 0, "all leased");
+}
+
+/// The `busy` function's queue `busy`, and `calls` direct calls of its handler that sleep `ms`
+/// each (and count `msg/sleep:MS`), once both its `concurrency` slots are taken by them.
+fn busy_queue(running: &Running, ms: u64, calls: usize) -> (Arc<Queue>, Vec<tokio::task::JoinHandle<()>>) {
+    use base64::Engine as _;
+    let Running { host, apps, runtime, .. } = running;
+    let body = base64::engine::general_purpose::STANDARD.encode(format!("sleep:{ms}"));
+    let message = json!([{ "id": "0", "body": body, "attempt": 1, "lease": "none" }]);
+    let calls = (0..calls)
+        .map(|_| {
+            let (handle, message) = (apps[0].function("busy.handle").unwrap(), message.clone());
+            runtime.spawn(async move { handle.call(message).await.map(drop).unwrap() })
+        })
+        .collect();
+    wait_until("both slots are busy", Duration::from_secs(10), || count(host, &format!("msg/sleep:{ms}")) >= 2);
+    // Let the other calls queue up for the slots.
+    std::thread::sleep(Duration::from_millis(200));
+    (host.queue("messaging", "busy", &QueueSpec::default()).unwrap(), calls)
+}
+
+/// Wait until the queue is empty and the consumer's one execution is recorded: succeeded, attempt 1.
+fn delivered_once(host: &Host, queue: &Queue, body: &str) {
+    wait_until("the message is handled and completed", Duration::from_secs(30), || {
+        let stats = queue.stats().unwrap();
+        count(host, &format!("msg/{body}")) >= 1 && stats.ready + stats.waiting == 0
+    });
+    assert_eq!(count(host, &format!("msg/{body}")), 1, "delivered once");
+    let filter = ExecutionFilter { trigger: Some("busy-consumer".into()), ..Default::default() };
+    let records = host.executions().list(&filter, None, 10);
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!((records[0].attempt, records[0].status), (1, Status::Succeeded));
+}
+
+#[test]
+fn a_message_for_a_busy_function_is_leased_when_it_can_run_and_runs_once() {
+    let running = running(&[MESSAGING]);
+    // `busy` has two slots and leases of 4 s; eight direct calls of 1.5 s keep it busy for 6 s.
+    // A message leased at once would wait for them: its lease would run out, the consumer would
+    // receive it again, and it would run twice.
+    let (queue, calls) = busy_queue(&running, 1500, 8);
+    let (host, runtime) = (&running.host, &running.runtime);
+    runtime.block_on(queue.send(b"once".to_vec(), Duration::ZERO)).unwrap();
+    for call in calls {
+        runtime.block_on(call).unwrap();
+    }
+    delivered_once(host, &queue, "once");
+}
+
+#[test]
+fn a_paused_function_leases_no_queue_messages() {
+    let running = running(&[MESSAGING]);
+    let (host, apps, runtime) = (&running.host, &running.apps, &running.runtime);
+    // The consumer waits for a slot of the busy function, which is paused meanwhile.
+    let (queue, calls) = busy_queue(&running, 1000, 2);
+    runtime.block_on(queue.send(b"paused".to_vec(), Duration::ZERO)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let guest = apps[0].function("busy.handle").unwrap().guest().clone();
+    guest.set_paused(true);
+    for call in calls {
+        runtime.block_on(call).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(count(host, "msg/paused"), 0, "nothing runs while the function is paused");
+    let stats = queue.stats().unwrap();
+    assert_eq!((stats.ready, stats.waiting), (1, 0), "the message is not leased while paused");
+    guest.set_paused(false);
+    delivered_once(host, &queue, "paused");
 }
 
 #[test]

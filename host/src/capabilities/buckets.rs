@@ -1,6 +1,8 @@
 //! `host:api/buckets`: objects as files under one cap-std `Dir` per (app, bucket), so no key can
 //! reach outside its bucket. Writes go to a staging folder first and are renamed into place.
-//! Guest calls run the file work on tokio's blocking pool (see [`crate::files::blocking`]).
+//! Guest calls run the file work on tokio's blocking pool (see [`crate::files::blocking`]). Reads
+//! check the object's size first: one that could not fit in the guest's `memory` limit is not
+//! read, and the call ends with [`crate::CallError::MemoryLimit`].
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -167,13 +169,20 @@ impl BucketDir {
         self.with_key(key, |dir| dir.read(key))
     }
 
-    fn read_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>, BucketError> {
+    /// Up to `length` bytes from `offset`. When more than `cap` bytes would be read, nothing is
+    /// read and the inner `Err` holds how many.
+    fn read_range(&self, key: &str, offset: u64, length: u64, cap: u64) -> Result<Result<Vec<u8>, u64>, BucketError> {
         self.with_key(key, |dir| {
             let mut file = dir.open(key)?;
+            let wanted = length.min(file.metadata()?.len().saturating_sub(offset));
+            if wanted > cap {
+                return Ok(Err(wanted));
+            }
             file.seek(SeekFrom::Start(offset))?;
-            let mut data = Vec::new();
-            file.take(length).read_to_end(&mut data)?;
-            Ok(data)
+            let mut data = Vec::with_capacity(wanted as usize);
+            // `take` also bounds a file that grew since its size was read.
+            file.take(wanted).read_to_end(&mut data)?;
+            Ok(Ok(data))
         })
     }
 
@@ -307,6 +316,28 @@ impl CallState {
     fn bucket(&self, bucket: &Resource<BucketDir>) -> wasmtime::Result<BucketDir> {
         Ok(self.table.get(bucket)?.clone())
     }
+
+    /// Read for the guest, refusing before reading anything more than fits in its `memory`
+    /// limit: the call then ends with [`crate::CallError::MemoryLimit`].
+    async fn read_at_most(
+        &mut self,
+        bucket: &Resource<BucketDir>,
+        key: String,
+        offset: u64,
+        length: u64,
+    ) -> BucketResult<Vec<u8>> {
+        let cap = self.value_budget();
+        let read = on(self.bucket(bucket)?, {
+            let key = key.clone();
+            move |b| b.read_range(&key, offset, length, cap)
+        })
+        .await;
+        match read {
+            Ok(Ok(data)) => Ok(Ok(data)),
+            Ok(Err(size)) => Err(self.too_big(&format!("reading bucket object `{key}`"), size)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
 }
 
 impl Host for CallState {
@@ -323,7 +354,7 @@ impl Host for CallState {
 
 impl HostBucket for CallState {
     async fn read(&mut self, bucket: Resource<BucketDir>, key: String) -> BucketResult<Vec<u8>> {
-        Ok(on(self.bucket(&bucket)?, move |b| b.read(&key)).await)
+        self.read_at_most(&bucket, key, 0, u64::MAX).await
     }
 
     async fn read_range(
@@ -333,7 +364,7 @@ impl HostBucket for CallState {
         offset: u64,
         length: u64,
     ) -> BucketResult<Vec<u8>> {
-        Ok(on(self.bucket(&bucket)?, move |b| b.read_range(&key, offset, length)).await)
+        self.read_at_most(&bucket, key, offset, length).await
     }
 
     async fn write(&mut self, bucket: Resource<BucketDir>, key: String, data: Vec<u8>) -> BucketResult<()> {

@@ -94,8 +94,18 @@ impl HostDataset for CallState {
     }
 
     async fn download(&mut self, dataset: Resource<Dataset>, id: String) -> ItemsResult<Vec<u8>> {
+        // Refused before reading when it could not fit in the guest's `memory` limit.
         let dataset = self.dataset(&dataset)?;
-        Ok(crate::files::blocking(move || dataset.download(&id)).await.map_err(Error::from))
+        let cap = self.value_budget();
+        let read = {
+            let id = id.clone();
+            crate::files::blocking(move || dataset.download_at_most(&id, cap)).await
+        };
+        match read {
+            Ok(Ok(data)) => Ok(Ok(data)),
+            Ok(Err(size)) => Err(self.too_big(&format!("downloading item `{id}`"), size)),
+            Err(e) => Ok(Err(e.into())),
+        }
     }
 
     async fn upload(

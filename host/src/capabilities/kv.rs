@@ -2,7 +2,8 @@
 //!
 //! Each granted store is one sled tree named by app and store. A write returns only once it is on
 //! disk; concurrent writes share one flush (group commit). Counters written by `increment` are
-//! 8-byte little-endian signed integers.
+//! 8-byte little-endian signed integers. A value (or `get-many` answer) bigger than the guest's
+//! `memory` limit is not copied for it: the call ends with [`crate::CallError::MemoryLimit`].
 
 use std::ops::Bound;
 
@@ -61,7 +62,10 @@ impl store::Host for CallState {
 
 impl store::HostBucket for CallState {
     async fn get(&mut self, bucket: Resource<KvBucket>, key: String) -> KvResult<Option<Vec<u8>>> {
-        Ok(self.tree(&bucket)?.get(key).map(|v| v.map(|v| v.to_vec())).map_err(other))
+        match self.tree(&bucket)?.get(&key) {
+            Ok(value) => self.hand_over(&key, value.as_ref()).map(Ok),
+            Err(e) => Ok(Err(other(e))),
+        }
     }
 
     async fn set(&mut self, bucket: Resource<KvBucket>, key: String, value: Vec<u8>) -> KvResult<()> {
@@ -182,7 +186,9 @@ impl atomics::HostCas for CallState {
     }
 
     async fn current(&mut self, cas: Resource<KvCas>) -> KvResult<Option<Vec<u8>>> {
-        Ok(Ok(self.table.get(&cas)?.seen.as_ref().map(|v| v.to_vec())))
+        let cas = self.table.get(&cas)?;
+        let (key, seen) = (cas.key.clone(), cas.seen.clone());
+        self.hand_over(&key, seen.as_ref()).map(Ok)
     }
 
     async fn drop(&mut self, cas: Resource<KvCas>) -> wasmtime::Result<()> {
@@ -198,22 +204,21 @@ impl batch::Host for CallState {
         keys: Vec<String>,
     ) -> KvResult<Vec<(String, Option<Vec<u8>>)>> {
         let tree = self.tree(&bucket)?;
-        // The answer is built in host memory before the guest's limit applies: cap it there.
-        let cap = self.memory_limit();
+        // The answer is built in host memory before it is copied into the guest: refuse one that
+        // could not fit in the guest's memory before building more of it.
+        let cap = self.value_budget();
         let mut total = 0u64;
         let mut found = Vec::with_capacity(keys.len());
         for key in keys {
             let value = match tree.get(&key) {
-                Ok(value) => value.map(|v| v.to_vec()),
+                Ok(value) => value,
                 Err(e) => return Ok(Err(other(e))),
             };
-            total += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
+            total += (key.len() + value.as_ref().map_or(0, |v| v.len())) as u64;
             if total > cap {
-                return Ok(Err(Error::Other(format!(
-                    "get-many answer is over {cap} bytes (the function's memory limit)"
-                ))));
+                return Err(self.too_big("a get-many answer", total));
             }
-            found.push((key, value));
+            found.push((key, value.map(|v| v.to_vec())));
         }
         Ok(Ok(found))
     }
@@ -236,6 +241,17 @@ impl batch::Host for CallState {
 }
 
 impl CallState {
+    /// A copy of the value of `key` for the guest, refused (the call ends with
+    /// [`crate::CallError::MemoryLimit`]) when it could not fit in the guest's `memory` limit.
+    fn hand_over(&mut self, key: &str, value: Option<&sled::IVec>) -> wasmtime::Result<Option<Vec<u8>>> {
+        match value {
+            Some(v) if v.len() as u64 > self.value_budget() => {
+                Err(self.too_big(&format!("the value of `{key}`"), v.len() as u64))
+            }
+            value => Ok(value.map(|v| v.to_vec())),
+        }
+    }
+
     async fn apply(&mut self, bucket: &Resource<KvBucket>, writes: sled::Batch) -> KvResult<()> {
         if let Err(e) = self.tree(bucket)?.apply_batch(writes) {
             return Ok(Err(other(e)));

@@ -1,6 +1,7 @@
 //! `wasi:nn`: the guest's view of [`crate::models`]. Models declared in the manifest load by name
 //! when granted; models from bytes need `models-from-bytes`. Tensors live in host memory and count
-//! against the call's `memory` limit.
+//! against the call's `memory` limit together with the guest's linear memory: a call whose
+//! tensors and memory would pass it ends with [`crate::CallError::MemoryLimit`].
 
 use std::sync::Arc;
 
@@ -129,20 +130,6 @@ impl CallState {
             Err(e) => self.nn_error(e),
         }
     }
-
-    /// Take `bytes` of host memory for a tensor, or trap when the call's tensors would exceed its
-    /// `memory` limit.
-    fn hold_tensor_bytes(&mut self, bytes: usize) -> wasmtime::Result<()> {
-        let total = self.tensor_bytes.saturating_add(bytes as u64);
-        if total > self.memory_limit() {
-            wasmtime::bail!(
-                "wasi:nn tensors of this call would hold {total} bytes, more than its `memory` limit of {} bytes",
-                self.memory_limit()
-            );
-        }
-        self.tensor_bytes = total;
-        Ok(())
-    }
 }
 
 impl graph::Host for CallState {
@@ -228,7 +215,7 @@ impl inference::HostGraphExecutionContext for CallState {
         let mut tract_inputs = Vec::with_capacity(inputs.len());
         for (name, tensor) in inputs {
             let tensor = self.table.delete(tensor)?;
-            self.tensor_bytes -= tensor.data.len() as u64;
+            self.release(tensor.data.len() as u64);
             match tensor.to_tract(model.name(), &name) {
                 Ok(t) => tract_inputs.push((name, t)),
                 Err(e) => return self.nn_error(e),
@@ -244,7 +231,7 @@ impl inference::HostGraphExecutionContext for CallState {
                 Ok(t) => t,
                 Err(e) => return self.nn_error(e),
             };
-            self.hold_tensor_bytes(tensor.data.len())?;
+            self.hold("wasi:nn tensor", tensor.data.len() as u64)?;
             named.push((name, self.table.push(tensor)?));
         }
         Ok(Ok(named))
@@ -260,7 +247,7 @@ impl tensor::Host for CallState {}
 
 impl tensor::HostTensor for CallState {
     async fn new(&mut self, dimensions: Vec<u32>, ty: TensorType, data: Vec<u8>) -> wasmtime::Result<Resource<Tensor>> {
-        self.hold_tensor_bytes(data.len())?;
+        self.hold("wasi:nn tensor", data.len() as u64)?;
         Ok(self.table.push(Tensor { dimensions, ty, data })?)
     }
 
@@ -278,7 +265,7 @@ impl tensor::HostTensor for CallState {
 
     async fn drop(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<()> {
         let tensor = self.table.delete(tensor)?;
-        self.tensor_bytes -= tensor.data.len() as u64;
+        self.release(tensor.data.len() as u64);
         Ok(())
     }
 }

@@ -32,7 +32,7 @@ impl CallState {
 
     /// The queue a lease is for, when granted.
     fn lease_queue(&self, lease: &str) -> Result<Arc<Queue>, Error> {
-        let (queue, _, _) = parse_lease(lease)?;
+        let (queue, ..) = parse_lease(lease)?;
         self.queue(queue)
     }
 }
@@ -51,15 +51,21 @@ impl Host for CallState {
             Ok(queue) => queue,
             Err(e) => return Ok(Err(e)),
         };
-        let received = queue.receive(&self.caps.queues, max, Duration::from_millis(visibility_ms)).await;
-        Ok(received
-            .map(|messages| {
-                messages
-                    .into_iter()
-                    .map(|m| Message { id: m.id, body: m.body, attempt: m.attempt, lease: m.lease })
-                    .collect()
-            })
-            .map_err(Error::from))
+        // Bodies are read into host memory for the guest: no more than fits in its memory.
+        let budget = self.value_budget();
+        let visibility = Duration::from_millis(visibility_ms);
+        let messages = match queue.receive_within(&self.caps.queues, max, visibility, budget).await {
+            Ok(messages) => messages,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        let bytes: u64 = messages.iter().map(|m| m.body.len() as u64).sum();
+        if bytes > budget {
+            return Err(self.too_big(&format!("receiving from queue `{}`", queue.name()), bytes));
+        }
+        Ok(Ok(messages
+            .into_iter()
+            .map(|m| Message { id: m.id, body: m.body, attempt: m.attempt, lease: m.lease })
+            .collect()))
     }
 
     async fn complete(&mut self, lease: String) -> QueueResult<()> {

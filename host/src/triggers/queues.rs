@@ -1,18 +1,20 @@
 //! `[[trigger.queue]]`: a function consumes a queue, one message per call.
 //!
-//! The consumer leases as many messages as its function has free `concurrency` slots and calls
-//! the function with each (a record `{id, body, attempt, lease}`), each call recorded as an
-//! execution of the trigger. A call that succeeds completes its message; one that fails gives it
-//! back after the trigger's backoff (doubled per attempt) until the queue's `max-attempts`, after
-//! which the message moves to the dead-letter queue. Leases last twice the function's timeout,
-//! and messages leased when the host stopped are delivered again after a restart.
+//! The consumer holds free `concurrency` slots of its function (waiting for one when it is busy),
+//! leases as many messages as it holds slots and calls the function with each in its slot (a
+//! record `{id, body, attempt, lease}`), each call recorded as an execution of the trigger. A
+//! paused function leases nothing. A call that succeeds completes its message; one that fails
+//! gives it back after the trigger's backoff (doubled per attempt) until the queue's
+//! `max-attempts`, after which the message moves to the dead-letter queue. Leases last twice the
+//! function's timeout, and messages leased when the host stopped are delivered again after a
+//! restart.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::json;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use super::one_parameter;
 use crate::executions::now_ms;
@@ -45,54 +47,70 @@ pub(super) fn arm(host: &Host, apps: &[&App]) -> Result<Vec<Consumer>, Error> {
 }
 
 impl Consumer {
-    /// Lease and handle messages until `stop` turns true.
+    /// Lease and handle messages until `stop` turns true. A message is leased only once one of
+    /// the function's `concurrency` slots is held for it, so it runs at once and its lease does
+    /// not run out while it waits for a busy function; nothing is leased while the function is
+    /// paused, so a pause uses up no attempts.
     pub(super) async fn run(self, mut stop: watch::Receiver<bool>) {
         let this = Arc::new(self);
-        let guest = this.function.guest();
-        let slots = Arc::new(Semaphore::new(guest.limits.concurrency as usize));
+        let guest = this.function.guest().clone();
         let visibility = guest.limits.timeout * 2;
-        let slot_freed = Arc::new(tokio::sync::Notify::new());
         loop {
             let sent = this.queue.sent.notified();
-            let freed = slot_freed.notified();
-            tokio::pin!(sent, freed);
+            tokio::pin!(sent);
             sent.as_mut().enable();
-            freed.as_mut().enable();
-            let free = (slots.available_permits() as u32).min(MAX_RECEIVE);
+            let mut slots = Vec::new();
+            if this.queue.next_visible_ms().is_some_and(|at| at <= now_ms()) && !guest.paused() {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    admitted = guest.admit() => slots.extend(admitted.ok()),
+                }
+                // Paused while waiting for the slot: lease nothing.
+                if guest.paused() {
+                    slots.clear();
+                }
+                while !slots.is_empty()
+                    && slots.len() < MAX_RECEIVE as usize
+                    && let Some(slot) = guest.try_admit()
+                {
+                    slots.push(slot);
+                }
+            }
+            let wanted = slots.len();
             let mut received = 0;
-            if free > 0 && !guest.paused() {
-                match this.queue.receive(&this.queues, free, visibility).await {
+            if wanted > 0 {
+                match this.queue.receive(&this.queues, wanted as u32, visibility).await {
                     Ok(messages) => {
-                        received = messages.len() as u32;
-                        for message in messages {
-                            let slot = slots.clone().try_acquire_owned().expect("leased no more than free slots");
-                            let (this, slot_freed) = (this.clone(), slot_freed.clone());
-                            tokio::spawn(async move {
-                                this.handle(message).await;
-                                drop(slot);
-                                slot_freed.notify_one();
-                            });
+                        received = messages.len();
+                        for (message, slot) in messages.into_iter().zip(slots.drain(..)) {
+                            let this = this.clone();
+                            tokio::spawn(async move { this.handle(message, slot).await });
                         }
                     }
                     Err(error) => tracing::error!(%error, trigger = %this.spec.name, "cannot receive from the queue"),
                 }
             }
-            if received == free && free > 0 {
+            // Slots not used by a message go back before waiting.
+            drop(slots);
+            if wanted > 0 && received == wanted {
                 continue;
             }
-            let next =
-                this.queue.next_visible_ms().map_or(POLL, |at| Duration::from_millis(at.saturating_sub(now_ms())));
+            let next = match guest.paused() {
+                true => POLL,
+                false => {
+                    this.queue.next_visible_ms().map_or(POLL, |at| Duration::from_millis(at.saturating_sub(now_ms())))
+                }
+            };
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = sent => {}
-                _ = freed => {}
                 _ = tokio::time::sleep(next.clamp(Duration::from_millis(1), POLL)) => {}
             }
         }
     }
 
     /// One delivery: call the function, then complete the message or give it back.
-    async fn handle(&self, message: Message) {
+    async fn handle(&self, message: Message, slot: OwnedSemaphorePermit) {
         let input = json!([{
             "id": message.id,
             "body": base64::engine::general_purpose::STANDARD.encode(&message.body),
@@ -100,7 +118,7 @@ impl Consumer {
             "lease": message.lease,
         }]);
         let recorded = ("queue", self.spec.name.as_str(), message.attempt);
-        let succeeded = match self.function.invoke_as(&input, recorded).await {
+        let succeeded = match self.function.invoke_as(&input, recorded, Some(slot)).await {
             Ok(report) => report.result.is_ok(),
             Err(bad) => {
                 tracing::warn!(trigger = %self.spec.name, error = %bad, "queue message does not fit the function");

@@ -1,5 +1,5 @@
-//! Test guest that misbehaves on request, to check the host's limits: time, memory, stack and
-//! output. `black_box` keeps the optimiser from removing or flattening the misbehaviour.
+//! Test guest that misbehaves on request, to check the host's limits: time, memory (its own and
+//! what it makes the host read for it), stack and output. `black_box` keeps the optimiser from removing or flattening the misbehaviour.
 
 use std::hint::black_box;
 use std::io::Write;
@@ -74,6 +74,20 @@ impl Guest for Hostile {
 
     fn connect(addr: String) -> Result<(), String> {
         std::net::TcpStream::connect(addr).map(drop).map_err(|e| e.to_string())
+    }
+
+    fn read_object(bucket: String, key: String, length: Option<u64>) -> Result<u64, String> {
+        let bucket = guest_sdk::buckets::Bucket::open(&bucket).map_err(|e| e.to_string())?;
+        let data = match length {
+            None => bucket.read(&key),
+            Some(length) => bucket.read_range(&key, 0, length),
+        };
+        data.map(|d| black_box(d).len() as u64).map_err(|e| e.to_string())
+    }
+
+    fn download_item(dataset: String, id: String) -> Result<u64, String> {
+        let dataset = guest_sdk::items::Dataset::open(&dataset).map_err(|e| e.to_string())?;
+        dataset.download(&id).map(|d| black_box(d).len() as u64).map_err(|e| e.to_string())
     }
 }
 
