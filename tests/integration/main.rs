@@ -3,6 +3,7 @@
 
 mod cli;
 mod common;
+mod crash;
 mod dashboard;
 mod digits;
 mod hostile;
@@ -14,6 +15,7 @@ mod messaging;
 mod model_api;
 mod nn;
 mod openapi;
+mod properties;
 mod remote_map;
 mod server;
 mod train_classifier;
