@@ -201,8 +201,11 @@ fn a_streamed_map_whose_client_is_gone_starts_no_more_calls() {
     let body = json!({ "args": args }).to_string();
     let mut stream = TcpStream::connect(server.addr).unwrap();
     let path = "/v1/apps/remote-map/functions/remote-map.slow-sum/starmap?stream=true";
-    let head =
-        format!("POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        server.addr,
+        body.len()
+    );
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(body.as_bytes()).unwrap();
     let mut reader = BufReader::new(stream);

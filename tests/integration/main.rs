@@ -4,6 +4,7 @@
 mod browsers;
 mod cli;
 mod common;
+mod crash;
 mod dashboard;
 mod digits;
 mod executions;
@@ -16,6 +17,7 @@ mod messaging;
 mod model_api;
 mod nn;
 mod openapi;
+mod properties;
 mod remote_map;
 mod server;
 mod storage;

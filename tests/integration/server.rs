@@ -97,7 +97,13 @@ impl Answer {
 
 /// Send one request with extra header lines; read the whole answer (chunked bodies decoded).
 pub fn send(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &[u8]) -> Answer {
-    let mut stream = TcpStream::connect(addr).unwrap();
+    try_send(addr, method, path, headers, body).unwrap()
+}
+
+/// [`send`], with an error instead of a panic when the connection fails or closes before a whole
+/// answer head arrived (a server killed mid-request).
+pub fn try_send(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &[u8]) -> std::io::Result<Answer> {
+    let mut stream = TcpStream::connect(addr)?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
     if !headers.iter().any(|h| h.to_ascii_lowercase().starts_with("host:")) {
         head.push_str(&format!("Host: {addr}\r\n"));
@@ -107,20 +113,21 @@ pub fn send(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: 
         head.push_str("\r\n");
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(head.as_bytes())?;
     let _ = stream.write_all(body);
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete HTTP head");
+    let incomplete = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no complete HTTP answer head");
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(incomplete)?;
     let head = String::from_utf8_lossy(&response[..split]).into_owned();
     let mut body = response[split + 4..].to_vec();
-    let status = head[9..12].parse().unwrap();
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(incomplete)?;
     let (_, headers) = head.split_once("\r\n").unwrap_or((&head, ""));
     let answer = Answer { status, headers: headers.to_string(), body: Vec::new() };
     if answer.header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
         body = dechunk(&body);
     }
-    Answer { body, ..answer }
+    Ok(Answer { body, ..answer })
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {

@@ -1,6 +1,8 @@
 //! `/v1/openapi.json`: an OpenAPI 3.1 document generated from the loaded functions' WIT types
-//! (the same JSON Schemas as `host inspect`), plus the fixed API, each app's stores and buckets
-//! and its `wasi:http` routes.
+//! (the same JSON Schemas as `host inspect`), plus the fixed API and execution records, each app's
+//! stores, buckets, dataset items, queues and topics, and its `wasi:http` routes.
+
+mod items;
 
 use axum::extract::State;
 use serde_json::{Map, Value, json};
@@ -205,6 +207,7 @@ fn app_paths(app: &App, paths: &mut Map<String, Value>) {
         }
     }
     messaging_paths(app, paths);
+    items::dataset_paths(app, paths);
     for route in &app.manifest().http_routes {
         let path = route.prefix().map_or(route.route.as_str(), |p| if p.is_empty() { "/" } else { p });
         let answer = json!({ "description": "Whatever the component answers", "content": { "*/*": { "schema": {} } } });
@@ -332,6 +335,7 @@ pub(super) async fn document(State(server): State<Shared>) -> axum::Json<Value> 
     paths.insert("/metrics".into(), json!({ "get": operation("metrics".into(), "Prometheus metrics".into(), "host", ("200", json!({ "description": "Prometheus text format", "content": { "text/plain": { "schema": { "type": "string" } } } })), &[]) }));
     paths.insert("/healthz".into(), json!({ "get": { "operationId": "healthz", "summary": "Liveness", "tags": ["host"], "security": [],
         "responses": { "200": json_response("Alive", json!({ "type": "object", "properties": { "status": { "const": "ok" } } })) } } }));
+    items::execution_paths(&mut paths);
     for app in server.apps.values() {
         app_paths(app, &mut paths);
     }

@@ -4,7 +4,7 @@
 'use strict';
 
 const $ = (selector) => document.querySelector(selector);
-const state = { apps: [], selected: null, needToken: false };
+const state = { apps: [], selected: null, needToken: false, logins: 0 };
 
 /** `el('a', { href: '/x', class: 'y' }, 'text', child)`: an element with attributes and children. */
 function el(tag, attrs = {}, ...children) {
@@ -24,7 +24,10 @@ function el(tag, attrs = {}, ...children) {
 
 /** `fetch` with the session cookie; a 401 asks for a token. */
 async function authFetch(path, options = {}) {
+  const logins = state.logins;
   const response = await fetch(path, { ...options, credentials: 'same-origin' });
+  // Sent before a login that has finished since: send it again with the new session.
+  if (response.status === 401 && state.logins !== logins) return authFetch(path, options);
   if (response.status === 401) {
     const message = await response.clone().json().then((b) => b?.message, () => undefined);
     askToken(message, false);
@@ -61,6 +64,7 @@ $('#auth').addEventListener('submit', (event) => {
   fetch('/ui/session', { method: 'POST', headers: { 'content-type': 'application/json' }, body })
     .then((r) => {
       if (!r.ok) return askToken('That token was refused.', true);
+      state.logins += 1;
       $('#auth').hidden = true;
       state.needToken = false;
       refresh();
