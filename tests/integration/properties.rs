@@ -5,7 +5,7 @@
 
 use base64::Engine as _;
 use host::manifest::Manifest;
-use host::values::{from_json, to_json};
+use host::values::{Budget, from_json, to_json};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::strategy::{Union, ValueTree};
@@ -116,7 +116,8 @@ fn json_to_wit_values_and_back_is_the_identity_for_every_parameter_type() {
             .run(&object(params.iter().cloned()), |args| {
                 for (name, ty) in &params {
                     let value = &args[name];
-                    let val = from_json(ty, value, name).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let val = from_json(ty, value, name, &mut Budget::new(u64::MAX))
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
                     prop_assert_eq!(&to_json(ty, &val), value, "{} `{}`", function.name(), name);
                 }
                 Ok(())
@@ -226,7 +227,7 @@ fn arbitrary_json_arguments_convert_or_fail_cleanly_never_panic() {
             .run(&prop_oneof![arbitrary_json(), by_name], |args| {
                 for (name, ty) in &params {
                     // An error must render; a conversion that succeeds must convert back.
-                    match from_json(ty, &args[name], name) {
+                    match from_json(ty, &args[name], name, &mut Budget::new(u64::MAX)) {
                         Ok(val) => drop(to_json(ty, &val)),
                         Err(e) => prop_assert!(e.to_string().contains(&e.path)),
                     }
