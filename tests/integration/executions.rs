@@ -83,6 +83,33 @@ fn a_host_keeps_only_the_newest_records_its_retention_allows() {
 }
 
 #[test]
+fn a_busy_host_prunes_without_waiting_for_the_timer() {
+    manifest(REMOTE_MAP);
+    let data = tempfile::tempdir().unwrap();
+    let retention = Retention { max_count: 20, ..Retention::default() };
+    // The pruning thread's first timed run is `PRUNE_FIRST` after the host starts: the records
+    // written must wake it well before that.
+    let started = Instant::now();
+    let host = Host::builder().data_dir(data.path()).cache_dir(compiled_cache()).retention(retention).build().unwrap();
+    let square = host.load(manifest(REMOTE_MAP)).unwrap().function("remote-map.square").unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for x in 0..200 {
+        runtime.block_on(square.call(json!([x]))).unwrap();
+    }
+    let calls_took = started.elapsed();
+    let count = || host.executions().list(&ExecutionFilter::default(), None, 1000).len();
+    while count() > 20 + 2 {
+        assert!(started.elapsed() < Duration::from_secs(60), "still {} records", count());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pruned = started.elapsed();
+    assert!(
+        pruned < host::executions::PRUNE_FIRST || calls_took > host::executions::PRUNE_FIRST / 2,
+        "pruned only after {pruned:?} (the calls took {calls_took:?}): the records written did not wake the pruning thread"
+    );
+}
+
+#[test]
 fn serve_prunes_records_beyond_its_keep_executions_flag() {
     let data = tempfile::tempdir().unwrap();
     let server = ServeProcess::start_with(data.path(), None, &[REMOTE_MAP], &["--keep-executions", "2"]);

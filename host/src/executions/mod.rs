@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 pub use self::cancel::CancelError;
 pub(crate) use self::index::entries as index_entries;
 pub use self::record::{Execution, ExecutionFilter, Status, error_json, now_ms};
-pub use self::retention::{PRUNE_EVERY, Retention};
+pub use self::retention::{PRUNE_EVERY, PRUNE_FIRST, Retention};
 pub use self::writer::WRITE_BATCH_EVERY;
 use crate::call::{Cancel, LiveOutput, Logs};
 use crate::store::Store;
@@ -53,6 +53,10 @@ pub struct Executions {
     pending: std::sync::Mutex<Vec<(Execution, Logs)>>,
     /// The writer and pruning threads, until [`Executions::stop_writer`].
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The pruning thread, woken early when many records were written since it last ran.
+    pruner: std::sync::OnceLock<std::thread::Thread>,
+    /// Records written since the pruning thread was last woken.
+    unpruned: AtomicU64,
     stopping: AtomicBool,
     /// Records read from their bytes (see [`Executions::decoded`]).
     decoded: AtomicU64,
@@ -92,6 +96,8 @@ impl Executions {
             live: Default::default(),
             pending: Default::default(),
             threads: Default::default(),
+            pruner: Default::default(),
+            unpruned: Default::default(),
             stopping: Default::default(),
             decoded: Default::default(),
             running: Default::default(),

@@ -1,5 +1,6 @@
 //! The background threads of the execution records: one writes the records of direct calls in
-//! batches, one prunes what the [`super::Retention`] does not keep.
+//! batches, one prunes what the [`super::Retention`] does not keep (every [`PRUNE_EVERY`], or
+//! sooner on a busy host).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -52,7 +53,20 @@ impl Executions {
                 tracing::warn!(%error, "cannot prune execution records");
             }
         });
+        let _ = self.pruner.set(pruner.thread().clone());
         self.threads.lock().unwrap().extend([writer, pruner]);
+    }
+
+    /// Wake the pruning thread once a tenth of the count limit was written since it last ran,
+    /// so that a busy host keeps close to its limit instead of overshooting it for a minute.
+    fn count_written(&self, written: u64) {
+        let every = (self.retention.max_count / 10).max(1);
+        if self.unpruned.fetch_add(written, Ordering::Relaxed) + written >= every {
+            self.unpruned.store(0, Ordering::Relaxed);
+            if let Some(pruner) = self.pruner.get() {
+                pruner.unpark();
+            }
+        }
     }
 
     /// Stop the background threads and write what waits. The host calls this as it is dropped,
@@ -93,6 +107,7 @@ impl Executions {
         }
         self.changed.notify_waiters();
         self.store.flush_soon();
+        self.count_written(pending.len() as u64);
     }
 
     /// Record a finished direct call (`call`, `http`, `map`, or a queue trigger's delivery). It is
