@@ -2,8 +2,11 @@
 //! `hello.greet` and `counter.increment` (on 16 counters, so the app's own data stays the same
 //! size), from `SOAK_THREADS` client threads (default 4) on keep-alive connections. Prints the
 //! server's resident memory (`VmRSS` of /proc/PID/status) and the size of its data dir at the start,
-//! at every 10% and at the end, then the ratios end/start: what the host keeps per call (execution
-//! records, metrics, logs) shows up as growth.
+//! at every 10% and at the end, then the ratios end/start and end/half-way: what the host keeps
+//! per call (execution records, metrics, logs) shows up as growth. The server keeps `SOAK_KEEP`
+//! execution records per app (default 100,000, the default retention); once both apps have that
+//! many and sled's log cleaning has caught up with the deletions, memory and data stay flat, so
+//! the second half of a run long enough (at least 4 x `SOAK_KEEP` calls) should not grow.
 //!
 //! Run with `SOAK_CALLS=100000 cargo bench -p host --bench soak`.
 
@@ -141,6 +144,7 @@ fn main() -> Result<(), Error> {
     let host_bin = env!("CARGO_BIN_EXE_host");
     let total = env_number("SOAK_CALLS", 1_000_000);
     let threads = env_number("SOAK_THREADS", 4);
+    let keep = env_number("SOAK_KEEP", 100_000);
     let manifests = [root.join("examples/hello/host.toml"), root.join("examples/counter/host.toml")];
     for manifest in &manifests {
         let status = Command::new(host_bin).arg("build").arg("-f").arg(manifest).current_dir(&root).status()?;
@@ -153,6 +157,7 @@ fn main() -> Result<(), Error> {
     let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let mut command = Command::new(host_bin);
     command.arg("--data").arg(&data).args(["serve", "--listen", &addr.to_string()]);
+    command.args(["--keep-executions", &keep.to_string()]);
     for manifest in &manifests {
         command.arg("-f").arg(manifest);
     }
@@ -165,7 +170,9 @@ fn main() -> Result<(), Error> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    println!("soak: {total} calls, {threads} client threads, host serve pid {pid} on {addr}");
+    println!(
+        "soak: {total} calls, {threads} client threads, {keep} records kept per app, host serve pid {pid} on {addr}"
+    );
     let (next, done) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let failure: Arc<Mutex<Option<String>>> = Arc::default();
     let started = Instant::now();
@@ -181,11 +188,14 @@ fn main() -> Result<(), Error> {
             })
         })
         .collect();
-    let mut tenth = 1;
+    let (mut tenth, mut half) = (1, None);
     while clients.iter().any(|c| !c.is_finished()) {
         std::thread::sleep(Duration::from_millis(20));
         while tenth < 10 && done.load(Ordering::Relaxed) >= total * tenth / 10 {
-            report(&format!("{}%", tenth * 10), done.load(Ordering::Relaxed), started, pid, &data);
+            let measured = report(&format!("{}%", tenth * 10), done.load(Ordering::Relaxed), started, pid, &data);
+            if tenth == 5 {
+                half = Some(measured);
+            }
             tenth += 1;
         }
     }
@@ -202,6 +212,14 @@ fn main() -> Result<(), Error> {
         last.1 as f64 / first.1.max(1) as f64,
         (last.1 as f64 - first.1 as f64) / total.max(1) as f64,
     );
+    if let Some(half) = half {
+        println!(
+            "end/half-way: RSS x{:.2}, data dir x{:.2}{}",
+            last.0 as f64 / half.0.max(1) as f64,
+            last.1 as f64 / half.1.max(1) as f64,
+            if total < 4 * keep { " (a short run: under 4 x SOAK_KEEP calls, records still accumulate)" } else { "" },
+        );
+    }
     drop(server);
     Ok(())
 }
