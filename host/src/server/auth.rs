@@ -79,10 +79,10 @@ impl Auth {
         let now = Instant::now();
         let mut sessions = self.sessions.lock().expect("sessions lock");
         sessions.retain(|_, ends| *ends > now);
-        if sessions.len() >= MAX_SESSIONS {
-            if let Some(oldest) = sessions.iter().min_by_key(|(_, ends)| **ends).map(|(k, _)| *k) {
-                sessions.remove(&oldest);
-            }
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = sessions.iter().min_by_key(|(_, ends)| **ends).map(|(k, _)| *k)
+        {
+            sessions.remove(&oldest);
         }
         sessions.insert(digest(id.as_bytes()), now + SESSION_LIFETIME);
         Ok(id)

@@ -18,11 +18,12 @@ use super::{ApiError, Shared};
 /// CORS preflights for allowed origins, and mark every answer with the security headers.
 pub(super) async fn check(State(server): State<Shared>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
-    if path != "/healthz" {
-        if let Some(host) = request.headers().get(header::HOST) {
-            let host = host.to_str().unwrap_or("");
-            if !host_allowed(host, &server.config.allowed_hosts) {
-                return ApiError::new(
+    if path != "/healthz"
+        && let Some(host) = request.headers().get(header::HOST)
+    {
+        let host = host.to_str().unwrap_or("");
+        if !host_allowed(host, &server.config.allowed_hosts) {
+            return ApiError::new(
                     StatusCode::FORBIDDEN,
                     "host-not-allowed",
                     format!(
@@ -31,7 +32,6 @@ pub(super) async fn check(State(server): State<Shared>, request: Request, next: 
                     ),
                 )
                 .into_response();
-            }
         }
     }
     let guarded = ["/v1", "/ui", "/metrics"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/")));
