@@ -23,15 +23,11 @@ pub(super) async fn check(State(server): State<Shared>, request: Request, next: 
     {
         let host = host.to_str().unwrap_or("");
         if !host_allowed(host, &server.config.allowed_hosts) {
-            return ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "host-not-allowed",
-                    format!(
-                        "this server does not answer to the host name `{}`: use its IP address or `localhost`, or start it with `--allowed-host NAME`",
-                        host.chars().take(100).collect::<String>()
-                    ),
-                )
-                .into_response();
+            let shown: String = host.chars().take(100).collect();
+            let message = format!(
+                "this server does not answer to the host name `{shown}`: use its IP address or `localhost`, or start it with `--allowed-host NAME`"
+            );
+            return ApiError::new(StatusCode::FORBIDDEN, "host-not-allowed", message).into_response();
         }
     }
     let guarded = ["/v1", "/ui", "/metrics"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/")));
