@@ -76,6 +76,7 @@ fn a_host_keeps_only_the_newest_records_its_retention_allows() {
     for x in 1..=6 {
         runtime.block_on(square.call(json!([x]))).unwrap();
     }
+    // Too few records were written to wake the pruning thread early (`PRUNE_AFTER_WRITES`).
     assert_eq!(host.executions().prune().unwrap(), 3);
     let kept = host.executions().list(&ExecutionFilter::default(), None, 100);
     let outputs: Vec<Value> = kept.iter().map(|r| r.output.clone().unwrap()).collect();
@@ -93,7 +94,7 @@ fn a_busy_host_prunes_without_waiting_for_the_timer() {
     let host = Host::builder().data_dir(data.path()).cache_dir(compiled_cache()).retention(retention).build().unwrap();
     let square = host.load(manifest(REMOTE_MAP)).unwrap().function("remote-map.square").unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    for x in 0..200 {
+    for x in 0..2 * host::executions::PRUNE_AFTER_WRITES {
         runtime.block_on(square.call(json!([x]))).unwrap();
     }
     let calls_took = started.elapsed();

@@ -23,7 +23,7 @@ pub use self::cancel::CancelError;
 pub(crate) use self::index::entries as index_entries;
 pub use self::record::{Execution, ExecutionFilter, Status, error_json, now_ms};
 pub use self::retention::{PRUNE_EVERY, PRUNE_FIRST, Retention};
-pub use self::writer::WRITE_BATCH_EVERY;
+pub use self::writer::{PRUNE_AFTER_WRITES, WRITE_BATCH_EVERY};
 use crate::call::{Cancel, LiveOutput, Logs};
 use crate::store::Store;
 
@@ -51,6 +51,9 @@ pub struct Executions {
     /// Records of finished direct calls not written yet: written in batches (every
     /// [`WRITE_BATCH_EVERY`], or sooner when many wait, or before any read).
     pending: std::sync::Mutex<Vec<(Execution, Logs)>>,
+    /// Held while a batch taken from `pending` is written, so that a reader that wrote what was
+    /// pending never misses a batch another thread took but has not written yet.
+    writing: std::sync::Mutex<()>,
     /// The writer and pruning threads, until [`Executions::stop_writer`].
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// The pruning thread, woken early when many records were written since it last ran.
@@ -95,6 +98,7 @@ impl Executions {
             changed: Notify::new(),
             live: Default::default(),
             pending: Default::default(),
+            writing: Default::default(),
             threads: Default::default(),
             pruner: Default::default(),
             unpruned: Default::default(),

@@ -10,7 +10,19 @@ use crate::call::{CallError, Logs};
 use crate::store::Store;
 
 fn open(dir: &std::path::Path, retention: Retention) -> Arc<Executions> {
-    let store = Arc::new(Store::open(&dir.join("db")).unwrap());
+    // A store reopened right after it was dropped may still be locked by sled's own threads for
+    // a moment.
+    let mut tries = 0;
+    let store = loop {
+        match Store::open(&dir.join("db")) {
+            Ok(store) => break Arc::new(store),
+            Err(_) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot open the store: {e}"),
+        }
+    };
     Executions::open(&store, retention).unwrap()
 }
 

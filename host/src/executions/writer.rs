@@ -18,6 +18,9 @@ pub const WRITE_BATCH_EVERY: Duration = Duration::from_millis(100);
 /// Records waiting that make the next direct call write them at once.
 const WRITE_BATCH_SIZE: usize = 512;
 
+/// The fewest records written that wake the pruning thread before its time.
+pub const PRUNE_AFTER_WRITES: u64 = 100;
+
 /// Run `work` on a thread named `name` after `first`, then every `period`, while the records
 /// are in use and not stopping.
 fn every(
@@ -57,10 +60,11 @@ impl Executions {
         self.threads.lock().unwrap().extend([writer, pruner]);
     }
 
-    /// Wake the pruning thread once a tenth of the count limit was written since it last ran,
-    /// so that a busy host keeps close to its limit instead of overshooting it for a minute.
+    /// Wake the pruning thread once a tenth of the count limit (at least [`PRUNE_AFTER_WRITES`]
+    /// records) was written since it last ran, so that a busy host keeps close to its limit
+    /// instead of overshooting it for a minute.
     fn count_written(&self, written: u64) {
-        let every = (self.retention.max_count / 10).max(1);
+        let every = (self.retention.max_count / 10).max(PRUNE_AFTER_WRITES);
         if self.unpruned.fetch_add(written, Ordering::Relaxed) + written >= every {
             self.unpruned.store(0, Ordering::Relaxed);
             if let Some(pruner) = self.pruner.get() {
@@ -84,6 +88,7 @@ impl Executions {
 
     /// Write the records of direct calls that wait in memory, in one batch.
     pub(crate) fn write_pending(&self) {
+        let _writing = self.writing.lock().unwrap();
         let pending = std::mem::take(&mut *self.pending.lock().unwrap());
         if pending.is_empty() {
             return;
