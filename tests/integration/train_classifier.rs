@@ -120,10 +120,14 @@ fn the_site_trains_a_classifier_that_survives_a_killed_host() {
         assert!(started.elapsed() < Duration::from_secs(300), "never finished after the restart: {seen:#?}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Polled every 100 ms, a quick stage may be missed: any stage before the epochs shows that
-    // the training started over.
-    let early = ["Training Starting", "Loading Images", "Images Loaded", "Images processed"];
-    assert!(seen.iter().any(|s| early.iter().any(|e| s.starts_with(e))), "training started over: {seen:#?}");
+    // Polled every 100 ms, quick stages may be missed: any stage before the epochs, or an epoch
+    // below the one seen before the kill, shows that the training started over.
+    let early = ["Training Starting", "Loading Images", "Images Loaded", "Images processed", "Model Built"];
+    let epoch = |s: &str| s.strip_prefix("Training: epoch ")?.split('/').next()?.parse::<u32>().ok();
+    let at_kill = seen.first().and_then(|s| epoch(s)).unwrap_or(0);
+    let restarted =
+        seen.iter().any(|s| early.iter().any(|e| s.starts_with(e)) || epoch(s).is_some_and(|n| n < at_kill));
+    assert!(restarted, "training started over: {seen:#?}");
     // The cut-off delivery of `new-model` ran again and took the task, leased by the killed
     // host, as its second delivery.
     let trainer = send(addr, "GET", "/v1/executions?trigger=train-on-new-model&limit=1", &[], b"").json();
