@@ -1,56 +1,53 @@
 //! The index of execution records by what lists filter on, so that a filter reads only the
 //! records it answers with.
 //!
-//! Tree `execution-index` holds one empty entry per record and field: `FIELD \0 VALUE \0 ID`, with
-//! `FIELD` one of `a` (app), `f` (function), `t` (trigger) and `s` (status). Ids have a fixed
-//! width, so the entries of one value sort by id like the records do.
+//! Tree `execution-index` holds one entry per record: key `APP \0 ID`, value
+//! `FUNCTION \0 TRIGGER \0 STATUS`. One entry (not one per field) keeps recording cheap: it is
+//! one more sled insert on the hot path of direct calls. Ids have a fixed width, so an app's
+//! entries sort by id like the records do; lists over several apps merge the apps' entries.
 
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
 use super::{Execution, ExecutionFilter, Executions, Status, storage};
 
-/// The fields indexed, by their key letter.
-const APP: u8 = b'a';
-const FUNCTION: u8 = b'f';
-const TRIGGER: u8 = b't';
-const STATUS: u8 = b's';
-
-/// Marks an index built over every record (absent in data dirs written before the index).
+/// Marks an index built over every record (absent in data dirs written before the index). App
+/// names never start with this byte.
 const BUILT: &[u8] = b"\xffbuilt";
 
-/// The start of every entry of `value` of `field`.
-pub(super) fn prefix(field: u8, value: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(value.len() + 19);
-    key.extend_from_slice(&[field, 0]);
-    key.extend_from_slice(value.as_bytes());
+/// The start of every entry of `app`.
+fn prefix(app: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(app.len() + 17);
+    key.extend_from_slice(app.as_bytes());
     key.push(0);
     key
 }
 
-fn entry(field: u8, value: &str, id: &str) -> Vec<u8> {
-    let mut key = prefix(field, value);
-    key.extend_from_slice(id.as_bytes());
-    key
+/// The index entry (key, value) of `record`.
+pub(crate) fn entry(record: &Execution) -> (Vec<u8>, Vec<u8>) {
+    let mut key = prefix(&record.app);
+    key.extend_from_slice(record.id.as_bytes());
+    let value = [record.function.as_str(), record.trigger.as_str(), record.status.as_str()].join("\0");
+    (key, value.into_bytes())
 }
 
-/// The index entries of `record`.
-pub(crate) fn entries(record: &Execution) -> [Vec<u8>; 4] {
-    [
-        entry(APP, &record.app, &record.id),
-        entry(FUNCTION, &record.function, &record.id),
-        entry(TRIGGER, &record.trigger, &record.id),
-        entry(STATUS, record.status.as_str(), &record.id),
-    ]
+/// What an entry's value says: function, trigger, status.
+fn fields(value: &[u8]) -> Option<(&str, &str, &str)> {
+    let mut parts = std::str::from_utf8(value).ok()?.split('\0');
+    Some((parts.next()?, parts.next()?, parts.next()?))
 }
 
-/// The app-index entry of `app` that sorts right after `app`'s, for walking the apps.
-fn after_app(app: &[u8]) -> Vec<u8> {
-    let mut key = vec![APP, 0];
-    key.extend_from_slice(app);
-    key.push(1);
-    key
+/// Whether an entry's value passes the filter's function, trigger and status.
+fn passes(filter: &ExecutionFilter, value: &[u8]) -> bool {
+    fields(value).is_some_and(|(function, trigger, status)| {
+        filter.function.as_deref().is_none_or(|f| f == function)
+            && filter.trigger.as_deref().is_none_or(|t| t == trigger)
+            && filter.status.is_none_or(|s| s.as_str() == status)
+    })
 }
+
+/// Entries of one app newest first, older than `before`: (id, value).
+type Entries<'a> = Box<dyn Iterator<Item = (Vec<u8>, sled::IVec)> + 'a>;
 
 impl Executions {
     /// Build the index over every record if this data dir has none yet.
@@ -64,34 +61,17 @@ impl Executions {
         for entry in self.records.iter() {
             let (_, bytes) = entry?;
             if let Some(record) = self.decode(&bytes) {
-                self.index_insert(&record)?;
+                self.index_put(&record)?;
             }
         }
         self.index.insert(BUILT, b"".as_slice())?;
         Ok(())
     }
 
-    /// Add the entries of a new `record`.
-    pub(super) fn index_insert(&self, record: &Execution) -> Result<(), sled::Error> {
-        for key in entries(record) {
-            self.index.insert(key, b"".as_slice())?;
-        }
-        Ok(())
-    }
-
-    /// Add `record`'s entries, and drop those of its other statuses (it may have changed).
-    pub(super) fn index_update(&self, record: &Execution) -> Result<(), sled::Error> {
-        for status in Status::ALL.into_iter().filter(|s| *s != record.status) {
-            self.index.remove(entry(STATUS, status.as_str(), &record.id))?;
-        }
-        self.index_insert(record)
-    }
-
-    /// Drop `record`'s entries.
-    pub(super) fn index_remove(&self, record: &Execution) -> Result<(), sled::Error> {
-        for key in entries(record) {
-            self.index.remove(key)?;
-        }
+    /// Add or update the entry of `record`.
+    pub(super) fn index_put(&self, record: &Execution) -> Result<(), sled::Error> {
+        let (key, value) = entry(record);
+        self.index.insert(key, value)?;
         Ok(())
     }
 
@@ -107,36 +87,52 @@ impl Executions {
         self.decoded.load(Ordering::Relaxed)
     }
 
+    /// The entries of `app`, newest first, older than `before`.
+    fn app_entries(&self, app: &str, before: Option<&str>) -> Entries<'_> {
+        let start = prefix(app);
+        let end = match before {
+            Some(id) => Bound::Excluded([start.as_slice(), id.as_bytes()].concat()),
+            None => Bound::Excluded([&start[..start.len() - 1], &[1]].concat()),
+        };
+        let at = start.len();
+        Box::new(
+            self.index
+                .range((Bound::Included(start), end))
+                .rev()
+                .filter_map(Result::ok)
+                .map(move |(key, value)| (key[at..].to_vec(), value)),
+        )
+    }
+
     /// Records matching `filter`, newest first, at most `limit`, older than `before` (an id).
-    /// With a filter, the index of one filtered field gives the candidates and the others are
-    /// checked in the index too: only records that match are read.
+    /// With a filter, the index entries of the filtered app (or of every app, merged by id) are
+    /// checked first: only records that match are read.
     pub fn list(&self, filter: &ExecutionFilter, before: Option<&str>, limit: usize) -> Vec<Execution> {
         self.write_pending();
-        let status = filter.status.map(Status::as_str);
-        let conditions: Vec<Vec<u8>> = [
-            (STATUS, status),
-            (FUNCTION, filter.function.as_deref()),
-            (TRIGGER, filter.trigger.as_deref()),
-            (APP, filter.app.as_deref()),
-        ]
-        .into_iter()
-        .filter_map(|(field, value)| Some(prefix(field, value?)))
-        .collect();
-        let Some((first, others)) = conditions.split_first() else {
+        if filter == &ExecutionFilter::default() {
             let end = before.map_or(Bound::Unbounded, |id| Bound::Excluded(id.as_bytes().to_vec()));
             let records = self.records.range((Bound::Unbounded, end)).rev().filter_map(Result::ok);
             return records.filter_map(|(_, bytes)| self.decode(&bytes)).take(limit).collect();
+        }
+        let apps = match &filter.app {
+            Some(app) => vec![app.clone()],
+            None => self.indexed_apps(),
         };
-        let end = match before {
-            Some(id) => [first.as_slice(), id.as_bytes()].concat(),
-            None => [&first[..first.len() - 1], &[1]].concat(),
-        };
-        let ids = self.index.range(first.clone()..end).keys().rev().filter_map(Result::ok);
-        ids.map(|key| key[first.len()..].to_vec())
-            .filter(|id| {
-                others.iter().all(|other| self.index.contains_key([other.as_slice(), id].concat()).unwrap_or(false))
-            })
-            .filter_map(|id| self.decode(&self.records.get(&id).ok()??))
+        let mut sources: Vec<std::iter::Peekable<Entries<'_>>> =
+            apps.iter().map(|app| self.app_entries(app, before).peekable()).collect();
+        // Newest first across apps: always take the largest id at the head of a source.
+        let merged = std::iter::from_fn(move || {
+            let newest = sources
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, s)| s.peek().map(|(id, _)| (i, id.clone())))
+                .max_by(|a, b| a.1.cmp(&b.1))?
+                .0;
+            sources[newest].next()
+        });
+        merged
+            .filter(|(_, value)| passes(filter, value))
+            .filter_map(|(id, _)| self.decode(&self.records.get(&id).ok()??))
             .filter(|record| filter.matches(record))
             .take(limit)
             .collect()
@@ -145,32 +141,29 @@ impl Executions {
     /// Every app with records, by name.
     pub(super) fn indexed_apps(&self) -> Vec<String> {
         let mut apps = Vec::new();
-        let mut from = vec![APP, 0];
-        while let Some(Ok(key)) = self.index.range(from.clone()..vec![APP, 1]).keys().next() {
-            let app = &key[2..];
-            let Some(end) = app.iter().position(|b| *b == 0) else { break };
-            apps.push(String::from_utf8_lossy(&app[..end]).into_owned());
-            from = after_app(&app[..end]);
+        let mut from = Vec::new();
+        while let Some(Ok(key)) = self.index.range(from.clone()..BUILT.to_vec()).keys().next() {
+            let Some(end) = key.iter().position(|b| *b == 0) else { break };
+            apps.push(String::from_utf8_lossy(&key[..end]).into_owned());
+            // The first key after every entry of this app.
+            from = [&key[..end], &[1]].concat();
         }
         apps
     }
 
     /// Ids of `app`'s records that are final, newest first.
     pub(super) fn final_ids(&self, app: &str) -> impl Iterator<Item = String> + '_ {
-        let start = prefix(APP, app);
-        let end = [&start[..start.len() - 1], &[1]].concat();
-        let running = [prefix(STATUS, Status::Queued.as_str()), prefix(STATUS, Status::Running.as_str())];
-        self.index.range(start.clone()..end).keys().rev().filter_map(Result::ok).filter_map(move |key| {
-            let id = &key[start.len()..];
-            let busy = running.iter().any(|p| self.index.contains_key([p.as_slice(), id].concat()).unwrap_or(false));
-            (!busy).then(|| String::from_utf8_lossy(id).into_owned())
+        self.app_entries(app, None).filter_map(|(id, value)| {
+            let status = fields(&value)?.2.parse::<Status>().ok()?;
+            status.is_final().then(|| String::from_utf8_lossy(&id).into_owned())
         })
     }
 
-    /// Delete a record with its logs and index entries.
+    /// Delete a record with its logs and index entry.
     pub(super) fn delete(&self, record: &Execution) -> Result<(), String> {
         self.records.remove(record.id.as_bytes()).map_err(storage)?;
         self.logs.remove(record.id.as_bytes()).map_err(storage)?;
-        self.index_remove(record).map_err(storage)
+        self.index.remove(entry(record).0).map_err(storage)?;
+        Ok(())
     }
 }

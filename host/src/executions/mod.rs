@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 pub use self::cancel::CancelError;
-pub(crate) use self::index::entries as index_entries;
+pub(crate) use self::index::entry as index_entry;
 pub use self::record::{Execution, ExecutionFilter, Status, error_json, now_ms};
 pub use self::retention::{PRUNE_EVERY, PRUNE_FIRST, Retention};
 pub use self::writer::{PRUNE_AFTER_WRITES, WRITE_BATCH_EVERY};
@@ -162,7 +162,7 @@ impl Executions {
     /// Store a record (and optionally a new attempt's logs).
     pub(crate) fn put(&self, record: &Execution, logs: Option<(&Logs, u32)>) -> Result<(), String> {
         self.records.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(storage)?).map_err(storage)?;
-        self.index_update(record).map_err(storage)?;
+        self.index_put(record).map_err(storage)?;
         if let Some((logs, attempt)) = logs {
             let mut text = self.logs(&record.id).unwrap_or_default();
             text.push_str(&format_attempt(logs, attempt));

@@ -145,7 +145,7 @@ impl Execution {
 }
 
 /// Which executions to list.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecutionFilter {
     /// Only this app.
     pub app: Option<String>,

@@ -97,7 +97,7 @@ impl Executions {
         // stalls every other reader of every database in the process while it waits.
         let write = |record: &Execution, output: &Logs| -> Result<(), String> {
             self.records.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(storage)?).map_err(storage)?;
-            self.index_insert(record).map_err(storage)?;
+            self.index_put(record).map_err(storage)?;
             if !(output.stdout.is_empty() && output.stderr.is_empty()) {
                 self.logs
                     .insert(record.id.as_bytes(), format_attempt(output, record.attempt).into_bytes())

@@ -16,7 +16,7 @@ use sled::transaction::ConflictableTransactionError;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::executions::{Execution, Executions, index_entries, run_key};
+use crate::executions::{Execution, Executions, index_entry, run_key};
 use crate::manifest::ManifestError;
 use crate::store::Store;
 use crate::{App, Error, Function, Host, runner};
@@ -141,9 +141,8 @@ fn accept_event(events: &sled::Tree, key: &[u8], executions: &Executions, record
                     queue.insert(claim.as_bytes(), record.id.as_bytes())?;
                 }
                 records_tree.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(conflict)?)?;
-                for key in index_entries(record) {
-                    index.insert(key, b"".as_slice())?;
-                }
+                let (key, value) = index_entry(record);
+                index.insert(key, value)?;
                 queue.insert(run_key(&record.id), record.id.as_bytes())?;
             }
             Ok(())
