@@ -161,8 +161,18 @@ impl Executions {
 
     /// Store a record (and optionally a new attempt's logs).
     pub(crate) fn put(&self, record: &Execution, logs: Option<(&Logs, u32)>) -> Result<(), String> {
-        self.records.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(storage)?).map_err(storage)?;
-        self.index_put(record).map_err(storage)?;
+        use sled::Transactional;
+        // The record and its index entry in one transaction: a crash between them would leave a
+        // stale status in the index, and status-filtered lists would miss the record for good.
+        let bytes = serde_json::to_vec(record).map_err(storage)?;
+        let (key, value) = index_entry(record);
+        (&self.records, &self.index)
+            .transaction(|(records, index)| {
+                records.insert(record.id.as_bytes(), bytes.as_slice())?;
+                index.insert(key.as_slice(), value.as_slice())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| storage(format!("{e:?}")))?;
         if let Some((logs, attempt)) = logs {
             let mut text = self.logs(&record.id).unwrap_or_default();
             text.push_str(&format_attempt(logs, attempt));

@@ -95,9 +95,11 @@ impl Executions {
         }
         // Plain inserts, not `apply_batch`: a batch takes sled's process-wide write lock, which
         // stalls every other reader of every database in the process while it waits.
+        // The index entry first: a crash between the two leaves an entry whose record is missing,
+        // which lists skip, never a record that filtered lists cannot find.
         let write = |record: &Execution, output: &Logs| -> Result<(), String> {
-            self.records.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(storage)?).map_err(storage)?;
             self.index_put(record).map_err(storage)?;
+            self.records.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(storage)?).map_err(storage)?;
             if !(output.stdout.is_empty() && output.stderr.is_empty()) {
                 self.logs
                     .insert(record.id.as_bytes(), format_attempt(output, record.attempt).into_bytes())
