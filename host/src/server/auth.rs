@@ -72,9 +72,9 @@ impl Auth {
     }
 
     /// A new session id, remembered until it expires.
-    fn open_session(&self) -> std::io::Result<String> {
+    fn open_session(&self) -> Result<String, getrandom::Error> {
         let mut bytes = [0u8; 32];
-        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+        getrandom::fill(&mut bytes)?;
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let now = Instant::now();
         let mut sessions = self.sessions.lock().expect("sessions lock");

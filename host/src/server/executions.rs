@@ -25,14 +25,9 @@ pub(super) fn routes() -> Router<Shared> {
 }
 
 /// Run `read` on the execution records on a blocking thread: a list may read many records.
-async fn blocking<T: Send + 'static>(
-    server: &Shared,
-    read: impl FnOnce(&Executions) -> T + Send + 'static,
-) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(server: &Shared, read: impl FnOnce(&Executions) -> T + Send + 'static) -> T {
     let executions = server.host.executions().clone();
-    tokio::task::spawn_blocking(move || read(&executions)).await.map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "host-error", format!("reading execution records: {e}"))
-    })
+    crate::files::blocking(move || read(&executions)).await
 }
 
 #[derive(Deserialize)]
@@ -56,7 +51,7 @@ async fn list(State(server): State<Shared>, Query(q): Query<ListQuery>) -> Resul
     };
     let filter = ExecutionFilter { app: q.app, function: q.function, trigger: q.trigger, status };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let records = blocking(&server, move |executions| executions.list(&filter, q.before.as_deref(), limit)).await?;
+    let records = blocking(&server, move |executions| executions.list(&filter, q.before.as_deref(), limit)).await;
     Ok(axum::Json(json!(records)))
 }
 
@@ -88,7 +83,7 @@ async fn show(
                 let id = id.clone();
                 move |executions| executions.get(&id)
             })
-            .await?
+            .await
         }
     };
     Ok(axum::Json(json!(record.ok_or_else(|| unknown(&id))?)))
@@ -114,7 +109,7 @@ async fn logs(
         let id = id.clone();
         move |executions| executions.get(&id).map(|_| executions.logs(&id))
     })
-    .await?;
+    .await;
     let text = text.ok_or_else(|| unknown(&id))?;
     if !q.follow {
         let text = text.unwrap_or_default();

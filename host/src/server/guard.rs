@@ -30,7 +30,7 @@ pub(super) async fn check(State(server): State<Shared>, request: Request, next: 
             return ApiError::new(StatusCode::FORBIDDEN, "host-not-allowed", message).into_response();
         }
     }
-    let guarded = ["/v1", "/ui", "/metrics"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/")));
+    let guarded = ["/v1", "/ui", "/metrics"].iter().any(|p| under(&path, p));
     if !guarded {
         return secured(&path, next.run(request).await);
     }
@@ -53,6 +53,11 @@ pub(super) async fn check(State(server): State<Shared>, request: Request, next: 
         .into_response();
     }
     secured(&path, next.run(request).await)
+}
+
+/// Whether `path` is `prefix` or below it.
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Whether `host` (a `Host` header, with or without a port) names this server: an IP address (a
@@ -134,7 +139,7 @@ fn secured(path: &str, mut response: Response) -> Response {
         if !json && !headers.contains_key(header::CONTENT_DISPOSITION) {
             headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
         }
-    } else if path == "/ui" || path.starts_with("/ui/") || path == "/docs" || path.starts_with("/docs/") {
+    } else if under(path, "/ui") || under(path, "/docs") {
         headers.insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static("frame-ancestors 'none'; object-src 'none'; base-uri 'none'"),
