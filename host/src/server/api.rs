@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use super::routes::Route;
 use super::{ApiError, Shared, describe_route};
 use crate::{App, Function};
 
@@ -117,7 +118,7 @@ pub(super) async fn invoke(
     }
     if query.r#async || query.enqueue {
         let id = if query.enqueue { function.enqueue(&args).await? } else { function.spawn(&args).await? };
-        let location = format!("/v1/executions/{id}");
+        let location = Route::ShowExecution.path(&[&id]);
         let body = json!({ "id": id, "status": "queued", "location": location });
         return Ok((StatusCode::ACCEPTED, [(LOCATION, location)], axum::Json(body)).into_response());
     }

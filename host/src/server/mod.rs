@@ -331,7 +331,7 @@ async fn access_log(request: Request, next: Next) -> Response {
 /// Refuse requests beyond `max_requests` at once with `503 overloaded`, instead of queueing.
 async fn limit_requests(State(server): State<Shared>, request: Request, next: Next) -> Response {
     // A health check must answer even when every slot is taken.
-    if request.uri().path() == "/healthz" {
+    if request.uri().path() == routes::Route::Healthz.template() {
         return next.run(request).await;
     }
     match server.requests.try_acquire() {
