@@ -1,13 +1,16 @@
 //! `/v1/openapi.json` is a valid OpenAPI 3.1 document (checked by `openapi-spec-validator`) that
 //! describes every endpoint, and `schemathesis` fuzzing every operation (functions, stores,
-//! buckets, items, queues, topics, executions) on a live server finds no 5xx.
+//! buckets, items, queues, topics, executions) on a live server finds no 5xx. The route table,
+//! the document and the router agree: every route is described, every described path is a route
+//! (or an app's `wasi:http` route) and its handler answers it.
 //! Both come from PyPI, pinned (see [`python_tools`]).
 
 use std::process::Command;
 use std::time::Duration;
 
 use host::server::ServerConfig;
-use serde_json::json;
+use host::server::routes::Route;
+use serde_json::{Value, json};
 
 use crate::common::{COUNTER, HELLO, HELLO_HTTP, MESSAGING, PROBE, python_tools};
 use crate::server::{send, serve_apps};
@@ -91,4 +94,58 @@ fn openapi_document_is_valid_and_the_live_server_never_answers_5xx() {
         report.contains(&format!("Tested: {operations}\n")),
         "every one of {operations} operations tested:\n{report}"
     );
+    // Last, as answering every operation pauses functions and writes keys.
+    routes_are_documented_and_answered(server.addr, &auth, &doc);
+}
+
+/// Whether the router's `template` (`{name}` one segment, `{*name}` the rest) covers the
+/// document's `path`, whose parameters are `{name}` too.
+fn covers(template: &str, path: &str) -> bool {
+    let (mut template, mut path) = (template.split('/'), path.split('/'));
+    loop {
+        match (template.next(), path.next()) {
+            (None, None) => return true,
+            (Some(t), Some(_)) if t.starts_with("{*") => return true,
+            (Some(t), Some(p)) if t.starts_with('{') || t == p => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The table's route of a documented operation: same method, a path it covers, and its operation
+/// id (followed by the app and resource names when per app).
+fn route_of(path: &str, method: &str, op: &Value) -> Option<Route> {
+    let id = op["operationId"].as_str().unwrap_or_default();
+    Route::ALL.iter().copied().find(|r| {
+        r.method().as_str().eq_ignore_ascii_case(method)
+            && covers(r.template(), path)
+            && (id == r.operation() || id.starts_with(&format!("{}__", r.operation())))
+    })
+}
+
+fn routes_are_documented_and_answered(addr: std::net::SocketAddr, auth: &str, doc: &Value) {
+    let mut documented = std::collections::HashSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap().iter().filter(|(key, _)| *key != "parameters") {
+            let Some(route) = route_of(path, method, op) else {
+                let summary = op["summary"].as_str().unwrap_or_default();
+                assert!(summary.starts_with("wasi:http route"), "{method} {path} is described but is no route");
+                continue;
+            };
+            documented.insert(route);
+            // Any value for the parameters: a handler's own 404 (`unknown-execution`, `no-such-key`)
+            // is an answer, the router's `not-found` or `method-not-allowed` is not.
+            let concrete = path.split('/').map(|s| if s.starts_with('{') { "x" } else { s }).collect::<Vec<_>>();
+            let answer = send(addr, &method.to_uppercase(), &concrete.join("/"), &[auth], b"");
+            let code = answer.json()["code"].as_str().map(str::to_string);
+            assert!(
+                !matches!(code.as_deref(), Some("not-found" | "method-not-allowed")),
+                "{method} {path} is described but not answered: {} {}",
+                answer.status,
+                answer.text()
+            );
+        }
+    }
+    let missing: Vec<_> = Route::ALL.iter().filter(|r| !documented.contains(r)).collect();
+    assert!(missing.is_empty(), "routes not in the document: {missing:?}");
 }

@@ -2,31 +2,18 @@
 //! (now, as jobs, serially, or mapped over many inputs), pause and resume them, and see the most
 //! recent calls.
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use super::routes::Route;
 use super::{ApiError, Shared, describe_route};
 use crate::{App, Function};
-
-pub(super) fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/v1/apps", get(list_apps))
-        .route("/v1/apps/{app}", get(show_app))
-        .route("/v1/apps/{app}/functions/{function}", get(show_function).post(invoke))
-        .route("/v1/apps/{app}/functions/{function}/map", post(map))
-        .route("/v1/apps/{app}/functions/{function}/starmap", post(starmap))
-        .route("/v1/apps/{app}/functions/{function}/pause", post(pause))
-        .route("/v1/apps/{app}/functions/{function}/resume", post(resume))
-        .route("/v1/calls", get(recent_calls))
-}
 
 fn describe_function(app: &App, f: &Function) -> Value {
     let mut described = f.export().describe(f.name());
@@ -53,15 +40,18 @@ pub(super) fn find<'a>(server: &'a Shared, name: &str) -> Result<&'a App, ApiErr
     })
 }
 
-async fn list_apps(State(server): State<Shared>) -> axum::Json<Value> {
+pub(super) async fn list_apps(State(server): State<Shared>) -> axum::Json<Value> {
     axum::Json(Value::Array(server.apps.values().map(describe_app).collect()))
 }
 
-async fn show_app(State(server): State<Shared>, Path(app): Path<String>) -> Result<axum::Json<Value>, ApiError> {
+pub(super) async fn show_app(
+    State(server): State<Shared>,
+    Path(app): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
     Ok(axum::Json(describe_app(find(&server, &app)?)))
 }
 
-async fn show_function(
+pub(super) async fn show_function(
     State(server): State<Shared>,
     Path((app, function)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -83,7 +73,7 @@ pub(super) fn body_error(server: &Shared, rejection: BytesRejection) -> ApiError
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct InvokeQuery {
+pub(super) struct InvokeQuery {
     #[serde(default)]
     r#async: bool,
     #[serde(default)]
@@ -106,7 +96,7 @@ fn json_body(server: &Shared, body: Result<Bytes, BytesRejection>) -> Result<Val
 /// `accept` parameter left out is taken from the `Accept` header. With `?async=true` the call
 /// runs as a job: 202 with its execution id at once (follow it under `/v1/executions/ID`);
 /// `?enqueue=true` does the same, but such calls of the function run one at a time, in order.
-async fn invoke(
+pub(super) async fn invoke(
     State(server): State<Shared>,
     Path((app, function)): Path<(String, String)>,
     Query(query): Query<InvokeQuery>,
@@ -128,7 +118,7 @@ async fn invoke(
     }
     if query.r#async || query.enqueue {
         let id = if query.enqueue { function.enqueue(&args).await? } else { function.spawn(&args).await? };
-        let location = format!("/v1/executions/{id}");
+        let location = Route::ShowExecution.path(&[&id]);
         let body = json!({ "id": id, "status": "queued", "location": location });
         return Ok((StatusCode::ACCEPTED, [(LOCATION, location)], axum::Json(body)).into_response());
     }
@@ -149,7 +139,7 @@ async fn invoke(
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MapQuery {
+pub(super) struct MapQuery {
     /// Answer one JSON line per call as each ends (`{"index": I, "ok": ...}` or `"err"`).
     #[serde(default)]
     stream: bool,
@@ -158,7 +148,7 @@ struct MapQuery {
 /// `map`: body `{"inputs": [...]}`, a list of values of the function's single parameter, or an
 /// object of equally long lists by parameter name. The answer is `{"results": [...]}` in input
 /// order, each `{"ok": value}` or `{"err": {"code", "message"}}`, plus counts.
-async fn map(
+pub(super) async fn map(
     State(server): State<Shared>,
     Path((app, function)): Path<(String, String)>,
     Query(query): Query<MapQuery>,
@@ -172,7 +162,7 @@ async fn map(
 
 /// `starmap`: body `{"args": [...]}`, one argument list (or object by parameter name) per call;
 /// answers like `map`.
-async fn starmap(
+pub(super) async fn starmap(
     State(server): State<Shared>,
     Path((app, function)): Path<(String, String)>,
     Query(query): Query<MapQuery>,
@@ -233,20 +223,20 @@ fn set_paused(server: &Shared, app: &str, function: &str, paused: bool) -> Resul
 }
 
 /// Stop a function (every export and route of its component) taking calls: they get `503 paused`.
-async fn pause(
+pub(super) async fn pause(
     State(server): State<Shared>,
     Path((app, function)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>, ApiError> {
     set_paused(&server, &app, &function, true)
 }
 
-async fn resume(
+pub(super) async fn resume(
     State(server): State<Shared>,
     Path((app, function)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>, ApiError> {
     set_paused(&server, &app, &function, false)
 }
 
-async fn recent_calls(State(server): State<Shared>) -> axum::Json<Value> {
+pub(super) async fn recent_calls(State(server): State<Shared>) -> axum::Json<Value> {
     axum::Json(json!(server.host.metrics().recent()))
 }

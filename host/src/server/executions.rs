@@ -4,25 +4,15 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, Shared};
 use crate::executions::{CancelError, ExecutionFilter, Executions, Status};
-
-pub(super) fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/v1/executions", get(list))
-        .route("/v1/executions/{id}", get(show))
-        .route("/v1/executions/{id}/logs", get(logs))
-        .route("/v1/executions/{id}/cancel", post(cancel))
-}
 
 /// Run `read` on the execution records on a blocking thread: a list may read many records.
 async fn blocking<T: Send + 'static>(server: &Shared, read: impl FnOnce(&Executions) -> T + Send + 'static) -> T {
@@ -32,7 +22,7 @@ async fn blocking<T: Send + 'static>(server: &Shared, read: impl FnOnce(&Executi
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(super) struct ListQuery {
     app: Option<String>,
     function: Option<String>,
     trigger: Option<String>,
@@ -43,7 +33,10 @@ struct ListQuery {
 }
 
 /// Records newest first, 100 a page (at most 1000).
-async fn list(State(server): State<Shared>, Query(q): Query<ListQuery>) -> Result<axum::Json<Value>, ApiError> {
+pub(super) async fn list(
+    State(server): State<Shared>,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
     let status = match q.status.as_deref().map(str::parse::<Status>) {
         Some(Err(message)) => return Err(ApiError::bad_request("bad-query", message)),
         Some(Ok(status)) => Some(status),
@@ -57,7 +50,7 @@ async fn list(State(server): State<Shared>, Query(q): Query<ListQuery>) -> Resul
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ShowQuery {
+pub(super) struct ShowQuery {
     /// Wait up to this long (e.g. `10s`, at most 5 minutes) for the execution to finish.
     wait: Option<String>,
 }
@@ -66,7 +59,7 @@ fn unknown(id: &str) -> ApiError {
     ApiError::not_found("unknown-execution", format!("no execution `{id}`"))
 }
 
-async fn show(
+pub(super) async fn show(
     State(server): State<Shared>,
     Path(id): Path<String>,
     Query(q): Query<ShowQuery>,
@@ -91,7 +84,7 @@ async fn show(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LogsQuery {
+pub(super) struct LogsQuery {
     /// Stream with Server-Sent Events until the execution finishes.
     #[serde(default)]
     follow: bool,
@@ -99,7 +92,7 @@ struct LogsQuery {
 
 /// The logs as text, or followed: `log` events carrying new text, then one `end` event carrying
 /// the final record.
-async fn logs(
+pub(super) async fn logs(
     State(server): State<Shared>,
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
@@ -148,7 +141,10 @@ async fn logs(
 
 /// Cancel a queued or running execution: it ends `cancelled` (a running one within an epoch
 /// tick); answers the record. A final one is a `409 already-final`.
-async fn cancel(State(server): State<Shared>, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
+pub(super) async fn cancel(
+    State(server): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
     match server.host.executions().cancel(&id).await {
         Ok(record) => Ok(axum::Json(json!(record))),
         Err(CancelError::Unknown(_)) => Err(unknown(&id)),

@@ -1,30 +1,17 @@
 //! `/v1/apps/{app}/datasets/{dataset}/items...`: upload (raw body or multipart), list, get,
 //! download, update metadata, delete, and annotations, for datasets granted to the app.
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::api::{body_error, find};
 use super::{ApiError, Shared};
 use crate::datasets::{Dataset, Geometry, ItemFilter, ItemsError};
-
-pub(super) fn routes() -> Router<Shared> {
-    let base = "/v1/apps/{app}/datasets/{dataset}/items";
-    Router::new()
-        .route(base, get(list).post(upload))
-        .route(&format!("{base}/{{id}}"), get(show).delete(remove))
-        .route(&format!("{base}/{{id}}/download"), get(download))
-        .route(&format!("{base}/{{id}}/metadata"), put(update_metadata))
-        .route(&format!("{base}/{{id}}/annotations"), get(annotations).post(add_annotations))
-        .route(&format!("{base}/{{id}}/annotations/{{annotation}}"), delete(delete_annotation))
-}
 
 impl From<ItemsError> for ApiError {
     fn from(e: ItemsError) -> ApiError {
@@ -48,14 +35,14 @@ fn dataset(server: &Shared, app: &str, name: &str) -> Result<Dataset, ApiError> 
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(super) struct ListQuery {
     dir: Option<String>,
     mimetype: Option<String>,
     cursor: Option<String>,
     limit: Option<u32>,
 }
 
-async fn list(
+pub(super) async fn list(
     State(server): State<Shared>,
     Path((app, name)): Path<(String, String)>,
     Query(q): Query<ListQuery>,
@@ -67,7 +54,7 @@ async fn list(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UploadQuery {
+pub(super) struct UploadQuery {
     /// The folder (default `/`).
     dir: Option<String>,
     /// The file name; required for a raw body.
@@ -78,7 +65,7 @@ struct UploadQuery {
 
 /// Upload: a raw body (`?name=` required, `Content-Type` is the mimetype) answers the item; a
 /// `multipart/form-data` body uploads every file field and answers the list of items.
-async fn upload(
+pub(super) async fn upload(
     State(server): State<Shared>,
     Path((app, name)): Path<(String, String)>,
     Query(q): Query<UploadQuery>,
@@ -113,14 +100,14 @@ async fn upload(
     Ok((StatusCode::CREATED, axum::Json(json!(item))))
 }
 
-async fn show(
+pub(super) async fn show(
     State(server): State<Shared>,
     Path((app, name, id)): Path<(String, String, String)>,
 ) -> Result<axum::Json<Value>, ApiError> {
     Ok(axum::Json(json!(dataset(&server, &app, &name)?.get(&id)?)))
 }
 
-async fn download(
+pub(super) async fn download(
     State(server): State<Shared>,
     Path((app, name, id)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
@@ -130,7 +117,7 @@ async fn download(
     Ok(([(header::CONTENT_TYPE, item.mimetype)], bytes).into_response())
 }
 
-async fn update_metadata(
+pub(super) async fn update_metadata(
     State(server): State<Shared>,
     Path((app, name, id)): Path<(String, String, String)>,
     body: Result<Bytes, BytesRejection>,
@@ -140,7 +127,7 @@ async fn update_metadata(
     Ok(axum::Json(json!(dataset(&server, &app, &name)?.update_metadata(&id, text, None).await?)))
 }
 
-async fn remove(
+pub(super) async fn remove(
     State(server): State<Shared>,
     Path((app, name, id)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -148,7 +135,7 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn annotations(
+pub(super) async fn annotations(
     State(server): State<Shared>,
     Path((app, name, id)): Path<(String, String, String)>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -165,7 +152,7 @@ struct NewAnnotation {
     model: Option<String>,
 }
 
-async fn add_annotations(
+pub(super) async fn add_annotations(
     State(server): State<Shared>,
     Path((app, name, id)): Path<(String, String, String)>,
     body: Result<Bytes, BytesRejection>,
@@ -182,7 +169,7 @@ async fn add_annotations(
     Ok((StatusCode::CREATED, axum::Json(json!(added))))
 }
 
-async fn delete_annotation(
+pub(super) async fn delete_annotation(
     State(server): State<Shared>,
     Path((app, name, id, annotation)): Path<(String, String, String, String)>,
 ) -> Result<StatusCode, ApiError> {

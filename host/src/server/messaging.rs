@@ -5,12 +5,10 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -19,14 +17,6 @@ use super::api::{body_error, find};
 use super::{ApiError, Shared};
 use crate::manifest::QueueSpec;
 use crate::queues::{Queue, QueueError};
-
-pub(super) fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/v1/apps/{app}/queues/{queue}", get(stats).post(send))
-        .route("/v1/apps/{app}/queues/{queue}/receive", post(receive))
-        .route("/v1/apps/{app}/queues/{queue}/complete", post(complete))
-        .route("/v1/apps/{app}/topics/{topic}", post(publish))
-}
 
 impl From<QueueError> for ApiError {
     fn from(error: QueueError) -> ApiError {
@@ -60,13 +50,13 @@ fn duration(what: &str, text: Option<&str>, default: Duration) -> Result<Duratio
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SendQuery {
+pub(super) struct SendQuery {
     /// Visible after this long, e.g. `10s`.
     delay: Option<String>,
 }
 
 /// Send the raw request body as a message; 201 with its id.
-async fn send(
+pub(super) async fn send(
     State(server): State<Shared>,
     Path((app, name)): Path<(String, String)>,
     Query(q): Query<SendQuery>,
@@ -80,7 +70,7 @@ async fn send(
 }
 
 /// How many messages are ready and waiting (leased or delayed).
-async fn stats(
+pub(super) async fn stats(
     State(server): State<Shared>,
     Path((app, name)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -90,7 +80,7 @@ async fn stats(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReceiveQuery {
+pub(super) struct ReceiveQuery {
     /// At most this many messages (default 1, at most 100).
     max: Option<u32>,
     /// Lease them for this long (default `30s`).
@@ -98,7 +88,7 @@ struct ReceiveQuery {
 }
 
 /// Lease visible messages, oldest first: `[{id, body (base64), attempt, lease}]`.
-async fn receive(
+pub(super) async fn receive(
     State(server): State<Shared>,
     Path((app, name)): Path<(String, String)>,
     Query(q): Query<ReceiveQuery>,
@@ -121,7 +111,7 @@ struct CompleteBody {
 }
 
 /// Remove a leased message: body `{"lease": "..."}`; 409 `lease-expired` if the lease is over.
-async fn complete(
+pub(super) async fn complete(
     State(server): State<Shared>,
     Path((app, name)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
@@ -136,7 +126,7 @@ async fn complete(
 
 /// Publish the raw request body to every subscription of the topic; 201 with the event id.
 /// Query parameters become the event's attributes.
-async fn publish(
+pub(super) async fn publish(
     State(server): State<Shared>,
     Path((app, topic)): Path<(String, String)>,
     Query(attributes): Query<Vec<(String, String)>>,

@@ -5,6 +5,7 @@
 
 mod api;
 mod auth;
+mod bind;
 mod executions;
 mod guard;
 mod items;
@@ -12,6 +13,7 @@ mod listen;
 mod messaging;
 mod openapi;
 mod operator;
+pub mod routes;
 mod site;
 
 use std::collections::BTreeMap;
@@ -23,7 +25,6 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -276,24 +277,8 @@ pub fn router(host: &Host, apps: Vec<App>, config: ServerConfig) -> Result<Route
         config,
         mounts,
     });
-    let protected = api::routes()
-        .merge(operator::routes())
-        .merge(executions::routes())
-        .merge(items::routes())
-        .merge(messaging::routes())
-        .route("/v1/openapi.json", get(openapi::document))
-        .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn_with_state(server.clone(), auth::require_token));
     let max_body = server.config.max_body;
-    Ok(Router::new()
-        .merge(protected)
-        .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
-        .route("/ui/session", axum::routing::post(auth::login).delete(auth::logout))
-        .route("/ui", get(|| async { page(DASHBOARD_HTML) }))
-        .route("/ui/app.js", get(|| async { asset("text/javascript; charset=utf-8", DASHBOARD_JS) }))
-        .route("/ui/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
-        .route("/docs", get(|| async { page(DOCS_HTML) }))
-        .route("/docs/docs.js", get(|| async { asset("text/javascript; charset=utf-8", DOCS_JS) }))
+    Ok(bind::table(&server)
         .fallback(mounted)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(server.clone(), listen::limit_body))
@@ -334,25 +319,6 @@ fn check_config(config: &ServerConfig) -> Result<(), ServerError> {
     Ok(())
 }
 
-const DASHBOARD_HTML: &str = include_str!("ui/index.html");
-const DASHBOARD_JS: &str = include_str!("ui/app.js");
-const STYLE_CSS: &str = include_str!("ui/style.css");
-const DOCS_HTML: &str = include_str!("ui/docs.html");
-const DOCS_JS: &str = include_str!("ui/docs.js");
-
-fn page(html: &'static str) -> Response {
-    asset("text/html; charset=utf-8", html)
-}
-
-fn asset(content_type: &'static str, text: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], text).into_response()
-}
-
-async fn metrics(State(server): State<Shared>) -> Response {
-    let text = server.host.metrics().prometheus();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
-}
-
 /// One `debug` line per request (`HOST_LOG=host=debug`): method, path, status, time to the head.
 async fn access_log(request: Request, next: Next) -> Response {
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
@@ -365,7 +331,7 @@ async fn access_log(request: Request, next: Next) -> Response {
 /// Refuse requests beyond `max_requests` at once with `503 overloaded`, instead of queueing.
 async fn limit_requests(State(server): State<Shared>, request: Request, next: Next) -> Response {
     // A health check must answer even when every slot is taken.
-    if request.uri().path() == "/healthz" {
+    if request.uri().path() == routes::Route::Healthz.template() {
         return next.run(request).await;
     }
     match server.requests.try_acquire() {

@@ -1,13 +1,16 @@
 //! `/v1/openapi.json`: an OpenAPI 3.1 document generated from the loaded functions' WIT types
 //! (the same JSON Schemas as `host inspect`), plus the fixed API and execution records, each app's
-//! stores, buckets, dataset items, queues and topics, and its `wasi:http` routes.
+//! stores, buckets, dataset items, queues and topics, and its `wasi:http` routes. Paths, methods
+//! and operation ids come from the route table ([`Route`]); bodies and answers are written here.
 
+mod host;
 mod items;
 
 use axum::extract::State;
 use serde_json::{Map, Value, json};
 
 use super::Shared;
+use super::routes::Route;
 use crate::App;
 
 fn error_response(description: &str) -> Value {
@@ -34,10 +37,32 @@ fn common_errors(codes: &[(&str, &str)]) -> Map<String, Value> {
     responses
 }
 
-fn operation(id: String, summary: String, tag: &str, ok: (&str, Value), errors: &[(&str, &str)]) -> Value {
+fn operation(summary: String, tag: &str, ok: (&str, Value), errors: &[(&str, &str)]) -> Value {
     let mut responses = common_errors(errors);
     responses.insert(ok.0.into(), ok.1);
-    json!({ "operationId": id, "summary": summary, "tags": [tag], "responses": responses })
+    json!({ "summary": summary, "tags": [tag], "responses": responses })
+}
+
+/// The operation id of `route`; a per-app route's is followed by the app and resource names.
+fn operation_id(route: Route, args: &[&str]) -> String {
+    if route.per_app() { op_id(&[&[route.operation()], args].concat()) } else { route.operation().into() }
+}
+
+/// Put `op` into `paths` under `route`'s path (its parameters filled with `args` in order) and
+/// method, with the route's operation id; the path item, for shared `parameters`.
+fn add<'a>(paths: &'a mut Map<String, Value>, route: Route, args: &[&str], mut op: Value) -> &'a mut Value {
+    op["operationId"] = operation_id(route, args).into();
+    let item = paths.entry(route.openapi_path(args)).or_insert_with(|| json!({}));
+    item[route.method().as_str().to_ascii_lowercase()] = op;
+    item
+}
+
+fn path_params(names: &[&str]) -> Value {
+    names.iter().map(|n| json!({ "name": n, "in": "path", "required": true, "schema": { "type": "string" } })).collect()
+}
+
+fn query_params(params: &[(&str, Value)]) -> Value {
+    params.iter().map(|(n, schema)| json!({ "name": n, "in": "query", "schema": schema })).collect()
 }
 
 fn listing_schema() -> Value {
@@ -54,9 +79,8 @@ fn app_paths(app: &App, paths: &mut Map<String, Value>) {
     let name = app.name();
     for f in app.functions() {
         let export = f.export();
-        let path = format!("/v1/apps/{name}/functions/{}", f.name());
+        let args = [name, f.name()];
         let mut invoke = operation(
-            op_id(&["call", name, f.name()]),
             format!("Call `{}`: {}", f.name(), export.signature()),
             name,
             ("200", json_response("The function's result", export.result_schema())),
@@ -100,13 +124,13 @@ fn app_paths(app: &App, paths: &mut Map<String, Value>) {
             .into();
         }
         let describe = operation(
-            op_id(&["describe", name, f.name()]),
             format!("Describe `{}`", f.name()),
             name,
             ("200", json_response("Signature and schemas", json!({ "$ref": "#/components/schemas/Function" }))),
             &[],
         );
-        paths.insert(path.clone(), json!({ "get": describe, "post": invoke }));
+        add(paths, Route::DescribeFunction, &args, describe);
+        add(paths, Route::Call, &args, invoke);
         let outcomes = json!({ "type": "object", "required": ["results", "succeeded", "failed"], "properties": {
             "results": { "type": "array", "items": { "type": "object",
                 "description": "`{\"ok\": RESULT}` or `{\"err\": {\"code\", \"message\"}}`" } },
@@ -114,16 +138,15 @@ fn app_paths(app: &App, paths: &mut Map<String, Value>) {
         let stream = json!([{ "name": "stream", "in": "query", "required": false,
             "description": "Answer one JSON line per call as each ends (`application/x-ndjson`)",
             "schema": { "type": "boolean", "default": false } }]);
-        for (kind, field, what) in [
+        for (route, field, what) in [
             (
-                "map",
+                Route::Map,
                 "inputs",
                 "a list of values of its single parameter, or an object of equally long lists by parameter name",
             ),
-            ("starmap", "args", "a list of argument lists (or objects by parameter name)"),
+            (Route::Starmap, "args", "a list of argument lists (or objects by parameter name)"),
         ] {
             let mut op = operation(
-                op_id(&[kind, name, f.name()]),
                 format!("Call `{}` once per input in parallel instances; outcomes in input order", f.name()),
                 name,
                 ("200", json_response("One outcome per input", outcomes.clone())),
@@ -132,78 +155,65 @@ fn app_paths(app: &App, paths: &mut Map<String, Value>) {
             op["parameters"] = stream.clone();
             op["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": {
                 "type": "object", "required": [field], "properties": { field: { "description": what } } } } } });
-            paths.insert(format!("{path}/{kind}"), json!({ "post": op }));
+            add(paths, route, &args, op);
         }
-        for (verb, paused) in [("pause", true), ("resume", false)] {
+        for (route, paused) in [(Route::Pause, true), (Route::Resume, false)] {
             let summary = if paused {
                 format!("Pause the component of `{}`: its calls get 503 `paused`", f.name())
             } else {
                 format!("Resume the component of `{}`", f.name())
             };
-            let op = operation(
-                op_id(&[verb, name, f.name()]),
-                summary,
-                name,
-                ("200", json_response("New state", json!({ "type": "object" }))),
-                &[],
-            );
-            paths.insert(format!("{path}/{verb}"), json!({ "post": op }));
+            let op = operation(summary, name, ("200", json_response("New state", json!({ "type": "object" }))), &[]);
+            add(paths, route, &args, op);
         }
     }
     let (stores, buckets) = (app.manifest().granted(|g| &g.kv), app.manifest().granted(|g| &g.buckets));
     let key_param =
         json!([{ "name": "key", "in": "path", "required": true, "schema": { "type": "string", "minLength": 1 } }]);
-    for (kind, names, what, noun) in [("kv", stores, "a value", "store"), ("buckets", buckets, "an object", "bucket")] {
+    let kv = [Route::ListKv, Route::GetKv, Route::PutKv, Route::DeleteKv];
+    let objects = [Route::ListBucket, Route::GetObject, Route::PutObject, Route::DeleteObject];
+    for (routes, names, what, noun) in [(kv, stores, "a value", "store"), (objects, buckets, "an object", "bucket")] {
         for store in names {
-            let base = format!("/v1/apps/{name}/{kind}/{store}");
+            let args = [name, store.as_str()];
             let mut params = vec![
                 json!({ "name": "prefix", "in": "query", "schema": { "type": "string" } }),
                 json!({ "name": "cursor", "in": "query", "schema": { "type": "string" } }),
             ];
-            if kind == "buckets" {
+            if noun == "bucket" {
                 params.push(json!({ "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }));
             }
             let mut list = operation(
-                op_id(&["list", name, kind, &store]),
                 format!("List keys of {noun} `{store}`"),
                 name,
                 ("200", json_response("One page of keys", listing_schema())),
                 &[("400", "Bad query (`bad-query`)")],
             );
             list["parameters"] = Value::Array(params);
-            paths.insert(base.clone(), json!({ "get": list }));
+            add(paths, routes[0], &args, list);
             let errors = [("400", "Invalid key (`invalid-key`)"), ("404", "No such key (`no-such-key`)")];
-            let get = operation(
-                op_id(&["get", name, kind, &store]),
-                format!("Read {what} of {noun} `{store}`"),
-                name,
-                ("200", octet_body("The bytes")),
-                &errors,
-            );
+            let get =
+                operation(format!("Read {what} of {noun} `{store}`"), name, ("200", octet_body("The bytes")), &errors);
             let conflict = (
                 "409",
                 "An object is where a folder of the key should be, or the key is a folder holding objects (`key-conflict`)",
             );
             let put_errors = [errors[0], ("413", "Body too large (`body-too-large`)"), conflict];
             let mut put = operation(
-                op_id(&["put", name, kind, &store]),
                 format!("Write {what} of {noun} `{store}`"),
                 name,
                 ("204", json!({ "description": "Written and on disk" })),
-                &put_errors[..if kind == "buckets" { 3 } else { 2 }],
+                &put_errors[..if noun == "bucket" { 3 } else { 2 }],
             );
             put["requestBody"] = json!({ "required": true, "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } });
             let delete = operation(
-                op_id(&["delete", name, kind, &store]),
                 format!("Delete {what} of {noun} `{store}` (absent is fine)"),
                 name,
                 ("204", json!({ "description": "Gone" })),
                 &errors[..1],
             );
-            paths.insert(
-                format!("{base}/{{key}}"),
-                json!({ "parameters": key_param, "get": get, "put": put, "delete": delete }),
-            );
+            add(paths, routes[1], &args, get);
+            add(paths, routes[2], &args, put);
+            add(paths, routes[3], &args, delete)["parameters"] = key_param.clone();
         }
     }
     messaging_paths(app, paths);
@@ -224,7 +234,6 @@ fn app_paths(app: &App, paths: &mut Map<String, Value>) {
     }
 }
 
-/// The OpenAPI 3.1 document for the loaded apps.
 /// The operator's queue and topic endpoints of the queues and topics the app grants.
 fn messaging_paths(app: &App, paths: &mut Map<String, Value>) {
     let name = app.name();
@@ -238,9 +247,8 @@ fn messaging_paths(app: &App, paths: &mut Map<String, Value>) {
     );
     let bad = [("400", "Bad query or body (`bad-query`, `bad-json`, `bad-argument`)")];
     for queue in app.manifest().granted(|g| &g.queues).iter().flat_map(|q| [q.clone(), format!("{q}.dead")]) {
-        let base = format!("/v1/apps/{name}/queues/{queue}");
+        let args = [name, queue.as_str()];
         let stats = operation(
-            op_id(&["queue", name, &queue]),
             format!("Messages ready and waiting in `{queue}`"),
             name,
             (
@@ -252,18 +260,11 @@ fn messaging_paths(app: &App, paths: &mut Map<String, Value>) {
             ),
             &[],
         );
-        let mut send = operation(
-            op_id(&["send", name, &queue]),
-            format!("Send the body as a message to `{queue}`"),
-            name,
-            created.clone(),
-            &bad,
-        );
+        let mut send = operation(format!("Send the body as a message to `{queue}`"), name, created.clone(), &bad);
         send["requestBody"] = raw.clone();
         send["parameters"] = json!([{ "name": "delay", "in": "query", "schema": { "type": "string" }, "description": "Visible after this long, e.g. `10s`" }]);
         let message = json!({ "type": "object", "properties": { "id": { "type": "string" }, "body": { "type": "string", "contentEncoding": "base64" }, "attempt": { "type": "integer" }, "lease": { "type": "string" } } });
         let mut receive = operation(
-            op_id(&["receive", name, &queue]),
             format!("Lease visible messages of `{queue}`, oldest first"),
             name,
             ("200", json_response("Leased messages", json!({ "type": "array", "items": message }))),
@@ -273,7 +274,6 @@ fn messaging_paths(app: &App, paths: &mut Map<String, Value>) {
             { "name": "max", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 100, "default": 1 } },
             { "name": "visibility", "in": "query", "schema": { "type": "string", "default": "30s" } }]);
         let mut complete = operation(
-            op_id(&["complete", name, &queue]),
             format!("Remove a leased message of `{queue}`"),
             name,
             ("204", json!({ "description": "Removed" })),
@@ -281,61 +281,33 @@ fn messaging_paths(app: &App, paths: &mut Map<String, Value>) {
         );
         complete["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": {
             "type": "object", "required": ["lease"], "properties": { "lease": { "type": "string" } } } } } });
-        paths.insert(base.clone(), json!({ "get": stats, "post": send }));
-        paths.insert(format!("{base}/receive"), json!({ "post": receive }));
-        paths.insert(format!("{base}/complete"), json!({ "post": complete }));
+        add(paths, Route::QueueStats, &args, stats);
+        add(paths, Route::Send, &args, send);
+        add(paths, Route::Receive, &args, receive);
+        add(paths, Route::Complete, &args, complete);
     }
     let mut topics = app.manifest().granted(|g| &g.topics);
     topics.extend(app.manifest().topic_triggers.iter().map(|t| t.topic.clone()));
     topics.sort();
     topics.dedup();
     for topic in topics {
-        let mut publish = operation(
-            op_id(&["publish", name, &topic]),
-            format!("Publish the body to every subscription of `{topic}`"),
-            name,
-            created.clone(),
-            &bad,
-        );
+        let mut publish =
+            operation(format!("Publish the body to every subscription of `{topic}`"), name, created.clone(), &bad);
         publish["requestBody"] = raw.clone();
         publish["description"] = "Query parameters become the event's attributes.".into();
-        paths.insert(format!("/v1/apps/{name}/topics/{topic}"), json!({ "post": publish }));
+        add(paths, Route::Publish, &[name, &topic], publish);
     }
 }
 
+/// The OpenAPI 3.1 document for the loaded apps.
 pub(super) async fn document(State(server): State<Shared>) -> axum::Json<Value> {
     let mut paths = Map::new();
-    let apps_schema = json!({ "type": "array", "items": { "$ref": "#/components/schemas/App" } });
-    paths.insert("/v1/apps".into(), json!({ "get": operation("list_apps".into(), "List apps with their functions".into(), "host", ("200", json_response("Apps", apps_schema)), &[]) }));
     let names: Vec<&String> = server.apps.keys().collect();
-    let mut show = operation(
-        "show_app".into(),
-        "Describe one app".into(),
-        "host",
-        ("200", json_response("The app", json!({ "$ref": "#/components/schemas/App" }))),
-        &[("404", "No such app (`unknown-app`)")],
-    );
-    show["parameters"] =
-        json!([{ "name": "app", "in": "path", "required": true, "schema": { "type": "string", "enum": names } }]);
-    paths.insert("/v1/apps/{app}".into(), json!({ "get": show }));
-    let mut cancel = operation(
-        "cancel_execution".into(),
-        "Cancel a queued or running execution: it ends `cancelled`".into(),
-        "host",
-        ("200", json_response("The execution's record", json!({ "type": "object" }))),
-        &[
-            ("404", "No such execution (`unknown-execution`)"),
-            ("409", "The execution is over already (`already-final`)"),
-        ],
-    );
-    cancel["parameters"] = json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]);
-    paths.insert("/v1/executions/{id}/cancel".into(), json!({ "post": cancel }));
-    paths.insert("/v1/calls".into(), json!({ "get": operation("recent_calls".into(), "The most recent calls, newest first".into(), "host", ("200", json_response("Calls", json!({ "type": "array", "items": { "$ref": "#/components/schemas/Call" } }))), &[]) }));
-    paths.insert("/v1/openapi.json".into(), json!({ "get": operation("openapi".into(), "This document".into(), "host", ("200", json_response("OpenAPI 3.1", json!({ "type": "object" }))), &[]) }));
-    paths.insert("/metrics".into(), json!({ "get": operation("metrics".into(), "Prometheus metrics".into(), "host", ("200", json!({ "description": "Prometheus text format", "content": { "text/plain": { "schema": { "type": "string" } } } })), &[]) }));
-    paths.insert("/healthz".into(), json!({ "get": { "operationId": "healthz", "summary": "Liveness", "tags": ["host"], "security": [],
-        "responses": { "200": json_response("Alive", json!({ "type": "object", "properties": { "status": { "const": "ok" } } })) } } }));
-    items::execution_paths(&mut paths);
+    for &route in Route::ALL {
+        if let Some(op) = host::operation_of(route, &names) {
+            add(&mut paths, route, &[], op);
+        }
+    }
     for app in server.apps.values() {
         app_paths(app, &mut paths);
     }

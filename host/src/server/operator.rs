@@ -2,13 +2,11 @@
 //! `/v1/apps/{app}/buckets/{bucket}/...`. Only stores and buckets granted to some function of the
 //! app are reachable; values and objects travel as raw bytes (`application/octet-stream`).
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -19,18 +17,10 @@ use crate::capabilities::buckets::{BucketDir, BucketError};
 use crate::capabilities::kv;
 use crate::files::blocking;
 
-pub(super) fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/v1/apps/{app}/kv/{store}", get(kv_list))
-        .route("/v1/apps/{app}/kv/{store}/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
-        .route("/v1/apps/{app}/buckets/{bucket}", get(bucket_list))
-        .route("/v1/apps/{app}/buckets/{bucket}/{*key}", get(bucket_get).put(bucket_put).delete(bucket_delete))
-}
-
 /// `?prefix=&cursor=&limit=` of a listing.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(super) struct ListQuery {
     #[serde(default)]
     prefix: String,
     cursor: Option<String>,
@@ -71,7 +61,7 @@ fn no_key(kind: &str, key: &str) -> ApiError {
 }
 
 /// Keys of a store starting with `prefix`, 1000 a page; pass the returned `cursor` for the next.
-async fn kv_list(
+pub(super) async fn kv_list(
     State(server): State<Shared>,
     Path((app, store)): Path<(String, String)>,
     Query(q): Query<ListQuery>,
@@ -84,7 +74,7 @@ async fn kv_list(
     Ok(axum::Json(json!({ "keys": page.keys, "cursor": page.cursor })))
 }
 
-async fn kv_get(
+pub(super) async fn kv_get(
     State(server): State<Shared>,
     Path((app, store, key)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
@@ -92,7 +82,7 @@ async fn kv_get(
     Ok(octets(value.ok_or_else(|| no_key("value", &key))?.to_vec()))
 }
 
-async fn kv_put(
+pub(super) async fn kv_put(
     State(server): State<Shared>,
     Path((app, store, key)): Path<(String, String, String)>,
     body: Result<Bytes, BytesRejection>,
@@ -104,7 +94,7 @@ async fn kv_put(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn kv_delete(
+pub(super) async fn kv_delete(
     State(server): State<Shared>,
     Path((app, store, key)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -131,7 +121,7 @@ fn bucket_error(error: BucketError) -> ApiError {
 }
 
 /// Keys of a bucket starting with `prefix`, `limit` (default and most 1000) a page.
-async fn bucket_list(
+pub(super) async fn bucket_list(
     State(server): State<Shared>,
     Path((app, name)): Path<(String, String)>,
     Query(q): Query<ListQuery>,
@@ -143,7 +133,7 @@ async fn bucket_list(
     Ok(axum::Json(json!({ "keys": page.keys, "cursor": page.cursor })))
 }
 
-async fn bucket_get(
+pub(super) async fn bucket_get(
     State(server): State<Shared>,
     Path((app, name, key)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
@@ -153,7 +143,7 @@ async fn bucket_get(
 
 /// Write an object; `409 key-conflict` when an object is where one of the key's folders should
 /// be, or the key is a folder holding objects.
-async fn bucket_put(
+pub(super) async fn bucket_put(
     State(server): State<Shared>,
     Path((app, name, key)): Path<(String, String, String)>,
     body: Result<Bytes, BytesRejection>,
@@ -164,7 +154,7 @@ async fn bucket_put(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn bucket_delete(
+pub(super) async fn bucket_delete(
     State(server): State<Shared>,
     Path((app, name, key)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {

@@ -1,10 +1,10 @@
-//! The OpenAPI paths of the datasets' item endpoints (per app and dataset) and of the execution
-//! records.
+//! The OpenAPI paths of the datasets' item endpoints, per app and dataset.
 
 use serde_json::{Map, Value, json};
 
-use super::{json_response, op_id, operation};
+use super::{add, json_response, operation, operation_id, path_params, query_params};
 use crate::App;
+use crate::server::routes::Route;
 
 fn item_schema() -> Value {
     json!({ "type": "object", "required": ["id", "dataset", "name", "dir", "mimetype", "size"], "properties": {
@@ -32,14 +32,6 @@ fn annotation_input_schema() -> Value {
         "confidence": { "type": ["number", "null"] }, "model": { "type": ["string", "null"] } } })
 }
 
-fn path_params(names: &[&str]) -> Value {
-    names.iter().map(|n| json!({ "name": n, "in": "path", "required": true, "schema": { "type": "string" } })).collect()
-}
-
-fn query_params(params: &[(&str, Value)]) -> Value {
-    params.iter().map(|(n, schema)| json!({ "name": n, "in": "query", "schema": schema })).collect()
-}
-
 /// The item endpoints of every dataset `app` grants.
 pub(super) fn dataset_paths(app: &App, paths: &mut Map<String, Value>) {
     let name = app.name();
@@ -47,18 +39,12 @@ pub(super) fn dataset_paths(app: &App, paths: &mut Map<String, Value>) {
     let missing = ("404", "No such item (`no-such-item`)");
     let invalid = ("400", "Invalid query, name, folder or metadata (`invalid`, `bad-query`)");
     for dataset in app.manifest().granted(|g| &g.datasets) {
-        let base = format!("/v1/apps/{name}/datasets/{dataset}/items");
-        let op = |verb: &str, summary: String, ok: (&str, Value), errors: &[(&str, &str)]| {
-            operation(op_id(&[verb, name, "items", &dataset]), summary, name, ok, errors)
-        };
+        let args = [name, dataset.as_str()];
+        let op = |summary: String, ok: (&str, Value), errors: &[(&str, &str)]| operation(summary, name, ok, errors);
         let page = json!({ "type": "object", "required": ["items"], "properties": {
             "items": { "type": "array", "items": item_schema() }, "cursor": { "type": ["string", "null"] } } });
-        let mut list = op(
-            "list",
-            format!("List items of dataset `{dataset}`"),
-            ("200", json_response("One page", page)),
-            &[invalid],
-        );
+        let mut list =
+            op(format!("List items of dataset `{dataset}`"), ("200", json_response("One page", page)), &[invalid]);
         list["parameters"] = query_params(&[
             ("dir", string.clone()),
             ("mimetype", string.clone()),
@@ -67,17 +53,18 @@ pub(super) fn dataset_paths(app: &App, paths: &mut Map<String, Value>) {
         ]);
         // Links from an upload to the operations on the new item, so that stateful tests reach them.
         let mut links = Map::new();
-        for verb in ["show", "delete", "download", "metadata", "annotations", "annotate"] {
+        for route in
+            [Route::ShowItem, Route::DeleteItem, Route::Download, Route::Metadata, Route::Annotations, Route::Annotate]
+        {
             let id = json!({ "id": "$response.body#/id" });
             links.insert(
-                verb.into(),
-                json!({ "operationId": op_id(&[verb, name, "items", &dataset]), "parameters": id }),
+                route.operation().into(),
+                json!({ "operationId": operation_id(route, &args), "parameters": id }),
             );
         }
         let mut created = ("201", json_response("The item, on disk", item_schema()));
         created.1["links"] = Value::Object(links);
         let mut upload = op(
-            "upload",
             format!("Upload a file to dataset `{dataset}`"),
             created,
             &[invalid, ("413", "Body too large (`body-too-large`)")],
@@ -86,119 +73,50 @@ pub(super) fn dataset_paths(app: &App, paths: &mut Map<String, Value>) {
             query_params(&[("dir", string.clone()), ("name", string.clone()), ("metadata", string.clone())]);
         upload["requestBody"] = json!({ "required": true, "content": { "text/plain": { "schema": { "type": "string" } },
             "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } });
-        paths.insert(base.clone(), json!({ "get": list, "post": upload }));
+        add(paths, Route::ListItems, &args, list);
+        add(paths, Route::Upload, &args, upload);
 
         let item = ("200", json_response("The item", item_schema()));
-        let show = op("show", format!("One item of dataset `{dataset}`"), item.clone(), &[missing]);
-        let remove = op(
-            "delete",
-            format!("Delete an item of dataset `{dataset}`"),
-            ("204", json!({ "description": "Gone" })),
-            &[missing],
-        );
-        paths.insert(
-            format!("{base}/{{id}}"),
-            json!({ "parameters": path_params(&["id"]), "get": show, "delete": remove }),
-        );
+        let show = op(format!("One item of dataset `{dataset}`"), item.clone(), &[missing]);
+        let remove =
+            op(format!("Delete an item of dataset `{dataset}`"), ("204", json!({ "description": "Gone" })), &[missing]);
+        add(paths, Route::ShowItem, &args, show);
+        add(paths, Route::DeleteItem, &args, remove)["parameters"] = path_params(&["id"]);
         let bytes = (
             "200",
             json!({ "description": "The bytes, with the item's mimetype", "content": { "*/*": { "schema": {} } } }),
         );
-        let download = op("download", format!("The bytes of an item of dataset `{dataset}`"), bytes, &[missing]);
-        paths.insert(format!("{base}/{{id}}/download"), json!({ "parameters": path_params(&["id"]), "get": download }));
-        let mut metadata = op(
-            "metadata",
-            format!("Replace the metadata of an item of dataset `{dataset}`"),
-            item,
-            &[missing, invalid],
-        );
+        let download = op(format!("The bytes of an item of dataset `{dataset}`"), bytes, &[missing]);
+        add(paths, Route::Download, &args, download)["parameters"] = path_params(&["id"]);
+        let mut metadata =
+            op(format!("Replace the metadata of an item of dataset `{dataset}`"), item, &[missing, invalid]);
         metadata["requestBody"] =
             json!({ "required": true, "content": { "application/json": { "schema": { "type": "object" } } } });
-        paths.insert(format!("{base}/{{id}}/metadata"), json!({ "parameters": path_params(&["id"]), "put": metadata }));
+        add(paths, Route::Metadata, &args, metadata)["parameters"] = path_params(&["id"]);
 
         let mut annotation = annotation_input_schema();
         annotation["properties"]["id"] = string.clone();
         annotation["properties"]["created-ms"] = json!({ "type": "integer" });
         let annotations = json!({ "type": "array", "items": annotation });
         let list = op(
-            "annotations",
             format!("Annotations of an item of dataset `{dataset}`"),
             ("200", json_response("Annotations", annotations.clone())),
             &[missing],
         );
-        let mut add = op(
-            "annotate",
+        let mut annotate = op(
             format!("Add annotations to an item of dataset `{dataset}`"),
             ("201", json_response("The added annotations", annotations)),
             &[missing, ("400", "Not an array of annotations (`bad-json`, `invalid`)")],
         );
-        add["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": {
+        annotate["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": {
             "type": "array", "items": annotation_input_schema() } } } });
-        paths.insert(
-            format!("{base}/{{id}}/annotations"),
-            json!({ "parameters": path_params(&["id"]), "get": list, "post": add }),
-        );
+        add(paths, Route::Annotations, &args, list);
+        add(paths, Route::Annotate, &args, annotate)["parameters"] = path_params(&["id"]);
         let delete = op(
-            "unannotate",
             format!("Delete an annotation of an item of dataset `{dataset}`"),
             ("204", json!({ "description": "Gone" })),
             &[missing],
         );
-        paths.insert(
-            format!("{base}/{{id}}/annotations/{{annotation}}"),
-            json!({ "parameters": path_params(&["id", "annotation"]), "delete": delete }),
-        );
+        add(paths, Route::Unannotate, &args, delete)["parameters"] = path_params(&["id", "annotation"]);
     }
-}
-
-/// `/v1/executions`: the records of calls, jobs and triggered runs.
-pub(super) fn execution_paths(paths: &mut Map<String, Value>) {
-    let string = json!({ "type": "string" });
-    let record = json!({ "type": "object", "required": ["id", "app", "function", "trigger", "status"], "properties": {
-        "id": string, "app": string, "function": string, "trigger": string, "input": {},
-        "status": { "enum": ["queued", "running", "succeeded", "failed", "timed-out"] },
-        "output": {}, "error": { "type": ["object", "null"] }, "attempt": { "type": "integer" },
-        "max_attempts": { "type": "integer" }, "queued_ms": { "type": "integer" },
-        "started_ms": { "type": ["integer", "null"] }, "finished_ms": { "type": ["integer", "null"] },
-        "item": { "type": ["array", "null"], "items": string } } });
-    let bad = ("400", "Bad query (`bad-query`)");
-    let unknown = ("404", "No such execution (`unknown-execution`)");
-    let records = json!({ "type": "array", "items": record });
-    let mut list = operation(
-        "list_executions".into(),
-        "Execution records, newest first".into(),
-        "host",
-        ("200", json_response("Records", records)),
-        &[bad],
-    );
-    list["parameters"] = query_params(&[
-        ("app", string.clone()),
-        ("function", string.clone()),
-        ("trigger", string.clone()),
-        ("status", json!({ "enum": ["queued", "running", "succeeded", "failed", "timed-out"] })),
-        ("before", string.clone()),
-        ("limit", json!({ "type": "integer", "minimum": 0 })),
-    ]);
-    paths.insert("/v1/executions".into(), json!({ "get": list }));
-    let mut show = operation(
-        "show_execution".into(),
-        "One execution record".into(),
-        "host",
-        ("200", json_response("The record", record)),
-        &[bad, unknown],
-    );
-    show["parameters"] = query_params(&[(
-        "wait",
-        json!({ "type": "string", "description": "Wait up to this long (e.g. `10s`, at most 5 minutes) for it to finish" }),
-    )]);
-    paths.insert("/v1/executions/{id}".into(), json!({ "parameters": path_params(&["id"]), "get": show }));
-    let text = (
-        "200",
-        json!({ "description": "The logs of every attempt, or (followed) Server-Sent Events", "content": {
-        "text/plain": { "schema": { "type": "string" } }, "text/event-stream": { "schema": { "type": "string" } } } }),
-    );
-    let mut logs =
-        operation("execution_logs".into(), "What an execution printed".into(), "host", text, &[bad, unknown]);
-    logs["parameters"] = query_params(&[("follow", json!({ "type": "boolean" }))]);
-    paths.insert("/v1/executions/{id}/logs".into(), json!({ "parameters": path_params(&["id"]), "get": logs }));
 }

@@ -1,10 +1,18 @@
 // Dashboard for `host serve`: apps and functions, an invoke form, recent calls; and (#items) the
 // items of the apps' datasets with their annotations.
 // Plain DOM, no dependencies; server data only ever goes through textContent and attributes.
+// API paths come from `ROUTES` (operation id -> path template), the server's route table, which
+// the server puts after the next line.
 'use strict';
 
 const $ = (selector) => document.querySelector(selector);
 const state = { apps: [], selected: null, needToken: false, logins: 0 };
+
+/** The path of the API operation `operation` with `args` filled into its `{…}` parameters in order. */
+function route(operation, ...args) {
+  let i = 0;
+  return ROUTES[operation].replace(/\{\*?\w+\}/g, () => encodeURIComponent(args[i++]));
+}
 
 /** `el('a', { href: '/x', class: 'y' }, 'text', child)`: an element with attributes and children. */
 function el(tag, attrs = {}, ...children) {
@@ -61,7 +69,7 @@ $('#auth').addEventListener('submit', (event) => {
   if (!token) return;
   $('#token').value = '';
   const body = JSON.stringify({ token });
-  fetch('/ui/session', { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+  fetch(route('login'), { method: 'POST', headers: { 'content-type': 'application/json' }, body })
     .then((r) => {
       if (!r.ok) return askToken('That token was refused.', true);
       state.logins += 1;
@@ -76,7 +84,7 @@ $('#auth').addEventListener('submit', (event) => {
 async function loadApps() {
   const box = $('#apps');
   try {
-    const r = await api('/v1/apps');
+    const r = await api(route('list_apps'));
     if (!r.ok) return box.replaceChildren(el('p', { class: 'error' }, errorText(r)));
     state.apps = r.body;
     box.replaceChildren(...(r.body.length ? r.body.map(renderApp) : [el('p', { class: 'muted' }, 'No apps loaded.')]));
@@ -170,9 +178,10 @@ function nullable(schema) {
 
 // --- Calling, pausing ---------------------------------------------------------------------
 
-const fnPath = (key) => {
+/** The path of `operation` on the function `app/function`. */
+const fnPath = (key, operation = 'call') => {
   const f = key.indexOf('/');
-  return `/v1/apps/${encodeURIComponent(key.slice(0, f))}/functions/${encodeURIComponent(key.slice(f + 1))}`;
+  return route(operation, key.slice(0, f), key.slice(f + 1));
 };
 
 async function call(event) {
@@ -216,7 +225,7 @@ function showResult(key, r, roundTrip) {
 }
 
 async function setPaused(paused) {
-  const r = await api(`${fnPath(state.selected)}/${paused ? 'pause' : 'resume'}`, { method: 'POST' });
+  const r = await api(fnPath(state.selected, paused ? 'pause' : 'resume'), { method: 'POST' });
   if (!r.ok) showResult(state.selected, r, 0);
   await loadApps();
 }
@@ -234,7 +243,7 @@ async function loadCalls() {
   loadingCalls = true;
   const body = $('#calls tbody');
   try {
-    const r = await api('/v1/calls');
+    const r = await api(route('recent_calls'));
     if (!r.ok) return body.replaceChildren(row([errorText(r)], 'error'));
     body.replaceChildren(...(r.body.length ? r.body.map((c) => el('tr', {},
       el('td', {}, new Date(c.finished_ms).toLocaleTimeString([], { hour12: false })),
@@ -298,9 +307,9 @@ const items = {
   blobs: new Map(), // `app/dataset/id@updated` -> Promise<{ blob, url }>
 };
 const listKey = () => `${items.app}/${items.dataset}:${items.dir}`;
-const itemsPath = (suffix = '') =>
-  `/v1/apps/${encodeURIComponent(items.app)}/datasets/${encodeURIComponent(items.dataset)}/items${suffix}`;
-const itemPath = (id, suffix = '') => itemsPath(`/${encodeURIComponent(id)}${suffix}`);
+const itemsPath = () => route('list_items', items.app, items.dataset);
+/** The path of `operation` on the item `id` of the open dataset. */
+const itemPath = (id, operation = 'show_item') => route(operation, items.app, items.dataset, id);
 const isImage = (item) => item.mimetype.startsWith('image/');
 const setItemsStatus = (text, cls = 'muted') => {
   $('#items-status').className = `${cls} small`;
@@ -431,7 +440,7 @@ function itemBlob(item) {
   const key = `${items.app}/${items.dataset}/${item.id}@${item['updated-ms']}`;
   let entry = items.blobs.get(key);
   if (!entry) {
-    entry = authFetch(itemPath(item.id, '/download')).then(async (response) => {
+    entry = authFetch(itemPath(item.id, 'download')).then(async (response) => {
       if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
       const blob = await response.blob();
       return { blob, url: URL.createObjectURL(blob) };
@@ -481,7 +490,7 @@ async function selectItem(id) {
   try {
     const body = (r) => (r.ok ? r.body : Promise.reject(new Error(errorText(r))));
     const [item, annotations] = await Promise.all([
-      api(itemPath(id)).then(body), api(itemPath(id, '/annotations')).then(body),
+      api(itemPath(id)).then(body), api(itemPath(id, 'annotations')).then(body),
     ]);
     if (items.selected === id) showDetail(item, annotations);
   } catch (e) {

@@ -1,5 +1,6 @@
 // API docs for `host serve`: renders /v1/openapi.json grouped by tag. No dependencies;
-// document text only ever goes through textContent and attributes.
+// document text only ever goes through textContent and attributes. API paths come from `ROUTES`,
+// the server's route table, which the server puts after the next line.
 'use strict';
 
 const METHODS = ['get', 'put', 'post', 'delete', 'patch', 'head', 'options'];
@@ -23,7 +24,7 @@ const anchor = (kind, name) => `${kind}-${name.replace(/[^A-Za-z0-9_-]+/g, '-')}
 // included, can read the credential back.
 async function load(refused) {
   try {
-    const response = await fetch('/v1/openapi.json', { headers: { accept: 'application/json' } });
+    const response = await fetch(ROUTES.openapi, { headers: { accept: 'application/json' } });
     if (response.status === 401) {
       const body = await response.json().catch(() => ({}));
       return askToken(refused ? 'That token was refused.' : body.message);
@@ -49,7 +50,7 @@ $('#auth').addEventListener('submit', (event) => {
   if (!token) return;
   $('#token').value = '';
   $('#auth').hidden = true;
-  fetch('/ui/session', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token }) })
+  fetch(ROUTES.login, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token }) })
     .then((r) => load(!r.ok), () => load(true));
 });
 
