@@ -46,7 +46,7 @@ impl fmt::Display for ResourceName {
 
 impl<'de> serde::Deserialize<'de> for ResourceName {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
+        let text = <String as serde::Deserialize>::deserialize(d)?;
         text.parse().map_err(serde::de::Error::custom)
     }
 }

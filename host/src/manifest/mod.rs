@@ -3,7 +3,8 @@
 //!
 //! Each section is read as written (a `Raw*` type whose serde errors name the key and the line),
 //! then checked on its own (a `check` that names the key path), in this order: models, functions
-//! (whose grants name models), triggers and HTTP routes (which name functions), site, queues. `golden.rs` pins the exact text of every error class.
+//! (whose grants name models), triggers and HTTP routes (which name functions), site, queues.
+//! `golden.rs` pins the exact text of every error class (`tests/manifest/*.toml`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ macro_rules! deserialize_from_str {
     ($ty:ty, $parse:expr) => {
         impl<'de> serde::Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let text = String::deserialize(d)?;
+                let text = <String as serde::Deserialize>::deserialize(d)?;
                 $parse(&text).map_err(serde::de::Error::custom)
             }
         }
@@ -218,6 +219,25 @@ source = "plain.wasm"
         assert!(c.grants.kv("default") && !c.grants.kv("other") && c.grants.bucket("notes"));
         assert_eq!(c.config["greeting"], "hi");
         assert_eq!(m.functions["plain"].grants, Grants::default());
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = Manifest::load("/nonexistent/host.toml").unwrap_err();
+        assert!(matches!(err, ManifestError::Read { .. }), "{err:?}");
+        assert!(err.to_string().starts_with("cannot read manifest /nonexistent/host.toml: "), "{err}");
+    }
+
+    #[test]
+    fn granted_lists_each_name_once_across_functions() {
+        let m = parse(
+            "[app]\nname = \"a\"\n[function.f]\nsource = \"f.wasm\"\ngrants = { kv = [\"b\", \"a\"], queues = [\"q\"] }\n\
+             [function.g]\nsource = \"g.wasm\"\ngrants = { kv = [\"a\"] }\n",
+        )
+        .unwrap();
+        assert_eq!(m.granted(|g| &g.kv), ["a", "b"]);
+        assert_eq!(m.granted(|g| &g.queues), ["q"]);
+        assert!(m.granted(|g| &g.models).is_empty());
     }
 
     #[test]
