@@ -107,6 +107,7 @@ pub(super) struct RawTriggers {
     schedule: Vec<RawScheduleTrigger>,
 }
 
+/// A `[[trigger.queue]]` entry as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawQueueTrigger {
@@ -116,6 +117,7 @@ struct RawQueueTrigger {
     backoff: Option<Timeout>,
 }
 
+/// A `[[trigger.topic]]` entry as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTopicTrigger {
@@ -126,6 +128,7 @@ struct RawTopicTrigger {
     retry: RawRetry,
 }
 
+/// A `[[trigger.schedule]]` entry as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawScheduleTrigger {
@@ -137,6 +140,7 @@ struct RawScheduleTrigger {
     retry: RawRetry,
 }
 
+/// A `[[trigger.item]]` entry as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawItemTrigger {
@@ -161,6 +165,7 @@ enum TriggerMode {
     Always,
 }
 
+/// `filter = { ... }` of an item trigger as written.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawItemFilter {
@@ -192,6 +197,7 @@ impl RawRetry {
     }
 }
 
+/// Serde's default `attempts`: no retry.
 fn one() -> NonZeroU32 {
     NonZeroU32::MIN
 }
@@ -201,17 +207,18 @@ fn backoff(written: Option<Timeout>) -> Duration {
     written.map_or(DEFAULT_BACKOFF, |b| b.0)
 }
 
+/// One of `on = [...]`, parsed by [`Action`]'s own rules.
 struct ItemAction(Action);
 deserialize_from_str!(ItemAction, |t: &str| t.parse().map(ItemAction));
 
 /// The rules every trigger follows: its name is unique in the app (it names executions) and its
 /// function exists.
-struct Names<'a> {
+struct TriggerNames<'a> {
     seen: BTreeSet<String>,
     functions: &'a BTreeMap<String, FunctionSpec>,
 }
 
-impl Names<'_> {
+impl TriggerNames<'_> {
     /// Check the trigger at key path `at` (e.g. ``trigger.queue[0] (`jobs`)``).
     fn check(&mut self, at: &str, name: &ResourceName, function: &str) -> Result<(), String> {
         if !self.seen.insert(name.0.clone()) {
@@ -229,7 +236,7 @@ impl RawTriggers {
     /// Every trigger, checked against the app's `functions`.
     pub(super) fn check(self, functions: &BTreeMap<String, FunctionSpec>) -> Result<Triggers, String> {
         let http = check_routes(self.http, functions)?;
-        let mut names = Names { seen: BTreeSet::new(), functions };
+        let mut names = TriggerNames { seen: BTreeSet::new(), functions };
         let mut item = Vec::new();
         for (i, t) in self.item.into_iter().enumerate() {
             let at = format!("trigger.item[{i}] (`{}`)", t.name);
@@ -261,7 +268,8 @@ impl RawTriggers {
 }
 
 impl RawItemTrigger {
-    fn check(self, at: &str, names: &mut Names) -> Result<ItemTrigger, String> {
+    /// The trigger at key path `at`, checked: a known function, a unique name, at least one action.
+    fn check(self, at: &str, names: &mut TriggerNames) -> Result<ItemTrigger, String> {
         names.check(at, &self.name, &self.function)?;
         if self.on.is_empty() {
             return Err(format!("{at}.on: expected at least one of `created`, `updated`, `deleted`"));
@@ -286,7 +294,8 @@ impl RawItemTrigger {
 }
 
 impl RawScheduleTrigger {
-    fn check(self, at: &str, names: &mut Names) -> Result<ScheduleTrigger, String> {
+    /// The trigger at key path `at`, checked: a known function, a unique name, one valid schedule.
+    fn check(self, at: &str, names: &mut TriggerNames) -> Result<ScheduleTrigger, String> {
         names.check(at, &self.name, &self.function)?;
         let schedule = match (self.every, self.cron) {
             (Some(every), None) => Schedule::every(&every),
