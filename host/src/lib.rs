@@ -38,6 +38,7 @@ mod map;
 pub mod metrics;
 pub mod mimetype;
 pub mod models;
+pub mod names;
 pub mod queues;
 mod runner;
 pub mod schedule;

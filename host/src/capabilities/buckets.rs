@@ -16,12 +16,6 @@ use wasmtime::component::Resource;
 use super::host::api::buckets::{Error, Host, HostBucket, ListPage, ObjectStat};
 use crate::call::CallState;
 
-/// Longest key accepted, in bytes.
-pub const MAX_KEY_LEN: usize = 1024;
-/// Most `/`-separated segments (folder levels) in a key.
-pub const MAX_KEY_SEGMENTS: usize = 32;
-/// Longest `/`-separated segment of a key, in bytes (the longest file name of most file systems).
-pub const MAX_SEGMENT_LEN: usize = 255;
 /// Most keys returned by one `list` page.
 const MAX_PAGE: usize = 1000;
 /// Folder beside the buckets where writes are staged (bucket names cannot start with `.`).
@@ -82,31 +76,7 @@ type BucketResult<T> = wasmtime::Result<Result<T, Error>>;
 
 /// Check a key against the rules in `buckets.wit`; the error says which rule it breaks.
 pub fn validate_key(key: &str) -> Result<(), BucketError> {
-    let shown: String = key.chars().take(80).collect();
-    let reason = if key.is_empty() {
-        "key is empty".to_string()
-    } else if key.len() > MAX_KEY_LEN {
-        format!("key is {} bytes long, the limit is {MAX_KEY_LEN}", key.len())
-    } else if key.contains('\0') {
-        format!("key {shown:?} contains a NUL byte")
-    } else if key.contains('\\') {
-        format!("key {shown:?} contains a backslash; use `/` to separate folders")
-    } else if key.starts_with('/') {
-        format!("key {shown:?} is absolute; keys are relative paths")
-    } else if let Some(segment) = key.split('/').find(|s| s.is_empty() || *s == "." || *s == "..") {
-        format!("key {shown:?} has an empty, `.` or `..` segment ({segment:?})")
-    } else if key.split('/').count() > MAX_KEY_SEGMENTS {
-        format!("key {shown:?} has more than {MAX_KEY_SEGMENTS} `/`-separated segments")
-    } else if let Some(segment) = key.split('/').find(|s| s.len() > MAX_SEGMENT_LEN) {
-        let long: String = segment.chars().take(20).collect();
-        format!(
-            "key {shown:?} has a segment of {} bytes ({long:?}...); the limit is {MAX_SEGMENT_LEN} bytes per `/`-separated segment",
-            segment.len()
-        )
-    } else {
-        return Ok(());
-    };
-    Err(BucketError::InvalidKey(reason))
+    crate::names::check_bucket_key(key).map_err(BucketError::InvalidKey)
 }
 
 /// Whether an I/O error means "there is no object under this key" (a folder is not an object).
@@ -401,7 +371,7 @@ impl HostBucket for CallState {
 
 /// Collect every file under `dir` as a `/`-separated key prefixed by `prefix`. A folder's
 /// listing is read whole before descending, so one descriptor is open per level (keys have at
-/// most [`MAX_KEY_SEGMENTS`] levels).
+/// most [`crate::names::MAX_KEY_SEGMENTS`] levels).
 fn walk(dir: &Dir, prefix: &str, keys: &mut Vec<String>) -> std::io::Result<()> {
     let mut folders = Vec::new();
     for entry in dir.entries()? {
@@ -422,6 +392,7 @@ fn walk(dir: &Dir, prefix: &str, keys: &mut Vec<String>) -> std::io::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::{MAX_KEY_LEN, MAX_KEY_SEGMENTS, MAX_SEGMENT_LEN};
 
     #[test]
     fn keys_that_could_escape_are_rejected_with_the_rule_broken() {

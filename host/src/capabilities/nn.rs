@@ -139,7 +139,7 @@ impl graph::Host for CallState {
         encoding: GraphEncoding,
         target: ExecutionTarget,
     ) -> NnResult<Resource<Graph>> {
-        let refused = if !self.caps.grants.models_from_bytes {
+        let refused = if !self.caps.grants.models.from_bytes {
             Some(ModelError::Denied(
                 "this function may not load models from bytes: grant it `models-from-bytes = true`, or declare the model as `[model.NAME]` and use load-by-name".into(),
             ))
