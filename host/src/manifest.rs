@@ -672,7 +672,7 @@ impl Manifest {
             let source = match (m.path, m.bucket, m.key) {
                 (Some(path), None, None) => ModelSource::Path(base.join(path)),
                 (None, Some(bucket), Some(key)) => {
-                    if let Err(reason) = crate::capabilities::buckets::validate_key(&key) {
+                    if let Err(reason) = crate::storage::blobs::validate_key(&key) {
                         return Err(invalid(format!("model.{name}.key: {reason}")));
                     }
                     ModelSource::Bucket { bucket: bucket.0, key }
