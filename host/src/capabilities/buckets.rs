@@ -28,10 +28,7 @@ impl Capability for Buckets {
     }
 
     fn add_to_linker<T: CallParts>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        buckets::add_to_linker::<T, Buckets>(linker, |state| {
-            let Parts { contexts, table, memory, .. } = state.parts();
-            View { buckets: contexts.get(), table, memory }
-        })
+        buckets::add_to_linker::<T, Buckets>(linker, |state| state.parts().into())
     }
 }
 
@@ -44,6 +41,12 @@ pub struct View<'a> {
     buckets: Option<&'a Buckets>,
     table: &'a mut ResourceTable,
     memory: &'a mut Limiter,
+}
+
+impl<'a> From<Parts<'a>> for View<'a> {
+    fn from(Parts { contexts, table, memory, .. }: Parts<'a>) -> View<'a> {
+        View { buckets: contexts.get(), table, memory }
+    }
 }
 
 /// An open bucket (the `bucket` resource).

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use wasmtime::component::{HasData, Linker};
 
 use super::wasi::config::store::{self, Error, Host};
-use super::{CallParts, Capability, Setup};
+use super::{CallParts, Capability, Parts, Setup};
 
 /// A function's `config` table (built when it has one; without it every key is absent).
 pub struct Config(BTreeMap<String, String>);
@@ -16,7 +16,7 @@ impl Capability for Config {
     }
 
     fn add_to_linker<T: CallParts>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        store::add_to_linker::<T, Config>(linker, |state| View(state.parts().contexts.get()))
+        store::add_to_linker::<T, Config>(linker, |state| state.parts().into())
     }
 }
 
@@ -26,6 +26,12 @@ impl HasData for Config {
 
 /// What the `wasi:config` host calls of one call read.
 pub struct View<'a>(Option<&'a Config>);
+
+impl<'a> From<Parts<'a>> for View<'a> {
+    fn from(parts: Parts<'a>) -> View<'a> {
+        View(parts.contexts.get())
+    }
+}
 
 impl View<'_> {
     fn values(&self) -> impl Iterator<Item = (&String, &String)> {

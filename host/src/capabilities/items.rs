@@ -34,10 +34,7 @@ impl Capability for Items {
     }
 
     fn add_to_linker<T: CallParts>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        wit::add_to_linker::<T, Items>(linker, |state| {
-            let Parts { contexts, table, memory, cause } = state.parts();
-            View { items: contexts.get(), table, memory, cause }
-        })
+        wit::add_to_linker::<T, Items>(linker, |state| state.parts().into())
     }
 }
 
@@ -51,6 +48,12 @@ pub struct View<'a> {
     table: &'a mut ResourceTable,
     memory: &'a mut Limiter,
     cause: Option<&'a Cause>,
+}
+
+impl<'a> From<Parts<'a>> for View<'a> {
+    fn from(Parts { contexts, table, memory, cause }: Parts<'a>) -> View<'a> {
+        View { items: contexts.get(), table, memory, cause }
+    }
 }
 
 type ItemsResult<T> = wasmtime::Result<Result<T, Error>>;

@@ -31,14 +31,10 @@ impl Capability for Kv {
     }
 
     fn add_to_linker<T: CallParts>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        fn view<T: CallParts>(state: &mut T) -> View<'_> {
-            let Parts { contexts, table, memory, .. } = state.parts();
-            View { kv: contexts.get(), table, memory }
-        }
-        store::add_to_linker::<T, Kv>(linker, view)?;
-        atomics::add_to_linker::<T, Kv>(linker, view)?;
-        batch::add_to_linker::<T, Kv>(linker, view)?;
-        kv_ext::add_to_linker::<T, Kv>(linker, view)
+        store::add_to_linker::<T, Kv>(linker, |state| state.parts().into())?;
+        atomics::add_to_linker::<T, Kv>(linker, |state| state.parts().into())?;
+        batch::add_to_linker::<T, Kv>(linker, |state| state.parts().into())?;
+        kv_ext::add_to_linker::<T, Kv>(linker, |state| state.parts().into())
     }
 }
 
@@ -51,6 +47,12 @@ pub struct View<'a> {
     kv: Option<&'a Kv>,
     table: &'a mut ResourceTable,
     memory: &'a mut Limiter,
+}
+
+impl<'a> From<Parts<'a>> for View<'a> {
+    fn from(Parts { contexts, table, memory, .. }: Parts<'a>) -> View<'a> {
+        View { kv: contexts.get(), table, memory }
+    }
 }
 
 /// An open store (the `bucket` resource of `wasi:keyvalue/store`).

@@ -187,3 +187,6 @@ pub fn add_to_linker<T: CallParts>(linker: &mut Linker<T>) -> wasmtime::Result<(
     each(&mut link);
     link.result
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,7 @@
 //! `wasi:nn`: the guest's view of [`crate::models`]. Models declared in the manifest load by name
 //! when granted; models from bytes need `models-from-bytes`. Tensors live in host memory and count
 //! against the call's `memory` limit together with the guest's linear memory: a call whose
-//! tensors and memory would pass it ends with [`crate::CallError::MemoryLimit`].
+//! tensors and memory would pass it ends with `CallError::MemoryLimit`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -39,14 +39,10 @@ impl Capability for Nn {
     }
 
     fn add_to_linker<T: CallParts>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        fn view<T: CallParts>(state: &mut T) -> View<'_> {
-            let Parts { contexts, table, memory, .. } = state.parts();
-            View { nn: contexts.get(), app: contexts.app(), table, memory }
-        }
-        tensor::add_to_linker::<T, Nn>(linker, view)?;
-        graph::add_to_linker::<T, Nn>(linker, view)?;
-        inference::add_to_linker::<T, Nn>(linker, view)?;
-        errors::add_to_linker::<T, Nn>(linker, view)
+        tensor::add_to_linker::<T, Nn>(linker, |state| state.parts().into())?;
+        graph::add_to_linker::<T, Nn>(linker, |state| state.parts().into())?;
+        inference::add_to_linker::<T, Nn>(linker, |state| state.parts().into())?;
+        errors::add_to_linker::<T, Nn>(linker, |state| state.parts().into())
     }
 }
 
@@ -60,6 +56,12 @@ pub struct View<'a> {
     app: &'a str,
     table: &'a mut ResourceTable,
     memory: &'a mut Limiter,
+}
+
+impl<'a> From<Parts<'a>> for View<'a> {
+    fn from(Parts { contexts, table, memory, .. }: Parts<'a>) -> View<'a> {
+        View { nn: contexts.get(), app: contexts.app(), table, memory }
+    }
 }
 
 /// A `wasi:nn` tensor: dimensions, element type and little-endian row-major bytes.

@@ -33,10 +33,7 @@ impl Capability for Queues {
     }
 
     fn add_to_linker<T: CallParts>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        queues::add_to_linker::<T, Queues>(linker, |state| {
-            let Parts { contexts, memory, .. } = state.parts();
-            View { queues: contexts.get(), memory }
-        })
+        queues::add_to_linker::<T, Queues>(linker, |state| state.parts().into())
     }
 }
 
@@ -48,6 +45,12 @@ impl HasData for Queues {
 pub struct View<'a> {
     queues: Option<&'a Queues>,
     memory: &'a mut Limiter,
+}
+
+impl<'a> From<Parts<'a>> for View<'a> {
+    fn from(Parts { contexts, memory, .. }: Parts<'a>) -> View<'a> {
+        View { queues: contexts.get(), memory }
+    }
 }
 
 type QueueResult<T> = wasmtime::Result<Result<T, Error>>;

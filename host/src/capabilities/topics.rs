@@ -5,7 +5,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
 use super::host::api::topics::{self, Error, Host};
-use super::{CallParts, Capability, Setup};
+use super::{CallParts, Capability, Parts, Setup};
 use crate::manifest::Grants;
 use crate::store::Store;
 use crate::topics::PublishError;
@@ -27,7 +27,7 @@ impl Capability for Topics {
     }
 
     fn add_to_linker<T: CallParts>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        topics::add_to_linker::<T, Topics>(linker, |state| View(state.parts().contexts.get()))
+        topics::add_to_linker::<T, Topics>(linker, |state| state.parts().into())
     }
 }
 
@@ -37,6 +37,12 @@ impl HasData for Topics {
 
 /// What the `host:api/topics` host calls of one call work on.
 pub struct View<'a>(Option<&'a Topics>);
+
+impl<'a> From<Parts<'a>> for View<'a> {
+    fn from(parts: Parts<'a>) -> View<'a> {
+        View(parts.contexts.get())
+    }
+}
 
 impl Host for View<'_> {
     async fn publish(
