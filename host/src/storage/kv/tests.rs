@@ -56,6 +56,27 @@ pub(crate) async fn compare_and_swap(kv: &dyn KvBackend) {
     assert_eq!(store.put_if("k", Some(&seen.revision), b("x")).await.unwrap(), Swap::Raced(None));
 }
 
+/// Of many writers racing from the same revision, exactly one wins.
+pub(crate) async fn cas_race(kv: Arc<dyn KvBackend>) {
+    let store = kv.open("app", "race").await.unwrap();
+    store.put("k", b("start")).await.unwrap();
+    let seen = store.get("k").await.unwrap().unwrap().revision;
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let (store, seen) = (store.clone(), seen.clone());
+            tokio::spawn(async move { store.put_if("k", Some(&seen), b(&format!("writer {i}"))).await.unwrap() })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Swap::Done => winners += 1,
+            Swap::Raced(now) => assert!(now.unwrap().value.starts_with(b"writer "), "losers see a winner's value"),
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
 /// Concurrent increments lose no update; a value that is not a counter and overflow are errors.
 pub(crate) async fn increments_race(kv: Arc<dyn KvBackend>) {
     let store = kv.open("app", "counters").await.unwrap();
@@ -129,5 +150,6 @@ async fn sled_backend_behaves() {
     compare_and_swap(&*kv).await;
     list_pages(&*kv).await;
     batches(&*kv).await;
+    cas_race(kv.clone()).await;
     increments_race(kv).await;
 }
