@@ -12,10 +12,11 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
-use crate::capabilities::Capabilities;
-use crate::capabilities::http::DenyOutgoing;
+use crate::capabilities::http::Http;
+use crate::capabilities::memory::Limiter;
+use crate::capabilities::{CallParts, Contexts, Parts};
 use crate::datasets::Cause;
 use crate::engine::EPOCH_TICK;
 use crate::executions::Executions;
@@ -23,9 +24,7 @@ use crate::manifest::{Limits, RecordMode};
 use crate::metrics::Metrics;
 
 mod cancel;
-mod limiter;
 pub(crate) use cancel::Cancel;
-use limiter::Limiter;
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -112,21 +111,34 @@ pub struct Logs {
     pub dropped: u64,
 }
 
-/// The per-call data held by the wasmtime Store.
+/// The per-call data held by the wasmtime Store: WASI, the resource table and memory accounting
+/// shared by every interface, and the function's capability contexts, lent to each capability's
+/// view ([`CallParts`]).
 pub struct CallState {
     wasi: WasiCtx,
-    pub(crate) http: WasiHttpCtx,
-    pub(crate) http_hooks: DenyOutgoing,
-    pub(crate) table: ResourceTable,
+    http: Http,
+    table: ResourceTable,
     limiter: Limiter,
-    pub(crate) caps: Arc<Capabilities>,
+    caps: Arc<Contexts>,
     /// Set when a trigger started this call: changes it makes carry it.
-    pub(crate) cause: Option<Cause>,
+    cause: Option<Cause>,
 }
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        self.http.view(&mut self.table)
+    }
+}
+
+impl CallParts for CallState {
+    fn parts(&mut self) -> Parts<'_> {
+        Parts { contexts: &self.caps, table: &mut self.table, memory: &mut self.limiter, cause: self.cause.as_ref() }
     }
 }
 
@@ -244,7 +256,7 @@ pub struct Guest {
     pub(crate) name: String,
     pub(crate) pre: InstancePre<CallState>,
     pub(crate) limits: Limits,
-    pub(crate) caps: Arc<Capabilities>,
+    pub(crate) caps: Arc<Contexts>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) executions: Arc<Executions>,
     /// Which direct calls get an execution record.
@@ -259,7 +271,7 @@ impl Guest {
         name: &str,
         pre: InstancePre<CallState>,
         limits: Limits,
-        caps: Arc<Capabilities>,
+        caps: Arc<Contexts>,
         metrics: Arc<Metrics>,
         executions: Arc<Executions>,
     ) -> Guest {
@@ -343,14 +355,13 @@ fn set_deadline(store: &mut Store<CallState>, deadline: Instant, cancel: Option<
 }
 
 impl Sandbox {
-    pub(crate) fn new(engine: &Engine, limits: Limits, caps: Arc<Capabilities>) -> Sandbox {
+    pub(crate) fn new(engine: &Engine, limits: Limits, caps: Arc<Contexts>) -> Sandbox {
         let (stdout, stderr) = (Capture::new(limits.output), Capture::new(limits.output));
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.table_entries as usize);
         let state = CallState {
             wasi: WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build(),
-            http: WasiHttpCtx::new(),
-            http_hooks: DenyOutgoing,
+            http: Http::default(),
             table,
             limiter: Limiter::new(limits.memory, limits.table_entries as usize),
             caps,
@@ -396,7 +407,7 @@ impl Sandbox {
             Err(_elapsed) => Err(CallError::Timeout { limit }),
             Ok(Ok(value)) => Ok(value),
             Ok(Err(_)) if cancel.is_some_and(|c| c.requested()) => Err(CallError::Cancelled),
-            Ok(Err(error)) => Err(classify(&error, self.store.data().limiter.denied_memory, self.limits)),
+            Ok(Err(error)) => Err(classify(&error, self.store.data().limiter.denied_memory(), self.limits)),
         }
     }
 

@@ -11,7 +11,7 @@ use wasmtime::component::{Type, Val};
 
 use crate::Error;
 use crate::call::{self, CallError, CallTarget, Guest, Logs};
-use crate::capabilities::Capabilities;
+use crate::capabilities::{Contexts, Services, Setup};
 use crate::datasets::Cause;
 use crate::engine::{self, Runtime};
 use crate::executions::{Execution, Executions};
@@ -21,6 +21,8 @@ use crate::metrics::Metrics;
 use crate::models::Models;
 use crate::queues::{Queue, QueueError, Queues};
 use crate::runner;
+use crate::storage::blobs::BlobBackend;
+use crate::storage::kv::KvBackend;
 use crate::store::{CommitStats, Store};
 use crate::triggers::http::HttpHandler;
 use crate::values::{self, ArgumentError};
@@ -46,6 +48,8 @@ struct Inner {
     executions: Arc<Executions>,
     models: Arc<Models>,
     queues: Arc<Queues>,
+    kv: Arc<dyn KvBackend>,
+    blobs: Arc<dyn BlobBackend>,
 }
 
 impl Drop for Inner {
@@ -123,21 +127,26 @@ impl Host {
                 return Err(model_error(format!("model `{name}`: no file {}", path.display())));
             }
         }
+        let services = Services {
+            store: self.inner.store.clone(),
+            kv: self.inner.kv.clone(),
+            blobs: self.inner.blobs.clone(),
+            buckets_root: self.inner.data_dir.join("buckets"),
+            items_dir: self.items_dir(),
+            models: self.inner.models.clone(),
+            queues: self.inner.queues.clone(),
+        };
         let mut guests = Vec::new();
         let mut functions = Vec::new();
         for (name, spec) in &manifest.functions {
-            let caps = Arc::new(Capabilities {
-                app: manifest.app.clone(),
-                grants: spec.grants.clone(),
-                config: spec.config.clone(),
-                store: self.inner.store.clone(),
-                buckets_dir: self.buckets_dir(&manifest.app),
-                items_dir: self.items_dir(),
-                model_specs: model_specs.clone(),
-                models: self.inner.models.clone(),
-                queue_specs: queue_specs.clone(),
-                queues: self.inner.queues.clone(),
-            });
+            let caps = Arc::new(Contexts::build(&Setup {
+                app: &manifest.app,
+                grants: &Arc::new(spec.grants.clone()),
+                config: &spec.config,
+                model_specs: &model_specs,
+                queue_specs: &queue_specs,
+                services: &services,
+            }));
             let pre = runtime.load(&spec.source)?;
             let guest = Arc::new(
                 Guest::new(
@@ -203,6 +212,16 @@ impl Host {
     /// The folder holding `app`'s buckets.
     pub fn buckets_dir(&self, app: &str) -> PathBuf {
         self.inner.data_dir.join("buckets").join(app)
+    }
+
+    /// Every app's key-value stores.
+    pub fn kv(&self) -> &Arc<dyn KvBackend> {
+        &self.inner.kv
+    }
+
+    /// Every app's buckets.
+    pub fn blobs(&self) -> &Arc<dyn BlobBackend> {
+        &self.inner.blobs
     }
 }
 

@@ -43,6 +43,7 @@ pub mod queues;
 mod runner;
 pub mod schedule;
 pub mod server;
+pub mod storage;
 pub mod store;
 pub mod topics;
 pub mod triggers;

@@ -357,7 +357,7 @@ impl<'a> ModelFile<'a> {
                 })
             }
             ModelSource::Bucket { bucket, key } => {
-                let dir = crate::capabilities::buckets::open_bucket_dir(buckets_dir, bucket)
+                let dir = crate::storage::blobs::local::open_bucket_dir(buckets_dir, bucket)
                     .map_err(|e| missing(format!("cannot open bucket `{bucket}`"), e))?;
                 let meta =
                     dir.metadata(key).map_err(|e| missing(format!("no object `{key}` in bucket `{bucket}`"), e))?;

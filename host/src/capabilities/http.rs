@@ -1,10 +1,29 @@
-//! `wasi:http` types and `outgoing-handler`: linked so that components built for `wasmtime serve`
-//! or Spin instantiate unchanged. Incoming requests reach a guest through
-//! [`crate::triggers::http`]; outgoing requests are denied (no function is granted the network).
+//! `wasi:http` types and `outgoing-handler`: linked for every function (with WASI) so that
+//! components built for `wasmtime serve` or Spin instantiate unchanged. Incoming requests reach a
+//! guest through the http trigger; outgoing requests are denied (no function is granted the
+//! network).
 
-use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks};
 
-use crate::call::CallState;
+/// The `wasi:http` state of one call.
+pub struct Http {
+    ctx: WasiHttpCtx,
+    hooks: DenyOutgoing,
+}
+
+impl Default for Http {
+    fn default() -> Http {
+        Http { ctx: WasiHttpCtx::new(), hooks: DenyOutgoing }
+    }
+}
+
+impl Http {
+    /// The view `wasi:http` host calls work on: this state and the call's resource table.
+    pub fn view<'a>(&'a mut self, table: &'a mut ResourceTable) -> WasiHttpCtxView<'a> {
+        WasiHttpCtxView { ctx: &mut self.ctx, table, hooks: &mut self.hooks }
+    }
+}
 
 /// Hooks that refuse every outgoing request with `HTTP-request-denied`.
 #[derive(Default)]
@@ -29,11 +48,5 @@ impl WasiHttpHooks for DenyOutgoing {
     > {
         tracing::debug!(uri = %request.uri(), "outgoing HTTP request denied");
         Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
-    }
-}
-
-impl WasiHttpView for CallState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_hooks }
     }
 }

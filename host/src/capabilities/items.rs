@@ -1,14 +1,60 @@
 //! `host:api/items`: the guest's view of [`crate::datasets`], limited to granted datasets. Changes
 //! made during a triggered execution carry its [`Cause`], so triggers can avoid loops.
 
-use wasmtime::component::Resource;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use super::host::api::items::{
-    Annotation, AnnotationInput, Error, Filter, Geometry as WitGeometry, Host, HostDataset, Item, ItemPage, Modality,
-    Point, Rect,
+    self as wit, Annotation, AnnotationInput, Error, Filter, Geometry as WitGeometry, Host, HostDataset, Item,
+    ItemPage, Modality, Point, Rect,
 };
-use crate::call::CallState;
+use super::{CallParts, Capability, Limiter, Parts, Setup};
 use crate::datasets::{self, Cause, Dataset, Geometry, ItemFilter, ItemsError};
+use crate::manifest::Grants;
+use crate::store::Store;
+
+/// The datasets a function is granted.
+pub struct Items {
+    app: String,
+    grants: Arc<Grants>,
+    store: Arc<Store>,
+    items_dir: PathBuf,
+}
+
+impl Capability for Items {
+    fn build(setup: &Setup<'_>) -> Option<Items> {
+        (!setup.grants.datasets.is_empty()).then(|| Items {
+            app: setup.app.to_string(),
+            grants: setup.grants.clone(),
+            store: setup.services.store.clone(),
+            items_dir: setup.services.items_dir.clone(),
+        })
+    }
+
+    fn add_to_linker<T: CallParts>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<T, Items>(linker, |state| state.parts().into())
+    }
+}
+
+impl HasData for Items {
+    type Data<'a> = View<'a>;
+}
+
+/// What the `host:api/items` host calls of one call work on.
+pub struct View<'a> {
+    items: Option<&'a Items>,
+    table: &'a mut ResourceTable,
+    memory: &'a mut Limiter,
+    cause: Option<&'a Cause>,
+}
+
+impl<'a> From<Parts<'a>> for View<'a> {
+    fn from(Parts { contexts, table, memory, cause }: Parts<'a>) -> View<'a> {
+        View { items: contexts.get(), table, memory, cause }
+    }
+}
 
 type ItemsResult<T> = wasmtime::Result<Result<T, Error>>;
 
@@ -66,29 +112,29 @@ fn wit_annotation(a: datasets::Annotation) -> Annotation {
     }
 }
 
-impl CallState {
+impl View<'_> {
     fn dataset(&self, dataset: &Resource<Dataset>) -> wasmtime::Result<Dataset> {
         Ok(self.table.get(dataset)?.clone())
     }
 
     fn cause(&self) -> Option<Cause> {
-        self.cause.clone()
+        self.cause.cloned()
     }
 }
 
-impl Host for CallState {
+impl Host for View<'_> {
     async fn open(&mut self, name: String) -> ItemsResult<Resource<Dataset>> {
-        if !self.caps.grants.dataset(&name) {
+        let Some(items) = self.items.filter(|i| i.grants.dataset(&name)) else {
             return Ok(Err(Error::AccessDenied));
-        }
-        match Dataset::open(&self.caps.store, &self.caps.items_dir, &self.caps.app, &name) {
+        };
+        match Dataset::open(&items.store, &items.items_dir, &items.app, &name) {
             Ok(dataset) => Ok(Ok(self.table.push(dataset)?)),
             Err(e) => Ok(Err(e.into())),
         }
     }
 }
 
-impl HostDataset for CallState {
+impl HostDataset for View<'_> {
     async fn get(&mut self, dataset: Resource<Dataset>, id: String) -> ItemsResult<Item> {
         Ok(self.dataset(&dataset)?.get(&id).map(wit_item).map_err(Error::from))
     }
@@ -96,14 +142,14 @@ impl HostDataset for CallState {
     async fn download(&mut self, dataset: Resource<Dataset>, id: String) -> ItemsResult<Vec<u8>> {
         // Refused before reading when it could not fit in the guest's `memory` limit.
         let dataset = self.dataset(&dataset)?;
-        let cap = self.value_budget();
+        let cap = self.memory.value_budget();
         let read = {
             let id = id.clone();
             crate::files::blocking(move || dataset.download_at_most(&id, cap)).await
         };
         match read {
             Ok(Ok(data)) => Ok(Ok(data)),
-            Ok(Err(size)) => Err(self.too_big(&format!("downloading item `{id}`"), size)),
+            Ok(Err(size)) => Err(self.memory.too_big(&format!("downloading item `{id}`"), size)),
             Err(e) => Ok(Err(e.into())),
         }
     }

@@ -1,18 +1,25 @@
-//! Host side of the WIT interfaces guests import: one module per capability.
+//! Host side of the WIT interfaces guests import: one module per capability, all of one shape.
 //!
-//! Every capability checks the calling function's grants from its manifest entry; nothing is
-//! reachable without one. Adding an interface = one WIT file in `wit/`, one line in the
-//! `imports` world, one module here and one line in [`add_to_linker`].
+//! A capability is a context type implementing [`Capability`]: built once per function from its
+//! grants ([`Capability::build`]; `None` when the function is granted nothing of it), and linked
+//! through its own view type (its context, the call's resource table and memory [`Limiter`]), on
+//! which its WIT host traits are implemented. A function without the context gets the
+//! capability's refusals (`access-denied`, ...). The call's state only lends its parts
+//! ([`CallParts`]); nothing here knows the call machinery. Adding one is a module here and one
+//! line in [`each`].
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Linker, ResourceTable};
 
-use crate::call::CallState;
+use crate::datasets::Cause;
 use crate::manifest::{Grants, ModelSpec, QueueSpec};
 use crate::models::Models;
+use crate::storage::blobs::BlobBackend;
+use crate::storage::kv::KvBackend;
 use crate::store::Store;
 
 pub mod buckets;
@@ -20,9 +27,12 @@ pub mod config;
 pub mod http;
 pub mod items;
 pub mod kv;
+pub mod memory;
 pub mod nn;
 pub mod queues;
 pub mod topics;
+
+use memory::Limiter;
 
 /// Host bindings generated from `wit/` for the `host:api/imports` world.
 #[allow(missing_docs)]
@@ -34,7 +44,7 @@ mod generated {
         with: {
             "wasi:keyvalue/store.bucket": super::kv::KvBucket,
             "wasi:keyvalue/atomics.cas": super::kv::KvCas,
-            "host:api/buckets.bucket": super::buckets::BucketDir,
+            "host:api/buckets.bucket": super::buckets::OpenBucket,
             "host:api/items.dataset": crate::datasets::Dataset,
             "wasi:nn/tensor.tensor": super::nn::Tensor,
             "wasi:nn/graph.graph": super::nn::Graph,
@@ -46,47 +56,137 @@ mod generated {
 
 pub(crate) use generated::{host, wasi};
 
-/// What one function may reach, shared by all its calls.
-pub struct Capabilities {
-    /// The app the function belongs to (the namespace of its stores and buckets).
-    pub app: String,
-    /// Resources granted by the manifest.
-    pub grants: Grants,
-    /// `wasi:config` values from the manifest.
-    pub config: BTreeMap<String, String>,
-    /// The host's embedded store.
+/// Every capability, in link order. Adding a capability is one line here.
+fn each(visit: &mut impl Visit) {
+    visit.visit::<kv::Kv>();
+    visit.visit::<config::Config>();
+    visit.visit::<buckets::Buckets>();
+    visit.visit::<items::Items>();
+    visit.visit::<queues::Queues>();
+    visit.visit::<topics::Topics>();
+    visit.visit::<nn::Nn>();
+}
+
+/// One capability: its per-function context (this type) and how it links its interfaces.
+pub trait Capability: Sized + Send + Sync + 'static {
+    /// Its context for the function `setup` describes; `None` when the function is granted none
+    /// of it.
+    fn build(setup: &Setup<'_>) -> Option<Self>;
+
+    /// Link its interfaces; each host call reaches its view through [`CallParts::parts`].
+    fn add_to_linker<T: CallParts>(linker: &mut Linker<T>) -> wasmtime::Result<()>;
+}
+
+/// Something that is told every capability type, see [`each`].
+trait Visit {
+    fn visit<C: Capability>(&mut self);
+}
+
+/// The host's shared services that capability contexts are built from.
+pub struct Services {
+    /// The host's embedded store (queues, topics, items).
     pub store: Arc<Store>,
-    /// The folder holding this app's buckets.
-    pub buckets_dir: PathBuf,
+    /// Key-value stores.
+    pub kv: Arc<dyn KvBackend>,
+    /// Buckets.
+    pub blobs: Arc<dyn BlobBackend>,
+    /// The folder holding every app's buckets (model files in buckets are read from it).
+    pub buckets_root: PathBuf,
     /// The folder holding the bytes of every app's items.
     pub items_dir: PathBuf,
-    /// The app's `[model.NAME]` entries.
-    pub model_specs: Arc<BTreeMap<String, ModelSpec>>,
     /// The host's loaded models.
     pub models: Arc<Models>,
-    /// The app's `[queue.NAME]` entries.
-    pub queue_specs: Arc<BTreeMap<String, QueueSpec>>,
     /// The host's open queues.
     pub queues: Arc<crate::queues::Queues>,
 }
 
-/// Add every capability interface to the linker.
-pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
-    fn state(s: &mut CallState) -> &mut CallState {
-        s
-    }
-    wasi::keyvalue::store::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
-    wasi::keyvalue::atomics::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
-    wasi::keyvalue::batch::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
-    host::api::kv_ext::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
-    wasi::config::store::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
-    host::api::buckets::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
-    host::api::items::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
-    host::api::queues::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
-    host::api::topics::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
-    wasi::nn::tensor::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
-    wasi::nn::graph::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
-    wasi::nn::inference::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
-    wasi::nn::errors::add_to_linker::<_, HasSelf<CallState>>(linker, state)?;
-    Ok(())
+/// What a capability's context is built from: one function of one app.
+pub struct Setup<'a> {
+    /// The app the function belongs to (the namespace of its stores and buckets).
+    pub app: &'a str,
+    /// The function's grants from the manifest.
+    pub grants: &'a Arc<Grants>,
+    /// The function's `wasi:config` values from the manifest.
+    pub config: &'a BTreeMap<String, String>,
+    /// The app's `[model.NAME]` entries.
+    pub model_specs: &'a Arc<BTreeMap<String, ModelSpec>>,
+    /// The app's `[queue.NAME]` entries.
+    pub queue_specs: &'a Arc<BTreeMap<String, QueueSpec>>,
+    /// The host's services.
+    pub services: &'a Services,
 }
+
+/// The contexts of the capabilities one function is granted, shared by all its calls.
+pub struct Contexts {
+    app: String,
+    granted: Vec<Box<dyn Any + Send + Sync>>,
+}
+
+impl Contexts {
+    /// Build every capability's context for the function `setup` describes.
+    pub fn build(setup: &Setup<'_>) -> Contexts {
+        struct Build<'s, 'a> {
+            setup: &'s Setup<'a>,
+            granted: Vec<Box<dyn Any + Send + Sync>>,
+        }
+        impl Visit for Build<'_, '_> {
+            fn visit<C: Capability>(&mut self) {
+                if let Some(context) = C::build(self.setup) {
+                    self.granted.push(Box::new(context));
+                }
+            }
+        }
+        let mut build = Build { setup, granted: Vec::new() };
+        each(&mut build);
+        Contexts { app: setup.app.to_string(), granted: build.granted }
+    }
+
+    /// The context of capability `C`, when the function is granted it.
+    pub fn get<C: Capability>(&self) -> Option<&C> {
+        self.granted.iter().find_map(|c| c.downcast_ref())
+    }
+
+    /// The app the function belongs to.
+    pub fn app(&self) -> &str {
+        &self.app
+    }
+}
+
+/// What a call's state lends to capability views for one host call.
+pub struct Parts<'a> {
+    /// The function's capability contexts.
+    pub contexts: &'a Contexts,
+    /// The call's resource table.
+    pub table: &'a mut ResourceTable,
+    /// The call's memory accounting.
+    pub memory: &'a mut Limiter,
+    /// The trigger that started the call, if one did: changes it makes carry it.
+    pub cause: Option<&'a Cause>,
+}
+
+/// A call's state, as capabilities see it.
+pub trait CallParts: Send + 'static {
+    /// Its parts, borrowed for one host call.
+    fn parts(&mut self) -> Parts<'_>;
+}
+
+/// Add every capability's interfaces to the linker.
+pub fn add_to_linker<T: CallParts>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    struct Link<'l, T: 'static> {
+        linker: &'l mut Linker<T>,
+        result: wasmtime::Result<()>,
+    }
+    impl<T: CallParts> Visit for Link<'_, T> {
+        fn visit<C: Capability>(&mut self) {
+            if self.result.is_ok() {
+                self.result = C::add_to_linker(self.linker);
+            }
+        }
+    }
+    let mut link = Link { linker, result: Ok(()) };
+    each(&mut link);
+    link.result
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,19 +1,68 @@
 //! `wasi:nn`: the guest's view of [`crate::models`]. Models declared in the manifest load by name
 //! when granted; models from bytes need `models-from-bytes`. Tensors live in host memory and count
 //! against the call's `memory` limit together with the guest's linear memory: a call whose
-//! tensors and memory would pass it ends with [`crate::CallError::MemoryLimit`].
+//! tensors and memory would pass it ends with `CallError::MemoryLimit`.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tract_onnx::prelude::{DatumType, Tensor as TractTensor};
-use wasmtime::component::Resource;
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use super::wasi::nn::errors::{self, ErrorCode};
 use super::wasi::nn::graph::{self, ExecutionTarget, GraphEncoding};
 use super::wasi::nn::inference::{self, NamedTensor};
 use super::wasi::nn::tensor::{self, TensorType};
-use crate::call::CallState;
-use crate::models::{Model, ModelError, wasi_type_name};
+use super::{CallParts, Capability, Limiter, Parts, Setup};
+use crate::manifest::{Grants, ModelSpec};
+use crate::models::{Model, ModelError, Models, wasi_type_name};
+
+/// The models a function may load: the app's `[model.NAME]` entries it is granted, and models
+/// from bytes when it may. Built when the app declares a model or the function may load bytes.
+pub struct Nn {
+    grants: Arc<Grants>,
+    specs: Arc<BTreeMap<String, ModelSpec>>,
+    models: Arc<Models>,
+    /// The folder of the app's buckets, where `[model.NAME]` sources in buckets are.
+    buckets_dir: PathBuf,
+}
+
+impl Capability for Nn {
+    fn build(setup: &Setup<'_>) -> Option<Nn> {
+        (!setup.model_specs.is_empty() || setup.grants.models.from_bytes).then(|| Nn {
+            grants: setup.grants.clone(),
+            specs: setup.model_specs.clone(),
+            models: setup.services.models.clone(),
+            buckets_dir: setup.services.buckets_root.join(setup.app),
+        })
+    }
+
+    fn add_to_linker<T: CallParts>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        tensor::add_to_linker::<T, Nn>(linker, |state| state.parts().into())?;
+        graph::add_to_linker::<T, Nn>(linker, |state| state.parts().into())?;
+        inference::add_to_linker::<T, Nn>(linker, |state| state.parts().into())?;
+        errors::add_to_linker::<T, Nn>(linker, |state| state.parts().into())
+    }
+}
+
+impl HasData for Nn {
+    type Data<'a> = View<'a>;
+}
+
+/// What the `wasi:nn` host calls of one call work on.
+pub struct View<'a> {
+    nn: Option<&'a Nn>,
+    app: &'a str,
+    table: &'a mut ResourceTable,
+    memory: &'a mut Limiter,
+}
+
+impl<'a> From<Parts<'a>> for View<'a> {
+    fn from(Parts { contexts, table, memory, .. }: Parts<'a>) -> View<'a> {
+        View { nn: contexts.get(), app: contexts.app(), table, memory }
+    }
+}
 
 /// A `wasi:nn` tensor: dimensions, element type and little-endian row-major bytes.
 pub struct Tensor {
@@ -119,7 +168,7 @@ impl Tensor {
     }
 }
 
-impl CallState {
+impl View<'_> {
     fn nn_error<T>(&mut self, e: ModelError) -> NnResult<T> {
         Ok(Err(self.table.push(NnError::from(e))?))
     }
@@ -132,18 +181,19 @@ impl CallState {
     }
 }
 
-impl graph::Host for CallState {
+impl graph::Host for View<'_> {
     async fn load(
         &mut self,
         builder: Vec<Vec<u8>>,
         encoding: GraphEncoding,
         target: ExecutionTarget,
     ) -> NnResult<Resource<Graph>> {
-        let refused = if !self.caps.grants.models.from_bytes {
-            Some(ModelError::Denied(
+        let Some(nn) = self.nn.filter(|nn| nn.grants.models.from_bytes) else {
+            return self.push_graph(Err(ModelError::Denied(
                 "this function may not load models from bytes: grant it `models-from-bytes = true`, or declare the model as `[model.NAME]` and use load-by-name".into(),
-            ))
-        } else if !matches!(encoding, GraphEncoding::Onnx | GraphEncoding::Autodetect) {
+            )));
+        };
+        let refused = if !matches!(encoding, GraphEncoding::Onnx | GraphEncoding::Autodetect) {
             Some(ModelError::Encoding(format!("this host runs ONNX models only (tract), not {encoding:?}")))
         } else if !matches!(target, ExecutionTarget::Cpu) {
             Some(ModelError::Unsupported(format!(
@@ -160,34 +210,34 @@ impl graph::Host for CallState {
         if let Some(e) = refused {
             return self.push_graph(Err(e));
         }
-        let models = self.caps.models.clone();
+        let models = nn.models.clone();
         let bytes = builder.into_iter().next().expect("checked: one buffer");
         let loaded = tokio::task::spawn_blocking(move || models.from_bytes(&bytes)).await?;
         self.push_graph(loaded)
     }
 
     async fn load_by_name(&mut self, name: String) -> NnResult<Resource<Graph>> {
-        let caps = self.caps.clone();
-        let Some(spec) = caps.model_specs.get(&name).cloned() else {
-            let declared = caps.model_specs.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+        let Some((nn, spec)) = self.nn.and_then(|nn| Some((nn, nn.specs.get(&name)?.clone()))) else {
+            let specs = self.nn.map(|nn| nn.specs.keys().map(String::as_str).collect::<Vec<_>>());
+            let declared = specs.unwrap_or_default().join(", ");
             return self.push_graph(Err(ModelError::NotFound(format!(
                 "no model `{name}` in app `{}`; its models are: {}",
-                caps.app,
+                self.app,
                 if declared.is_empty() { "(none)" } else { &declared }
             ))));
         };
-        if !caps.grants.model(&name) {
+        if !nn.grants.model(&name) {
             return self.push_graph(Err(ModelError::Denied(format!(
                 "this function is not granted model `{name}`: add it to `grants.models` in its manifest entry"
             ))));
         }
-        let loaded =
-            tokio::task::spawn_blocking(move || caps.models.named(&caps.app, &name, &spec, &caps.buckets_dir)).await?;
+        let (models, app, buckets_dir) = (nn.models.clone(), self.app.to_string(), nn.buckets_dir.clone());
+        let loaded = tokio::task::spawn_blocking(move || models.named(&app, &name, &spec, &buckets_dir)).await?;
         self.push_graph(loaded)
     }
 }
 
-impl graph::HostGraph for CallState {
+impl graph::HostGraph for View<'_> {
     async fn init_execution_context(
         &mut self,
         graph: Resource<Graph>,
@@ -202,9 +252,9 @@ impl graph::HostGraph for CallState {
     }
 }
 
-impl inference::Host for CallState {}
+impl inference::Host for View<'_> {}
 
-impl inference::HostGraphExecutionContext for CallState {
+impl inference::HostGraphExecutionContext for View<'_> {
     async fn compute(
         &mut self,
         context: Resource<ExecutionContext>,
@@ -215,7 +265,7 @@ impl inference::HostGraphExecutionContext for CallState {
         let mut tract_inputs = Vec::with_capacity(inputs.len());
         for (name, tensor) in inputs {
             let tensor = self.table.delete(tensor)?;
-            self.release(tensor.data.len() as u64);
+            self.memory.release(tensor.data.len() as u64);
             match tensor.to_tract(model.name(), &name) {
                 Ok(t) => tract_inputs.push((name, t)),
                 Err(e) => return self.nn_error(e),
@@ -231,7 +281,7 @@ impl inference::HostGraphExecutionContext for CallState {
                 Ok(t) => t,
                 Err(e) => return self.nn_error(e),
             };
-            self.hold("wasi:nn tensor", tensor.data.len() as u64)?;
+            self.memory.hold("wasi:nn tensor", tensor.data.len() as u64)?;
             named.push((name, self.table.push(tensor)?));
         }
         Ok(Ok(named))
@@ -243,11 +293,11 @@ impl inference::HostGraphExecutionContext for CallState {
     }
 }
 
-impl tensor::Host for CallState {}
+impl tensor::Host for View<'_> {}
 
-impl tensor::HostTensor for CallState {
+impl tensor::HostTensor for View<'_> {
     async fn new(&mut self, dimensions: Vec<u32>, ty: TensorType, data: Vec<u8>) -> wasmtime::Result<Resource<Tensor>> {
-        self.hold("wasi:nn tensor", data.len() as u64)?;
+        self.memory.hold("wasi:nn tensor", data.len() as u64)?;
         Ok(self.table.push(Tensor { dimensions, ty, data })?)
     }
 
@@ -265,14 +315,14 @@ impl tensor::HostTensor for CallState {
 
     async fn drop(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<()> {
         let tensor = self.table.delete(tensor)?;
-        self.release(tensor.data.len() as u64);
+        self.memory.release(tensor.data.len() as u64);
         Ok(())
     }
 }
 
-impl errors::Host for CallState {}
+impl errors::Host for View<'_> {}
 
-impl errors::HostError for CallState {
+impl errors::HostError for View<'_> {
     async fn code(&mut self, error: Resource<NnError>) -> wasmtime::Result<ErrorCode> {
         Ok(self.table.get(&error)?.code)
     }

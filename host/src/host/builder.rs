@@ -8,6 +8,8 @@ use super::{DEFAULT_DATA_DIR, Host, Inner};
 use crate::Error;
 use crate::engine::Runtime;
 use crate::executions::{Executions, Retention};
+use crate::storage::blobs::local::LocalBlobs;
+use crate::storage::kv::sled::SledKv;
 use crate::store::Store;
 
 /// Configures a [`Host`].
@@ -58,6 +60,8 @@ impl HostBuilder {
         let runtime = Runtime::new(cache_dir).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let store = Arc::new(store);
         let executions = Executions::open(&store, self.retention).map_err(|e| data_error(e.to_string()))?;
+        let kv = Arc::new(SledKv::new(store.clone()));
+        let blobs = Arc::new(LocalBlobs::new(data_dir.join("buckets")));
         let inner = Inner {
             runtime,
             store,
@@ -66,6 +70,8 @@ impl HostBuilder {
             executions,
             models: Arc::default(),
             queues: Arc::default(),
+            kv,
+            blobs,
         };
         Ok(Host { inner: Arc::new(inner) })
     }
@@ -75,7 +81,7 @@ impl HostBuilder {
 /// once the store is open: its lock keeps other hosts off the data dir, so no write is in flight.
 fn remove_orphans(data_dir: &Path) {
     let removed = crate::datasets::remove_orphans(&data_dir.join("items"))
-        .and_then(|()| crate::capabilities::buckets::remove_orphans(&data_dir.join("buckets")));
+        .and_then(|()| crate::storage::blobs::local::remove_orphans(&data_dir.join("buckets")));
     if let Err(error) = removed {
         tracing::warn!(%error, "cannot remove temporary files left by an interrupted write");
     }

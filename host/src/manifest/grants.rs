@@ -70,6 +70,11 @@ macro_rules! names_grant {
             pub fn allows(&self, name: &str) -> bool {
                 self.0.iter().any(|g| g.0 == name)
             }
+
+            /// Whether nothing is granted.
+            pub fn is_empty(&self) -> bool {
+                self.0.is_empty()
+            }
         }
 
         impl AsRef<[ResourceName]> for $name {

@@ -13,9 +13,8 @@ use serde_json::{Value, json};
 use super::api::{body_error, find};
 use super::{ApiError, Shared};
 use crate::App;
-use crate::capabilities::buckets::{BucketDir, BucketError};
-use crate::capabilities::kv;
-use crate::files::blocking;
+use crate::storage::blobs::{self, BlobError, Bucket};
+use crate::storage::kv::{self, KvStore};
 
 /// `?prefix=&cursor=&limit=` of a listing.
 #[derive(Deserialize)]
@@ -51,9 +50,9 @@ fn store_error(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store-error", e.to_string())
 }
 
-fn tree(server: &Shared, app: &str, store: &str) -> Result<sled::Tree, ApiError> {
+async fn kv_store(server: &Shared, app: &str, store: &str) -> Result<std::sync::Arc<dyn KvStore>, ApiError> {
     granted(find(server, app)?, "store", store)?;
-    server.host.store().kv_tree(app, store).map_err(store_error)
+    server.host.kv().open(app, store).await.map_err(store_error)
 }
 
 fn no_key(kind: &str, key: &str) -> ApiError {
@@ -69,8 +68,8 @@ pub(super) async fn kv_list(
     if q.limit.is_some() {
         return Err(ApiError::bad_request("bad-query", "`limit` applies to buckets; KV pages hold 1000 keys"));
     }
-    let page =
-        kv::page(&tree(&server, &app, &store)?, &q.prefix, q.cursor).map_err(|e| store_error(format!("{e:?}")))?;
+    let store = kv_store(&server, &app, &store).await?;
+    let page = store.list(&q.prefix, q.cursor.as_deref(), kv::PAGE).await.map_err(store_error)?;
     Ok(axum::Json(json!({ "keys": page.keys, "cursor": page.cursor })))
 }
 
@@ -78,8 +77,8 @@ pub(super) async fn kv_get(
     State(server): State<Shared>,
     Path((app, store, key)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    let value = tree(&server, &app, &store)?.get(key.as_bytes()).map_err(store_error)?;
-    Ok(octets(value.ok_or_else(|| no_key("value", &key))?.to_vec()))
+    let entry = kv_store(&server, &app, &store).await?.get(&key).await.map_err(store_error)?;
+    Ok(octets(entry.ok_or_else(|| no_key("value", &key))?.value.to_vec()))
 }
 
 pub(super) async fn kv_put(
@@ -87,10 +86,9 @@ pub(super) async fn kv_put(
     Path((app, store, key)): Path<(String, String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let tree = tree(&server, &app, &store)?;
+    let store = kv_store(&server, &app, &store).await?;
     let body = body.map_err(|e| body_error(&server, e))?;
-    tree.insert(key.as_bytes(), body.as_ref()).map_err(store_error)?;
-    server.host.store().durable().await.map_err(store_error)?;
+    store.put(&key, body).await.map_err(store_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -98,25 +96,23 @@ pub(super) async fn kv_delete(
     State(server): State<Shared>,
     Path((app, store, key)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let tree = tree(&server, &app, &store)?;
-    tree.remove(key.as_bytes()).map_err(store_error)?;
-    server.host.store().durable().await.map_err(store_error)?;
+    kv_store(&server, &app, &store).await?.delete(&key).await.map_err(store_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn bucket(server: &Shared, app: &str, name: &str) -> Result<BucketDir, ApiError> {
+async fn bucket(server: &Shared, app: &str, name: &str) -> Result<std::sync::Arc<dyn Bucket>, ApiError> {
     granted(find(server, app)?, "bucket", name)?;
-    BucketDir::open(&server.host.buckets_dir(app), name).map_err(store_error)
+    server.host.blobs().open(app, name).await.map_err(bucket_error)
 }
 
-fn bucket_error(error: BucketError) -> ApiError {
+fn bucket_error(error: BlobError) -> ApiError {
     match error {
-        BucketError::NoSuchKey(_) => ApiError::not_found("no-such-key", error.to_string()),
-        BucketError::InvalidKey(reason) => ApiError::bad_request("invalid-key", reason),
-        BucketError::ObjectInTheWay { .. } | BucketError::FolderInTheWay { .. } => {
+        BlobError::NoSuchKey(_) => ApiError::not_found("no-such-key", error.to_string()),
+        BlobError::InvalidKey(reason) => ApiError::bad_request("invalid-key", reason),
+        BlobError::ObjectInTheWay { .. } | BlobError::FolderInTheWay { .. } => {
             ApiError::new(StatusCode::CONFLICT, "key-conflict", error.to_string())
         }
-        BucketError::Io(message) => store_error(message),
+        BlobError::Open { message, .. } | BlobError::Io(message) => store_error(message),
     }
 }
 
@@ -126,10 +122,8 @@ pub(super) async fn bucket_list(
     Path((app, name)): Path<(String, String)>,
     Query(q): Query<ListQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let bucket = bucket(&server, &app, &name)?;
-    let page = blocking(move || bucket.list(&q.prefix, q.cursor.as_deref(), q.limit.unwrap_or(1000)))
-        .await
-        .map_err(bucket_error)?;
+    let bucket = bucket(&server, &app, &name).await?;
+    let page = bucket.list(&q.prefix, q.cursor.as_deref(), q.limit.unwrap_or(1000)).await.map_err(bucket_error)?;
     Ok(axum::Json(json!({ "keys": page.keys, "cursor": page.cursor })))
 }
 
@@ -137,8 +131,8 @@ pub(super) async fn bucket_get(
     State(server): State<Shared>,
     Path((app, name, key)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    let bucket = bucket(&server, &app, &name)?;
-    Ok(octets(blocking(move || bucket.read(&key)).await.map_err(bucket_error)?))
+    let object = bucket(&server, &app, &name).await?.read(&key, 0, u64::MAX).await.map_err(bucket_error)?;
+    Ok(octets(blobs::read_to_vec(&key, object).await.map_err(bucket_error)?))
 }
 
 /// Write an object; `409 key-conflict` when an object is where one of the key's folders should
@@ -148,9 +142,9 @@ pub(super) async fn bucket_put(
     Path((app, name, key)): Path<(String, String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let bucket = bucket(&server, &app, &name)?;
+    let bucket = bucket(&server, &app, &name).await?;
     let body = body.map_err(|e| body_error(&server, e))?;
-    blocking(move || bucket.write(&key, &body)).await.map_err(bucket_error)?;
+    bucket.write(&key, blobs::from_bytes(body)).await.map_err(bucket_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -158,7 +152,6 @@ pub(super) async fn bucket_delete(
     State(server): State<Shared>,
     Path((app, name, key)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let bucket = bucket(&server, &app, &name)?;
-    blocking(move || bucket.delete(&key)).await.map_err(bucket_error)?;
+    bucket(&server, &app, &name).await?.delete(&key).await.map_err(bucket_error)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,9 +1,9 @@
 //! The memory a call may use: the guest's linear memory, and the host memory made or held for it
-//! (values read for it, `wasi:nn` tensors, table elements), all against its `memory` limit.
+//! (values read for it, `wasi:nn` tensors, table elements), all against its `memory` limit. The
+//! call installs the [`Limiter`] in its store; capability views use it to refuse values that
+//! could not fit in the guest.
 
 use wasmtime::ResourceLimiter;
-
-use super::CallState;
 
 /// Host bytes per table element (wasmtime keeps a pointer per element).
 const TABLE_ELEMENT_BYTES: u64 = std::mem::size_of::<usize>() as u64;
@@ -12,7 +12,7 @@ const TABLE_ELEMENT_BYTES: u64 = std::mem::size_of::<usize>() as u64;
 /// that usually follows (an allocator abort) is reported as what it is. Host memory held for the
 /// guest (`wasi:nn` tensors, the elements of all its tables) counts against the same `memory`
 /// limit as its linear memory; `table-entries` limits each table.
-pub(super) struct Limiter {
+pub struct Limiter {
     memory: u64,
     table_entries: usize,
     /// Bytes of linear memory of all the instance's memories together.
@@ -20,13 +20,19 @@ pub(super) struct Limiter {
     /// Bytes of host memory held for the guest: tensors and table elements.
     host_held: u64,
     /// The total asked for when memory was last refused.
-    pub(super) denied_memory: Option<u64>,
+    denied_memory: Option<u64>,
 }
 
 impl Limiter {
     /// `memory` bytes in all; `table_entries` per table.
-    pub(super) fn new(memory: u64, table_entries: usize) -> Limiter {
+    pub fn new(memory: u64, table_entries: usize) -> Limiter {
         Limiter { memory, table_entries, memory_used: 0, host_held: 0, denied_memory: None }
+    }
+
+    /// The total asked for when memory was last refused: a trap that follows is reported as
+    /// the memory limit it is.
+    pub fn denied_memory(&self) -> Option<u64> {
+        self.denied_memory
     }
 
     /// Whether `total` bytes (linear memory and host memory together) fit the `memory` limit;
@@ -60,45 +66,45 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-impl CallState {
+impl Limiter {
     /// The largest value the host may build to hand the guest now: the `memory` limit less the
-    /// host memory the call holds ([`CallState::hold`]). A bigger value could never be copied into
-    /// the guest's memory, so the host refuses it before reading it ([`CallState::too_big`]).
-    pub(crate) fn value_budget(&self) -> u64 {
-        self.limiter.memory.saturating_sub(self.limiter.host_held)
+    /// host memory the call holds ([`Limiter::hold`]). A bigger value could never be copied into
+    /// the guest's memory, so the host refuses it before reading it ([`Limiter::too_big`]).
+    pub fn value_budget(&self) -> u64 {
+        self.memory.saturating_sub(self.host_held)
     }
 
     /// The error that ends the call when the host would need `bytes` of host memory for the
     /// guest (`what`, e.g. `bucket read`) past what its `memory` limit leaves:
-    /// [`super::CallError::MemoryLimit`], as when the guest's own memory cannot grow.
-    pub(crate) fn too_big(&mut self, what: &str, bytes: u64) -> wasmtime::Error {
-        self.refused(what, self.limiter.host_held.saturating_add(bytes))
+    /// `CallError::MemoryLimit`, as when the guest's own memory cannot grow.
+    pub fn too_big(&mut self, what: &str, bytes: u64) -> wasmtime::Error {
+        self.refused(what, self.host_held.saturating_add(bytes))
     }
 
     /// Take `bytes` of host memory held for the guest across host calls (`wasi:nn` tensors): it
     /// counts against the `memory` limit together with the guest's linear memory, or the call
-    /// ends with [`super::CallError::MemoryLimit`].
-    pub(crate) fn hold(&mut self, what: &str, bytes: u64) -> wasmtime::Result<()> {
-        let held = self.limiter.host_held.saturating_add(bytes);
-        let total = self.limiter.memory_used.saturating_add(held);
-        if !self.limiter.fits(total) {
+    /// ends with `CallError::MemoryLimit`.
+    pub fn hold(&mut self, what: &str, bytes: u64) -> wasmtime::Result<()> {
+        let held = self.host_held.saturating_add(bytes);
+        let total = self.memory_used.saturating_add(held);
+        if !self.fits(total) {
             return Err(self.refused(what, total));
         }
-        self.limiter.host_held = held;
+        self.host_held = held;
         Ok(())
     }
 
     /// The error for a refusal of `requested` bytes in all, remembered as a denied memory growth.
     fn refused(&mut self, what: &str, requested: u64) -> wasmtime::Error {
-        let limit = self.limiter.memory;
+        let limit = self.memory;
         tracing::debug!(what, requested, limit, "host memory for the guest refused");
-        self.limiter.denied_memory = Some(requested);
+        self.denied_memory = Some(requested);
         wasmtime::format_err!("{what} would need {requested} bytes, more than the `memory` limit of {limit} bytes")
     }
 
-    /// Give back `bytes` taken with [`CallState::hold`].
-    pub(crate) fn release(&mut self, bytes: u64) {
-        self.limiter.host_held = self.limiter.host_held.saturating_sub(bytes);
+    /// Give back `bytes` taken with [`Limiter::hold`].
+    pub fn release(&mut self, bytes: u64) {
+        self.host_held = self.host_held.saturating_sub(bytes);
     }
 }
 
