@@ -111,7 +111,8 @@ impl Serve {
         }
         let retention = Retention { max_age: self.keep_executions_for, max_count: self.keep_executions };
         let host = context.local.clone().retention(retention).build()?;
-        let apps = self.manifests.iter().map(|path| load_app(&host, path, self.build)).collect::<Result<Vec<_>, _>>()?;
+        let apps =
+            self.manifests.iter().map(|path| load_app(&host, path, self.build)).collect::<Result<Vec<_>, _>>()?;
         let config = self.limits.config(token);
         let triggers = Triggers::start(&host, &apps.iter().collect::<Vec<_>>())?;
         let router = host::server::router(&host, apps, config.clone())?;

@@ -111,8 +111,11 @@ impl Target for Local {
     }
 
     async fn items(&self, dataset: &Dataset<'_>, query: &ItemQuery, cursor: Option<&str>) -> anyhow::Result<Value> {
-        let filter =
-            host::datasets::ItemFilter { dir: query.dir.clone(), mimetype: query.mimetype.clone(), metadata: Vec::new() };
+        let filter = host::datasets::ItemFilter {
+            dir: query.dir.clone(),
+            mimetype: query.mimetype.clone(),
+            metadata: Vec::new(),
+        };
         Ok(serde_json::to_value(self.dataset(dataset)?.list(&filter, cursor, ITEMS_PAGE)?)?)
     }
 
