@@ -24,6 +24,7 @@ struct Cli {
     command: Command,
 }
 
+/// The commands; each one's help is the doc comment of its arguments' struct.
 #[derive(Subcommand)]
 enum Command {
     Call(cli::call::Call),

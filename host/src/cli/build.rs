@@ -16,7 +16,7 @@ pub struct Build {
 impl Build {
     /// Run the command.
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        host::build::build(&host::manifest::Manifest::load(&self.manifest)?)?;
+        super::build_app(&self.manifest)?;
         Ok(ExitCode::SUCCESS)
     }
 }

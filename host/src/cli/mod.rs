@@ -104,10 +104,15 @@ pub fn read_json(text: Option<&str>) -> anyhow::Result<Value> {
     serde_json::from_str(&text).context("arguments are not valid JSON")
 }
 
+/// Run the build commands of the app of `manifest`.
+pub fn build_app(manifest: &Path) -> Result<(), Error> {
+    Ok(host::build::build(&host::manifest::Manifest::load(manifest)?)?)
+}
+
 /// Load the app of `manifest` into `host`, running its build commands first when `build`.
 pub fn load_app(host: &Host, manifest: &Path, build: bool) -> Result<App, Error> {
     if build {
-        host::build::build(&host::manifest::Manifest::load(manifest)?)?;
+        build_app(manifest)?;
     }
     host.load(manifest)
 }
