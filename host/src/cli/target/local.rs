@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use host::{App, Error, Function, Host};
 use serde_json::Value;
 
-use super::{Called, Dataset, ExecutionQuery, ITEMS_PAGE, ItemQuery, MapEvent, Refusal, Refused, Target};
+use super::{CallResult, Called, Dataset, ExecutionQuery, ITEMS_PAGE, ItemQuery, MapEvent, Refusal, Target};
 use crate::cli::{AppArgs, Context, load_app};
 
 /// The local host, and the app functions are called in.
@@ -52,12 +52,12 @@ impl Target for Local {
         Ok(Called { logs, result })
     }
 
-    async fn start(&self, _: &str, _: &Value, _: bool) -> Refused<Value> {
+    async fn start(&self, _: &str, _: &Value, _: bool) -> CallResult<Value> {
         // Jobs run in `host serve`: this process would end before them (clap asks for `--remote`).
         anyhow::bail!("--async and --enqueue need --remote")
     }
 
-    async fn map(&self, function: &str, starmap: bool, inputs: Value, on: &mut dyn FnMut(MapEvent)) -> Refused<()> {
+    async fn map(&self, function: &str, starmap: bool, inputs: Value, on: &mut dyn FnMut(MapEvent)) -> CallResult<()> {
         let function = self.function(function)?;
         let arg_sets = match (starmap, inputs) {
             (true, Value::Array(sets)) => sets,

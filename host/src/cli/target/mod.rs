@@ -22,10 +22,10 @@ pub trait Target {
     /// Call `function` (`FUNCTION.EXPORT`; remotely also `APP/FUNCTION.EXPORT`) with `args`.
     async fn call(&self, function: &str, args: &Value) -> anyhow::Result<Called>;
     /// Start `function` as a job (one at a time, in order, when `enqueue`): its queued record.
-    async fn start(&self, function: &str, args: &Value, enqueue: bool) -> Refused<Value>;
+    async fn start(&self, function: &str, args: &Value, enqueue: bool) -> CallResult<Value>;
     /// Call `function` once per input (`starmap`: once per argument list), telling `on` the
     /// number of calls and then each outcome (`{"ok": ...}` or `{"err": ...}`) as it ends.
-    async fn map(&self, function: &str, starmap: bool, inputs: Value, on: &mut dyn FnMut(MapEvent)) -> Refused<()>;
+    async fn map(&self, function: &str, starmap: bool, inputs: Value, on: &mut dyn FnMut(MapEvent)) -> CallResult<()>;
     /// Execution records, newest first.
     async fn executions(&self, query: ExecutionQuery) -> anyhow::Result<Vec<Value>>;
     /// The execution's record once it is final, or the last one seen after `timeout`.
@@ -69,7 +69,7 @@ impl RemoteArgs {
 
 /// What a call gives: its value, or the [`Refusal`] the command reports; `Err` is the command's
 /// own error.
-pub type Refused<T> = anyhow::Result<Result<T, Refusal>>;
+pub type CallResult<T> = anyhow::Result<Result<T, Refusal>>;
 
 /// A finished call: the guest's output (empty remotely), and its result or why it failed.
 pub struct Called {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use host::client::{Client, Failure, Reply};
 use serde_json::Value;
 
-use super::{Called, Dataset, ExecutionQuery, ITEMS_PAGE, ItemQuery, MapEvent, Refusal, Refused, Target};
+use super::{CallResult, Called, Dataset, ExecutionQuery, ITEMS_PAGE, ItemQuery, MapEvent, Refusal, Target};
 
 impl From<Failure> for Refusal {
     fn from(failure: Failure) -> Refusal {
@@ -21,7 +21,7 @@ fn answer<T>(reply: Reply<T>) -> anyhow::Result<T> {
 }
 
 /// The server's answer to a call, its error as the call's [`Refusal`].
-fn called<T>(reply: Reply<T>) -> Refused<T> {
+fn called<T>(reply: Reply<T>) -> CallResult<T> {
     Ok(reply?.map_err(Refusal::from))
 }
 
@@ -40,11 +40,11 @@ impl Target for Client {
         Ok(Called { logs: String::new(), result: called(Client::call(self, function, args).await)? })
     }
 
-    async fn start(&self, function: &str, args: &Value, enqueue: bool) -> Refused<Value> {
+    async fn start(&self, function: &str, args: &Value, enqueue: bool) -> CallResult<Value> {
         called(Client::start(self, function, args, enqueue).await)
     }
 
-    async fn map(&self, function: &str, starmap: bool, inputs: Value, on: &mut dyn FnMut(MapEvent)) -> Refused<()> {
+    async fn map(&self, function: &str, starmap: bool, inputs: Value, on: &mut dyn FnMut(MapEvent)) -> CallResult<()> {
         // The server streams outcomes as they end; the count is known from the inputs alone.
         on(MapEvent::Total(if starmap { inputs.as_array().map_or(0, Vec::len) } else { map_count(&inputs) }));
         let mapped = Client::map(self, function, starmap, &inputs, |mut outcome| {
