@@ -1,11 +1,23 @@
-//! A client for a running `host serve` (what `host call --remote` uses): plain HTTP/1.1 over TCP,
-//! with the same function names and JSON arguments as a local call.
+//! A client for a running `host serve` (what the CLI's `--remote` uses): plain HTTP/1.1 over TCP,
+//! with the same function names and JSON arguments as a local call, and the execution and item
+//! operations of the REST API.
+
+use std::time::{Duration, Instant};
 
 use http::{Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+
+mod paths;
+
+/// The answer to one API request: the server's value or its error (`Ok`), or why the server could
+/// not be asked (`Err`).
+pub type Reply<T> = Result<Result<T, Failure>, ClientError>;
+
+/// The content type of requests without a body of their own.
+const JSON: &str = "application/json";
 
 /// The server could not be reached or gave an answer that is not the API's.
 #[derive(Debug, thiserror::Error)]
@@ -79,27 +91,13 @@ impl Client {
         })
     }
 
-    /// Send one request; returns the status and the whole body.
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Bytes), ClientError> {
-        let mut chunks = Vec::new();
-        let status = self
-            .send_streaming(method, path, "application/json", body, |chunk| chunks.extend_from_slice(chunk))
-            .await?;
-        Ok((status, Bytes::from(chunks)))
-    }
-
     /// Send one request and hand the answer's body to `on_chunk` piece by piece as it arrives.
     async fn send_streaming(
         &self,
         method: Method,
         path: &str,
         content_type: &str,
-        body: Option<Vec<u8>>,
+        body: Vec<u8>,
         mut on_chunk: impl FnMut(&[u8]),
     ) -> Result<StatusCode, ClientError> {
         let unreachable = |message: String| ClientError::Unreachable { server: self.authority.clone(), message };
@@ -118,8 +116,7 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let request =
-            request.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| unreachable(e.to_string()))?;
+        let request = request.body(Full::new(Bytes::from(body))).map_err(|e| unreachable(e.to_string()))?;
         let response = sender.send_request(request).await.map_err(|e| unreachable(e.to_string()))?;
         let status = response.status();
         let mut body = response.into_body();
@@ -131,26 +128,35 @@ impl Client {
         Ok(status)
     }
 
-    /// One API request (`path` from `/v1`): the body of a successful answer, or the API's error.
-    pub async fn api(
+    /// One request: the answer's status and whole body.
+    async fn exchange(
         &self,
         method: Method,
         path: &str,
         content_type: &str,
         body: Vec<u8>,
-    ) -> Result<Result<Bytes, Failure>, ClientError> {
+    ) -> Result<(StatusCode, Vec<u8>), ClientError> {
         let mut chunks = Vec::new();
-        let status =
-            self.send_streaming(method, path, content_type, Some(body), |c| chunks.extend_from_slice(c)).await?;
-        if status.is_success() {
-            return Ok(Ok(Bytes::from(chunks)));
-        }
-        self.failure(status, &chunks).map(Err)
+        let status = self.send_streaming(method, path, content_type, body, |c| chunks.extend_from_slice(c)).await?;
+        Ok((status, chunks))
     }
 
-    /// A GET whose answer streams: `on_chunk` sees each piece (e.g. Server-Sent Events).
-    pub async fn follow(&self, path: &str, on_chunk: impl FnMut(&[u8])) -> Result<StatusCode, ClientError> {
-        self.send_streaming(Method::GET, path, "application/json", None, on_chunk).await
+    /// One API request: the body of a successful answer, or the API's error.
+    async fn request(&self, method: Method, path: &str, content_type: &str, body: Vec<u8>) -> Reply<Bytes> {
+        let (status, body) = self.exchange(method, path, content_type, body).await?;
+        if status.is_success() {
+            return Ok(Ok(Bytes::from(body)));
+        }
+        self.failure(status, &body).map(Err)
+    }
+
+    /// [`Client::request`] whose successful answer is JSON.
+    async fn request_json(&self, method: Method, path: &str, content_type: &str, body: Vec<u8>) -> Reply<Value> {
+        let (status, body) = self.exchange(method, path, content_type, body).await?;
+        if !status.is_success() {
+            return self.failure(status, &body).map(Err);
+        }
+        serde_json::from_slice(&body).map(Ok).map_err(|_| self.unexpected(status, &body))
     }
 
     fn unexpected(&self, status: StatusCode, body: &[u8]) -> ClientError {
@@ -161,16 +167,28 @@ impl Client {
         }
     }
 
+    fn failure(&self, status: StatusCode, body: &[u8]) -> Result<Failure, ClientError> {
+        let error: Value = serde_json::from_slice(body).map_err(|_| self.unexpected(status, body))?;
+        let (Some(code), Some(message)) = (error["code"].as_str(), error["message"].as_str()) else {
+            return Err(self.unexpected(status, body));
+        };
+        Ok(Failure {
+            status: status.as_u16(),
+            code: code.to_string(),
+            message: message.to_string(),
+            bad_input: matches!(status, StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND),
+        })
+    }
+
     /// Find the app of `function` (`APP/FUNCTION.EXPORT`, or searched among the server's apps).
-    async fn resolve<'a>(&self, function: &'a str) -> Result<Result<(String, &'a str), Failure>, ClientError> {
+    async fn resolve<'a>(&self, function: &'a str) -> Reply<(String, &'a str)> {
         if let Some((app, function)) = function.split_once('/') {
             return Ok(Ok((app.to_string(), function)));
         }
-        let (status, body) = self.send(Method::GET, "/v1/apps", None).await?;
-        if !status.is_success() {
-            return Ok(Err(self.failure(status, &body)?));
-        }
-        let apps: Value = serde_json::from_slice(&body).map_err(|_| self.unexpected(status, &body))?;
+        let apps = match self.request_json(Method::GET, &paths::apps(), JSON, Vec::new()).await? {
+            Ok(apps) => apps,
+            Err(failure) => return Ok(Err(failure)),
+        };
         let mut found = Vec::new();
         for app in apps.as_array().into_iter().flatten() {
             let names: Vec<&str> =
@@ -197,34 +215,16 @@ impl Client {
         }
     }
 
-    fn failure(&self, status: StatusCode, body: &[u8]) -> Result<Failure, ClientError> {
-        let error: Value = serde_json::from_slice(body).map_err(|_| self.unexpected(status, body))?;
-        let (Some(code), Some(message)) = (error["code"].as_str(), error["message"].as_str()) else {
-            return Err(self.unexpected(status, body));
-        };
-        Ok(Failure {
-            status: status.as_u16(),
-            code: code.to_string(),
-            message: message.to_string(),
-            bad_input: matches!(status, StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND),
-        })
-    }
-
     /// Call `function` with JSON `args` (`null` for none) and return its JSON result, or the
     /// server's error.
-    pub async fn call(&self, function: &str, args: &Value) -> Result<Result<Value, Failure>, ClientError> {
-        self.invoke(function, args, "").await
+    pub async fn call(&self, function: &str, args: &Value) -> Reply<Value> {
+        self.invoke(function, args, None).await
     }
 
     /// Start `function` as a job (`?async=true`), or as a serial call (`?enqueue=true`) when
     /// `enqueue`: the answer holds its execution `id`.
-    pub async fn start(
-        &self,
-        function: &str,
-        args: &Value,
-        enqueue: bool,
-    ) -> Result<Result<Value, Failure>, ClientError> {
-        self.invoke(function, args, if enqueue { "?enqueue=true" } else { "?async=true" }).await
+    pub async fn start(&self, function: &str, args: &Value, enqueue: bool) -> Reply<Value> {
+        self.invoke(function, args, Some(if enqueue { "enqueue" } else { "async" })).await
     }
 
     /// `map` (body `{"inputs": ...}`) or `starmap` (body `{"args": [...]}`) on the server, which
@@ -235,18 +235,18 @@ impl Client {
         starmap: bool,
         inputs: &Value,
         mut on_outcome: impl FnMut(Value),
-    ) -> Result<Result<(), Failure>, ClientError> {
+    ) -> Reply<()> {
         let (app, function) = match self.resolve(function).await? {
             Ok(found) => found,
             Err(failure) => return Ok(Err(failure)),
         };
         let (kind, field) = if starmap { ("starmap", "args") } else { ("map", "inputs") };
-        let path = format!("/v1/apps/{}/functions/{}/{kind}?stream=true", encode(&app), encode(function));
+        let path = paths::with_query(paths::function_map(&app, function, kind), &[("stream", Some("true"))]);
         let body = serde_json::to_vec(&serde_json::json!({ field: inputs })).expect("JSON value serializes");
         let mut pending = Vec::new();
         let mut bad_line = None;
         let status = self
-            .send_streaming(Method::POST, &path, "application/json", Some(body), |chunk| {
+            .send_streaming(Method::POST, &path, JSON, body, |chunk| {
                 pending.extend_from_slice(chunk);
                 while let Some(end) = pending.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = pending.drain(..=end).collect();
@@ -266,28 +266,101 @@ impl Client {
         }
     }
 
-    async fn invoke(&self, function: &str, args: &Value, query: &str) -> Result<Result<Value, Failure>, ClientError> {
+    /// Call `function`, or start it as a job with the query flag `start` (`async`, `enqueue`).
+    async fn invoke(&self, function: &str, args: &Value, start: Option<&str>) -> Reply<Value> {
         let (app, function) = match self.resolve(function).await? {
             Ok(found) => found,
             Err(failure) => return Ok(Err(failure)),
         };
         let body = if args.is_null() { Vec::new() } else { serde_json::to_vec(args).expect("JSON value serializes") };
-        let path = format!("/v1/apps/{}/functions/{}{query}", encode(&app), encode(function));
-        let (status, body) = self.send(Method::POST, &path, Some(body)).await?;
-        if status.is_success() {
-            return serde_json::from_slice(&body).map(Ok).map_err(|_| self.unexpected(status, &body));
-        }
-        self.failure(status, &body).map(Err)
+        let path = match start {
+            Some(flag) => paths::with_query(paths::function(&app, function), &[(flag, Some("true"))]),
+            None => paths::function(&app, function),
+        };
+        self.request_json(Method::POST, &path, JSON, body).await
     }
-}
 
-/// Percent-encode a path segment or query value.
-pub fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
+    /// Execution records, newest first: at most `limit`, filtered by the `filters` that have a
+    /// value (`app`, `function`, `trigger`, `status`).
+    pub async fn executions(&self, limit: usize, filters: &[(&str, Option<&str>)]) -> Reply<Value> {
+        let limit = limit.to_string();
+        let query = [&[("limit", Some(limit.as_str()))], filters].concat();
+        self.request_json(Method::GET, &paths::with_query(paths::executions(), &query), JSON, Vec::new()).await
+    }
+
+    /// The execution's record once it is final, or the last one seen after `timeout`.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Reply<Value> {
+        // The server waits at most 5 minutes per request.
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(300));
+            let wait = format!("{}ms", left.as_millis());
+            let path = paths::with_query(paths::execution(id), &[("wait", Some(&wait))]);
+            let record = match self.request_json(Method::GET, &path, JSON, Vec::new()).await? {
+                Ok(record) => record,
+                Err(failure) => return Ok(Err(failure)),
+            };
+            let finished = !matches!(record["status"].as_str(), Some("queued" | "running"));
+            if finished || left.is_zero() || Instant::now() >= deadline {
+                return Ok(Ok(record));
+            }
+        }
+    }
+
+    /// Cancel a queued or running execution; its record.
+    pub async fn cancel(&self, id: &str) -> Reply<Value> {
+        self.request_json(Method::POST, &paths::cancel(id), JSON, Vec::new()).await
+    }
+
+    /// An execution's logs so far.
+    pub async fn logs(&self, id: &str) -> Reply<Bytes> {
+        self.request(Method::GET, &paths::logs(id), "text/plain", Vec::new()).await
+    }
+
+    /// Follow an execution's logs until it ends: `on_log` sees each line as it comes (the `log`
+    /// events of the Server-Sent Events stream). Returns the answer's status.
+    pub async fn follow_logs(&self, id: &str, mut on_log: impl FnMut(&str)) -> Result<StatusCode, ClientError> {
+        let path = paths::with_query(paths::logs(id), &[("follow", Some("true"))]);
+        let (mut pending, mut event) = (String::new(), String::new());
+        self.send_streaming(Method::GET, &path, JSON, Vec::new(), |chunk| {
+            pending.push_str(&String::from_utf8_lossy(chunk));
+            while let Some(end) = pending.find('\n') {
+                let line: String = pending.drain(..=end).collect();
+                let line = line.trim_end_matches(['\n', '\r']);
+                if let Some(name) = line.strip_prefix("event: ") {
+                    event = name.to_string();
+                } else if let Some(data) = line.strip_prefix("data: ").or(line.strip_prefix("data:"))
+                    && event == "log"
+                {
+                    on_log(data);
+                }
+            }
         })
-        .collect()
+        .await
+    }
+
+    /// Upload `data` as item `name` in folder `dir` of a dataset (its mimetype guessed from the
+    /// name); the new item.
+    pub async fn upload(&self, app: &str, dataset: &str, dir: &str, name: &str, data: Vec<u8>) -> Reply<Value> {
+        let path = paths::with_query(paths::items(app, dataset), &[("dir", Some(dir)), ("name", Some(name))]);
+        self.request_json(Method::POST, &path, crate::mimetype::guess(name), data).await
+    }
+
+    /// One page of a dataset's items (`{"items", "cursor"}`): at most `limit`, filtered by the
+    /// `query` pairs that have a value (`dir`, `mimetype`, `cursor`).
+    pub async fn items(&self, app: &str, dataset: &str, limit: u32, query: &[(&str, Option<&str>)]) -> Reply<Value> {
+        let limit = limit.to_string();
+        let query = [&[("limit", Some(limit.as_str()))], query].concat();
+        self.request_json(Method::GET, &paths::with_query(paths::items(app, dataset), &query), JSON, Vec::new()).await
+    }
+
+    /// One item, as the server's JSON text.
+    pub async fn item(&self, app: &str, dataset: &str, id: &str) -> Reply<Bytes> {
+        self.request(Method::GET, &paths::item(app, dataset, id), JSON, Vec::new()).await
+    }
+
+    /// One item's bytes.
+    pub async fn download(&self, app: &str, dataset: &str, id: &str) -> Reply<Bytes> {
+        self.request(Method::GET, &paths::download(app, dataset, id), JSON, Vec::new()).await
+    }
 }

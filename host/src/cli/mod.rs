@@ -1,0 +1,118 @@
+//! The `host` commands, one module each. Commands that can work on the data dir or on a running
+//! `host serve` are written once, over a [`target::Target`].
+
+pub mod build;
+pub mod call;
+pub mod executions;
+pub mod inspect;
+pub mod items;
+pub mod logs;
+pub mod map;
+pub mod serve;
+pub mod target;
+pub mod wait;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use host::{App, Error, Host, HostBuilder};
+use serde_json::Value;
+
+/// What the commands share: the local host as `--data` and `--cache` configure it.
+pub struct Context {
+    /// The local host's configuration; only commands that work locally build it.
+    pub local: HostBuilder,
+    /// The folder of compiled components.
+    pub cache: PathBuf,
+}
+
+impl Context {
+    /// The context for data dir `data` and the cache `cache` (default: `cache` in the data dir).
+    pub fn new(data: &Path, cache: Option<PathBuf>) -> Context {
+        let cache = cache.unwrap_or_else(|| data.join("cache"));
+        Context { local: Host::builder().data_dir(data).cache_dir(&cache), cache }
+    }
+}
+
+/// The app a local call runs in.
+#[derive(clap::Args)]
+pub struct AppArgs {
+    /// The app manifest.
+    #[arg(short = 'f', long = "file", default_value = "host.toml")]
+    pub manifest: PathBuf,
+    /// Run the manifest's build commands first.
+    #[arg(long)]
+    pub build: bool,
+}
+
+/// Where `items`, `executions` and `logs` work: the data dir (no server may be using it), or a
+/// running `host serve`.
+#[derive(clap::Args)]
+pub struct RemoteArgs {
+    /// A running `host serve` (e.g. `http://127.0.0.1:8080`) instead of the data dir.
+    #[arg(long, value_name = "URL")]
+    pub remote: Option<String>,
+    #[command(flatten)]
+    pub token: TokenArgs,
+}
+
+/// The bearer token: given, from `HOST_TOKEN`, or read from a file.
+#[derive(clap::Args)]
+pub struct TokenArgs {
+    /// Bearer token (prefer `HOST_TOKEN` or `--token-file`: arguments show up in `ps`).
+    #[arg(long, env = "HOST_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Read the bearer token from this file (surrounding whitespace is ignored).
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    /// The token, checked: `None` when none is given.
+    pub fn resolve(self) -> anyhow::Result<Option<String>> {
+        let token = match self.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read token file {}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => self.token,
+        };
+        match token {
+            Some(t) if t.is_empty() => anyhow::bail!("the bearer token is empty"),
+            Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => {
+                anyhow::bail!("the bearer token must be printable ASCII without spaces")
+            }
+            token => Ok(token),
+        }
+    }
+}
+
+/// JSON given inline, read from stdin for `-`, or `null` when not given.
+pub fn read_json(text: Option<&str>) -> anyhow::Result<Value> {
+    let text = match text {
+        None => return Ok(Value::Null),
+        Some("-") => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).context("reading arguments from stdin")?;
+            text
+        }
+        Some(text) => text.to_string(),
+    };
+    serde_json::from_str(&text).context("arguments are not valid JSON")
+}
+
+/// Run the build commands of the app of `manifest`.
+pub fn build_app(manifest: &Path) -> Result<(), Error> {
+    Ok(host::build::build(&host::manifest::Manifest::load(manifest)?)?)
+}
+
+/// Load the app of `manifest` into `host`, running its build commands first when `build`.
+pub fn load_app(host: &Host, manifest: &Path, build: bool) -> Result<App, Error> {
+    if build {
+        build_app(manifest)?;
+    }
+    host.load(manifest)
+}
