@@ -10,7 +10,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-mod paths;
+use crate::server::routes::{Route, with_query};
 
 /// The answer to one API request: the server's value or its error (`Ok`), or why the server could
 /// not be asked (`Err`).
@@ -185,7 +185,7 @@ impl Client {
         if let Some((app, function)) = function.split_once('/') {
             return Ok(Ok((app.to_string(), function)));
         }
-        let apps = match self.request_json(Method::GET, &paths::apps(), JSON, Vec::new()).await? {
+        let apps = match self.request_json(Method::GET, &Route::ListApps.path(&[]), JSON, Vec::new()).await? {
             Ok(apps) => apps,
             Err(failure) => return Ok(Err(failure)),
         };
@@ -240,8 +240,8 @@ impl Client {
             Ok(found) => found,
             Err(failure) => return Ok(Err(failure)),
         };
-        let (kind, field) = if starmap { ("starmap", "args") } else { ("map", "inputs") };
-        let path = paths::with_query(paths::function_map(&app, function, kind), &[("stream", Some("true"))]);
+        let (route, field) = if starmap { (Route::Starmap, "args") } else { (Route::Map, "inputs") };
+        let path = with_query(route.path(&[&app, function]), &[("stream", Some("true"))]);
         let body = serde_json::to_vec(&serde_json::json!({ field: inputs })).expect("JSON value serializes");
         let mut pending = Vec::new();
         let mut bad_line = None;
@@ -274,8 +274,8 @@ impl Client {
         };
         let body = if args.is_null() { Vec::new() } else { serde_json::to_vec(args).expect("JSON value serializes") };
         let path = match start {
-            Some(flag) => paths::with_query(paths::function(&app, function), &[(flag, Some("true"))]),
-            None => paths::function(&app, function),
+            Some(flag) => with_query(Route::Call.path(&[&app, function]), &[(flag, Some("true"))]),
+            None => Route::Call.path(&[&app, function]),
         };
         self.request_json(Method::POST, &path, JSON, body).await
     }
@@ -285,7 +285,7 @@ impl Client {
     pub async fn executions(&self, limit: usize, filters: &[(&str, Option<&str>)]) -> Reply<Value> {
         let limit = limit.to_string();
         let query = [&[("limit", Some(limit.as_str()))], filters].concat();
-        self.request_json(Method::GET, &paths::with_query(paths::executions(), &query), JSON, Vec::new()).await
+        self.request_json(Method::GET, &with_query(Route::ListExecutions.path(&[]), &query), JSON, Vec::new()).await
     }
 
     /// The execution's record once it is final, or the last one seen after `timeout`.
@@ -295,7 +295,7 @@ impl Client {
         loop {
             let left = deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(300));
             let wait = format!("{}ms", left.as_millis());
-            let path = paths::with_query(paths::execution(id), &[("wait", Some(&wait))]);
+            let path = with_query(Route::ShowExecution.path(&[id]), &[("wait", Some(&wait))]);
             let record = match self.request_json(Method::GET, &path, JSON, Vec::new()).await? {
                 Ok(record) => record,
                 Err(failure) => return Ok(Err(failure)),
@@ -309,18 +309,18 @@ impl Client {
 
     /// Cancel a queued or running execution; its record.
     pub async fn cancel(&self, id: &str) -> Reply<Value> {
-        self.request_json(Method::POST, &paths::cancel(id), JSON, Vec::new()).await
+        self.request_json(Method::POST, &Route::CancelExecution.path(&[id]), JSON, Vec::new()).await
     }
 
     /// An execution's logs so far.
     pub async fn logs(&self, id: &str) -> Reply<Bytes> {
-        self.request(Method::GET, &paths::logs(id), "text/plain", Vec::new()).await
+        self.request(Method::GET, &Route::ExecutionLogs.path(&[id]), "text/plain", Vec::new()).await
     }
 
     /// Follow an execution's logs until it ends: `on_log` sees each line as it comes (the `log`
     /// events of the Server-Sent Events stream). Returns the answer's status.
     pub async fn follow_logs(&self, id: &str, mut on_log: impl FnMut(&str)) -> Result<StatusCode, ClientError> {
-        let path = paths::with_query(paths::logs(id), &[("follow", Some("true"))]);
+        let path = with_query(Route::ExecutionLogs.path(&[id]), &[("follow", Some("true"))]);
         let (mut pending, mut event) = (String::new(), String::new());
         self.send_streaming(Method::GET, &path, JSON, Vec::new(), |chunk| {
             pending.push_str(&String::from_utf8_lossy(chunk));
@@ -342,7 +342,7 @@ impl Client {
     /// Upload `data` as item `name` in folder `dir` of a dataset (its mimetype guessed from the
     /// name); the new item.
     pub async fn upload(&self, app: &str, dataset: &str, dir: &str, name: &str, data: Vec<u8>) -> Reply<Value> {
-        let path = paths::with_query(paths::items(app, dataset), &[("dir", Some(dir)), ("name", Some(name))]);
+        let path = with_query(Route::Upload.path(&[app, dataset]), &[("dir", Some(dir)), ("name", Some(name))]);
         self.request_json(Method::POST, &path, crate::mimetype::guess(name), data).await
     }
 
@@ -351,16 +351,16 @@ impl Client {
     pub async fn items(&self, app: &str, dataset: &str, limit: u32, query: &[(&str, Option<&str>)]) -> Reply<Value> {
         let limit = limit.to_string();
         let query = [&[("limit", Some(limit.as_str()))], query].concat();
-        self.request_json(Method::GET, &paths::with_query(paths::items(app, dataset), &query), JSON, Vec::new()).await
+        self.request_json(Method::GET, &with_query(Route::ListItems.path(&[app, dataset]), &query), JSON, Vec::new()).await
     }
 
     /// One item, as the server's JSON text.
     pub async fn item(&self, app: &str, dataset: &str, id: &str) -> Reply<Bytes> {
-        self.request(Method::GET, &paths::item(app, dataset, id), JSON, Vec::new()).await
+        self.request(Method::GET, &Route::ShowItem.path(&[app, dataset, id]), JSON, Vec::new()).await
     }
 
     /// One item's bytes.
     pub async fn download(&self, app: &str, dataset: &str, id: &str) -> Reply<Bytes> {
-        self.request(Method::GET, &paths::download(app, dataset, id), JSON, Vec::new()).await
+        self.request(Method::GET, &Route::Download.path(&[app, dataset, id]), JSON, Vec::new()).await
     }
 }

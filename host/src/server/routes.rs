@@ -164,6 +164,16 @@ fn fill(template: &str, args: &[&str], encoded: bool) -> String {
     path
 }
 
+/// `path` with a query of the `pairs` that have a value, each value percent-encoded.
+pub fn with_query(path: String, pairs: &[(&str, Option<&str>)]) -> String {
+    let mut url = path;
+    for (key, value) in pairs.iter().filter_map(|(key, value)| Some((key, (*value)?))) {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&format!("{key}={}", encode(value)));
+    }
+    url
+}
+
 /// Percent-encode a path segment or query value.
 pub fn encode(segment: &str) -> String {
     segment
@@ -196,6 +206,8 @@ mod tests {
         assert_eq!(Route::GetKv.path(&["app", "default", "a b/c"]), "/v1/apps/app/kv/default/a%20b/c");
         assert_eq!(Route::GetKv.openapi_path(&["app", "default"]), "/v1/apps/app/kv/default/{key}");
         assert_eq!(Route::ShowExecution.openapi_path(&[]), "/v1/executions/{id}");
+        let listed = with_query(Route::ListExecutions.path(&[]), &[("limit", Some("20")), ("app", None), ("status", Some("a&b"))]);
+        assert_eq!(listed, "/v1/executions?limit=20&status=a%26b");
         assert!(Route::Pause.per_app() && !Route::ShowApp.per_app() && !Route::Healthz.per_app());
     }
 }
