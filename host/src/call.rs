@@ -16,7 +16,7 @@ use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::capabilities::Capabilities;
 use crate::capabilities::http::DenyOutgoing;
-use crate::datasets::Cause;
+use crate::storage::datasets::Cause;
 use crate::engine::EPOCH_TICK;
 use crate::executions::Executions;
 use crate::manifest::{Limits, RecordMode};

@@ -12,14 +12,14 @@ use wasmtime::component::{Type, Val};
 use crate::Error;
 use crate::call::{self, CallError, CallTarget, Guest, Logs};
 use crate::capabilities::Capabilities;
-use crate::datasets::Cause;
+use crate::storage::datasets::Cause;
 use crate::engine::{self, Runtime};
 use crate::executions::{Execution, Executions};
 use crate::exports::{self, Export};
 use crate::manifest::{Manifest, ModelSource};
 use crate::metrics::Metrics;
 use crate::models::Models;
-use crate::queues::{Queue, QueueError, Queues};
+use crate::storage::queues::{Queue, QueueError, Queues};
 use crate::runner;
 use crate::store::{CommitStats, Store};
 use crate::triggers::http::HttpHandler;
@@ -181,8 +181,8 @@ impl Host {
     }
 
     /// Open dataset `name` of `app` (created on first use).
-    pub fn dataset(&self, app: &str, name: &str) -> Result<crate::datasets::Dataset, crate::datasets::ItemsError> {
-        crate::datasets::Dataset::open(&self.inner.store, &self.items_dir(), app, name)
+    pub fn dataset(&self, app: &str, name: &str) -> Result<crate::storage::datasets::Dataset, crate::storage::datasets::ItemsError> {
+        crate::storage::datasets::Dataset::open(&self.inner.store, &self.items_dir(), app, name)
     }
 
     /// The models loaded by this host's apps (shared by all their calls).
@@ -192,7 +192,7 @@ impl Host {
 
     /// Queue `name` of `app` with the settings of `spec` (see [`crate::manifest::QueueSpec::of`]).
     pub fn queue(&self, app: &str, name: &str, spec: &crate::manifest::QueueSpec) -> Result<Arc<Queue>, QueueError> {
-        self.inner.queues.open(&self.inner.store, app, name, spec)
+        self.inner.queues.open(app, name, spec)
     }
 
     /// Every queue opened so far (dead-lettering needs them all).

@@ -841,7 +841,7 @@ impl Backend {
         loop {
             let page = match &self.target {
                 Target::Local(host) => {
-                    let filter = host::datasets::ItemFilter {
+                    let filter = host::storage::datasets::ItemFilter {
                         dir: dir.clone(),
                         mimetype: mimetype.clone(),
                         metadata: Vec::new(),

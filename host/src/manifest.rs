@@ -59,7 +59,7 @@ pub struct Manifest {
 }
 
 /// The dead-letter queue of queue `q` is `q.dead`.
-pub const DEAD_LETTER_SUFFIX: &str = ".dead";
+pub use crate::storage::queues::DEAD_LETTER_SUFFIX;
 
 /// One `[queue.NAME]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +76,12 @@ impl QueueSpec {
             Some(_) => QueueSpec { max_attempts: u32::MAX },
             None => specs.get(name).cloned().unwrap_or_default(),
         }
+    }
+}
+
+impl From<&QueueSpec> for crate::storage::queues::QueueSettings {
+    fn from(spec: &QueueSpec) -> Self {
+        crate::storage::queues::QueueSettings { max_attempts: spec.max_attempts }
     }
 }
 
@@ -164,9 +170,9 @@ pub struct ItemTrigger {
     /// The dataset watched.
     pub dataset: String,
     /// Which changes fire it.
-    pub on: Vec<crate::datasets::Action>,
+    pub on: Vec<crate::storage::datasets::Action>,
     /// Which items fire it.
-    pub filter: crate::datasets::ItemFilter,
+    pub filter: crate::storage::datasets::ItemFilter,
     /// `once`: at most one successful execution per item; `always`: one per event.
     pub once: bool,
     /// `function.export`, taking one `item` argument.
@@ -376,17 +382,7 @@ pub struct ResourceName(pub String);
 impl FromStr for ResourceName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let valid = !s.is_empty()
-            && s.len() <= 64
-            && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-        if valid {
-            Ok(ResourceName(s.to_string()))
-        } else {
-            Err(format!(
-                "invalid name `{s}`: expected 1-64 characters of a-z, 0-9, `-`, `_`, starting with a letter or digit"
-            ))
-        }
+        crate::storage::check_name(s).map(|()| ResourceName(s.to_string()))
     }
 }
 
@@ -574,7 +570,7 @@ fn one() -> std::num::NonZeroU32 {
     std::num::NonZeroU32::MIN
 }
 
-struct ItemAction(crate::datasets::Action);
+struct ItemAction(crate::storage::datasets::Action);
 deserialize_from_str!(ItemAction, |t: &str| t.parse().map(ItemAction));
 
 #[derive(Deserialize)]
@@ -776,7 +772,7 @@ impl Manifest {
                 name: t.name.0,
                 dataset: t.dataset.0,
                 on: t.on.into_iter().map(|a| a.0).collect(),
-                filter: crate::datasets::ItemFilter { dir: t.filter.dir, mimetype: t.filter.mimetype, metadata },
+                filter: crate::storage::datasets::ItemFilter { dir: t.filter.dir, mimetype: t.filter.mimetype, metadata },
                 once: matches!(t.mode, TriggerMode::Once),
                 function: t.function,
                 attempts: t.retry.attempts.get(),

@@ -1,4 +1,4 @@
-//! `host:api/items`: the guest's view of [`crate::datasets`], limited to granted datasets. Changes
+//! `host:api/items`: the guest's view of [`crate::storage::datasets`], limited to granted datasets. Changes
 //! made during a triggered execution carry its [`Cause`], so triggers can avoid loops.
 
 use wasmtime::component::Resource;
@@ -8,7 +8,7 @@ use super::host::api::items::{
     Point, Rect,
 };
 use crate::call::CallState;
-use crate::datasets::{self, Cause, Dataset, Geometry, ItemFilter, ItemsError};
+use crate::storage::datasets::{self, Cause, Dataset, Geometry, ItemFilter, ItemsError};
 
 type ItemsResult<T> = wasmtime::Result<Result<T, Error>>;
 

@@ -35,7 +35,7 @@ mod generated {
             "wasi:keyvalue/store.bucket": super::kv::KvBucket,
             "wasi:keyvalue/atomics.cas": super::kv::KvCas,
             "host:api/buckets.bucket": super::buckets::BucketDir,
-            "host:api/items.dataset": crate::datasets::Dataset,
+            "host:api/items.dataset": crate::storage::datasets::Dataset,
             "wasi:nn/tensor.tensor": super::nn::Tensor,
             "wasi:nn/graph.graph": super::nn::Graph,
             "wasi:nn/inference.graph-execution-context": super::nn::ExecutionContext,
@@ -67,7 +67,7 @@ pub struct Capabilities {
     /// The app's `[queue.NAME]` entries.
     pub queue_specs: Arc<BTreeMap<String, QueueSpec>>,
     /// The host's open queues.
-    pub queues: Arc<crate::queues::Queues>,
+    pub queues: Arc<crate::storage::queues::Queues>,
 }
 
 /// Add every capability interface to the linker.

@@ -1,4 +1,4 @@
-//! `host:api/queues`: the guest's view of [`crate::queues`], limited to granted queues.
+//! `host:api/queues`: the guest's view of [`crate::storage::queues`], limited to granted queues.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::host::api::queues::{Error, Host, Message};
 use crate::call::CallState;
 use crate::manifest::QueueSpec;
-use crate::queues::{Queue, QueueError, parse_lease};
+use crate::storage::queues::{Queue, QueueError, parse_lease};
 
 type QueueResult<T> = wasmtime::Result<Result<T, Error>>;
 
@@ -27,7 +27,7 @@ impl CallState {
         if !caps.grants.queue(name) {
             return Err(Error::AccessDenied);
         }
-        Ok(caps.queues.open(&caps.store, &caps.app, name, &QueueSpec::of(&caps.queue_specs, name))?)
+        Ok(caps.queues.open(&caps.app, name, &QueueSpec::of(&caps.queue_specs, name))?)
     }
 
     /// The queue a lease is for, when granted.

@@ -1,8 +1,8 @@
-//! `host:api/topics`: publishing through [`crate::topics`], limited to granted topics.
+//! `host:api/topics`: publishing through [`crate::storage::topics`], limited to granted topics.
 
 use super::host::api::topics::{Error, Host};
 use crate::call::CallState;
-use crate::topics::{self, PublishError};
+use crate::storage::topics::{PublishError, Topics};
 
 impl Host for CallState {
     async fn publish(
@@ -14,7 +14,7 @@ impl Host for CallState {
         if !self.caps.grants.topic(&topic) {
             return Ok(Err(Error::AccessDenied));
         }
-        let published = topics::publish(&self.caps.store, &self.caps.app, &topic, payload, attributes).await;
+        let published = Topics::embedded(&self.caps.store).publish(&self.caps.app, &topic, payload, attributes).await;
         Ok(published.map_err(|e| match e {
             PublishError::Invalid(message) => Error::Invalid(message),
             PublishError::Storage(message) => Error::Other(message),

@@ -8,6 +8,7 @@ use super::{DEFAULT_DATA_DIR, Host, Inner};
 use crate::Error;
 use crate::engine::Runtime;
 use crate::executions::{Executions, Retention};
+use crate::storage::queues::{Queues, SledQueues};
 use crate::store::Store;
 
 /// Configures a [`Host`].
@@ -58,6 +59,7 @@ impl HostBuilder {
         let runtime = Runtime::new(cache_dir).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let store = Arc::new(store);
         let executions = Executions::open(&store, self.retention).map_err(|e| data_error(e.to_string()))?;
+        let queues = Arc::new(Queues::new(Arc::new(SledQueues::new(store.clone()))));
         let inner = Inner {
             runtime,
             store,
@@ -65,7 +67,7 @@ impl HostBuilder {
             metrics: Arc::default(),
             executions,
             models: Arc::default(),
-            queues: Arc::default(),
+            queues,
         };
         Ok(Host { inner: Arc::new(inner) })
     }
@@ -74,7 +76,7 @@ impl HostBuilder {
 /// Remove the temporary files of item uploads and bucket writes that a crash interrupted. Done
 /// once the store is open: its lock keeps other hosts off the data dir, so no write is in flight.
 fn remove_orphans(data_dir: &Path) {
-    let removed = crate::datasets::remove_orphans(&data_dir.join("items"))
+    let removed = crate::storage::datasets::remove_orphans(&data_dir.join("items"))
         .and_then(|()| crate::capabilities::buckets::remove_orphans(&data_dir.join("buckets")));
     if let Err(error) = removed {
         tracing::warn!(%error, "cannot remove temporary files left by an interrupted write");

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::api::{body_error, find};
 use super::{ApiError, Shared};
-use crate::datasets::{Dataset, Geometry, ItemFilter, ItemsError};
+use crate::storage::datasets::{Dataset, Geometry, ItemFilter, ItemsError};
 
 pub(super) fn routes() -> Router<Shared> {
     let base = "/v1/apps/{app}/datasets/{dataset}/items";

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::api::{body_error, find};
 use super::{ApiError, Shared};
 use crate::manifest::QueueSpec;
-use crate::queues::{Queue, QueueError};
+use crate::storage::queues::{Queue, QueueError};
 
 pub(super) fn routes() -> Router<Shared> {
     Router::new()
@@ -84,7 +84,7 @@ async fn stats(
     State(server): State<Shared>,
     Path((app, name)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let stats = queue(&server, &app, &name)?.stats()?;
+    let stats = queue(&server, &app, &name)?.stats().await?;
     Ok(axum::Json(json!({ "queue": name, "ready": stats.ready, "waiting": stats.waiting })))
 }
 
@@ -152,7 +152,7 @@ async fn publish(
         });
     }
     let body = body.map_err(|e| body_error(&server, e))?;
-    let id = crate::topics::publish(server.host.store(), &app, &topic, body.to_vec(), attributes)
+    let id = crate::storage::topics::Topics::embedded(server.host.store()).publish(&app, &topic, body.to_vec(), attributes)
         .await
         .map_err(|e| ApiError::bad_request("bad-argument", e.to_string()))?;
     Ok((StatusCode::CREATED, axum::Json(json!({ "id": id }))))
