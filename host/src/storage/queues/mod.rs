@@ -21,7 +21,7 @@ pub use self::sled::SledQueues;
 
 mod sled;
 #[cfg(test)]
-pub(crate) mod tests;
+pub(crate) mod suite;
 
 /// Why a queue operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -19,7 +19,7 @@ use crate::store::Store;
 
 mod sled;
 #[cfg(test)]
-pub(crate) mod tests;
+pub(crate) mod suite;
 
 /// The largest payload.
 pub const MAX_PAYLOAD: usize = 16 << 20;
