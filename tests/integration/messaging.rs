@@ -190,7 +190,7 @@ fn busy_queue(running: &Running, ms: u64, calls: usize) -> (Arc<Queue>, Vec<toki
 /// Wait until the queue is empty and the consumer's one execution is recorded: succeeded, attempt 1.
 fn delivered_once(host: &Host, queue: &Queue, body: &str) {
     wait_until("the message is handled and completed", Duration::from_secs(30), || {
-        let stats = stats(&queue);
+        let stats = stats(queue);
         count(host, &format!("msg/{body}")) >= 1 && stats.ready + stats.waiting == 0
     });
     assert_eq!(count(host, &format!("msg/{body}")), 1, "delivered once");
