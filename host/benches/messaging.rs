@@ -105,7 +105,12 @@ fn main() {
     for i in 0..events {
         let started = Instant::now();
         let id = runtime
-            .block_on(host::storage::topics::Topics::embedded(host.store()).publish("messaging", "news", format!("e{i}").into_bytes(), vec![]))
+            .block_on(host::storage::topics::Topics::embedded(host.store()).publish(
+                "messaging",
+                "news",
+                format!("e{i}").into_bytes(),
+                vec![],
+            ))
             .unwrap();
         loop {
             let done = (0..4)

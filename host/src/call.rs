@@ -16,11 +16,11 @@ use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::capabilities::Capabilities;
 use crate::capabilities::http::DenyOutgoing;
-use crate::storage::datasets::Cause;
 use crate::engine::EPOCH_TICK;
 use crate::executions::Executions;
 use crate::manifest::{Limits, RecordMode};
 use crate::metrics::Metrics;
+use crate::storage::datasets::Cause;
 
 mod cancel;
 mod limiter;

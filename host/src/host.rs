@@ -12,15 +12,15 @@ use wasmtime::component::{Type, Val};
 use crate::Error;
 use crate::call::{self, CallError, CallTarget, Guest, Logs};
 use crate::capabilities::Capabilities;
-use crate::storage::datasets::Cause;
 use crate::engine::{self, Runtime};
 use crate::executions::{Execution, Executions};
 use crate::exports::{self, Export};
 use crate::manifest::{Manifest, ModelSource};
 use crate::metrics::Metrics;
 use crate::models::Models;
-use crate::storage::queues::{Queue, QueueError, Queues};
 use crate::runner;
+use crate::storage::datasets::Cause;
+use crate::storage::queues::{Queue, QueueError, Queues};
 use crate::store::{CommitStats, Store};
 use crate::triggers::http::HttpHandler;
 use crate::values::{self, ArgumentError};
@@ -181,7 +181,11 @@ impl Host {
     }
 
     /// Open dataset `name` of `app` (created on first use).
-    pub fn dataset(&self, app: &str, name: &str) -> Result<crate::storage::datasets::Dataset, crate::storage::datasets::ItemsError> {
+    pub fn dataset(
+        &self,
+        app: &str,
+        name: &str,
+    ) -> Result<crate::storage::datasets::Dataset, crate::storage::datasets::ItemsError> {
         crate::storage::datasets::Dataset::open(&self.inner.store, &self.items_dir(), app, name)
     }
 

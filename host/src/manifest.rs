@@ -772,7 +772,11 @@ impl Manifest {
                 name: t.name.0,
                 dataset: t.dataset.0,
                 on: t.on.into_iter().map(|a| a.0).collect(),
-                filter: crate::storage::datasets::ItemFilter { dir: t.filter.dir, mimetype: t.filter.mimetype, metadata },
+                filter: crate::storage::datasets::ItemFilter {
+                    dir: t.filter.dir,
+                    mimetype: t.filter.mimetype,
+                    metadata,
+                },
                 once: matches!(t.mode, TriggerMode::Once),
                 function: t.function,
                 attempts: t.retry.attempts.get(),

@@ -9,7 +9,14 @@ use serde_json::{Value, json};
 use crate::common::{FACE_DETECT, IMAGE_PROCESS, PROBE, Running, iou, root, running, skimage_image};
 
 impl Running {
-    fn upload(&self, app: &str, dataset: &str, path: &str, data: &[u8], metadata: Value) -> host::storage::datasets::Item {
+    fn upload(
+        &self,
+        app: &str,
+        dataset: &str,
+        path: &str,
+        data: &[u8],
+        metadata: Value,
+    ) -> host::storage::datasets::Item {
         let (dir, name) = path.rsplit_once('/').unwrap();
         let dataset = self.host.dataset(app, dataset).unwrap();
         let dir = if dir.is_empty() { "/" } else { dir };

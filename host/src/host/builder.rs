@@ -60,15 +60,8 @@ impl HostBuilder {
         let store = Arc::new(store);
         let executions = Executions::open(&store, self.retention).map_err(|e| data_error(e.to_string()))?;
         let queues = Arc::new(Queues::new(Arc::new(SledQueues::new(store.clone()))));
-        let inner = Inner {
-            runtime,
-            store,
-            data_dir,
-            metrics: Arc::default(),
-            executions,
-            models: Arc::default(),
-            queues,
-        };
+        let inner =
+            Inner { runtime, store, data_dir, metrics: Arc::default(), executions, models: Arc::default(), queues };
         Ok(Host { inner: Arc::new(inner) })
     }
 }

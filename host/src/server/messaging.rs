@@ -152,7 +152,8 @@ async fn publish(
         });
     }
     let body = body.map_err(|e| body_error(&server, e))?;
-    let id = crate::storage::topics::Topics::embedded(server.host.store()).publish(&app, &topic, body.to_vec(), attributes)
+    let id = crate::storage::topics::Topics::embedded(server.host.store())
+        .publish(&app, &topic, body.to_vec(), attributes)
         .await
         .map_err(|e| ApiError::bad_request("bad-argument", e.to_string()))?;
     Ok((StatusCode::CREATED, axum::Json(json!({ "id": id }))))

@@ -40,10 +40,13 @@ pub(crate) async fn check_item_life(backend: &dyn DatasetBackend, events: Events
     assert_eq!(missing, Err(ItemsError::NoSuchItem("ffff".into())));
     let boxed = Geometry::Box { left: 1.0, top: 2.0, right: 3.0, bottom: 4.0 };
     let added = photos
-        .add_annotations(&item.id, vec![
-            (boxed, "face".into(), Some(0.9), Some("m".into())),
-            (Geometry::Classification, "cat".into(), None, None),
-        ])
+        .add_annotations(
+            &item.id,
+            vec![
+                (boxed, "face".into(), Some(0.9), Some("m".into())),
+                (Geometry::Classification, "cat".into(), None, None),
+            ],
+        )
         .await
         .unwrap();
     let bad = photos.add_annotations(&item.id, vec![(Geometry::Classification, "x".into(), Some(2.0), None)]).await;
@@ -64,16 +67,19 @@ pub(crate) async fn check_item_life(backend: &dyn DatasetBackend, events: Events
 
     let events = events();
     let id = item.id.as_str();
-    assert_eq!(actions(&events), [
-        (Action::Created, id),
-        (Action::Updated, id),
-        (Action::Updated, id),
-        (Action::Updated, id),
-        (Action::Created, gray.id.as_str()),
-        (Action::Updated, id),
-        (Action::Deleted, id),
-        (Action::Created, recreated.id.as_str()),
-    ]);
+    assert_eq!(
+        actions(&events),
+        [
+            (Action::Created, id),
+            (Action::Updated, id),
+            (Action::Updated, id),
+            (Action::Updated, id),
+            (Action::Created, gray.id.as_str()),
+            (Action::Updated, id),
+            (Action::Deleted, id),
+            (Action::Created, recreated.id.as_str()),
+        ]
+    );
     assert!(events.windows(2).all(|w| w[0].seq < w[1].seq), "events are in order");
     assert_eq!(events[1].cause, Some(cause), "the cause travels with the event");
     assert_eq!(events[2].item.metadata, json!({ "k": 1 }), "an event holds the item after its change");
@@ -149,6 +155,19 @@ pub(crate) async fn check_racing_uploads(backend: &dyn DatasetBackend, events: E
     assert_eq!((created, events.len()), (9, 10), "one path: one created and one updated");
 }
 
+/// Items, bytes and annotations written through one backend are there when another opens the
+/// same data.
+pub(crate) async fn check_durable(first: Arc<dyn DatasetBackend>, reopen: impl FnOnce() -> Arc<dyn DatasetBackend>) {
+    let data = Dataset::new(&*first, "app", "kept").unwrap();
+    let item = data.upload("/", "x.txt", None, b"kept".to_vec(), Some(r#"{"k": 1}"#), None).await.unwrap();
+    let notes = data.add_annotations(&item.id, vec![(Geometry::Classification, "a".into(), None, None)]).await;
+    drop((data, first));
+    let data = Dataset::new(&*reopen(), "app", "kept").unwrap();
+    assert_eq!(data.get(&item.id).unwrap(), item);
+    assert_eq!(data.download(&item.id).unwrap(), b"kept");
+    assert_eq!(data.annotations(&item.id).unwrap(), notes.unwrap());
+}
+
 mod sled {
     use super::*;
     use crate::storage::datasets::events_tree;
@@ -190,6 +209,16 @@ mod sled {
     async fn list() {
         let e = embedded();
         check_list(&e.backend).await;
+    }
+
+    #[tokio::test]
+    async fn durable_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = || -> Arc<dyn DatasetBackend> {
+            let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
+            Arc::new(SledDatasets::new(store, dir.path().join("items")))
+        };
+        check_durable(backend(), backend).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,10 +21,10 @@ pub(crate) async fn check_send_receive_complete(backend: Arc<dyn QueueBackend>) 
     assert!(first < second, "ids sort in sending order");
     assert_eq!(queue.stats().await.unwrap(), QueueStats { ready: 2, waiting: 0 });
     let got = queue.receive(&queues, 10, LONG).await.unwrap();
-    assert_eq!(got.iter().map(|m| (m.id.as_str(), m.body.as_slice(), m.attempt)).collect::<Vec<_>>(), [
-        (first.as_str(), &b"one"[..], 1),
-        (second.as_str(), &b"two"[..], 1)
-    ]);
+    assert_eq!(
+        got.iter().map(|m| (m.id.as_str(), m.body.as_slice(), m.attempt)).collect::<Vec<_>>(),
+        [(first.as_str(), &b"one"[..], 1), (second.as_str(), &b"two"[..], 1)]
+    );
     assert_eq!(queue.stats().await.unwrap(), QueueStats { ready: 0, waiting: 2 });
     assert!(queue.receive(&queues, 10, LONG).await.unwrap().is_empty(), "leased messages are not handed out twice");
     for message in &got {
@@ -106,10 +106,10 @@ pub(crate) async fn check_dead_letters(backend: Arc<dyn QueueBackend>) {
     let dead = queues.open("app", "fragile.dead", settings(u32::MAX)).unwrap();
     let mut got = dead.receive(&queues, 10, LONG).await.unwrap();
     got.sort_by(|a, b| a.id.cmp(&b.id));
-    assert_eq!(got.iter().map(|m| (m.id.as_str(), m.body.as_slice())).collect::<Vec<_>>(), [
-        (given_back.as_str(), &b"given back"[..]),
-        (timed_out.as_str(), &b"timed out"[..])
-    ]);
+    assert_eq!(
+        got.iter().map(|m| (m.id.as_str(), m.body.as_slice())).collect::<Vec<_>>(),
+        [(given_back.as_str(), &b"given back"[..]), (timed_out.as_str(), &b"timed out"[..])]
+    );
     for message in got {
         dead.retry(&queues, &message.lease, Duration::ZERO).await.unwrap();
     }
