@@ -104,14 +104,8 @@ fn main() {
     let mut latencies = Vec::new();
     for i in 0..events {
         let started = Instant::now();
-        let id = runtime
-            .block_on(host::storage::topics::Topics::embedded(host.store()).publish(
-                "messaging",
-                "news",
-                format!("e{i}").into_bytes(),
-                vec![],
-            ))
-            .unwrap();
+        let id =
+            runtime.block_on(host.topics().publish("messaging", "news", format!("e{i}").into_bytes(), vec![])).unwrap();
         loop {
             let done = (0..4)
                 .filter(|s| {

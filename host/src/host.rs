@@ -19,8 +19,9 @@ use crate::manifest::{Manifest, ModelSource};
 use crate::metrics::Metrics;
 use crate::models::Models;
 use crate::runner;
-use crate::storage::datasets::Cause;
+use crate::storage::datasets::{Cause, DatasetBackend};
 use crate::storage::queues::{Queue, QueueError, Queues};
+use crate::storage::topics::Topics;
 use crate::store::{CommitStats, Store};
 use crate::triggers::http::HttpHandler;
 use crate::values::{self, ArgumentError};
@@ -46,6 +47,8 @@ struct Inner {
     executions: Arc<Executions>,
     models: Arc<Models>,
     queues: Arc<Queues>,
+    topics: Topics,
+    datasets: Arc<dyn DatasetBackend>,
 }
 
 impl Drop for Inner {
@@ -186,7 +189,7 @@ impl Host {
         app: &str,
         name: &str,
     ) -> Result<crate::storage::datasets::Dataset, crate::storage::datasets::ItemsError> {
-        crate::storage::datasets::Dataset::open(&self.inner.store, &self.items_dir(), app, name)
+        crate::storage::datasets::Dataset::new(&*self.inner.datasets, app, name)
     }
 
     /// The models loaded by this host's apps (shared by all their calls).
@@ -197,6 +200,11 @@ impl Host {
     /// Queue `name` of `app` with the settings of `spec` (see [`crate::manifest::QueueSpec::of`]).
     pub fn queue(&self, app: &str, name: &str, spec: &crate::manifest::QueueSpec) -> Result<Arc<Queue>, QueueError> {
         self.inner.queues.open(app, name, spec)
+    }
+
+    /// The topics of every app.
+    pub fn topics(&self) -> &Topics {
+        &self.inner.topics
     }
 
     /// Every queue opened so far (dead-lettering needs them all).

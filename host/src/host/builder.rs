@@ -8,7 +8,9 @@ use super::{DEFAULT_DATA_DIR, Host, Inner};
 use crate::Error;
 use crate::engine::Runtime;
 use crate::executions::{Executions, Retention};
+use crate::storage::datasets::SledDatasets;
 use crate::storage::queues::{Queues, SledQueues};
+use crate::storage::topics::Topics;
 use crate::store::Store;
 
 /// Configures a [`Host`].
@@ -59,9 +61,21 @@ impl HostBuilder {
         let runtime = Runtime::new(cache_dir).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let store = Arc::new(store);
         let executions = Executions::open(&store, self.retention).map_err(|e| data_error(e.to_string()))?;
+        // The embedded backends; another store goes behind the same traits.
         let queues = Arc::new(Queues::new(Arc::new(SledQueues::new(store.clone()))));
-        let inner =
-            Inner { runtime, store, data_dir, metrics: Arc::default(), executions, models: Arc::default(), queues };
+        let topics = Topics::embedded(&store);
+        let datasets = Arc::new(SledDatasets::new(store.clone(), data_dir.join("items")));
+        let inner = Inner {
+            runtime,
+            store,
+            data_dir,
+            metrics: Arc::default(),
+            executions,
+            models: Arc::default(),
+            queues,
+            topics,
+            datasets,
+        };
         Ok(Host { inner: Arc::new(inner) })
     }
 }

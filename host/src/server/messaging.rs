@@ -152,7 +152,9 @@ async fn publish(
         });
     }
     let body = body.map_err(|e| body_error(&server, e))?;
-    let id = crate::storage::topics::Topics::embedded(server.host.store())
+    let id = server
+        .host
+        .topics()
         .publish(&app, &topic, body.to_vec(), attributes)
         .await
         .map_err(|e| ApiError::bad_request("bad-argument", e.to_string()))?;
