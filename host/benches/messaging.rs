@@ -91,7 +91,7 @@ fn main() {
     let filter =
         ExecutionFilter { trigger: Some("consumer".into()), status: Some(Status::Succeeded), ..Default::default() };
     loop {
-        let stats = queue.stats().unwrap();
+        let stats = runtime.block_on(queue.stats()).unwrap();
         if stats.ready + stats.waiting == 0 && host.executions().list(&filter, None, n).len() == n {
             break;
         }
@@ -104,9 +104,8 @@ fn main() {
     let mut latencies = Vec::new();
     for i in 0..events {
         let started = Instant::now();
-        let id = runtime
-            .block_on(host::topics::publish(host.store(), "messaging", "news", format!("e{i}").into_bytes(), vec![]))
-            .unwrap();
+        let id =
+            runtime.block_on(host.topics().publish("messaging", "news", format!("e{i}").into_bytes(), vec![])).unwrap();
         loop {
             let done = (0..4)
                 .filter(|s| {

@@ -17,11 +17,11 @@ use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 use crate::capabilities::http::Http;
 use crate::capabilities::memory::Limiter;
 use crate::capabilities::{CallParts, Contexts, Parts};
-use crate::datasets::Cause;
 use crate::engine::EPOCH_TICK;
 use crate::executions::Executions;
 use crate::manifest::{Limits, RecordMode};
 use crate::metrics::Metrics;
+use crate::storage::datasets::Cause;
 
 mod cancel;
 pub(crate) use cancel::Cancel;

@@ -351,7 +351,8 @@ impl Client {
     pub async fn items(&self, app: &str, dataset: &str, limit: u32, query: &[(&str, Option<&str>)]) -> Reply<Value> {
         let limit = limit.to_string();
         let query = [&[("limit", Some(limit.as_str()))], query].concat();
-        self.request_json(Method::GET, &with_query(Route::ListItems.path(&[app, dataset]), &query), JSON, Vec::new()).await
+        self.request_json(Method::GET, &with_query(Route::ListItems.path(&[app, dataset]), &query), JSON, Vec::new())
+            .await
     }
 
     /// One item, as the server's JSON text.

@@ -12,17 +12,18 @@ use wasmtime::component::{Type, Val};
 use crate::Error;
 use crate::call::{self, CallError, CallTarget, Guest, Logs};
 use crate::capabilities::{Contexts, Services, Setup};
-use crate::datasets::Cause;
 use crate::engine::{self, Runtime};
 use crate::executions::{Execution, Executions};
 use crate::exports::{self, Export};
 use crate::manifest::{Manifest, ModelSource};
 use crate::metrics::Metrics;
 use crate::models::Models;
-use crate::queues::{Queue, QueueError, Queues};
 use crate::runner;
 use crate::storage::blobs::BlobBackend;
+use crate::storage::datasets::{Cause, DatasetBackend};
 use crate::storage::kv::KvBackend;
+use crate::storage::queues::{Queue, QueueError, Queues};
+use crate::storage::topics::Topics;
 use crate::store::{CommitStats, Store};
 use crate::triggers::http::HttpHandler;
 use crate::values::{self, ArgumentError};
@@ -50,6 +51,8 @@ struct Inner {
     queues: Arc<Queues>,
     kv: Arc<dyn KvBackend>,
     blobs: Arc<dyn BlobBackend>,
+    topics: Topics,
+    datasets: Arc<dyn DatasetBackend>,
 }
 
 impl Drop for Inner {
@@ -128,11 +131,11 @@ impl Host {
             }
         }
         let services = Services {
-            store: self.inner.store.clone(),
             kv: self.inner.kv.clone(),
             blobs: self.inner.blobs.clone(),
+            datasets: self.inner.datasets.clone(),
+            topics: self.inner.topics.clone(),
             buckets_root: self.inner.data_dir.join("buckets"),
-            items_dir: self.items_dir(),
             models: self.inner.models.clone(),
             queues: self.inner.queues.clone(),
         };
@@ -190,8 +193,12 @@ impl Host {
     }
 
     /// Open dataset `name` of `app` (created on first use).
-    pub fn dataset(&self, app: &str, name: &str) -> Result<crate::datasets::Dataset, crate::datasets::ItemsError> {
-        crate::datasets::Dataset::open(&self.inner.store, &self.items_dir(), app, name)
+    pub fn dataset(
+        &self,
+        app: &str,
+        name: &str,
+    ) -> Result<crate::storage::datasets::Dataset, crate::storage::datasets::ItemsError> {
+        crate::storage::datasets::Dataset::new(&*self.inner.datasets, app, name)
     }
 
     /// The models loaded by this host's apps (shared by all their calls).
@@ -201,7 +208,12 @@ impl Host {
 
     /// Queue `name` of `app` with the settings of `spec` (see [`crate::manifest::QueueSpec::of`]).
     pub fn queue(&self, app: &str, name: &str, spec: &crate::manifest::QueueSpec) -> Result<Arc<Queue>, QueueError> {
-        self.inner.queues.open(&self.inner.store, app, name, spec)
+        self.inner.queues.open(app, name, spec)
+    }
+
+    /// The topics of every app.
+    pub fn topics(&self) -> &Topics {
+        &self.inner.topics
     }
 
     /// Every queue opened so far (dead-lettering needs them all).

@@ -27,7 +27,6 @@ pub mod build;
 pub mod call;
 pub mod capabilities;
 pub mod client;
-pub mod datasets;
 pub mod engine;
 pub mod executions;
 pub mod exports;
@@ -39,13 +38,11 @@ pub mod metrics;
 pub mod mimetype;
 pub mod models;
 pub mod names;
-pub mod queues;
 mod runner;
 pub mod schedule;
 pub mod server;
 pub mod storage;
 pub mod store;
-pub mod topics;
 pub mod triggers;
 pub mod values;
 
@@ -102,10 +99,10 @@ pub enum Error {
     },
     /// A queue operation failed.
     #[error(transparent)]
-    Queue(#[from] queues::QueueError),
+    Queue(#[from] storage::queues::QueueError),
     /// Publishing to a topic failed.
     #[error(transparent)]
-    Publish(#[from] topics::PublishError),
+    Publish(#[from] storage::topics::PublishError),
     /// An execution record could not be written.
     #[error("cannot record the execution: {0}")]
     Record(String),

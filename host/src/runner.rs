@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use crate::call::CallError;
-use crate::datasets::Cause;
 use crate::executions::{Execution, Executions, Status, error_json, now_ms};
+use crate::storage::datasets::Cause;
 use crate::{Function, Logs};
 
 /// The trigger of calls started with [`Function::spawn`].

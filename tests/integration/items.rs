@@ -9,7 +9,14 @@ use serde_json::{Value, json};
 use crate::common::{FACE_DETECT, IMAGE_PROCESS, PROBE, Running, iou, root, running, skimage_image};
 
 impl Running {
-    fn upload(&self, app: &str, dataset: &str, path: &str, data: &[u8], metadata: Value) -> host::datasets::Item {
+    fn upload(
+        &self,
+        app: &str,
+        dataset: &str,
+        path: &str,
+        data: &[u8],
+        metadata: Value,
+    ) -> host::storage::datasets::Item {
         let (dir, name) = path.rsplit_once('/').unwrap();
         let dataset = self.host.dataset(app, dataset).unwrap();
         let dir = if dir.is_empty() { "/" } else { dir };
@@ -202,7 +209,7 @@ fn face_detect_annotates_faces_on_uploaded_images() {
     assert_eq!(run.status, Status::Succeeded, "{run:#?}");
     let faces = photos.annotations(&item.id).unwrap();
     let [face] = faces.as_slice() else { panic!("expected one face, got {faces:#?}") };
-    let host::datasets::Geometry::Box { left, top, right, bottom } = face.geometry else {
+    let host::storage::datasets::Geometry::Box { left, top, right, bottom } = face.geometry else {
         panic!("not a box: {face:?}")
     };
     let overlap = iou([left, top, right, bottom], [180.0, 80.0, 274.0, 177.0]);

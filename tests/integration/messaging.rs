@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use host::executions::{ExecutionFilter, Status};
 use host::manifest::QueueSpec;
-use host::queues::Queue;
+use host::storage::queues::{Queue, QueueStats};
 use host::{App, Function, Host};
 use serde_json::{Value, json};
 
@@ -29,6 +29,12 @@ fn count(host: &Host, key: &str) -> u64 {
     let tree = host.store().kv_tree("messaging", "seen").unwrap();
     // `increment` keeps counters as little-endian i64.
     tree.get(key).unwrap().map_or(0, |v| i64::from_le_bytes(v.as_ref().try_into().unwrap()) as u64)
+}
+
+/// The queue's counts, read from a test thread.
+fn stats(queue: &Queue) -> QueueStats {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(queue.stats()).unwrap()
 }
 
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
@@ -99,7 +105,7 @@ fn queue_leases_expire_complete_removes_and_dead_letters_after_max_attempts() {
     let app = host.load(manifest(MESSAGING)).unwrap();
     let after = call(&runtime, &app, "messaging.queue-receive", json!(["direct", 10, 60_000])).unwrap();
     assert_eq!(bodies(&after), [("two".into(), 4), ("three".into(), 3)]);
-    let stats = host.queue("messaging", "direct", &QueueSpec::default()).unwrap().stats().unwrap();
+    let stats = stats(&host.queue("messaging", "direct", &QueueSpec::default()).unwrap());
     assert_eq!((stats.ready, stats.waiting), (0, 2));
 }
 
@@ -112,12 +118,12 @@ fn queue_trigger_completes_successes_retries_failures_then_dead_letters() {
     }
     let jobs = host.queue("messaging", "jobs", &QueueSpec { max_attempts: 3 }).unwrap();
     let dead = host.queue("messaging", "jobs.dead", &QueueSpec::default()).unwrap();
-    wait_until("the failing message is dead-lettered", Duration::from_secs(20), || dead.stats().unwrap().ready == 1);
+    wait_until("the failing message is dead-lettered", Duration::from_secs(20), || stats(&dead).ready == 1);
     for ok in ["ok-1", "ok-2", "ok-3"] {
         assert_eq!(count(host, &format!("msg/{ok}")), 1, "{ok} is handled once and completed");
     }
     assert_eq!(count(host, "msg/fail-1"), 3, "three deliveries (max-attempts), then the dead-letter queue");
-    let stats = jobs.stats().unwrap();
+    let stats = stats(&jobs);
     assert_eq!((stats.ready, stats.waiting), (0, 0), "nothing left in the queue");
     let filter = ExecutionFilter { trigger: Some("jobs-consumer".into()), ..Default::default() };
     let records = host.executions().list(&filter, None, 100);
@@ -184,7 +190,7 @@ fn busy_queue(running: &Running, ms: u64, calls: usize) -> (Arc<Queue>, Vec<toki
 /// Wait until the queue is empty and the consumer's one execution is recorded: succeeded, attempt 1.
 fn delivered_once(host: &Host, queue: &Queue, body: &str) {
     wait_until("the message is handled and completed", Duration::from_secs(30), || {
-        let stats = queue.stats().unwrap();
+        let stats = stats(queue);
         count(host, &format!("msg/{body}")) >= 1 && stats.ready + stats.waiting == 0
     });
     assert_eq!(count(host, &format!("msg/{body}")), 1, "delivered once");
@@ -224,7 +230,7 @@ fn a_paused_function_leases_no_queue_messages() {
     }
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(count(host, "msg/paused"), 0, "nothing runs while the function is paused");
-    let stats = queue.stats().unwrap();
+    let stats = stats(&queue);
     assert_eq!((stats.ready, stats.waiting), (1, 0), "the message is not leased while paused");
     guest.set_paused(false);
     delivered_once(host, &queue, "paused");

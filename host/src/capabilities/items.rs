@@ -1,7 +1,6 @@
-//! `host:api/items`: the guest's view of [`crate::datasets`], limited to granted datasets. Changes
+//! `host:api/items`: the guest's view of [`crate::storage::datasets`], limited to granted datasets. Changes
 //! made during a triggered execution carry its [`Cause`], so triggers can avoid loops.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
@@ -11,16 +10,14 @@ use super::host::api::items::{
     ItemPage, Modality, Point, Rect,
 };
 use super::{CallParts, Capability, Limiter, Parts, Setup};
-use crate::datasets::{self, Cause, Dataset, Geometry, ItemFilter, ItemsError};
 use crate::manifest::Grants;
-use crate::store::Store;
+use crate::storage::datasets::{self, Cause, Dataset, DatasetBackend, Geometry, ItemFilter, ItemsError};
 
 /// The datasets a function is granted.
 pub struct Items {
     app: String,
     grants: Arc<Grants>,
-    store: Arc<Store>,
-    items_dir: PathBuf,
+    backend: Arc<dyn DatasetBackend>,
 }
 
 impl Capability for Items {
@@ -28,8 +25,7 @@ impl Capability for Items {
         (!setup.grants.datasets.is_empty()).then(|| Items {
             app: setup.app.to_string(),
             grants: setup.grants.clone(),
-            store: setup.services.store.clone(),
-            items_dir: setup.services.items_dir.clone(),
+            backend: setup.services.datasets.clone(),
         })
     }
 
@@ -127,7 +123,7 @@ impl Host for View<'_> {
         let Some(items) = self.items.filter(|i| i.grants.dataset(&name)) else {
             return Ok(Err(Error::AccessDenied));
         };
-        match Dataset::open(&items.store, &items.items_dir, &items.app, &name) {
+        match Dataset::new(items.backend.as_ref(), &items.app, &name) {
             Ok(dataset) => Ok(Ok(self.table.push(dataset)?)),
             Err(e) => Ok(Err(e.into())),
         }

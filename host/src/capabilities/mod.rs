@@ -15,12 +15,12 @@ use std::sync::Arc;
 
 use wasmtime::component::{Linker, ResourceTable};
 
-use crate::datasets::Cause;
 use crate::manifest::{Grants, ModelSpec, QueueSpec};
 use crate::models::Models;
 use crate::storage::blobs::BlobBackend;
+use crate::storage::datasets::{Cause, DatasetBackend};
 use crate::storage::kv::KvBackend;
-use crate::store::Store;
+use crate::storage::topics::Topics;
 
 pub mod buckets;
 pub mod config;
@@ -45,7 +45,7 @@ mod generated {
             "wasi:keyvalue/store.bucket": super::kv::KvBucket,
             "wasi:keyvalue/atomics.cas": super::kv::KvCas,
             "host:api/buckets.bucket": super::buckets::OpenBucket,
-            "host:api/items.dataset": crate::datasets::Dataset,
+            "host:api/items.dataset": crate::storage::datasets::Dataset,
             "wasi:nn/tensor.tensor": super::nn::Tensor,
             "wasi:nn/graph.graph": super::nn::Graph,
             "wasi:nn/inference.graph-execution-context": super::nn::ExecutionContext,
@@ -84,20 +84,20 @@ trait Visit {
 
 /// The host's shared services that capability contexts are built from.
 pub struct Services {
-    /// The host's embedded store (queues, topics, items).
-    pub store: Arc<Store>,
     /// Key-value stores.
     pub kv: Arc<dyn KvBackend>,
     /// Buckets.
     pub blobs: Arc<dyn BlobBackend>,
     /// The folder holding every app's buckets (model files in buckets are read from it).
     pub buckets_root: PathBuf,
-    /// The folder holding the bytes of every app's items.
-    pub items_dir: PathBuf,
+    /// Datasets of items.
+    pub datasets: Arc<dyn DatasetBackend>,
+    /// Topics.
+    pub topics: Topics,
     /// The host's loaded models.
     pub models: Arc<Models>,
     /// The host's open queues.
-    pub queues: Arc<crate::queues::Queues>,
+    pub queues: Arc<crate::storage::queues::Queues>,
 }
 
 /// What a capability's context is built from: one function of one app.

@@ -1,4 +1,4 @@
-//! `host:api/queues`: the guest's view of [`crate::queues`], limited to granted queues.
+//! `host:api/queues`: the guest's view of [`crate::storage::queues`], limited to granted queues.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,16 +9,14 @@ use wasmtime::component::{HasData, Linker};
 use super::host::api::queues::{self, Error, Host, Message};
 use super::{CallParts, Capability, Limiter, Parts, Setup};
 use crate::manifest::{Grants, QueueSpec};
-use crate::queues::{Queue, QueueError, parse_lease};
-use crate::store::Store;
+use crate::storage::queues::{Queue, QueueError, parse_lease};
 
 /// The queues a function is granted.
 pub struct Queues {
     app: String,
     grants: Arc<Grants>,
-    store: Arc<Store>,
     specs: Arc<BTreeMap<String, QueueSpec>>,
-    queues: Arc<crate::queues::Queues>,
+    queues: Arc<crate::storage::queues::Queues>,
 }
 
 impl Capability for Queues {
@@ -26,7 +24,6 @@ impl Capability for Queues {
         (!setup.grants.queues.is_empty()).then(|| Queues {
             app: setup.app.to_string(),
             grants: setup.grants.clone(),
-            store: setup.services.store.clone(),
             specs: setup.queue_specs.clone(),
             queues: setup.services.queues.clone(),
         })
@@ -72,7 +69,7 @@ impl<'a> View<'a> {
             return Err(Error::AccessDenied);
         };
         let spec = QueueSpec::of(&granted.specs, name);
-        Ok((granted.queues.open(&granted.store, &granted.app, name, &spec)?, granted))
+        Ok((granted.queues.open(&granted.app, name, &spec)?, granted))
     }
 
     /// The queue a lease is for, when granted.

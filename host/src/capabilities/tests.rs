@@ -41,11 +41,11 @@ fn services(dir: &Path) -> Services {
     Services {
         kv: Arc::new(crate::storage::kv::sled::SledKv::new(store.clone())),
         blobs: Arc::new(crate::storage::blobs::local::LocalBlobs::new(dir.join("buckets"))),
-        store,
+        datasets: Arc::new(crate::storage::datasets::SledDatasets::new(store.clone(), dir.join("items"))),
+        topics: crate::storage::topics::Topics::embedded(&store),
+        queues: Arc::new(crate::storage::queues::Queues::new(Arc::new(crate::storage::queues::SledQueues::new(store)))),
         buckets_root: dir.join("buckets"),
-        items_dir: dir.join("items"),
         models: Arc::default(),
-        queues: Arc::default(),
     }
 }
 

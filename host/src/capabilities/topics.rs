@@ -1,4 +1,4 @@
-//! `host:api/topics`: publishing through [`crate::topics`], limited to granted topics.
+//! `host:api/topics`: publishing through [`crate::storage::topics`], limited to granted topics.
 
 use std::sync::Arc;
 
@@ -7,14 +7,13 @@ use wasmtime::component::{HasData, Linker};
 use super::host::api::topics::{self, Error, Host};
 use super::{CallParts, Capability, Parts, Setup};
 use crate::manifest::Grants;
-use crate::store::Store;
-use crate::topics::PublishError;
+use crate::storage::topics::{self as storage, PublishError};
 
 /// The topics a function may publish to.
 pub struct Topics {
     app: String,
     grants: Arc<Grants>,
-    store: Arc<Store>,
+    topics: storage::Topics,
 }
 
 impl Capability for Topics {
@@ -22,7 +21,7 @@ impl Capability for Topics {
         (!setup.grants.topics.is_empty()).then(|| Topics {
             app: setup.app.to_string(),
             grants: setup.grants.clone(),
-            store: setup.services.store.clone(),
+            topics: setup.services.topics.clone(),
         })
     }
 
@@ -54,7 +53,7 @@ impl Host for View<'_> {
         let Some(topics) = self.0.filter(|t| t.grants.topic(&topic)) else {
             return Ok(Err(Error::AccessDenied));
         };
-        let published = crate::topics::publish(&topics.store, &topics.app, &topic, payload, attributes).await;
+        let published = topics.topics.publish(&topics.app, &topic, payload, attributes).await;
         Ok(published.map_err(|e| match e {
             PublishError::Invalid(message) => Error::Invalid(message),
             PublishError::Storage(message) => Error::Other(message),

@@ -9,7 +9,10 @@ use crate::Error;
 use crate::engine::Runtime;
 use crate::executions::{Executions, Retention};
 use crate::storage::blobs::local::LocalBlobs;
+use crate::storage::datasets::SledDatasets;
 use crate::storage::kv::sled::SledKv;
+use crate::storage::queues::{Queues, SledQueues};
+use crate::storage::topics::Topics;
 use crate::store::Store;
 
 /// Configures a [`Host`].
@@ -60,8 +63,12 @@ impl HostBuilder {
         let runtime = Runtime::new(cache_dir).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let store = Arc::new(store);
         let executions = Executions::open(&store, self.retention).map_err(|e| data_error(e.to_string()))?;
+        // The embedded backends; another store goes behind the same traits.
         let kv = Arc::new(SledKv::new(store.clone()));
         let blobs = Arc::new(LocalBlobs::new(data_dir.join("buckets")));
+        let queues = Arc::new(Queues::new(Arc::new(SledQueues::new(store.clone()))));
+        let topics = Topics::embedded(&store);
+        let datasets = Arc::new(SledDatasets::new(store.clone(), data_dir.join("items")));
         let inner = Inner {
             runtime,
             store,
@@ -69,9 +76,11 @@ impl HostBuilder {
             metrics: Arc::default(),
             executions,
             models: Arc::default(),
-            queues: Arc::default(),
             kv,
             blobs,
+            queues,
+            topics,
+            datasets,
         };
         Ok(Host { inner: Arc::new(inner) })
     }
@@ -80,7 +89,7 @@ impl HostBuilder {
 /// Remove the temporary files of item uploads and bucket writes that a crash interrupted. Done
 /// once the store is open: its lock keeps other hosts off the data dir, so no write is in flight.
 fn remove_orphans(data_dir: &Path) {
-    let removed = crate::datasets::remove_orphans(&data_dir.join("items"))
+    let removed = crate::storage::datasets::remove_orphans(&data_dir.join("items"))
         .and_then(|()| crate::storage::blobs::local::remove_orphans(&data_dir.join("buckets")));
     if let Err(error) = removed {
         tracing::warn!(%error, "cannot remove temporary files left by an interrupted write");

@@ -25,6 +25,12 @@ impl QueueSpec {
     }
 }
 
+impl From<&QueueSpec> for crate::storage::queues::QueueSettings {
+    fn from(spec: &QueueSpec) -> Self {
+        crate::storage::queues::QueueSettings { max_attempts: spec.max_attempts }
+    }
+}
+
 impl Default for QueueSpec {
     fn default() -> Self {
         QueueSpec { max_attempts: 5 }

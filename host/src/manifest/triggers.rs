@@ -11,9 +11,9 @@ use serde::Deserialize;
 use super::function::FunctionSpec;
 use super::http::{HttpRoute, RawHttpRoute, check_routes};
 use super::units::Timeout;
-use crate::datasets::{Action, ItemFilter};
 use crate::names::ResourceName;
 use crate::schedule::Schedule;
+use crate::storage::datasets::{Action, ItemFilter};
 
 /// A trigger's wait before its second attempt when it sets none.
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);

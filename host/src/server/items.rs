@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::api::{body_error, find};
 use super::{ApiError, Shared};
-use crate::datasets::{Dataset, Geometry, ItemFilter, ItemsError};
+use crate::storage::datasets::{Dataset, Geometry, ItemFilter, ItemsError};
 
 impl From<ItemsError> for ApiError {
     fn from(e: ItemsError) -> ApiError {

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::api::{body_error, find};
 use super::{ApiError, Shared};
 use crate::manifest::QueueSpec;
-use crate::queues::{Queue, QueueError};
+use crate::storage::queues::{Queue, QueueError};
 
 impl From<QueueError> for ApiError {
     fn from(error: QueueError) -> ApiError {
@@ -74,7 +74,7 @@ pub(super) async fn stats(
     State(server): State<Shared>,
     Path((app, name)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let stats = queue(&server, &app, &name)?.stats()?;
+    let stats = queue(&server, &app, &name)?.stats().await?;
     Ok(axum::Json(json!({ "queue": name, "ready": stats.ready, "waiting": stats.waiting })))
 }
 
@@ -142,7 +142,10 @@ pub(super) async fn publish(
         });
     }
     let body = body.map_err(|e| body_error(&server, e))?;
-    let id = crate::topics::publish(server.host.store(), &app, &topic, body.to_vec(), attributes)
+    let id = server
+        .host
+        .topics()
+        .publish(&app, &topic, body.to_vec(), attributes)
         .await
         .map_err(|e| ApiError::bad_request("bad-argument", e.to_string()))?;
     Ok((StatusCode::CREATED, axum::Json(json!({ "id": id }))))

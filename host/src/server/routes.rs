@@ -206,7 +206,10 @@ mod tests {
         assert_eq!(Route::GetKv.path(&["app", "default", "a b/c"]), "/v1/apps/app/kv/default/a%20b/c");
         assert_eq!(Route::GetKv.openapi_path(&["app", "default"]), "/v1/apps/app/kv/default/{key}");
         assert_eq!(Route::ShowExecution.openapi_path(&[]), "/v1/executions/{id}");
-        let listed = with_query(Route::ListExecutions.path(&[]), &[("limit", Some("20")), ("app", None), ("status", Some("a&b"))]);
+        let listed = with_query(
+            Route::ListExecutions.path(&[]),
+            &[("limit", Some("20")), ("app", None), ("status", Some("a&b"))],
+        );
         assert_eq!(listed, "/v1/executions?limit=20&status=a%26b");
         assert!(Route::Pause.per_app() && !Route::ShowApp.per_app() && !Route::Healthz.per_app());
     }

@@ -1,6 +1,22 @@
 //! Storage libraries: plain data stores with their own error types, each behind an async backend
-//! trait shaped for a networked store. The first implementation of each is embedded (sled and
-//! local folders); the WIT adapters (`capabilities`) and the operator API sit above.
+//! trait whose first implementation is embedded (the sled store plus local folders). The traits are
+//! shaped for a networked store (CAS by revision, leases as ack deadlines, durable consumers,
+//! streamed blobs, events written with their change), so another backend can be put behind them
+//! without touching their users: the WIT adapters (`capabilities`), the triggers and the operator
+//! API, which all sit above.
 
 pub mod blobs;
+pub mod datasets;
 pub mod kv;
+pub mod queues;
+pub mod topics;
+
+/// Now, in ms since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Check a resource name (queue, topic, ...) by the rule of [`crate::names::ResourceName`].
+fn check_name(name: &str) -> Result<(), String> {
+    name.parse::<crate::names::ResourceName>().map(drop)
+}

@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 
 use super::{accept_event, one_parameter};
-use crate::datasets::{ItemEvent, events_tree};
 use crate::executions::{Execution, Executions};
 use crate::manifest::ItemTrigger;
+use crate::storage::datasets::{ItemEvent, events_tree};
 use crate::{App, Error, Function, Host};
 use serde_json::Value;
 

@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use super::one_parameter;
 use crate::executions::now_ms;
 use crate::manifest::{QueueSpec, QueueTrigger};
-use crate::queues::{MAX_RECEIVE, Message, Queue, Queues};
+use crate::storage::queues::{MAX_RECEIVE, Message, Queue, Queues};
 use crate::{App, Error, Function, Host};
 
 /// How long the consumer sleeps at most when nothing woke it.

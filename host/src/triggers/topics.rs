@@ -7,7 +7,7 @@
 use super::{accept_event, one_parameter};
 use crate::executions::{Execution, Executions};
 use crate::manifest::TopicTrigger;
-use crate::topics::{TopicEvent, events_tree};
+use crate::storage::topics::{TopicEvent, events_tree};
 use crate::{App, Error, Function, Host};
 use serde_json::Value;
 

@@ -32,7 +32,7 @@ impl Local {
         Ok(app.function(name)?)
     }
 
-    fn dataset(&self, dataset: &Dataset<'_>) -> anyhow::Result<host::datasets::Dataset> {
+    fn dataset(&self, dataset: &Dataset<'_>) -> anyhow::Result<host::storage::datasets::Dataset> {
         Ok(self.host.dataset(dataset.app, dataset.name)?)
     }
 }
@@ -105,7 +105,7 @@ impl Target for Local {
     }
 
     async fn items(&self, dataset: &Dataset<'_>, query: &ItemQuery, cursor: Option<&str>) -> anyhow::Result<Value> {
-        let filter = host::datasets::ItemFilter {
+        let filter = host::storage::datasets::ItemFilter {
             dir: query.dir.clone(),
             mimetype: query.mimetype.clone(),
             metadata: Vec::new(),

@@ -1,0 +1,223 @@
+//! The embedded dataset store: records, annotations and the event log in sled, bytes as files
+//! under the data dir. Every change of an item and the event it emits are written in one sled
+//! transaction, so an event exists exactly when its change does; bytes are written (and synced)
+//! before that.
+//!
+//! Layout: trees `items/APP/DATASET` (id → item), `item-paths/APP/DATASET` (`dir/name` → id),
+//! `annotations/APP/DATASET` (`item/annotation` → annotation), `events/APP` (sequence → event);
+//! bytes in `DATA/items/APP/DATASET/ID`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sled::Transactional;
+
+use super::{
+    Action, Annotation, Cause, DatasetBackend, DatasetStore, Item, ItemEvent, ItemFilter, ItemPage, ItemsError,
+    StagedBytes, storage,
+};
+use crate::files::{Staged, blocking};
+use crate::store::Store;
+
+/// Datasets in the embedded store, their bytes under `items_dir`.
+pub struct SledDatasets {
+    store: Arc<Store>,
+    items_dir: PathBuf,
+}
+
+impl SledDatasets {
+    /// The datasets of `store`, with bytes under `items_dir` (by app and dataset).
+    pub fn new(store: Arc<Store>, items_dir: PathBuf) -> SledDatasets {
+        SledDatasets { store, items_dir }
+    }
+}
+
+impl DatasetBackend for SledDatasets {
+    fn open(&self, app: &str, name: &str) -> Result<Arc<dyn DatasetStore>, ItemsError> {
+        let files = self.items_dir.join(app).join(name);
+        crate::files::create_dir_all_synced(&files).map_err(storage)?;
+        let store = &self.store;
+        Ok(Arc::new(SledDataset {
+            items: store.tree(&format!("items/{app}/{name}")).map_err(storage)?,
+            paths: store.tree(&format!("item-paths/{app}/{name}")).map_err(storage)?,
+            annotations: store.tree(&format!("annotations/{app}/{name}")).map_err(storage)?,
+            events: events_tree(store, app).map_err(storage)?,
+            files,
+            store: store.clone(),
+            lock: store.lock(&format!("items/{app}/{name}")),
+        }))
+    }
+}
+
+/// One dataset's trees and folder.
+struct SledDataset {
+    items: sled::Tree,
+    paths: sled::Tree,
+    annotations: sled::Tree,
+    events: sled::Tree,
+    files: PathBuf,
+    store: Arc<Store>,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Where the bytes of item `id` are, in dataset folder `files` (ids are hex: no other name is
+/// an item's).
+fn item_file(files: &Path, id: &str) -> Result<PathBuf, ItemsError> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ItemsError::NoSuchItem(id.into()));
+    }
+    Ok(files.join(id))
+}
+
+#[async_trait::async_trait]
+impl DatasetStore for SledDataset {
+    fn get(&self, id: &str) -> Result<Option<Item>, ItemsError> {
+        let bytes = self.items.get(id.as_bytes()).map_err(storage)?;
+        bytes.map(|b| serde_json::from_slice(&b).map_err(storage)).transpose()
+    }
+
+    fn id_at(&self, path: &str) -> Result<Option<String>, ItemsError> {
+        let id = self.paths.get(path.as_bytes()).map_err(storage)?;
+        Ok(id.map(|id| String::from_utf8_lossy(&id).into_owned()))
+    }
+
+    fn list(&self, filter: &ItemFilter, cursor: Option<&str>, limit: usize) -> Result<ItemPage, ItemsError> {
+        let start = match cursor {
+            Some(c) => std::ops::Bound::Excluded(c.as_bytes().to_vec()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut items = Vec::new();
+        for entry in self.items.range((start, std::ops::Bound::Unbounded)) {
+            let (_, bytes) = entry.map_err(storage)?;
+            let item: Item = serde_json::from_slice(&bytes).map_err(storage)?;
+            if filter.matches(&item) {
+                if items.len() == limit {
+                    let cursor = items.last().map(|i: &Item| i.id.clone());
+                    return Ok(ItemPage { items, cursor });
+                }
+                items.push(item);
+            }
+        }
+        Ok(ItemPage { items, cursor: None })
+    }
+
+    fn annotations(&self, id: &str) -> Result<Vec<Annotation>, ItemsError> {
+        self.annotations
+            .scan_prefix(format!("{id}/"))
+            .values()
+            .map(|v| serde_json::from_slice(&v.map_err(storage)?).map_err(storage))
+            .collect()
+    }
+
+    fn read(&self, id: &str, cap: u64) -> Result<Result<Vec<u8>, u64>, ItemsError> {
+        use std::io::Read;
+        let file = std::fs::File::open(item_file(&self.files, id)?).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ItemsError::NoSuchItem(id.into()),
+            _ => storage(e),
+        })?;
+        let size = file.metadata().map_err(storage)?.len();
+        if size > cap {
+            return Ok(Err(size));
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        // `take` also bounds a file that grew since its size was read.
+        file.take(size).read_to_end(&mut data).map_err(storage)?;
+        Ok(Ok(data))
+    }
+
+    fn new_id(&self) -> Result<String, ItemsError> {
+        Ok(format!("{:016x}", self.store.next_id().map_err(storage)?))
+    }
+
+    fn lock(&self) -> Arc<tokio::sync::Mutex<()>> {
+        self.lock.clone()
+    }
+
+    async fn stage(&self, data: Vec<u8>) -> Result<Box<dyn StagedBytes>, ItemsError> {
+        let files = self.files.clone();
+        let staged = blocking(move || Staged::write(&files, &data)).await.map_err(storage)?;
+        Ok(Box::new(StagedFile { staged, files: self.files.clone() }))
+    }
+
+    async fn commit(&self, action: Action, item: &Item, cause: Option<&Cause>) -> Result<(), ItemsError> {
+        let annotations = match action {
+            Action::Deleted => self.annotations.scan_prefix(format!("{}/", item.id)).keys().collect(),
+            _ => Ok(Vec::new()),
+        };
+        let annotations = annotations.map_err(storage)?;
+        let seq = self.store.next_id().map_err(storage)?;
+        let event = ItemEvent { seq, action, item: item.clone(), cause: cause.cloned() };
+        let event = serde_json::to_vec(&event).map_err(storage)?;
+        let record = serde_json::to_vec(item).map_err(storage)?;
+        let path = item.path();
+        (&self.items, &self.paths, &self.annotations, &self.events)
+            .transaction(|(items, paths, notes, events)| {
+                if action == Action::Deleted {
+                    items.remove(item.id.as_bytes())?;
+                    paths.remove(path.as_bytes())?;
+                    for key in &annotations {
+                        notes.remove(key.clone())?;
+                    }
+                } else {
+                    items.insert(item.id.as_bytes(), record.as_slice())?;
+                    paths.insert(path.as_bytes(), item.id.as_bytes())?;
+                }
+                events.insert(&seq.to_be_bytes(), event.as_slice())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| storage(format!("{e:?}")))
+    }
+
+    async fn add_annotations(&self, id: &str, annotations: &[Annotation]) -> Result<(), ItemsError> {
+        let mut batch = sled::Batch::default();
+        for annotation in annotations {
+            let key = format!("{id}/{}", annotation.id);
+            batch.insert(key.as_bytes(), serde_json::to_vec(annotation).map_err(storage)?);
+        }
+        self.annotations.apply_batch(batch).map_err(storage)
+    }
+
+    async fn remove_annotation(&self, id: &str, annotation: &str) -> Result<bool, ItemsError> {
+        Ok(self.annotations.remove(format!("{id}/{annotation}").as_bytes()).map_err(storage)?.is_some())
+    }
+
+    async fn remove_bytes(&self, id: &str) -> Result<(), ItemsError> {
+        let file = item_file(&self.files, id)?;
+        blocking(move || match std::fs::remove_file(file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(storage(e)),
+            _ => Ok(()),
+        })
+        .await
+    }
+
+    async fn durable(&self) -> Result<(), ItemsError> {
+        self.store.durable().await.map_err(ItemsError::Storage)?;
+        self.store.new_events.notify_waiters();
+        Ok(())
+    }
+}
+
+/// Bytes written and synced to a temporary file of the dataset's folder.
+struct StagedFile {
+    staged: Staged,
+    files: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl StagedBytes for StagedFile {
+    async fn install(self: Box<Self>, id: &str) -> Result<(), ItemsError> {
+        let target = item_file(&self.files, id)?;
+        blocking(move || self.staged.install(&target)).await.map_err(storage)
+    }
+}
+
+/// The item event log of `app`.
+pub(crate) fn events_tree(store: &Store, app: &str) -> Result<sled::Tree, sled::Error> {
+    store.tree(&format!("events/{app}"))
+}
+
+/// Remove the temporary files (names starting with `.`) that uploads a crash interrupted left in
+/// the dataset folders under `items_dir`; done when a host starts.
+pub(crate) fn remove_orphans(items_dir: &Path) -> std::io::Result<()> {
+    crate::files::remove_orphans(items_dir, None, |name| name.starts_with('.'))
+}
