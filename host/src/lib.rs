@@ -29,19 +29,22 @@ pub mod capabilities;
 pub mod client;
 pub mod datasets;
 pub mod engine;
-pub mod executions;
 pub mod exports;
 mod files;
+mod function;
 mod host;
+mod invocation;
 pub mod manifest;
 mod map;
 pub mod metrics;
 pub mod mimetype;
 pub mod models;
+mod outcome;
 pub mod queues;
 mod runner;
 pub mod schedule;
 pub mod server;
+pub mod storage;
 pub mod store;
 pub mod topics;
 pub mod triggers;
@@ -49,8 +52,13 @@ pub mod values;
 
 use std::path::PathBuf;
 
-pub use crate::call::{CallError, Guest, Logs};
-pub use crate::host::{App, CallReport, DEFAULT_DATA_DIR, Function, Host, HostBuilder};
+pub use crate::call::Guest;
+pub use crate::outcome::{CallError, Logs};
+/// The execution records, at the path the API has always had.
+pub use crate::storage::executions;
+pub use crate::function::Function;
+pub use crate::host::{App, DEFAULT_DATA_DIR, Host, HostBuilder};
+pub use crate::invocation::CallReport;
 pub use crate::map::{MapCalls, MapInputs, MapOutcome, outcome_json};
 pub use crate::values::ArgumentError;
 

@@ -16,7 +16,7 @@ use sled::transaction::ConflictableTransactionError;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::executions::{Execution, Executions, index_entry, run_key};
+use crate::storage::executions::{Execution, Executions, index_entry, run_key};
 use crate::manifest::ManifestError;
 use crate::store::Store;
 use crate::{App, Error, Function, Host, runner};
@@ -105,7 +105,7 @@ impl Dispatcher {
     /// Start every queued execution of the apps' functions not running in this process.
     fn start_queued(&self) {
         for id in self.executions.queued_ids() {
-            if self.executions.is_running(&id) {
+            if self.executions.is_claimed(&id) {
                 continue;
             }
             let Some(record) = self.executions.get(&id) else { continue };

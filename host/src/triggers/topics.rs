@@ -5,7 +5,7 @@
 //! its own and retried by its own policy. Events of a topic without subscriptions are dropped.
 
 use super::{accept_event, one_parameter};
-use crate::executions::{Execution, Executions};
+use crate::storage::executions::{Execution, Executions};
 use crate::manifest::TopicTrigger;
 use crate::topics::{TopicEvent, events_tree};
 use crate::{App, Error, Function, Host};
@@ -46,7 +46,7 @@ pub(super) fn accept(executions: &Executions, armed: &[Subscriptions]) -> Result
                 records.push(Execution {
                     max_attempts: spec.attempts,
                     backoff_ms: spec.backoff.as_millis() as u64,
-                    ..Execution::queued(executions.new_id()?, &app.app, function.name(), &spec.name, input)
+                    ..Execution::queued(executions.new_id().map_err(|e| e.to_string())?, &app.app, function.name(), &spec.name, input)
                 });
             }
             accept_event(&app.events, &key, executions, &records)?;
