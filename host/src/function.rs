@@ -13,7 +13,7 @@ use crate::call::{self, CallTarget, Guest};
 use crate::datasets::Cause;
 use crate::exports::Export;
 use crate::invocation::{self, Admission, CallReport, Invocation, Origin};
-use crate::outcome::CallError;
+use crate::outcome::{CallError, Logs};
 use crate::values::{self, ArgumentError};
 
 /// One callable export of a component, with the limits and grants of its manifest entry.
@@ -90,7 +90,7 @@ impl Function {
         params: &[Val],
         cause: Option<Cause>,
         execution: Option<(&str, u32)>,
-    ) -> (Result<Value, CallError>, crate::Logs) {
+    ) -> (Result<Value, CallError>, Logs) {
         let (outcome, logs) = call::run(&self.target, params, cause, execution).await;
         (outcome.and_then(|results| self.result_json(results.first())), logs)
     }

@@ -15,7 +15,8 @@ use crate::queues::{Queue, QueueError, Queues};
 use crate::storage::executions::Executions;
 use crate::store::{CommitStats, Store};
 use crate::triggers::http::HttpHandler;
-use crate::{Error, Function};
+use crate::Error;
+use crate::function::Function;
 
 mod builder;
 

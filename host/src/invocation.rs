@@ -123,8 +123,8 @@ pub(crate) enum Admission {
     Wait,
     /// The caller holds a slot already.
     Held(OwnedSemaphorePermit),
-    /// Refused before admission: it cannot run (an argument refers to an execution without a
-    /// result).
+    /// Refused before admission: it cannot run (paused, or an argument refers to an execution
+    /// without a result).
     Refused(CallError),
 }
 
@@ -237,5 +237,65 @@ impl RecordedResult for Result<Value, CallError> {
 impl RecordedResult for Result<(), CallError> {
     fn as_recorded(&self) -> Result<&Value, &CallError> {
         self.as_ref().map(|()| &Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn trigger(kind: TriggerKind) -> Origin {
+        Origin::Trigger { kind, name: "on-upload".into() }
+    }
+
+    #[test]
+    fn origins_keep_the_names_of_metrics_and_records() {
+        let names = [
+            (Origin::Call, "call", "call"),
+            (Origin::Map, "map", "map"),
+            (Origin::Http, "http", "http"),
+            (Origin::Async, "async", "async"),
+            (Origin::Enqueue, "enqueue", "enqueue"),
+            (trigger(TriggerKind::Queue), "queue", "on-upload"),
+            (trigger(TriggerKind::Item), "trigger", "on-upload"),
+            (trigger(TriggerKind::Topic), "trigger", "on-upload"),
+            (trigger(TriggerKind::Schedule), "trigger", "on-upload"),
+        ];
+        for (origin, kind, recorded) in names {
+            assert_eq!((origin.kind(), origin.trigger()), (kind, recorded), "{origin:?}");
+        }
+        let direct: Vec<Origin> = [Origin::Call, Origin::Map, Origin::Http, Origin::Async, trigger(TriggerKind::Queue)]
+            .into_iter()
+            .filter(Origin::direct)
+            .collect();
+        assert_eq!(direct, [Origin::Call, Origin::Map, Origin::Http], "the `record` setting applies to these");
+    }
+
+    #[test]
+    fn queued_records_tell_their_origin() {
+        let queued = |trigger: &str, input| Execution::queued("1".into(), "app", "f.x", trigger, input);
+        assert_eq!(Origin::of_queued(&queued("async", json!([1]))), Origin::Async);
+        assert_eq!(Origin::of_queued(&queued("enqueue", json!([1]))), Origin::Enqueue);
+        let fire = queued("nightly", json!({ "scheduled-ms": 1, "missed": 0 }));
+        assert_eq!(Origin::of_queued(&fire), Origin::Trigger { kind: TriggerKind::Schedule, name: "nightly".into() });
+        let event = queued("audit", json!([{ "topic": "t" }]));
+        assert_eq!(Origin::of_queued(&event), Origin::Trigger { kind: TriggerKind::Topic, name: "audit".into() });
+        let item = Execution { item: Some(("photos".into(), "a".into())), ..queued("on-upload", json!([{}])) };
+        assert_eq!(Origin::of_queued(&item), trigger(TriggerKind::Item));
+        assert_eq!(Origin::of_queued(&item).kind(), "trigger");
+    }
+
+    #[test]
+    fn retries_double_the_backoff_per_attempt_up_to_a_cap() {
+        let retry = Retry { backoff: Duration::from_millis(100) };
+        let delays: Vec<u64> = (1..=4).map(|attempt| retry.delay_ms(attempt)).collect();
+        assert_eq!(delays, [100, 200, 400, 800]);
+        assert_eq!(retry.delay(0), retry.delay(1), "attempts count from 1");
+        assert_eq!(retry.delay(17), retry.delay(40), "doubled at most 16 times");
+        assert_eq!(retry.delay(17), Duration::from_millis(100 << 16));
+        assert_eq!(Retry { backoff: Duration::MAX }.delay(5), Duration::MAX, "saturates");
+        assert_eq!(Retry { backoff: Duration::ZERO }.delay_ms(9), 0);
     }
 }

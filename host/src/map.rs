@@ -11,9 +11,10 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
 use serde_json::Value;
 
-use crate::function::short;
+use crate::Error;
+use crate::function::{Function, short};
 use crate::invocation::Origin;
-use crate::{ArgumentError, Error, Function};
+use crate::values::ArgumentError;
 
 /// One ended call of a map: its input's index and its outcome.
 pub type MapOutcome = (usize, Result<Value, Error>);

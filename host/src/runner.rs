@@ -20,7 +20,9 @@ use crate::datasets::Cause;
 use crate::invocation::{self, Admission, Invocation, Origin, Retry};
 use crate::outcome::{CallError, Logs, error_json};
 use crate::storage::executions::{Execution, Executions, ExecutionsError, Status, now_ms};
-use crate::{ArgumentError, Error, Function};
+use crate::Error;
+use crate::function::Function;
+use crate::values::ArgumentError;
 
 /// How often a paused function is checked for a resume by executions waiting on it.
 const PAUSE_POLL: Duration = Duration::from_millis(200);

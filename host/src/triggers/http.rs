@@ -57,6 +57,11 @@ impl HttpHandler {
         &self,
         request: http::Request<RequestBody>,
     ) -> Result<http::Response<HyperOutgoingBody>, CallError> {
+        // Admitted here, so a request given up while it waits for a slot never runs.
+        let admission = match self.guest.admit().await {
+            Ok(slot) => Admission::Held(slot),
+            Err(refused) => Admission::Refused(refused),
+        };
         let input = serde_json::json!({ "method": request.method().as_str(), "uri": request.uri().to_string() });
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let this = self.clone();
@@ -64,7 +69,7 @@ impl HttpHandler {
         let task = tokio::spawn(async move {
             let guest = &this.guest;
             let invocation = Invocation::new(guest, &guest.name, &input, Origin::Http);
-            let report = invocation.run(Admission::Wait, async || this.serve(request, sender).await).await;
+            let report = invocation.run(admission, async || this.serve(request, sender).await).await;
             report.result
         });
         match receiver.await {
