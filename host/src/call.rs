@@ -18,9 +18,9 @@ use crate::capabilities::Capabilities;
 use crate::capabilities::http::DenyOutgoing;
 use crate::datasets::Cause;
 use crate::engine::EPOCH_TICK;
-use crate::storage::executions::{Cancel, Executions};
 use crate::manifest::{Limits, RecordMode};
 use crate::metrics::Metrics;
+use crate::storage::executions::{Cancel, Executions};
 
 mod limiter;
 use limiter::Limiter;

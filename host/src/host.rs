@@ -4,10 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::Error;
 use crate::call::{CallTarget, Guest};
 use crate::capabilities::Capabilities;
 use crate::engine::{self, Runtime};
 use crate::exports;
+use crate::function::Function;
 use crate::manifest::{Manifest, ModelSource};
 use crate::metrics::Metrics;
 use crate::models::Models;
@@ -15,8 +17,6 @@ use crate::queues::{Queue, QueueError, Queues};
 use crate::storage::executions::Executions;
 use crate::store::{CommitStats, Store};
 use crate::triggers::http::HttpHandler;
-use crate::Error;
-use crate::function::Function;
 
 mod builder;
 

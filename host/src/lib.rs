@@ -53,13 +53,13 @@ pub mod values;
 use std::path::PathBuf;
 
 pub use crate::call::Guest;
-pub use crate::outcome::{CallError, Logs};
-/// The execution records, at the path the API has always had.
-pub use crate::storage::executions;
 pub use crate::function::Function;
 pub use crate::host::{App, DEFAULT_DATA_DIR, Host, HostBuilder};
 pub use crate::invocation::CallReport;
 pub use crate::map::{MapCalls, MapInputs, MapOutcome, outcome_json};
+pub use crate::outcome::{CallError, Logs};
+/// The execution records, at the path the API has always had.
+pub use crate::storage::executions;
 pub use crate::values::ArgumentError;
 
 /// Everything that can go wrong in the library.

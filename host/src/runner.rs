@@ -16,12 +16,12 @@ use serde_json::{Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::component::Val;
 
+use crate::Error;
 use crate::datasets::Cause;
+use crate::function::Function;
 use crate::invocation::{self, Admission, Invocation, Origin, Retry};
 use crate::outcome::{CallError, Logs, error_json};
 use crate::storage::executions::{Execution, Executions, ExecutionsError, Status, now_ms};
-use crate::Error;
-use crate::function::Function;
 use crate::values::ArgumentError;
 
 /// How often a paused function is checked for a resume by executions waiting on it.
@@ -134,7 +134,9 @@ async fn execute(
             let cause =
                 record.item.is_some().then(|| Cause { trigger: record.trigger.clone(), execution: record.id.clone() });
             let execution = Some((record.id.as_str(), record.attempt));
-            invocation.run(Admission::Held(slot), async || function.run_in_sandbox(&params, cause, execution).await).await
+            invocation
+                .run(Admission::Held(slot), async || function.run_in_sandbox(&params, cause, execution).await)
+                .await
         };
         match report.result {
             Err(error) if record.attempt < record.max_attempts && error != CallError::Cancelled => {

@@ -17,9 +17,7 @@ use crate::outcome::{CallError, Logs};
 pub type RequestBody = wasmtime_wasi_http::WasiBody;
 
 /// Where the guest's response goes once it sets one.
-type ResponseSender = tokio::sync::oneshot::Sender<
-    Result<http::Response<HyperOutgoingBody>, ErrorCode>,
->;
+type ResponseSender = tokio::sync::oneshot::Sender<Result<http::Response<HyperOutgoingBody>, ErrorCode>>;
 
 /// A route and the component that answers it.
 #[derive(Clone)]
@@ -85,7 +83,11 @@ impl HttpHandler {
 
     /// Run the handler in a fresh sandbox: the response goes to `sender` as soon as the guest sets
     /// it. What the guest printed goes to the host's log.
-    async fn serve(&self, request: http::Request<RequestBody>, sender: ResponseSender) -> (Result<(), CallError>, Logs) {
+    async fn serve(
+        &self,
+        request: http::Request<RequestBody>,
+        sender: ResponseSender,
+    ) -> (Result<(), CallError>, Logs) {
         let guest = &self.guest;
         let mut sandbox = Sandbox::new(self.pre.engine(), guest.limits, guest.caps.clone());
         let result = sandbox

@@ -9,10 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{accept_event, one_parameter};
+use super::one_parameter;
 use crate::datasets::{ItemEvent, events_tree};
-use crate::storage::executions::{Execution, Executions};
 use crate::manifest::ItemTrigger;
+use crate::storage::executions::{Execution, Executions};
 use crate::{App, Error, Function, Host};
 use serde_json::Value;
 
@@ -71,7 +71,7 @@ pub(super) fn accept(executions: &Executions, armed: &[Armed]) -> Result<(), Str
                     ..Execution::queued(id, &trigger.app, trigger.function.name(), &trigger.spec.name, input)
                 });
             }
-            accept_event(events, &key, executions, &records)?;
+            executions.accept_event(events, &key, &records).map_err(|e| e.to_string())?;
         }
     }
     Ok(())

@@ -18,9 +18,9 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use super::one_parameter;
 use crate::invocation::{Origin, Retry, TriggerKind};
-use crate::storage::executions::now_ms;
 use crate::manifest::{QueueSpec, QueueTrigger};
 use crate::queues::{MAX_RECEIVE, Message, Queue, Queues};
+use crate::storage::executions::now_ms;
 use crate::{App, Error, Function, Host};
 
 /// How long the consumer sleeps at most when nothing woke it.

@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::storage::executions::{Execution, Executions, ExecutionsError, now_ms};
 use crate::manifest::ScheduleTrigger;
+use crate::storage::executions::{Execution, Executions, ExecutionsError, now_ms};
 use crate::{App, Error, Function, Host, runner};
 
 /// One schedule, ready to run.

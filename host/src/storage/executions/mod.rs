@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 
 pub use self::backend::ExecutionBackend;
 pub use self::cancel::CancelError;
-pub(crate) use self::index::entry as index_entry;
+use self::index::entry as index_entry;
 pub use self::record::{Execution, ExecutionFilter, Status, error_json, now_ms};
 pub use self::retention::{PRUNE_EVERY, PRUNE_FIRST, Retention};
 pub(crate) use self::switch::Cancel;
@@ -34,7 +34,7 @@ use crate::outcome::Logs;
 use crate::store::Store;
 
 /// The execution-queue key of a queued execution.
-pub(crate) fn run_key(id: &str) -> Vec<u8> {
+fn run_key(id: &str) -> Vec<u8> {
     format!("run/{id}").into_bytes()
 }
 
@@ -58,10 +58,10 @@ pub(crate) type LiveLogs = Box<dyn Fn() -> Logs + Send + Sync>;
 
 /// Every execution record of a host.
 pub struct Executions {
-    pub(crate) records: sled::Tree,
+    records: sled::Tree,
     logs: sled::Tree,
-    pub(crate) index: sled::Tree,
-    pub(crate) queue: sled::Tree,
+    index: sled::Tree,
+    queue: sled::Tree,
     store: Arc<Store>,
     retention: Retention,
     /// Woken whenever a record changes.
@@ -151,8 +151,7 @@ impl Executions {
     pub fn logs(&self, id: &str) -> Option<String> {
         self.write_pending();
         let stored = self.logs.get(id.as_bytes()).ok()?.map(|b| String::from_utf8_lossy(&b).into_owned());
-        let live =
-            self.live.lock().unwrap().get(id).map(|(attempt, snapshot)| format_attempt(&snapshot(), *attempt));
+        let live = self.live.lock().unwrap().get(id).map(|(attempt, snapshot)| format_attempt(&snapshot(), *attempt));
         match (stored, live) {
             (None, None) => None,
             (stored, live) => Some(stored.unwrap_or_default() + &live.unwrap_or_default()),
@@ -218,6 +217,38 @@ impl Executions {
             self.queue.remove(claim.as_bytes()).map_err(storage)?;
         }
         Ok(())
+    }
+
+    /// Remove event `key` from `events` (a tree of the same store) and queue `records`, in one
+    /// transaction, so an event turns into its executions exactly once. A record whose claim is
+    /// held already is left out (and the claims of the others are taken).
+    pub(crate) fn accept_event(
+        &self,
+        events: &sled::Tree,
+        key: &[u8],
+        records: &[Execution],
+    ) -> Result<(), ExecutionsError> {
+        use sled::Transactional;
+        use sled::transaction::ConflictableTransactionError;
+        let abort = |e: serde_json::Error| ConflictableTransactionError::Abort(e.to_string());
+        (events, &self.records, &self.queue, &self.index)
+            .transaction(|(events, records_tree, queue, index)| {
+                events.remove(key)?;
+                for record in records {
+                    if let Some(claim) = &record.claim {
+                        if queue.get(claim.as_bytes())?.is_some() {
+                            continue;
+                        }
+                        queue.insert(claim.as_bytes(), record.id.as_bytes())?;
+                    }
+                    records_tree.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(abort)?)?;
+                    let (key, value) = index_entry(record);
+                    index.insert(key, value)?;
+                    queue.insert(run_key(&record.id), record.id.as_bytes())?;
+                }
+                Ok(())
+            })
+            .map_err(|e| storage(format!("{e:?}")))
     }
 
     /// Ids of every queued execution not final yet, oldest first.

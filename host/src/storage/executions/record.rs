@@ -5,8 +5,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use crate::outcome::error_json;
 use crate::outcome::CallError;
+pub use crate::outcome::error_json;
 
 /// Where an execution is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
