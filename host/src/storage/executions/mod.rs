@@ -1,6 +1,6 @@
 //! Durable execution records: every call (direct, over HTTP, triggered) gets one, with its input,
 //! status, output or error, timings, attempt and captured logs. A plain storage library: it keeps
-//! records and knows nothing of how calls run ([`crate::runner`] runs the queued ones).
+//! records and knows nothing of how calls run (the runner runs the queued ones).
 //!
 //! [`ExecutionBackend`] is what a store of executions provides; [`Executions`] is its embedded
 //! implementation on sled. Trees: `executions` (id → record), `execution-logs` (id → text),
