@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -18,98 +18,12 @@ use crate::capabilities::http::Http;
 use crate::capabilities::memory::Limiter;
 use crate::capabilities::{CallParts, Contexts, Parts};
 use crate::engine::EPOCH_TICK;
-use crate::executions::Executions;
 use crate::manifest::{Limits, RecordMode};
 use crate::metrics::Metrics;
 use crate::storage::datasets::Cause;
+use crate::storage::executions::{Cancel, Executions};
 
-mod cancel;
-pub(crate) use cancel::Cancel;
-
-/// Why a call failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum CallError {
-    /// The call ran longer than the function's `timeout` limit.
-    #[error("timed out after {limit:?} (limit `timeout`)")]
-    Timeout {
-        /// The configured limit.
-        limit: Duration,
-    },
-    /// The guest tried to grow its memory past the function's `memory` limit.
-    #[error("memory limit exceeded: the guest asked for {requested} bytes, limit `memory` is {limit} bytes")]
-    MemoryLimit {
-        /// The configured limit in bytes.
-        limit: u64,
-        /// The memory size the guest asked for.
-        requested: u64,
-    },
-    /// The guest ran out of stack (usually unbounded recursion).
-    #[error("stack overflow in the guest (deep recursion?)")]
-    StackOverflow,
-    /// The guest trapped (panic, `unreachable`, bad memory access, ...).
-    #[error("guest trapped: {message}")]
-    Trap {
-        /// The trap and the guest backtrace.
-        message: String,
-    },
-    /// The function returned the `err` case of its `result`.
-    #[error("function returned an error: {value}")]
-    Guest {
-        /// The error value as JSON.
-        value: serde_json::Value,
-    },
-    /// The host could not run the call (instantiation failed, resource table full, ...).
-    #[error("call failed: {message}")]
-    Host {
-        /// What went wrong.
-        message: String,
-    },
-    /// An operator paused the function; no instance was made.
-    #[error("function `{function}` is paused (resume it with POST .../resume)")]
-    Paused {
-        /// The manifest function that is paused.
-        function: String,
-    },
-    /// The execution was cancelled (`POST /v1/executions/ID/cancel`) while it ran.
-    #[error("cancelled by request")]
-    Cancelled,
-    /// An argument `{"$execution": ID}` refers to an execution without a result.
-    #[error("argument `{{\"$execution\": \"{execution}\"}}`: {message}")]
-    Reference {
-        /// The execution referred to.
-        execution: String,
-        /// Why it has no result.
-        message: String,
-    },
-}
-
-impl CallError {
-    /// A stable, machine-readable name of the failure, used in API errors and metrics.
-    pub fn code(&self) -> &'static str {
-        match self {
-            CallError::Timeout { .. } => "timeout",
-            CallError::MemoryLimit { .. } => "memory-limit",
-            CallError::StackOverflow => "stack-overflow",
-            CallError::Trap { .. } => "trap",
-            CallError::Guest { .. } => "guest-error",
-            CallError::Host { .. } => "host-error",
-            CallError::Paused { .. } => "paused",
-            CallError::Reference { .. } => "bad-reference",
-            CallError::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// Output a guest wrote during one call.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Logs {
-    /// Captured stdout (up to the `output` limit).
-    pub stdout: String,
-    /// Captured stderr (up to the `output` limit).
-    pub stderr: String,
-    /// Bytes written past the `output` limit and dropped (stdout + stderr).
-    pub dropped: u64,
-}
+pub use crate::outcome::{CallError, Logs};
 
 /// The per-call data held by the wasmtime Store: WASI, the resource table and memory accounting
 /// shared by every interface, and the function's capability contexts, lent to each capability's
@@ -455,7 +369,10 @@ pub async fn run(
     if let Some(cancel) = execution.and_then(|(id, _)| guest.executions.cancel_handle(id)) {
         sandbox.cancel_with(cancel);
     }
-    let _live = execution.map(|(id, attempt)| guest.executions.watch(id, attempt, sandbox.output()));
+    let _live = execution.map(|(id, attempt)| {
+        let output = sandbox.output();
+        guest.executions.watch(id, attempt, Box::new(move || output.snapshot()))
+    });
     let result = sandbox
         .run(async |store| {
             let instance = guest.pre.instantiate_async(&mut *store).await?;

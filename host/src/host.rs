@@ -3,30 +3,24 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use serde_json::Value;
-use tokio::sync::OwnedSemaphorePermit;
-use wasmtime::component::{Type, Val};
 
 use crate::Error;
-use crate::call::{self, CallError, CallTarget, Guest, Logs};
+use crate::call::{CallTarget, Guest};
 use crate::capabilities::{Contexts, Services, Setup};
 use crate::engine::{self, Runtime};
-use crate::executions::{Execution, Executions};
-use crate::exports::{self, Export};
+use crate::exports;
+use crate::function::Function;
 use crate::manifest::{Manifest, ModelSource};
 use crate::metrics::Metrics;
 use crate::models::Models;
-use crate::runner;
 use crate::storage::blobs::BlobBackend;
-use crate::storage::datasets::{Cause, DatasetBackend};
+use crate::storage::datasets::DatasetBackend;
+use crate::storage::executions::Executions;
 use crate::storage::kv::KvBackend;
 use crate::storage::queues::{Queue, QueueError, Queues};
 use crate::storage::topics::Topics;
 use crate::store::{CommitStats, Store};
 use crate::triggers::http::HttpHandler;
-use crate::values::{self, ArgumentError};
 
 mod builder;
 
@@ -301,190 +295,5 @@ impl App {
             name: name.to_string(),
             available: self.functions.iter().map(|f| f.name.clone()).collect(),
         })
-    }
-}
-
-/// One callable export of a component, with the limits and grants of its manifest entry.
-#[derive(Clone)]
-pub struct Function {
-    name: String,
-    export: Arc<Export>,
-    target: Arc<CallTarget>,
-}
-
-/// The first characters of a JSON value, for error messages.
-pub(crate) fn short(value: &Value) -> String {
-    value.to_string().chars().take(40).collect()
-}
-
-/// The full story of one call: its outcome, what the guest printed and how long it took.
-#[derive(Debug, Clone)]
-pub struct CallReport {
-    /// The returned JSON value, or why the call failed.
-    pub result: Result<Value, CallError>,
-    /// Captured stdout and stderr.
-    pub logs: Logs,
-    /// Wall time from the start of instantiation to the end of the call.
-    pub elapsed: Duration,
-}
-
-impl CallReport {
-    /// `ok` or the failure's [`CallError::code`].
-    pub fn outcome(&self) -> &'static str {
-        self.result.as_ref().map_or_else(CallError::code, |_| "ok")
-    }
-}
-
-impl Function {
-    /// `function.export`, e.g. `counter.increment`.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The export's WIT types, signature and JSON Schemas.
-    pub fn export(&self) -> &Export {
-        &self.export
-    }
-
-    /// Call with JSON arguments (an object by parameter name, or an array in order) and return the
-    /// JSON result. A returned `result::err` is an [`Error::Call`] with [`CallError::Guest`].
-    pub async fn call(&self, args: Value) -> Result<Value, Error> {
-        self.invoke(&args).await?.result.map_err(Error::Call)
-    }
-
-    /// Like [`Function::call`] but also returns the guest's output and the timing. Only bad
-    /// arguments are an `Err`: they are rejected before any instance is made. Arguments may hold
-    /// `{"$execution": ID}` references, replaced by those executions' results (waiting for them).
-    /// The call is recorded as an execution (trigger `call`), as the function's `record` says.
-    pub async fn invoke(&self, args: &Value) -> Result<CallReport, ArgumentError> {
-        self.invoke_as(args, ("call", "call", 1), None).await
-    }
-
-    /// [`Function::invoke`], counted in metrics as `kind` and recorded as attempt `attempt` of a
-    /// call started by `trigger`; in `slot` when the caller already holds a `concurrency` slot.
-    pub(crate) async fn invoke_as(
-        &self,
-        args: &Value,
-        (kind, trigger, attempt): (&'static str, &str, u32),
-        slot: Option<OwnedSemaphorePermit>,
-    ) -> Result<CallReport, ArgumentError> {
-        let guest = &self.target.guest;
-        let started_ms = crate::executions::now_ms();
-        let refused = |error| CallReport { result: Err(error), logs: Logs::default(), elapsed: Duration::ZERO };
-        let resolved = match runner::references(args).is_empty() {
-            true => Ok(None),
-            false => runner::resolve_references(&guest.executions, args).await.map(Some),
-        };
-        let report = match resolved {
-            Ok(resolved) => {
-                let params = self.params(resolved.as_ref().unwrap_or(args))?;
-                let admitted = match slot {
-                    Some(slot) => Ok(slot),
-                    None => guest.admit().await,
-                };
-                match admitted {
-                    Ok(_permit) => self.run_admitted(&params, None, None).await,
-                    Err(paused) => refused(paused),
-                }
-            }
-            Err(bad_reference) => refused(bad_reference),
-        };
-        guest.metrics.record(&guest.app, &self.name, kind, report.outcome(), report.elapsed);
-        let result = report.result.as_ref();
-        let direct = matches!(kind, "call" | "map");
-        if !direct || guest.record.records(result.is_err()) {
-            let (logs, executions) = (&report.logs, &guest.executions);
-            executions.record_call((&guest.app, &self.name, trigger, attempt), args.clone(), result, logs, started_ms);
-        }
-        Ok(report)
-    }
-
-    /// Start a call without waiting for it (a job): the execution id comes back once the queued
-    /// record (trigger `async`) is on disk, and the record follows the call from `queued` to
-    /// `running` to its result; its output is readable while it runs. Wait for it with
-    /// [`Executions::wait`]. Bad arguments, and references to executions that do not exist, are
-    /// refused before anything is recorded. The call runs on the current tokio runtime; if the
-    /// host stops first, it runs again when [`crate::triggers::Triggers`] next start for its app.
-    pub async fn spawn(&self, args: &Value) -> Result<String, Error> {
-        self.start_queued(args, runner::ASYNC).await
-    }
-
-    /// Like [`Function::spawn`] (trigger `enqueue`), but calls of this function started this way
-    /// run one at a time, in the order they were enqueued.
-    pub async fn enqueue(&self, args: &Value) -> Result<String, Error> {
-        self.start_queued(args, runner::ENQUEUE).await
-    }
-
-    async fn start_queued(&self, args: &Value, trigger: &str) -> Result<String, Error> {
-        let executions = &self.target.guest.executions;
-        let references = runner::references(args);
-        if references.is_empty() {
-            self.params(args)?;
-        }
-        if let Some(missing) = references.into_iter().find(|id| executions.get(id).is_none()) {
-            let expected = "the id of an existing execution".into();
-            return Err(ArgumentError { path: "$execution".into(), expected, got: missing }.into());
-        }
-        let id = executions.new_id().map_err(Error::Record)?;
-        let record = Execution::queued(id.clone(), &self.target.guest.app, &self.name, trigger, args.clone());
-        executions.enqueue(&record).await.map_err(Error::Record)?;
-        runner::start(executions, self.clone(), record);
-        Ok(id)
-    }
-
-    /// Run one call once a `concurrency` slot is held; changes it makes carry `cause`; with
-    /// `execution` (id, attempt) its output is readable live.
-    pub(crate) async fn run_admitted(
-        &self,
-        params: &[Val],
-        cause: Option<Cause>,
-        execution: Option<(&str, u32)>,
-    ) -> CallReport {
-        let started = Instant::now();
-        let _in_flight = self.target.guest.metrics.start();
-        let (outcome, logs) = call::run(&self.target, params, cause, execution).await;
-        let result = outcome.and_then(|results| self.result_json(results.first()));
-        CallReport { result, logs, elapsed: started.elapsed() }
-    }
-
-    /// The component behind this export.
-    pub fn guest(&self) -> &Arc<Guest> {
-        &self.target.guest
-    }
-
-    pub(crate) fn params(&self, args: &Value) -> Result<Vec<Val>, ArgumentError> {
-        let params = &self.export.params;
-        let names = || params.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
-        let budget = &mut values::Budget::new(self.target.guest.limits.memory);
-        match args {
-            Value::Object(obj) => {
-                let fields = params.iter().map(|(n, t)| (n.as_str(), t.clone()));
-                let named = values::named_from_json(fields, obj, "", "parameter", budget)?;
-                Ok(named.into_iter().map(|(_, v)| v).collect())
-            }
-            Value::Array(items) if items.len() == params.len() => {
-                params.iter().zip(items).map(|((name, ty), v)| values::from_json(ty, v, name, budget)).collect()
-            }
-            Value::Null if params.is_empty() => Ok(Vec::new()),
-            _ => Err(ArgumentError {
-                path: "(arguments)".into(),
-                expected: format!("an object with parameters {{{}}} or an array of {} values", names(), params.len()),
-                got: short(args),
-            }),
-        }
-    }
-
-    /// JSON of the returned value; a top-level `result` is unwrapped into success or failure.
-    fn result_json(&self, value: Option<&Val>) -> Result<Value, CallError> {
-        match (&self.export.result, value) {
-            (Some(ty @ Type::Result(_)), Some(v @ Val::Result(outcome))) => {
-                // `{"ok": x}` or `{"err": x}`: the case decides success, `x` is the value.
-                let case = if outcome.is_ok() { "ok" } else { "err" };
-                let payload = values::to_json(ty, v)[case].take();
-                if outcome.is_ok() { Ok(payload) } else { Err(CallError::Guest { value: payload }) }
-            }
-            (Some(ty), Some(v)) => Ok(values::to_json(ty, v)),
-            _ => Ok(Value::Null),
-        }
     }
 }

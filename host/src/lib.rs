@@ -28,16 +28,18 @@ pub mod call;
 pub mod capabilities;
 pub mod client;
 pub mod engine;
-pub mod executions;
 pub mod exports;
 mod files;
+mod function;
 mod host;
+mod invocation;
 pub mod manifest;
 mod map;
 pub mod metrics;
 pub mod mimetype;
 pub mod models;
 pub mod names;
+mod outcome;
 mod runner;
 pub mod schedule;
 pub mod server;
@@ -48,9 +50,14 @@ pub mod values;
 
 use std::path::PathBuf;
 
-pub use crate::call::{CallError, Guest, Logs};
-pub use crate::host::{App, CallReport, DEFAULT_DATA_DIR, Function, Host, HostBuilder};
+pub use crate::call::Guest;
+pub use crate::function::Function;
+pub use crate::host::{App, DEFAULT_DATA_DIR, Host, HostBuilder};
+pub use crate::invocation::CallReport;
 pub use crate::map::{MapCalls, MapInputs, MapOutcome, outcome_json};
+pub use crate::outcome::{CallError, Logs};
+/// The execution records, at the path the API has always had.
+pub use crate::storage::executions;
 pub use crate::values::ArgumentError;
 
 /// Everything that can go wrong in the library.

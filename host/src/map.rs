@@ -11,8 +11,10 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
 use serde_json::Value;
 
-use crate::host::short;
-use crate::{ArgumentError, Error, Function};
+use crate::Error;
+use crate::function::{Function, short};
+use crate::invocation::Origin;
+use crate::values::ArgumentError;
 
 /// One ended call of a map: its input's index and its outcome.
 pub type MapOutcome = (usize, Result<Value, Error>);
@@ -56,7 +58,7 @@ impl Stream for MapCalls<'_> {
 pub fn outcome_json(outcome: &Result<Value, Error>) -> Value {
     match outcome {
         Ok(value) => serde_json::json!({ "ok": value }),
-        Err(Error::Call(error)) => serde_json::json!({ "err": crate::executions::error_json(error) }),
+        Err(Error::Call(error)) => serde_json::json!({ "err": crate::outcome::error_json(error) }),
         Err(error @ Error::Argument(_)) => {
             serde_json::json!({ "err": { "code": "bad-argument", "message": error.to_string() } })
         }
@@ -120,7 +122,7 @@ impl Function {
         let inputs = arg_sets.into_iter().enumerate().map(move |(i, args)| {
             let function = function.clone();
             async move {
-                let outcome = match function.invoke_as(args.borrow(), ("map", "map", 1), None).await {
+                let outcome = match function.invoke_as(args.borrow(), Origin::Map, 1, None).await {
                     Ok(report) => report.result.map_err(Error::Call),
                     Err(bad) => Err(Error::Argument(bad)),
                 };

@@ -7,6 +7,7 @@
 
 pub mod blobs;
 pub mod datasets;
+pub mod executions;
 pub mod kv;
 pub mod queues;
 pub mod topics;

@@ -2,18 +2,22 @@
 //! `wasi:http/incoming-handler`, with the same limits, grants and metrics as a typed call.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::call::{CallError, CallState, Guest, Sandbox};
+use crate::call::{CallState, Guest, Sandbox};
+use crate::invocation::{Admission, Invocation, Origin};
 use crate::manifest::HttpRoute;
+use crate::outcome::{CallError, Logs};
 
 /// A request body as the handler takes it.
 pub type RequestBody = wasmtime_wasi_http::WasiBody;
+
+/// Where the guest's response goes once it sets one.
+type ResponseSender = tokio::sync::oneshot::Sender<Result<http::Response<HyperOutgoingBody>, ErrorCode>>;
 
 /// A route and the component that answers it.
 #[derive(Clone)]
@@ -51,38 +55,20 @@ impl HttpHandler {
         &self,
         request: http::Request<RequestBody>,
     ) -> Result<http::Response<HyperOutgoingBody>, CallError> {
-        let guest = self.guest.clone();
-        let permit = guest.admit().await.inspect_err(|e| self.record(e.code(), Instant::now()))?;
-        let started = Instant::now();
-        let started_ms = crate::executions::now_ms();
+        // Admitted here, so a request given up while it waits for a slot never runs.
+        let admission = match self.guest.admit().await {
+            Ok(slot) => Admission::Held(slot),
+            Err(refused) => Admission::Refused(refused),
+        };
         let input = serde_json::json!({ "method": request.method().as_str(), "uri": request.uri().to_string() });
-        let pre = self.pre.clone();
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let this = self.clone();
         // The guest keeps writing the body after it sets the response, so it runs on its own task.
         let task = tokio::spawn(async move {
-            let _permit = permit;
-            let _in_flight = guest.metrics.start();
-            let mut sandbox = Sandbox::new(pre.engine(), guest.limits, guest.caps.clone());
-            let result = sandbox
-                .run(async |store| {
-                    let proxy = pre.instantiate_async(&mut *store).await?;
-                    let http = &mut store.data_mut().http();
-                    let request = http.new_incoming_request(Scheme::Http, request)?;
-                    let out = http.new_response_outparam(sender)?;
-                    proxy.wasi_http_incoming_handler().call_handle(&mut *store, request, out).await
-                })
-                .await;
-            let logs = sandbox.logs();
-            if !(logs.stdout.is_empty() && logs.stderr.is_empty()) {
-                tracing::info!(app = %guest.app, function = %guest.name, stdout = %logs.stdout, stderr = %logs.stderr, "guest output");
-            }
-            this.record(result.as_ref().map_or_else(CallError::code, |()| "ok"), started);
-            let outcome = result.as_ref().map(|()| &serde_json::Value::Null);
-            if guest.record.records(outcome.is_err()) {
-                guest.executions.record_call((&guest.app, &guest.name, "http", 1), input, outcome, &logs, started_ms);
-            }
-            result
+            let guest = &this.guest;
+            let invocation = Invocation::new(guest, &guest.name, &input, Origin::Http);
+            let report = invocation.run(admission, async || this.serve(request, sender).await).await;
+            report.result
         });
         match receiver.await {
             Ok(Ok(response)) => Ok(response),
@@ -95,7 +81,28 @@ impl HttpHandler {
         }
     }
 
-    fn record(&self, outcome: &'static str, started: Instant) {
-        self.guest.metrics.record(&self.guest.app, &self.guest.name, "http", outcome, started.elapsed());
+    /// Run the handler in a fresh sandbox: the response goes to `sender` as soon as the guest sets
+    /// it. What the guest printed goes to the host's log.
+    async fn serve(
+        &self,
+        request: http::Request<RequestBody>,
+        sender: ResponseSender,
+    ) -> (Result<(), CallError>, Logs) {
+        let guest = &self.guest;
+        let mut sandbox = Sandbox::new(self.pre.engine(), guest.limits, guest.caps.clone());
+        let result = sandbox
+            .run(async |store| {
+                let proxy = self.pre.instantiate_async(&mut *store).await?;
+                let http = &mut store.data_mut().http();
+                let request = http.new_incoming_request(Scheme::Http, request)?;
+                let out = http.new_response_outparam(sender)?;
+                proxy.wasi_http_incoming_handler().call_handle(&mut *store, request, out).await
+            })
+            .await;
+        let logs = sandbox.logs();
+        if !(logs.stdout.is_empty() && logs.stderr.is_empty()) {
+            tracing::info!(app = %guest.app, function = %guest.name, stdout = %logs.stdout, stderr = %logs.stderr, "guest output");
+        }
+        (result, logs)
     }
 }

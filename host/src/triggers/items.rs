@@ -9,10 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{accept_event, one_parameter};
-use crate::executions::{Execution, Executions};
+use super::one_parameter;
 use crate::manifest::ItemTrigger;
 use crate::storage::datasets::{ItemEvent, events_tree};
+use crate::storage::executions::{Execution, Executions};
 use crate::{App, Error, Function, Host};
 use serde_json::Value;
 
@@ -62,7 +62,7 @@ pub(super) fn accept(executions: &Executions, armed: &[Armed]) -> Result<(), Str
             let mut records = Vec::new();
             for trigger in matching {
                 let input = Value::Array(vec![event.item.to_wit_json()]);
-                let id = executions.new_id()?;
+                let id = executions.new_id().map_err(|e| e.to_string())?;
                 records.push(Execution {
                     max_attempts: trigger.spec.attempts,
                     backoff_ms: trigger.spec.backoff.as_millis() as u64,
@@ -71,7 +71,7 @@ pub(super) fn accept(executions: &Executions, armed: &[Armed]) -> Result<(), Str
                     ..Execution::queued(id, &trigger.app, trigger.function.name(), &trigger.spec.name, input)
                 });
             }
-            accept_event(events, &key, executions, &records)?;
+            executions.accept_event(events, &key, &records).map_err(|e| e.to_string())?;
         }
     }
     Ok(())

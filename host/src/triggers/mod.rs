@@ -11,13 +11,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sled::Transactional;
-use sled::transaction::ConflictableTransactionError;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::executions::{Execution, Executions, index_entry, run_key};
 use crate::manifest::ManifestError;
+use crate::storage::executions::Executions;
 use crate::store::Store;
 use crate::{App, Error, Function, Host, runner};
 
@@ -105,7 +103,7 @@ impl Dispatcher {
     /// Start every queued execution of the apps' functions not running in this process.
     fn start_queued(&self) {
         for id in self.executions.queued_ids() {
-            if self.executions.is_running(&id) {
+            if self.executions.is_claimed(&id) {
                 continue;
             }
             let Some(record) = self.executions.get(&id) else { continue };
@@ -120,34 +118,6 @@ impl Dispatcher {
             }
         }
     }
-}
-
-fn conflict(e: impl std::fmt::Display) -> ConflictableTransactionError<String> {
-    ConflictableTransactionError::Abort(e.to_string())
-}
-
-/// Remove event `key` from `events` and write `records` as queued executions, in one
-/// transaction. A record whose claim is held already is left out (and the claims of the others
-/// are taken).
-fn accept_event(events: &sled::Tree, key: &[u8], executions: &Executions, records: &[Execution]) -> Result<(), String> {
-    (events, &executions.records, &executions.queue, &executions.index)
-        .transaction(|(events, records_tree, queue, index)| {
-            events.remove(key)?;
-            for record in records {
-                if let Some(claim) = &record.claim {
-                    if queue.get(claim.as_bytes())?.is_some() {
-                        continue;
-                    }
-                    queue.insert(claim.as_bytes(), record.id.as_bytes())?;
-                }
-                records_tree.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(conflict)?)?;
-                let (key, value) = index_entry(record);
-                index.insert(key, value)?;
-                queue.insert(run_key(&record.id), record.id.as_bytes())?;
-            }
-            Ok(())
-        })
-        .map_err(|e| format!("{e:?}"))
 }
 
 /// The function of a trigger, which must take one parameter (`what`).

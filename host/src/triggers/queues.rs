@@ -17,8 +17,9 @@ use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use super::one_parameter;
-use crate::executions::now_ms;
+use crate::invocation::{Origin, Retry, TriggerKind};
 use crate::manifest::{QueueSpec, QueueTrigger};
+use crate::storage::executions::now_ms;
 use crate::storage::queues::{MAX_RECEIVE, Message, Queue, Queues};
 use crate::{App, Error, Function, Host};
 
@@ -117,8 +118,8 @@ impl Consumer {
             "attempt": message.attempt,
             "lease": message.lease,
         }]);
-        let recorded = ("queue", self.spec.name.as_str(), message.attempt);
-        let succeeded = match self.function.invoke_as(&input, recorded, Some(slot)).await {
+        let origin = Origin::Trigger { kind: TriggerKind::Queue, name: self.spec.name.clone() };
+        let succeeded = match self.function.invoke_as(&input, origin, message.attempt, Some(slot)).await {
             Ok(report) => report.result.is_ok(),
             Err(bad) => {
                 tracing::warn!(trigger = %self.spec.name, error = %bad, "queue message does not fit the function");
@@ -128,7 +129,7 @@ impl Consumer {
         let done = match succeeded {
             true => self.queue.complete(&message.lease).await,
             false => {
-                let backoff = self.spec.backoff.saturating_mul(1 << (message.attempt - 1).min(16));
+                let backoff = Retry { backoff: self.spec.backoff }.delay(message.attempt);
                 self.queue.retry(&self.queues, &message.lease, backoff).await
             }
         };

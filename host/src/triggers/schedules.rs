@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::executions::{Execution, Executions, now_ms};
 use crate::manifest::ScheduleTrigger;
+use crate::storage::executions::{Execution, Executions, ExecutionsError, now_ms};
 use crate::{App, Error, Function, Host, runner};
 
 /// One schedule, ready to run.
@@ -99,7 +99,7 @@ impl Timer {
         }
     }
 
-    async fn fire(&self, fire_ms: u64, missed: u64) -> Result<(), String> {
+    async fn fire(&self, fire_ms: u64, missed: u64) -> Result<(), ExecutionsError> {
         let input = json!({ "scheduled-ms": fire_ms, "missed": missed });
         let record = Execution {
             max_attempts: self.spec.attempts,

@@ -4,9 +4,9 @@
 //! queued execution per subscription is written, so each subscription's delivery is durable on
 //! its own and retried by its own policy. Events of a topic without subscriptions are dropped.
 
-use super::{accept_event, one_parameter};
-use crate::executions::{Execution, Executions};
+use super::one_parameter;
 use crate::manifest::TopicTrigger;
+use crate::storage::executions::{Execution, Executions};
 use crate::storage::topics::{TopicEvent, events_tree};
 use crate::{App, Error, Function, Host};
 use serde_json::Value;
@@ -46,10 +46,16 @@ pub(super) fn accept(executions: &Executions, armed: &[Subscriptions]) -> Result
                 records.push(Execution {
                     max_attempts: spec.attempts,
                     backoff_ms: spec.backoff.as_millis() as u64,
-                    ..Execution::queued(executions.new_id()?, &app.app, function.name(), &spec.name, input)
+                    ..Execution::queued(
+                        executions.new_id().map_err(|e| e.to_string())?,
+                        &app.app,
+                        function.name(),
+                        &spec.name,
+                        input,
+                    )
                 });
             }
-            accept_event(&app.events, &key, executions, &records)?;
+            executions.accept_event(&app.events, &key, &records).map_err(|e| e.to_string())?;
         }
     }
     Ok(())

@@ -3,9 +3,10 @@
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::call::CallError;
+use crate::outcome::CallError;
+pub use crate::outcome::error_json;
 
 /// Where an execution is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +131,21 @@ impl Execution {
         }
     }
 
+    /// The final record of a call that ran at once, without being queued: attempt `attempt`,
+    /// started at `started_ms`, ended now with `result`.
+    pub(crate) fn ran(
+        id: String,
+        (app, function, trigger, attempt): (&str, &str, &str, u32),
+        input: Value,
+        started_ms: u64,
+        result: Result<&Value, &CallError>,
+    ) -> Execution {
+        let mut record = Execution { attempt, ..Execution::queued(id, app, function, trigger, input) };
+        (record.queued_ms, record.started_ms, record.not_before_ms) = (started_ms, Some(started_ms), started_ms);
+        record.finish_with(result);
+        record
+    }
+
     /// Set how its last attempt ended: the final status, the output or the error, the time.
     pub(crate) fn finish_with(&mut self, result: Result<&Value, &CallError>) {
         self.status = match result {
@@ -164,15 +180,6 @@ impl ExecutionFilter {
             && self.trigger.as_ref().is_none_or(|t| *t == e.trigger)
             && self.status.is_none_or(|s| s == e.status)
     }
-}
-
-/// The error of a failed call as the execution keeps it.
-pub fn error_json(error: &CallError) -> Value {
-    let mut value = json!({ "code": error.code(), "message": error.to_string() });
-    if let CallError::Guest { value: guest } = error {
-        value["error"] = guest.clone();
-    }
-    value
 }
 
 /// Now, in ms since the Unix epoch.

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Executions, now_ms};
+use super::{Executions, ExecutionsError, now_ms};
 
 /// How long and how many final execution records a host keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,14 +33,14 @@ impl Executions {
     /// Delete the final records the retention does not keep, with their logs; how many went.
     /// The host does this in the background every [`PRUNE_EVERY`]; records of direct calls still
     /// waiting in memory are written first.
-    pub fn prune(&self) -> Result<usize, String> {
+    pub fn prune(&self) -> Result<usize, ExecutionsError> {
         self.write_pending();
         Ok(self.prune_old()? + self.prune_many()?)
     }
 
     /// Final records that finished before the age limit. Records are created in id order, so
     /// the walk ends at the first one queued after the limit.
-    fn prune_old(&self) -> Result<usize, String> {
+    fn prune_old(&self) -> Result<usize, ExecutionsError> {
         let cutoff = now_ms().saturating_sub(u64::try_from(self.retention.max_age.as_millis()).unwrap_or(u64::MAX));
         let mut deleted = 0;
         for entry in self.records.iter().values() {
@@ -60,7 +60,7 @@ impl Executions {
     }
 
     /// The oldest final records of each app beyond the count limit.
-    fn prune_many(&self) -> Result<usize, String> {
+    fn prune_many(&self) -> Result<usize, ExecutionsError> {
         let keep = usize::try_from(self.retention.max_count).unwrap_or(usize::MAX);
         let mut deleted = 0;
         for app in self.indexed_apps() {

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{Execution, Executions, Status, now_ms};
-use crate::call::Cancel;
+use super::{Cancel, Execution, Executions, ExecutionsError, Status, now_ms};
 
 /// How long [`Executions::cancel`] waits for the task running an execution to end it.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
@@ -27,8 +26,8 @@ pub enum CancelError {
         status: Status,
     },
     /// The record could not be written.
-    #[error("execution records: {0}")]
-    Storage(String),
+    #[error(transparent)]
+    Storage(#[from] ExecutionsError),
 }
 
 impl Executions {
@@ -41,11 +40,11 @@ impl Executions {
         if record.status.is_final() {
             return Err(CancelError::Final { id: id.to_string(), status: record.status });
         }
-        if self.claim(&record) {
+        if self.claim(id) {
             // No task of this process runs it: end it here, holding the claim so none starts.
             let ended = self.end_cancelled(record).await;
             self.release(id);
-            return ended;
+            return Ok(ended?);
         }
         if let Some(cancel) = self.cancel_handle(id) {
             cancel.request();
@@ -54,13 +53,13 @@ impl Executions {
     }
 
     /// Mark `record` cancelled before it ran (again), and take it off the queue.
-    pub(crate) async fn end_cancelled(&self, mut record: Execution) -> Result<Execution, CancelError> {
+    pub(crate) async fn end_cancelled(&self, mut record: Execution) -> Result<Execution, ExecutionsError> {
         record.status = Status::Cancelled;
         record.error = Some(json!({ "code": "cancelled", "message": "cancelled by request before it started" }));
         record.finished_ms = Some(now_ms());
-        self.put(&record, None).map_err(CancelError::Storage)?;
-        self.dequeue(&record).map_err(CancelError::Storage)?;
-        self.durable().await.map_err(CancelError::Storage)?;
+        self.put(&record, None)?;
+        self.dequeue(&record)?;
+        self.durable().await?;
         Ok(record)
     }
 

@@ -6,11 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use serde_json::Value;
-
 use super::retention::{PRUNE_EVERY, PRUNE_FIRST};
-use super::{Execution, Executions, format_attempt, storage};
-use crate::call::{CallError, Logs};
+use super::{Execution, Executions, ExecutionsError, format_attempt, storage};
+use crate::outcome::Logs;
 
 /// How long a direct call's record may wait in memory before it is written to sled.
 pub const WRITE_BATCH_EVERY: Duration = Duration::from_millis(100);
@@ -97,7 +95,7 @@ impl Executions {
         // stalls every other reader of every database in the process while it waits.
         // The index entry first: a crash between the two leaves an entry whose record is missing,
         // which lists skip, never a record that filtered lists cannot find.
-        let write = |record: &Execution, output: &Logs| -> Result<(), String> {
+        let write = |record: &Execution, output: &Logs| -> Result<(), ExecutionsError> {
             self.index_put(record).map_err(storage)?;
             self.records.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(storage)?).map_err(storage)?;
             if !(output.stdout.is_empty() && output.stderr.is_empty()) {
@@ -117,23 +115,12 @@ impl Executions {
         self.count_written(pending.len() as u64);
     }
 
-    /// Record a finished direct call (`call`, `http`, `map`, or a queue trigger's delivery). It is
-    /// written to sled in a batch within [`WRITE_BATCH_EVERY`] and reaches the disk with the next
-    /// group commit; the caller does not wait for either.
-    pub(crate) fn record_call(
-        &self,
-        (app, function, trigger, attempt): (&str, &str, &str, u32),
-        input: Value,
-        result: Result<&Value, &CallError>,
-        logs: &Logs,
-        started_ms: u64,
-    ) {
-        let Ok(id) = self.new_id() else { return };
-        let mut record = Execution { attempt, ..Execution::queued(id, app, function, trigger, input) };
-        (record.queued_ms, record.started_ms, record.not_before_ms) = (started_ms, Some(started_ms), started_ms);
-        record.finish_with(result);
+    /// Keep the final record of a call that ran at once (`call`, `http`, `map`, or a queue
+    /// trigger's delivery). It is written to sled in a batch within [`WRITE_BATCH_EVERY`] and
+    /// reaches the disk with the next group commit; the caller does not wait for either.
+    pub(crate) fn record_final(&self, record: Execution, logs: Logs) {
         let mut pending = self.pending.lock().unwrap();
-        pending.push((record, logs.clone()));
+        pending.push((record, logs));
         if pending.len() >= WRITE_BATCH_SIZE {
             drop(pending);
             self.write_pending();

@@ -9,7 +9,7 @@
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
-use super::{Execution, ExecutionFilter, Executions, Status, storage};
+use super::{Execution, ExecutionFilter, Executions, ExecutionsError, Status, storage};
 
 /// Marks an index built over every record (absent in data dirs written before the index). App
 /// names never start with this byte.
@@ -160,7 +160,7 @@ impl Executions {
     }
 
     /// Delete a record with its logs and index entry.
-    pub(super) fn delete(&self, record: &Execution) -> Result<(), String> {
+    pub(super) fn delete(&self, record: &Execution) -> Result<(), ExecutionsError> {
         self.records.remove(record.id.as_bytes()).map_err(storage)?;
         self.logs.remove(record.id.as_bytes()).map_err(storage)?;
         self.index.remove(entry(record).0).map_err(storage)?;

@@ -1,4 +1,4 @@
-//! Cancelling a running call from outside it.
+//! The switch that cancels one running execution from outside its call.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

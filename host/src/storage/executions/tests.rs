@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{Execution, ExecutionFilter, Executions, Retention, Status, now_ms};
-use crate::call::{CallError, Logs};
+use crate::outcome::{CallError, Logs};
 use crate::store::Store;
 
 fn open(dir: &std::path::Path, retention: Retention) -> Arc<Executions> {
@@ -31,7 +31,8 @@ fn call(executions: &Executions, app: &str, function: &str, trigger: &str, ok: b
     let logs = Logs { stdout: "hi\n".into(), ..Logs::default() };
     let failure = CallError::Host { message: "no".into() };
     let result = if ok { Ok(&json!(1)) } else { Err(&failure) };
-    executions.record_call((app, function, trigger, 1), json!([]), result, &logs, now_ms());
+    let record = Execution::ran(executions.new_id().unwrap(), (app, function, trigger, 1), json!([]), now_ms(), result);
+    executions.record_final(record, logs);
 }
 
 /// A record written as it is, like a queued execution's.
@@ -186,5 +187,14 @@ fn pruning_removes_final_records_older_than_the_age_limit() {
     assert!(executions.get(&old_queued).is_some(), "an unfinished record stays");
     assert!(executions.get(&recent).is_some());
     assert_eq!(executions.list(&ExecutionFilter::default(), None, 100).len(), 3);
+    executions.stop_writer();
+}
+
+#[test]
+fn the_sled_backend_passes_the_backend_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let executions = open(dir.path(), Retention::default());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(super::suite::suite(executions.as_ref()));
     executions.stop_writer();
 }
