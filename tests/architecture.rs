@@ -32,6 +32,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("call", 5),
     // 6 one path for every call, and queued executions.
     ("invocation", 6),
+    ("function", 6),
     ("runner", 6),
     ("map", 6),
     // 7 the embedding API and the triggers that start calls.

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -17,13 +17,15 @@ use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 use crate::capabilities::http::Http;
 use crate::capabilities::memory::Limiter;
 use crate::capabilities::{CallParts, Contexts, Parts};
-use crate::engine::EPOCH_TICK;
 use crate::manifest::{Limits, RecordMode};
 use crate::metrics::Metrics;
 use crate::storage::datasets::Cause;
 use crate::storage::executions::{Cancel, Executions};
 
 pub use crate::outcome::{CallError, Logs};
+
+/// How often the engine's ticker advances the epoch; call timeouts are rounded up to this.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// The per-call data held by the wasmtime Store: WASI, the resource table and memory accounting
 /// shared by every interface, and the function's capability contexts, lent to each capability's

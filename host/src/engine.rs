@@ -7,17 +7,13 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::call::CallState;
+use crate::call::{CallState, EPOCH_TICK};
 use crate::manifest::MAX_MEMORY;
-
-/// How often the ticker advances the epoch; timeouts are rounded up to this.
-pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Calls that may be in flight at once across the host (pool size).
 const POOL_INSTANCES: u32 = 1000;
