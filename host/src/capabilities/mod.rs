@@ -6,7 +6,7 @@
 //! which its WIT host traits are implemented. A function without the context gets the
 //! capability's refusals (`access-denied`, ...). The call's state only lends its parts
 //! ([`CallParts`]); nothing here knows the call machinery. Adding one is a module here and one
-//! line in [`each`].
+//! line in the `capabilities!` list.
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -22,15 +22,32 @@ use crate::storage::datasets::{Cause, DatasetBackend};
 use crate::storage::kv::KvBackend;
 use crate::storage::topics::Topics;
 
-pub mod buckets;
-pub mod config;
 pub mod http;
-pub mod items;
-pub mod kv;
 pub mod memory;
-pub mod nn;
-pub mod queues;
-pub mod topics;
+
+/// Declares every capability's module and [`each`], the list of their context types in link
+/// order, from one line per capability: `module::Context`.
+macro_rules! capabilities {
+    ($($module:ident :: $context:ident),* $(,)?) => {
+        $(pub mod $module;)*
+
+        /// Every capability, in link order.
+        fn each(visit: &mut impl Visit) {
+            $(visit.visit::<$module::$context>();)*
+        }
+    };
+}
+
+// Adding a capability is one line here (and its module).
+capabilities! {
+    kv::Kv,
+    config::Config,
+    buckets::Buckets,
+    items::Items,
+    queues::Queues,
+    topics::Topics,
+    nn::Nn,
+}
 
 use memory::Limiter;
 
@@ -55,17 +72,6 @@ mod generated {
 }
 
 pub(crate) use generated::{host, wasi};
-
-/// Every capability, in link order. Adding a capability is one line here.
-fn each(visit: &mut impl Visit) {
-    visit.visit::<kv::Kv>();
-    visit.visit::<config::Config>();
-    visit.visit::<buckets::Buckets>();
-    visit.visit::<items::Items>();
-    visit.visit::<queues::Queues>();
-    visit.visit::<topics::Topics>();
-    visit.visit::<nn::Nn>();
-}
 
 /// One capability: its per-function context (this type) and how it links its interfaces.
 pub trait Capability: Sized + Send + Sync + 'static {
