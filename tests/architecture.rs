@@ -16,7 +16,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("names", 0),
     ("values", 0),
     ("exports", 0),
-    ("schedule", 0),
+    ("schedules", 0),
     ("metrics", 0),
     ("outcome", 0),
     // 1 storage: libraries with backend traits (sled + local dirs today).

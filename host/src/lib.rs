@@ -41,7 +41,7 @@ pub mod models;
 pub mod names;
 mod outcome;
 mod runner;
-pub mod schedule;
+pub mod schedules;
 pub mod server;
 pub mod storage;
 pub mod store;

@@ -12,7 +12,7 @@ use super::function::FunctionSpec;
 use super::http::{HttpRoute, RawHttpRoute, check_routes};
 use super::units::Timeout;
 use crate::names::ResourceName;
-use crate::schedule::Schedule;
+use crate::schedules::Schedule;
 use crate::storage::datasets::{Action, ItemFilter};
 
 /// A trigger's wait before its second attempt when it sets none.

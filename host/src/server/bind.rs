@@ -13,7 +13,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use serde_json::json;
 
 use super::routes::{Access, Route};
-use super::{Shared, api, auth, executions, items, messaging, openapi, operator};
+use super::{Shared, api, auth, executions, items, openapi, operator, queues, topics};
 
 /// Every route of the table, those needing the token behind the auth check.
 pub(super) fn table(server: &Shared) -> Router<Shared> {
@@ -47,11 +47,11 @@ fn handler(route: Route) -> MethodRouter<Shared> {
         Route::GetObject => on(method, operator::bucket_get),
         Route::PutObject => on(method, operator::bucket_put),
         Route::DeleteObject => on(method, operator::bucket_delete),
-        Route::QueueStats => on(method, messaging::stats),
-        Route::Send => on(method, messaging::send),
-        Route::Receive => on(method, messaging::receive),
-        Route::Complete => on(method, messaging::complete),
-        Route::Publish => on(method, messaging::publish),
+        Route::QueueStats => on(method, queues::stats),
+        Route::Send => on(method, queues::send),
+        Route::Receive => on(method, queues::receive),
+        Route::Complete => on(method, queues::complete),
+        Route::Publish => on(method, topics::publish),
         Route::ListItems => on(method, items::list),
         Route::Upload => on(method, items::upload),
         Route::ShowItem => on(method, items::show),

@@ -10,11 +10,12 @@ mod executions;
 mod guard;
 mod items;
 mod listen;
-mod messaging;
 mod openapi;
 mod operator;
+mod queues;
 pub mod routes;
 mod site;
+mod topics;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

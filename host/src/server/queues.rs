@@ -1,7 +1,7 @@
-//! Operator access to an app's queues and topics: `/v1/apps/{app}/queues/{queue}...` (send, look,
-//! receive, complete) and `/v1/apps/{app}/topics/{topic}` (publish). Only queues and topics
-//! granted to some function of the app are reachable (a queue's grant covers `NAME.dead`).
-//! Bodies travel as raw bytes on the way in and as base64 in JSON on the way out.
+//! Operator access to an app's queues: `/v1/apps/{app}/queues/{queue}...` (send, look, receive,
+//! complete). Only queues granted to some function of the app are reachable (a queue's grant
+//! covers `NAME.dead`). Bodies travel as raw bytes on the way in and as base64 in JSON on the way
+//! out.
 
 use std::time::Duration;
 
@@ -122,31 +122,4 @@ pub(super) async fn complete(
         .map_err(|e| ApiError::bad_request("bad-json", format!("expected {{\"lease\": \"...\"}}: {e}")))?;
     queue.complete(&lease).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Publish the raw request body to every subscription of the topic; 201 with the event id.
-/// Query parameters become the event's attributes.
-pub(super) async fn publish(
-    State(server): State<Shared>,
-    Path((app, topic)): Path<(String, String)>,
-    Query(attributes): Query<Vec<(String, String)>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
-    let found = find(&server, &app)?;
-    let available = found.manifest().granted(|g| &g.topics);
-    let subscribed = found.manifest().topic_triggers.iter().any(|t| t.topic == topic);
-    if !available.contains(&topic) && !subscribed {
-        return Err(ApiError {
-            extra: json!({ "available": available }),
-            ..ApiError::not_found("unknown-topic", format!("app `{app}` has no topic `{topic}`"))
-        });
-    }
-    let body = body.map_err(|e| body_error(&server, e))?;
-    let id = server
-        .host
-        .topics()
-        .publish(&app, &topic, body.to_vec(), attributes)
-        .await
-        .map_err(|e| ApiError::bad_request("bad-argument", e.to_string()))?;
-    Ok((StatusCode::CREATED, axum::Json(json!({ "id": id }))))
 }
