@@ -17,6 +17,26 @@ pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Every key of a listing read page by page (`page` lists the page after a cursor: its keys and
+/// the next cursor), checking that no page holds more than `limit` keys. For the backend suites.
+#[cfg(test)]
+pub(crate) async fn every_page<F, Fut>(limit: usize, mut page: F) -> Vec<String>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = (Vec<String>, Option<String>)>,
+{
+    let (mut seen, mut cursor) = (Vec::new(), None);
+    loop {
+        let (keys, next) = page(cursor).await;
+        assert!(keys.len() <= limit, "a page of {} keys, the limit was {limit}", keys.len());
+        seen.extend(keys);
+        match next {
+            Some(next) => cursor = Some(next),
+            None => return seen,
+        }
+    }
+}
+
 /// Check a resource name (queue, topic, ...) by the rule of [`crate::names::ResourceName`].
 fn check_name(name: &str) -> Result<(), String> {
     name.parse::<crate::names::ResourceName>().map(drop)

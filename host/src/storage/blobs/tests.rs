@@ -93,16 +93,12 @@ pub(crate) async fn list_pages(blobs: &dyn BlobBackend) {
     for key in all.iter().chain(&["q".to_string()]) {
         bucket.write(key, from_bytes(key.clone().into_bytes())).await.unwrap();
     }
-    let (mut seen, mut cursor) = (Vec::new(), None);
-    loop {
+    let bucket = &bucket;
+    let seen = crate::storage::every_page(5, |cursor| async move {
         let page = bucket.list("p/", cursor.as_deref(), 5).await.unwrap();
-        assert!(page.keys.len() <= 5);
-        seen.extend(page.keys);
-        match page.cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+        (page.keys, page.cursor)
+    })
+    .await;
     all.sort();
     assert_eq!(seen, all);
     let everything = bucket.list("", None, MAX_PAGE as u32 + 1).await.unwrap();

@@ -107,16 +107,12 @@ pub(crate) async fn list_pages(kv: &dyn KvBackend) {
     let mut all: Vec<String> = (0..25).map(|i| format!("p/{i:03}")).collect();
     let pairs = all.iter().map(|k| (k.clone(), b(k))).chain([("q".to_string(), b("other"))]).collect();
     store.put_many(pairs).await.unwrap();
-    let (mut seen, mut cursor) = (Vec::new(), None);
-    loop {
+    let store = &store;
+    let seen = crate::storage::every_page(10, |cursor| async move {
         let page = store.list("p/", cursor.as_deref(), 10).await.unwrap();
-        assert!(page.keys.len() <= 10);
-        seen.extend(page.keys);
-        match page.cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+        (page.keys, page.cursor)
+    })
+    .await;
     all.sort();
     assert_eq!(seen, all);
     let everything = store.list("", None, PAGE).await.unwrap();
