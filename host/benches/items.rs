@@ -58,7 +58,7 @@ fn main() {
     let upload_time = started.elapsed();
     let filter = ExecutionFilter { trigger: Some("always".into()), ..ExecutionFilter::default() };
     let records = loop {
-        let records = host.executions().list(&filter, None, n + 10);
+        let records = runtime.block_on(host.executions().list(&filter, None, n + 10));
         if records.len() >= n && records.iter().all(|r| r.status.is_final()) {
             break records;
         }

@@ -92,7 +92,7 @@ fn main() {
         ExecutionFilter { trigger: Some("consumer".into()), status: Some(Status::Succeeded), ..Default::default() };
     loop {
         let stats = runtime.block_on(queue.stats()).unwrap();
-        if stats.ready + stats.waiting == 0 && host.executions().list(&filter, None, n).len() == n {
+        if stats.ready + stats.waiting == 0 && runtime.block_on(host.executions().list(&filter, None, n)).len() == n {
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -114,7 +114,8 @@ fn main() {
                         status: Some(Status::Succeeded),
                         ..Default::default()
                     };
-                    host.executions().list(&filter, None, 1).first().is_some_and(|r| r.input[0]["id"] == id.as_str())
+                    let newest = runtime.block_on(host.executions().list(&filter, None, 1));
+                    newest.first().is_some_and(|r| r.input[0]["id"] == id.as_str())
                 })
                 .count();
             if done == 4 {

@@ -52,7 +52,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         // Records of direct calls still in memory go to the store, which flushes as it closes.
-        self.executions.stop_writer();
+        self.executions.close();
     }
 }
 

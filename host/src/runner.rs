@@ -50,9 +50,11 @@ impl Function {
         if references.is_empty() {
             self.params(args)?;
         }
-        if let Some(missing) = references.into_iter().find(|id| executions.get(id).is_none()) {
-            let expected = "the id of an existing execution".into();
-            return Err(ArgumentError { path: "$execution".into(), expected, got: missing }.into());
+        for id in references {
+            if executions.get(&id).await.is_none() {
+                let expected = "the id of an existing execution".into();
+                return Err(ArgumentError { path: "$execution".into(), expected, got: id }.into());
+            }
         }
         let record_error = |e: ExecutionsError| Error::Record(e.to_string());
         let id = executions.new_id().map_err(record_error)?;
@@ -68,7 +70,8 @@ fn line(record: &Execution) -> String {
     format!("{}/{}", record.app, record.function)
 }
 
-/// Run a queued execution on its own task, unless it is running in this process already.
+/// Run a queued execution on its own task, unless it is running in this process already (or,
+/// on a shared store, on another node).
 pub(crate) fn start(executions: &Arc<Executions>, function: Function, record: Execution) {
     if !executions.claim(&record.id) {
         return;
@@ -80,10 +83,13 @@ pub(crate) fn start(executions: &Arc<Executions>, function: Function, record: Ex
     let executions = executions.clone();
     tokio::spawn(async move {
         let id = record.id.clone();
+        if !executions.claim_store(&id).await {
+            return;
+        }
         if let Err(error) = execute(&executions, &function, origin, record).await {
             tracing::error!(%error, execution = %id, "execution bookkeeping failed");
         }
-        executions.release(&id);
+        executions.release(&id).await;
     });
 }
 
@@ -95,7 +101,7 @@ async fn execute(
     mut record: Execution,
 ) -> Result<(), ExecutionsError> {
     // Cancelled (or finished elsewhere) since it was read: nothing to run.
-    if executions.get(&record.id).is_none_or(|r| r.status.is_final()) {
+    if executions.get(&record.id).await.is_none_or(|r| r.status.is_final()) {
         return Ok(());
     }
     let cancel = executions.cancel_handle(&record.id).unwrap_or_default();
@@ -123,7 +129,7 @@ async fn execute(
         };
         record.status = Status::Running;
         record.started_ms = Some(now_ms());
-        executions.put(&record, None)?;
+        executions.put(&record, None).await?;
         executions.durable().await?;
         let report = {
             let invocation = Invocation {
@@ -143,9 +149,9 @@ async fn execute(
                 record.status = Status::Queued;
                 record.error = Some(error_json(&error));
                 record.not_before_ms = now_ms().saturating_add(retry.delay_ms(record.attempt));
-                executions.put(&record, Some((&report.logs, record.attempt)))?;
+                executions.put(&record, Some((&report.logs, record.attempt))).await?;
                 record.attempt += 1;
-                executions.put(&record, None)?;
+                executions.put(&record, None).await?;
                 executions.durable().await?;
             }
             result => {
@@ -188,7 +194,7 @@ async fn cancelled(executions: &Executions, record: Execution) -> Result<(), Exe
 /// Write the final record, then leave the queue and release the execution's claim unless it
 /// succeeded. (A crash in between leaves a queue entry whose record is final: it is dropped.)
 async fn finish(executions: &Executions, record: Execution, logs: Option<&Logs>) -> Result<(), ExecutionsError> {
-    executions.put(&record, logs.map(|l| (l, record.attempt)))?;
-    executions.dequeue(&record)?;
+    executions.put(&record, logs.map(|l| (l, record.attempt))).await?;
+    executions.dequeue(&record).await?;
     executions.durable().await
 }

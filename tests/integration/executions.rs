@@ -31,9 +31,9 @@ fn custom_app(dir: &Path, component: &str, functions: &[(&str, &str)]) -> (Host,
     (host, app)
 }
 
-fn wait_for(executions: &Executions, id: &str, status: Status) {
+fn wait_for(runtime: &tokio::runtime::Runtime, executions: &Executions, id: &str, status: Status) {
     let started = Instant::now();
-    while executions.get(id).unwrap().status != status {
+    while runtime.block_on(executions.get(id)).unwrap().status != status {
         assert!(started.elapsed() < Duration::from_secs(20), "{id} never became {status}");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -56,7 +56,7 @@ fn record_settings_leave_direct_calls_out_but_jobs_stay_recorded() {
     assert_eq!(runtime.block_on(root.call(json!([4.0]))).unwrap(), json!(2.0));
     assert!(runtime.block_on(root.call(json!([-1.0]))).is_err());
 
-    let all = host.executions().list(&ExecutionFilter::default(), None, 100);
+    let all = runtime.block_on(host.executions().list(&ExecutionFilter::default(), None, 100));
     let seen: Vec<(&str, &str, Status)> =
         all.iter().map(|r| (r.function.as_str(), r.trigger.as_str(), r.status)).collect();
     assert_eq!(
@@ -77,8 +77,8 @@ fn a_host_keeps_only_the_newest_records_its_retention_allows() {
         runtime.block_on(square.call(json!([x]))).unwrap();
     }
     // Too few records were written to wake the pruning thread early (`PRUNE_AFTER_WRITES`).
-    assert_eq!(host.executions().prune().unwrap(), 3);
-    let kept = host.executions().list(&ExecutionFilter::default(), None, 100);
+    assert_eq!(runtime.block_on(host.executions().prune()).unwrap(), 3);
+    let kept = runtime.block_on(host.executions().list(&ExecutionFilter::default(), None, 100));
     let outputs: Vec<Value> = kept.iter().map(|r| r.output.clone().unwrap()).collect();
     assert_eq!(outputs, [json!(36), json!(25), json!(16)]);
 }
@@ -98,7 +98,7 @@ fn a_busy_host_prunes_without_waiting_for_the_timer() {
         runtime.block_on(square.call(json!([x]))).unwrap();
     }
     let calls_took = started.elapsed();
-    let count = || host.executions().list(&ExecutionFilter::default(), None, 1000).len();
+    let count = || runtime.block_on(host.executions().list(&ExecutionFilter::default(), None, 1000)).len();
     while count() > 20 + 2 {
         assert!(started.elapsed() < Duration::from_secs(60), "still {} records", count());
         std::thread::sleep(Duration::from_millis(20));
@@ -141,7 +141,7 @@ fn cancelling_stops_queued_and_running_executions() {
     // Serial calls: the first runs for 10 s, printing each step; the second waits its turn.
     let first = runtime.block_on(slow.enqueue(&json!([100, 100]))).unwrap();
     let second = runtime.block_on(slow.enqueue(&json!([1, 1]))).unwrap();
-    wait_for(executions, &first, Status::Running);
+    wait_for(&runtime, executions, &first, Status::Running);
     let record = runtime.block_on(executions.cancel(&second)).unwrap();
     assert_eq!((record.status, record.started_ms), (Status::Cancelled, None), "{record:?}");
     std::thread::sleep(Duration::from_millis(300));
@@ -151,15 +151,19 @@ fn cancelling_stops_queued_and_running_executions() {
     assert_eq!(record.status, Status::Cancelled, "{record:?}");
     assert!(started.elapsed() < Duration::from_secs(3), "interrupted at once, not after {:?}", started.elapsed());
     assert_eq!(record.error.unwrap()["code"], "cancelled");
-    assert!(executions.logs(&first).unwrap().contains("step 1/100"), "its output so far is kept");
+    assert!(runtime.block_on(executions.logs(&first)).unwrap().contains("step 1/100"), "its output so far is kept");
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(executions.get(&second).unwrap().status, Status::Cancelled, "the queued one never ran");
+    assert_eq!(
+        runtime.block_on(executions.get(&second)).unwrap().status,
+        Status::Cancelled,
+        "the queued one never ran"
+    );
 
     let again = runtime.block_on(executions.cancel(&first));
     assert!(matches!(again, Err(CancelError::Final { status: Status::Cancelled, .. })), "{again:?}");
     assert!(matches!(runtime.block_on(executions.cancel("nope")), Err(CancelError::Unknown(_))));
     let cancelled = ExecutionFilter { status: Some(Status::Cancelled), ..Default::default() };
-    assert_eq!(executions.list(&cancelled, None, 10).len(), 2);
+    assert_eq!(runtime.block_on(executions.list(&cancelled, None, 10)).len(), 2);
 }
 
 #[test]
@@ -168,7 +172,7 @@ fn cancelling_interrupts_a_spinning_guest_at_the_next_epoch() {
     let (host, app) = custom_app(dir.path(), "hostile", &[("spinner", "limits = { timeout = \"60s\" }")]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let id = runtime.block_on(app.function("spinner.spin").unwrap().spawn(&Value::Null)).unwrap();
-    wait_for(host.executions(), &id, Status::Running);
+    wait_for(&runtime, host.executions(), &id, Status::Running);
     let started = Instant::now();
     let record = runtime.block_on(host.executions().cancel(&id)).unwrap();
     assert_eq!(record.status, Status::Cancelled, "{record:?}");

@@ -32,9 +32,8 @@ impl Running {
     fn executions(&self, trigger: &str, id: &str) -> Vec<Execution> {
         let filter = ExecutionFilter { trigger: Some(trigger.into()), ..ExecutionFilter::default() };
         let mut found: Vec<Execution> = self
-            .host
-            .executions()
-            .list(&filter, None, 1000)
+            .runtime
+            .block_on(self.host.executions().list(&filter, None, 1000))
             .into_iter()
             .filter(|e| e.item.as_ref().is_some_and(|(_, item)| item == id))
             .collect();
@@ -68,7 +67,7 @@ fn failed_attempts_are_retried_per_policy_with_errors_and_logs_kept() {
     assert_eq!(done.output, Some(json!(3)));
     assert_eq!(done.function, "probe.probe");
     assert_eq!(done.input[0]["id"], json!(flaky.id));
-    let logs = r.host.executions().logs(&done.id).unwrap();
+    let logs = r.runtime.block_on(r.host.executions().logs(&done.id)).unwrap();
     for line in ["--- attempt 1 ---", "probe: item", "run 1", "--- attempt 3 ---", "run 3"] {
         assert!(logs.contains(line), "{line:?} missing from {logs}");
     }
@@ -79,7 +78,7 @@ fn failed_attempts_are_retried_per_policy_with_errors_and_logs_kept() {
     let error = failed.error.unwrap();
     assert_eq!(error["code"], "guest-error");
     assert_eq!(error["error"], "failing on purpose (run 3)");
-    assert!(r.host.executions().logs(&failed.id).unwrap().contains("--- attempt 2 ---"));
+    assert!(r.runtime.block_on(r.host.executions().logs(&failed.id)).unwrap().contains("--- attempt 2 ---"));
 }
 
 #[test]
@@ -180,7 +179,10 @@ fn image_process_equalizes_new_images_and_grays_updated_ones() {
     );
     let (before, after) = (luminance(&original), luminance(&photos.download(&equalized.id).unwrap()));
     assert!(after.1 > 1.5 * before.1, "luminance spread {:.1} -> {:.1}: not measurably wider", before.1, after.1);
-    assert!(r.host.executions().logs(&clahe.id).unwrap().contains("clahe"), "the guest's steps are in the logs");
+    assert!(
+        r.runtime.block_on(r.host.executions().logs(&clahe.id)).unwrap().contains("clahe"),
+        "the guest's steps are in the logs"
+    );
 
     // Every update runs rgb2gray again; CLAHE (once, on created) never runs again.
     r.update("image-process", "photos", &item.id, json!({ "reviewed": true }));
@@ -244,15 +246,17 @@ fn logs_of_a_running_attempt_are_readable_before_it_ends() {
     };
     // The guest printed its line before sleeping: it is visible while the attempt runs.
     let live = loop {
-        let logs = r.host.executions().logs(&running.id).unwrap_or_default();
+        let logs = r.runtime.block_on(r.host.executions().logs(&running.id)).unwrap_or_default();
         if logs.contains("run 1") {
             break logs;
         }
         assert!(started.elapsed() < Duration::from_secs(20), "no live output: {logs:?}");
         std::thread::sleep(Duration::from_millis(10));
     };
-    assert_eq!(r.host.executions().get(&running.id).unwrap().status, Status::Running, "still running");
+    let still = r.runtime.block_on(r.host.executions().get(&running.id)).unwrap();
+    assert_eq!(still.status, Status::Running, "still running");
     let [done] = r.finished("always", &item.id, 1).try_into().unwrap();
     assert_eq!(done.status, Status::Succeeded);
-    assert!(r.host.executions().logs(&done.id).unwrap().starts_with(&live), "the kept logs extend the live ones");
+    let kept = r.runtime.block_on(r.host.executions().logs(&done.id)).unwrap();
+    assert!(kept.starts_with(&live), "the kept logs extend the live ones");
 }

@@ -31,6 +31,12 @@ fn count(host: &Host, key: &str) -> u64 {
     tree.get(key).unwrap().map_or(0, |v| i64::from_le_bytes(v.as_ref().try_into().unwrap()) as u64)
 }
 
+/// The records matching `filter`, newest first, read from a test thread.
+fn records(host: &Host, filter: &ExecutionFilter, limit: usize) -> Vec<host::executions::Execution> {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(host.executions().list(filter, None, limit))
+}
+
 /// The queue's counts, read from a test thread.
 fn stats(queue: &Queue) -> QueueStats {
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
@@ -126,7 +132,7 @@ fn queue_trigger_completes_successes_retries_failures_then_dead_letters() {
     let stats = stats(&jobs);
     assert_eq!((stats.ready, stats.waiting), (0, 0), "nothing left in the queue");
     let filter = ExecutionFilter { trigger: Some("jobs-consumer".into()), ..Default::default() };
-    let records = host.executions().list(&filter, None, 100);
+    let records = records(host, &filter, 100);
     assert_eq!(records.len(), 6, "one execution per delivery: {records:#?}");
     let mut failed: Vec<u32> = records.iter().filter(|r| r.status == Status::Failed).map(|r| r.attempt).collect();
     failed.sort();
@@ -195,7 +201,7 @@ fn delivered_once(host: &Host, queue: &Queue, body: &str) {
     });
     assert_eq!(count(host, &format!("msg/{body}")), 1, "delivered once");
     let filter = ExecutionFilter { trigger: Some("busy-consumer".into()), ..Default::default() };
-    let records = host.executions().list(&filter, None, 10);
+    let records = records(host, &filter, 10);
     assert_eq!(records.len(), 1, "{records:#?}");
     assert_eq!((records[0].attempt, records[0].status), (1, Status::Succeeded));
 }
@@ -251,7 +257,7 @@ fn topics_fan_out_to_every_subscription_with_their_own_retries() {
                 status: Some(Status::Succeeded),
                 ..Default::default()
             };
-            host.executions().list(&filter, None, 100).len()
+            records(host, &filter, 100).len()
         };
         done("news-a") == 3 && done("news-b") == 3
     });
@@ -260,7 +266,7 @@ fn topics_fan_out_to_every_subscription_with_their_own_retries() {
         assert_eq!(count(host, &format!("b/{id}")), 2, "subscription b failed once and was retried");
     }
     let filter = ExecutionFilter { trigger: Some("news-b".into()), ..Default::default() };
-    let record = &host.executions().list(&filter, None, 1)[0];
+    let record = &records(host, &filter, 1)[0];
     assert_eq!((record.attempt, record.max_attempts), (2, 3));
     let event = &record.input[0];
     assert_eq!(event["topic"], "news");
@@ -289,7 +295,7 @@ fn schedules_fire_on_time_and_report_missed_fires_instead_of_replaying_them() {
     };
     wait_until("three ticks", Duration::from_secs(10), || count(&host, "ticks") >= 3);
     let filter = ExecutionFilter { trigger: Some("every-second".into()), ..Default::default() };
-    let mut records = host.executions().list(&filter, None, 100);
+    let mut records = records(&host, &filter, 100);
     records.reverse();
     let missed: Vec<u64> = records.iter().map(|r| r.input["missed"].as_u64().unwrap()).collect();
     assert!((9..=11).contains(&missed[0]), "the first fire reports the missed ones: {missed:?}");

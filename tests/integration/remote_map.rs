@@ -54,7 +54,7 @@ fn map_and_starmap_keep_input_order_and_fail_items_alone() {
         function: Some("remote-map.slow-sum".into()),
         ..Default::default()
     };
-    assert_eq!(host.executions().list(&filter, None, 100).len(), 16, "every call is recorded");
+    assert_eq!(runtime.block_on(host.executions().list(&filter, None, 100)).len(), 16, "every call is recorded");
     // 16 calls of 200 ms: about 2 rounds of 8 rather than 16 in a row (not a timing assertion
     // on the machine's speed: sequential calls could not take less than 3.2 s).
     assert!(started.elapsed() < Duration::from_millis(3200), "calls ran in parallel: {:?}", started.elapsed());
@@ -97,7 +97,7 @@ fn jobs_chain_through_execution_references_and_serial_calls_keep_their_order() {
         (0..6).map(|i| runtime.block_on(append.enqueue(&json!([format!("e{i}")]))).unwrap()).collect();
     let last = runtime.block_on(executions.wait(ids.last().unwrap(), Duration::from_secs(20))).unwrap();
     assert_eq!(last.output, Some(json!(["e0", "e1", "e2", "e3", "e4", "e5"])));
-    let records: Vec<_> = ids.iter().map(|id| executions.get(id).unwrap()).collect();
+    let records: Vec<_> = ids.iter().map(|id| runtime.block_on(executions.get(id)).unwrap()).collect();
     assert!(records.iter().all(|r| r.trigger == "enqueue" && r.status == Status::Succeeded));
     assert!(
         records.windows(2).all(|w| w[0].finished_ms.unwrap() <= w[1].started_ms.unwrap()),
@@ -114,7 +114,7 @@ fn a_job_cut_off_by_a_stopped_host_runs_again_when_triggers_start() {
         let nap = host.load(manifest(HOSTILE)).unwrap().function("hostile.nap").unwrap();
         let id = runtime.block_on(nap.spawn(&json!([400]))).unwrap();
         let started = std::time::Instant::now();
-        while host.executions().get(&id).unwrap().status != Status::Running {
+        while runtime.block_on(host.executions().get(&id)).unwrap().status != Status::Running {
             assert!(started.elapsed() < Duration::from_secs(10), "the job never started");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -123,7 +123,9 @@ fn a_job_cut_off_by_a_stopped_host_runs_again_when_triggers_start() {
     let data_path = data.path().to_path_buf();
     let restarted = {
         let host = Host::builder().data_dir(&data_path).build().unwrap();
-        assert_eq!(host.executions().get(&id).unwrap().status, Status::Running, "left as it was");
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let record = runtime.block_on(host.executions().get(&id)).unwrap();
+        assert_eq!(record.status, Status::Running, "left as it was");
         drop(host);
         running_on(&data_path, &[HOSTILE])
     };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::{DEFAULT_DATA_DIR, Host, Inner};
 use crate::Error;
 use crate::engine::Runtime;
-use crate::executions::{Executions, Retention};
+use crate::executions::{Executions, Retention, SledExecutions};
 use crate::storage::blobs::local::LocalBlobs;
 use crate::storage::datasets::SledDatasets;
 use crate::storage::kv::sled::SledKv;
@@ -62,8 +62,9 @@ impl HostBuilder {
         remove_orphans(&data_dir);
         let runtime = Runtime::new(cache_dir).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let store = Arc::new(store);
-        let executions = Executions::open(&store, self.retention).map_err(|e| data_error(e.to_string()))?;
         // The embedded backends; another store goes behind the same traits.
+        let executions = SledExecutions::open(&store, self.retention).map_err(|e| data_error(e.to_string()))?;
+        let executions = Arc::new(Executions::new(executions));
         let kv = Arc::new(SledKv::new(store.clone()));
         let blobs = Arc::new(LocalBlobs::new(data_dir.join("buckets")));
         let queues = Arc::new(Queues::new(Arc::new(SledQueues::new(store.clone()))));

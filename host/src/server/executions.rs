@@ -1,5 +1,5 @@
 //! `/v1/executions`: list and read execution records, wait for one, cancel one, and read or
-//! follow its logs (Server-Sent Events). Reads of the store run off the async workers.
+//! follow its logs (Server-Sent Events). The embedded store reads on the blocking pool.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -12,13 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, Shared};
-use crate::executions::{CancelError, ExecutionFilter, Executions, Status};
-
-/// Run `read` on the execution records on a blocking thread: a list may read many records.
-async fn blocking<T: Send + 'static>(server: &Shared, read: impl FnOnce(&Executions) -> T + Send + 'static) -> T {
-    let executions = server.host.executions().clone();
-    crate::files::blocking(move || read(&executions)).await
-}
+use crate::executions::{CancelError, ExecutionFilter, Status};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,7 +38,7 @@ pub(super) async fn list(
     };
     let filter = ExecutionFilter { app: q.app, function: q.function, trigger: q.trigger, status };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let records = blocking(&server, move |executions| executions.list(&filter, q.before.as_deref(), limit)).await;
+    let records = server.host.executions().list(&filter, q.before.as_deref(), limit).await;
     Ok(axum::Json(json!(records)))
 }
 
@@ -71,13 +65,7 @@ pub(super) async fn show(
                 .map_err(|e| ApiError::bad_request("bad-query", format!("wait `{wait}`: {e} (expected e.g. `10s`)")))?;
             executions.wait(&id, wait.min(Duration::from_secs(300))).await
         }
-        None => {
-            blocking(&server, {
-                let id = id.clone();
-                move |executions| executions.get(&id)
-            })
-            .await
-        }
+        None => executions.get(&id).await,
     };
     Ok(axum::Json(json!(record.ok_or_else(|| unknown(&id))?)))
 }
@@ -98,14 +86,9 @@ pub(super) async fn logs(
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
     let executions = server.host.executions().clone();
-    let text = blocking(&server, {
-        let id = id.clone();
-        move |executions| executions.get(&id).map(|_| executions.logs(&id))
-    })
-    .await;
-    let text = text.ok_or_else(|| unknown(&id))?;
+    executions.get(&id).await.ok_or_else(|| unknown(&id))?;
     if !q.follow {
-        let text = text.unwrap_or_default();
+        let text = executions.logs(&id).await.unwrap_or_default();
         return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
     }
     // State: the text sent so far, and whether the end was sent. The text only grows, except
@@ -117,8 +100,8 @@ pub(super) async fn logs(
                 return None;
             }
             loop {
-                let record = executions.get(&id)?;
-                let text = executions.logs(&id).unwrap_or_default();
+                let record = executions.get(&id).await?;
+                let text = executions.logs(&id).await.unwrap_or_default();
                 if text.len() > sent.len() && text.starts_with(&sent) {
                     let event = Event::default().event("log").data(&text[sent.len()..]);
                     return Some((Ok::<_, Infallible>(event), (text, false)));

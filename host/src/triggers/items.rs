@@ -1,15 +1,15 @@
 //! `[[trigger.item]]`: turns item events into queued executions.
 //!
-//! Accepting an event is one sled transaction: the event is removed and one queued execution per
-//! matching trigger is written (for `once` triggers, together with a claim on the (trigger, item)
-//! pair, so a second execution is never made while one is pending or has succeeded; the claim
-//! is released if the execution fails for good). Changes made by triggered executions fire no
-//! triggers, so triggers cannot loop. [`crate::runner`] runs the executions, with the trigger's
-//! retry policy.
+//! Accepting an event is atomic (one sled transaction in the embedded store): the event is
+//! removed and one queued execution per matching trigger is written (for `once` triggers,
+//! together with a claim on the (trigger, item) pair, so a second execution is never made while
+//! one is pending or has succeeded; the claim is released if the execution fails for good).
+//! Changes made by triggered executions fire no triggers, so triggers cannot loop.
+//! [`crate::runner`] runs the executions, with the trigger's retry policy.
 
 use std::collections::BTreeMap;
 
-use super::one_parameter;
+use super::{log_name, one_parameter};
 use crate::manifest::ItemTrigger;
 use crate::storage::datasets::{ItemEvent, events_tree};
 use crate::storage::executions::{Execution, Executions};
@@ -43,13 +43,14 @@ fn once_key(trigger: &str, item: &str) -> String {
 }
 
 /// Turn every pending item event of the apps into queued executions.
-pub(super) fn accept(executions: &Executions, armed: &[Armed]) -> Result<(), String> {
+pub(super) async fn accept(executions: &Executions, armed: &[Armed]) -> Result<(), String> {
     let mut by_app: BTreeMap<&str, Vec<&Armed>> = BTreeMap::new();
     for trigger in armed {
         by_app.entry(&trigger.app).or_default().push(trigger);
     }
     for triggers in by_app.values() {
         let events = &triggers[0].events;
+        let log = log_name(events);
         for entry in events.iter() {
             let (key, bytes) = entry.map_err(|e| e.to_string())?;
             let event: ItemEvent = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
@@ -71,7 +72,7 @@ pub(super) fn accept(executions: &Executions, armed: &[Armed]) -> Result<(), Str
                     ..Execution::queued(id, &trigger.app, trigger.function.name(), &trigger.spec.name, input)
                 });
             }
-            executions.accept_event(events, &key, &records).map_err(|e| e.to_string())?;
+            executions.accept_event(&log, &key, &records).await.map_err(|e| e.to_string())?;
         }
     }
     Ok(())

@@ -85,13 +85,13 @@ impl Dispatcher {
             let new_events = self.store.new_events.notified();
             tokio::pin!(new_events);
             new_events.as_mut().enable();
-            if let Err(error) = items::accept(&self.executions, &self.items) {
+            if let Err(error) = items::accept(&self.executions, &self.items).await {
                 tracing::error!(%error, "cannot accept item events");
             }
-            if let Err(error) = topics::accept(&self.executions, &self.topics) {
+            if let Err(error) = topics::accept(&self.executions, &self.topics).await {
                 tracing::error!(%error, "cannot accept topic events");
             }
-            self.start_queued();
+            self.start_queued().await;
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = new_events => {}
@@ -101,14 +101,18 @@ impl Dispatcher {
     }
 
     /// Start every queued execution of the apps' functions not running in this process.
-    fn start_queued(&self) {
-        for id in self.executions.queued_ids() {
+    async fn start_queued(&self) {
+        let ids = match self.executions.queued_ids().await {
+            Ok(ids) => ids,
+            Err(error) => return tracing::error!(%error, "cannot read the execution queue"),
+        };
+        for id in ids {
             if self.executions.is_claimed(&id) {
                 continue;
             }
-            let Some(record) = self.executions.get(&id) else { continue };
+            let Some(record) = self.executions.get(&id).await else { continue };
             if record.status.is_final() {
-                if let Err(error) = self.executions.dequeue(&record) {
+                if let Err(error) = self.executions.dequeue(&record).await {
                     tracing::error!(%error, execution = %id, "cannot take a finished execution off the queue");
                 }
                 continue;
@@ -118,6 +122,11 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// The name of an event log (a tree of the store), as [`Executions::accept_event`] takes it.
+fn log_name(events: &sled::Tree) -> String {
+    String::from_utf8_lossy(&events.name()).into_owned()
 }
 
 /// The function of a trigger, which must take one parameter (`what`).

@@ -1,10 +1,11 @@
 //! `[[trigger.topic]]`: hands every published event to each subscription of its topic.
 //!
-//! Accepting an event is one sled transaction: the event leaves the app's topic log and one
-//! queued execution per subscription is written, so each subscription's delivery is durable on
-//! its own and retried by its own policy. Events of a topic without subscriptions are dropped.
+//! Accepting an event is atomic (one sled transaction in the embedded store): the event leaves
+//! the app's topic log and one queued execution per subscription is written, so each
+//! subscription's delivery is durable on its own and retried by its own policy. Events of a
+//! topic without subscriptions are dropped.
 
-use super::one_parameter;
+use super::{log_name, one_parameter};
 use crate::manifest::TopicTrigger;
 use crate::storage::executions::{Execution, Executions};
 use crate::storage::topics::{TopicEvent, events_tree};
@@ -35,8 +36,9 @@ pub(super) fn arm(host: &Host, apps: &[&App]) -> Result<Vec<Subscriptions>, Erro
 }
 
 /// Turn every published event of the apps into one queued execution per subscription.
-pub(super) fn accept(executions: &Executions, armed: &[Subscriptions]) -> Result<(), String> {
+pub(super) async fn accept(executions: &Executions, armed: &[Subscriptions]) -> Result<(), String> {
     for app in armed {
+        let log = log_name(&app.events);
         for entry in app.events.iter() {
             let (key, bytes) = entry.map_err(|e| e.to_string())?;
             let event: TopicEvent = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
@@ -55,7 +57,7 @@ pub(super) fn accept(executions: &Executions, armed: &[Subscriptions]) -> Result
                     )
                 });
             }
-            executions.accept_event(&app.events, &key, &records).map_err(|e| e.to_string())?;
+            executions.accept_event(&log, &key, &records).await.map_err(|e| e.to_string())?;
         }
     }
     Ok(())

@@ -77,7 +77,7 @@ impl Target for Local {
             trigger: query.trigger,
             status,
         };
-        let records = self.host.executions().list(&filter, None, query.limit);
+        let records = self.host.executions().list(&filter, None, query.limit).await;
         Ok(records.iter().map(serde_json::to_value).collect::<Result<_, _>>()?)
     }
 
@@ -91,8 +91,8 @@ impl Target for Local {
     }
 
     async fn logs(&self, id: &str) -> anyhow::Result<Vec<u8>> {
-        self.host.executions().get(id).with_context(|| format!("no execution `{id}`"))?;
-        Ok(self.host.executions().logs(id).unwrap_or_default().into_bytes())
+        self.host.executions().get(id).await.with_context(|| format!("no execution `{id}`"))?;
+        Ok(self.host.executions().logs(id).await.unwrap_or_default().into_bytes())
     }
 
     async fn follow_logs(&self, _: &str, _: &mut dyn Write) -> anyhow::Result<()> {

@@ -1,19 +1,21 @@
 //! What a store of executions provides, shaped for a networked store as much as for the embedded
 //! one: records by id, lists by app, function and status with a cursor, the execution queue, and
-//! claims for work that exactly one node may run.
+//! claims for work that exactly one node may run. Only durable things: what runs in this process
+//! (live output, cancel switches, serial lines) is kept by [`super::Executions`].
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Execution, ExecutionFilter, Executions, ExecutionsError};
+use super::{Execution, ExecutionFilter, ExecutionsError};
 use crate::outcome::Logs;
 
 /// A store of execution records and of the queue of executions still to run.
 #[async_trait]
 pub trait ExecutionBackend: Send + Sync {
-    /// A new, unused execution id; ids sort in creation order.
-    async fn new_id(&self) -> Result<String, ExecutionsError>;
+    /// A new, unused execution id; ids sort in creation order. Called on every recorded call, so
+    /// it must not wait for the network or the disk (a networked store makes ids locally).
+    fn new_id(&self) -> Result<String, ExecutionsError>;
 
     /// The record with this id.
     async fn get(&self, id: &str) -> Result<Option<Execution>, ExecutionsError>;
@@ -21,9 +23,10 @@ pub trait ExecutionBackend: Send + Sync {
     /// Store a record (created or changed), and with `logs` append that attempt's output.
     async fn put(&self, record: &Execution, logs: Option<(&Logs, u32)>) -> Result<(), ExecutionsError>;
 
-    /// Store the final record of a call that ran at once, with its output, without waiting for
-    /// it to be written: it is readable (through every other method) soon after.
-    async fn record(&self, record: Execution, logs: Logs) -> Result<(), ExecutionsError>;
+    /// Keep the final record of a call that ran at once, with its output, without waiting for
+    /// it to be written: it is readable (through every other method) soon after. Called on every
+    /// direct call, so it only hands the record to a batch (a failed write is logged).
+    fn record(&self, record: Execution, logs: Logs);
 
     /// Everything execution `id` printed: one header and its output per attempt.
     async fn logs(&self, id: &str) -> Result<Option<String>, ExecutionsError>;
@@ -46,6 +49,15 @@ pub trait ExecutionBackend: Send + Sync {
     /// Take a final execution off the queue, and release its `once` claim unless it succeeded.
     async fn dequeue(&self, record: &Execution) -> Result<(), ExecutionsError>;
 
+    /// Accept event `key` of the event log `log` (`events/APP` of items, `topic-events/APP` of
+    /// topics): remove it and queue `records`, so that an event turns into its executions exactly
+    /// once. A record whose `once` claim ([`Execution::claim`]) is held already is left out, and
+    /// the claims of the others are taken. The embedded store does all of it in one transaction
+    /// over the log and the queue; a networked store must give the same guarantee another way
+    /// (an outbox: write the records and claims idempotently by event, then acknowledge the
+    /// event, so that a crash in between repeats the event without duplicating its executions).
+    async fn accept_event(&self, log: &str, key: &[u8], records: &[Execution]) -> Result<(), ExecutionsError>;
+
     /// Ids of every execution in the queue, oldest first.
     async fn queued_ids(&self) -> Result<Vec<String>, ExecutionsError>;
 
@@ -64,72 +76,8 @@ pub trait ExecutionBackend: Send + Sync {
 
     /// Delete the final records the retention does not keep: how many went.
     async fn prune(&self) -> Result<usize, ExecutionsError>;
-}
 
-/// The embedded store: sled trees, claims held in this process (a claim ends with the process,
-/// so the `ttl` is not needed).
-#[async_trait]
-impl ExecutionBackend for Executions {
-    async fn new_id(&self) -> Result<String, ExecutionsError> {
-        Executions::new_id(self)
-    }
-
-    async fn get(&self, id: &str) -> Result<Option<Execution>, ExecutionsError> {
-        Ok(Executions::get(self, id))
-    }
-
-    async fn put(&self, record: &Execution, logs: Option<(&Logs, u32)>) -> Result<(), ExecutionsError> {
-        Executions::put(self, record, logs)
-    }
-
-    async fn record(&self, record: Execution, logs: Logs) -> Result<(), ExecutionsError> {
-        self.record_final(record, logs);
-        Ok(())
-    }
-
-    async fn logs(&self, id: &str) -> Result<Option<String>, ExecutionsError> {
-        Ok(Executions::logs(self, id))
-    }
-
-    async fn list(
-        &self,
-        filter: &ExecutionFilter,
-        before: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Execution>, ExecutionsError> {
-        Ok(Executions::list(self, filter, before, limit))
-    }
-
-    async fn wait(&self, id: &str, timeout: Duration) -> Result<Option<Execution>, ExecutionsError> {
-        Ok(Executions::wait(self, id, timeout).await)
-    }
-
-    async fn enqueue(&self, record: &Execution) -> Result<(), ExecutionsError> {
-        Executions::enqueue(self, record).await
-    }
-
-    async fn dequeue(&self, record: &Execution) -> Result<(), ExecutionsError> {
-        Executions::dequeue(self, record)
-    }
-
-    async fn queued_ids(&self) -> Result<Vec<String>, ExecutionsError> {
-        Ok(Executions::queued_ids(self))
-    }
-
-    async fn claim(&self, key: &str, _ttl: Duration) -> Result<bool, ExecutionsError> {
-        Ok(Executions::claim(self, key))
-    }
-
-    async fn release(&self, key: &str) -> Result<(), ExecutionsError> {
-        Executions::release(self, key);
-        Ok(())
-    }
-
-    async fn durable(&self) -> Result<(), ExecutionsError> {
-        Executions::durable(self).await
-    }
-
-    async fn prune(&self) -> Result<usize, ExecutionsError> {
-        Executions::prune(self)
-    }
+    /// Stop background work and write what waits (records handed to [`ExecutionBackend::record`]).
+    /// The host calls this once, as it is dropped.
+    fn close(&self);
 }

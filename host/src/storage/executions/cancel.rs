@@ -36,14 +36,14 @@ impl Executions {
     /// marks it `cancelled`. Answers the record once final (or as it is after a few seconds, if
     /// its task has not ended it by then).
     pub async fn cancel(&self, id: &str) -> Result<Execution, CancelError> {
-        let record = self.get(id).ok_or_else(|| CancelError::Unknown(id.to_string()))?;
+        let record = self.get(id).await.ok_or_else(|| CancelError::Unknown(id.to_string()))?;
         if record.status.is_final() {
             return Err(CancelError::Final { id: id.to_string(), status: record.status });
         }
-        if self.claim(id) {
-            // No task of this process runs it: end it here, holding the claim so none starts.
+        if self.claim(id) && self.claim_store(id).await {
+            // No task runs it: end it here, holding the claim so none starts.
             let ended = self.end_cancelled(record).await;
-            self.release(id);
+            self.release(id).await;
             return Ok(ended?);
         }
         if let Some(cancel) = self.cancel_handle(id) {
@@ -57,8 +57,8 @@ impl Executions {
         record.status = Status::Cancelled;
         record.error = Some(json!({ "code": "cancelled", "message": "cancelled by request before it started" }));
         record.finished_ms = Some(now_ms());
-        self.put(&record, None)?;
-        self.dequeue(&record)?;
+        self.put(&record, None).await?;
+        self.dequeue(&record).await?;
         self.durable().await?;
         Ok(record)
     }

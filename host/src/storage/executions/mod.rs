@@ -2,41 +2,33 @@
 //! status, output or error, timings, attempt and captured logs. A plain storage library: it keeps
 //! records and knows nothing of how calls run (the runner runs the queued ones).
 //!
-//! [`ExecutionBackend`] is what a store of executions provides; [`Executions`] is its embedded
-//! implementation on sled. Trees: `executions` (id → record), `execution-logs` (id → text),
-//! `execution-index` (ids by app, function, trigger and status), `execution-queue` (`run/ID`
-//! for every queued execution not final yet, queued or running when the host stopped; and the
-//! claims of `once` item triggers). Records are kept as [`Retention`] says.
+//! [`ExecutionBackend`] is what a store of executions provides (records, logs, the queue,
+//! claims); [`SledExecutions`] is the embedded one. [`Executions`] is what the host uses: a
+//! backend, plus what only this process knows: the output of attempts running here, the switches
+//! that cancel them, and the serial lines they wait in.
 
 mod backend;
 mod cancel;
-mod index;
 mod record;
-mod retention;
+mod sled;
 mod switch;
-mod writer;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
 pub use self::backend::ExecutionBackend;
 pub use self::cancel::CancelError;
-use self::index::entry as index_entry;
 pub use self::record::{Execution, ExecutionFilter, Status, error_json, now_ms};
-pub use self::retention::{PRUNE_EVERY, PRUNE_FIRST, Retention};
+pub use self::sled::{PRUNE_AFTER_WRITES, PRUNE_EVERY, PRUNE_FIRST, Retention, SledExecutions, WRITE_BATCH_EVERY};
 pub(crate) use self::switch::Cancel;
-pub use self::writer::{PRUNE_AFTER_WRITES, WRITE_BATCH_EVERY};
 use crate::outcome::Logs;
-use crate::store::Store;
 
-/// The execution-queue key of a queued execution.
-fn run_key(id: &str) -> Vec<u8> {
-    format!("run/{id}").into_bytes()
-}
+/// How long a claim on a queued execution holds on a store shared by several nodes. Claims are
+/// not renewed yet: the embedded store ignores the time (a claim ends with the process).
+const CLAIM_TTL: Duration = Duration::from_secs(60);
 
 /// Why the execution store failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,33 +48,12 @@ fn storage(e: impl std::fmt::Display) -> ExecutionsError {
 /// What an attempt running now has printed so far, asked for whenever its logs are read.
 pub(crate) type LiveLogs = Box<dyn Fn() -> Logs + Send + Sync>;
 
-/// Every execution record of a host.
+/// Every execution record of a host: the records in an [`ExecutionBackend`], and the executions
+/// running in this process.
 pub struct Executions {
-    records: sled::Tree,
-    logs: sled::Tree,
-    index: sled::Tree,
-    queue: sled::Tree,
-    store: Arc<Store>,
-    retention: Retention,
-    /// Woken whenever a record changes.
-    changed: Notify,
+    backend: Arc<dyn ExecutionBackend>,
     /// Output of attempts running now, by execution id.
     live: std::sync::Mutex<HashMap<String, (u32, LiveLogs)>>,
-    /// Records of finished direct calls not written yet: written in batches (every
-    /// [`WRITE_BATCH_EVERY`], or sooner when many wait, or before any read).
-    pending: std::sync::Mutex<Vec<(Execution, Logs)>>,
-    /// Held while a batch taken from `pending` is written, so that a reader that wrote what was
-    /// pending never misses a batch another thread took but has not written yet.
-    writing: std::sync::Mutex<()>,
-    /// The writer and pruning threads, until [`Executions::stop_writer`].
-    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
-    /// The pruning thread, woken early when many records were written since it last ran.
-    pruner: std::sync::OnceLock<std::thread::Thread>,
-    /// Records written since the pruning thread was last woken.
-    unpruned: AtomicU64,
-    stopping: AtomicBool,
-    /// Records read from their bytes (see [`Executions::decoded`]).
-    decoded: AtomicU64,
     /// Claims held by this process (queued executions with a task here, by id), with the
     /// switch that cancels each.
     running: std::sync::Mutex<HashMap<String, Arc<Cancel>>>,
@@ -104,53 +75,48 @@ impl Drop for Watched<'_> {
     }
 }
 
+/// A read that failed: logged, and answered as if nothing was found.
+fn found<T>(read: Result<Option<T>, ExecutionsError>) -> Option<T> {
+    read.unwrap_or_else(|error| {
+        tracing::warn!(%error, "cannot read execution records");
+        None
+    })
+}
+
 impl Executions {
-    /// Open the trees (indexing records written before the index existed); until the host stops
-    /// them, a thread writes waiting records every [`WRITE_BATCH_EVERY`] and another deletes
-    /// what `retention` does not keep every [`PRUNE_EVERY`].
-    pub(crate) fn open(store: &Arc<Store>, retention: Retention) -> Result<Arc<Executions>, sled::Error> {
-        let executions = Arc::new(Executions {
-            records: store.tree("executions")?,
-            logs: store.tree("execution-logs")?,
-            index: store.tree("execution-index")?,
-            queue: store.tree("execution-queue")?,
-            store: store.clone(),
-            retention,
-            changed: Notify::new(),
+    /// The executions kept in `backend`.
+    pub fn new(backend: Arc<dyn ExecutionBackend>) -> Executions {
+        Executions {
+            backend,
             live: Default::default(),
-            pending: Default::default(),
-            writing: Default::default(),
-            threads: Default::default(),
-            pruner: Default::default(),
-            unpruned: Default::default(),
-            stopping: Default::default(),
-            decoded: Default::default(),
             running: Default::default(),
             lines: Default::default(),
             line_moved: Notify::new(),
-        });
-        executions.build_index()?;
-        executions.start_threads();
-        Ok(executions)
+        }
     }
 
     /// A new, unused execution id.
     pub(crate) fn new_id(&self) -> Result<String, ExecutionsError> {
-        Ok(format!("{:016x}", self.store.next_id().map_err(storage)?))
+        self.backend.new_id()
     }
 
     /// The record with this id.
-    pub fn get(&self, id: &str) -> Option<Execution> {
-        self.write_pending();
-        let bytes = self.records.get(id.as_bytes()).ok()??;
-        serde_json::from_slice(&bytes).ok()
+    pub async fn get(&self, id: &str) -> Option<Execution> {
+        found(self.backend.get(id).await)
+    }
+
+    /// Records matching `filter`, newest first, at most `limit`, older than `before` (an id).
+    pub async fn list(&self, filter: &ExecutionFilter, before: Option<&str>, limit: usize) -> Vec<Execution> {
+        self.backend.list(filter, before, limit).await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot list execution records");
+            Vec::new()
+        })
     }
 
     /// What the execution printed so far: each finished attempt, then the running one's output
     /// so far (each starts with a header line).
-    pub fn logs(&self, id: &str) -> Option<String> {
-        self.write_pending();
-        let stored = self.logs.get(id.as_bytes()).ok()?.map(|b| String::from_utf8_lossy(&b).into_owned());
+    pub async fn logs(&self, id: &str) -> Option<String> {
+        let stored = found(self.backend.logs(id).await);
         let live = self.live.lock().unwrap().get(id).map(|(attempt, snapshot)| format_attempt(&snapshot(), *attempt));
         match (stored, live) {
             (None, None) => None,
@@ -167,100 +133,56 @@ impl Executions {
 
     /// Wait until the execution is final (or `timeout` passes); the last record seen.
     pub async fn wait(&self, id: &str, timeout: Duration) -> Option<Execution> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let changed = self.changed.notified();
-            let record = self.get(id)?;
-            if record.status.is_final() {
-                return Some(record);
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return Some(record);
-            }
-        }
+        found(self.backend.wait(id, timeout).await)
+    }
+
+    /// Delete the final records the retention does not keep, with their logs; how many went.
+    /// The embedded store does this in the background every [`PRUNE_EVERY`].
+    pub async fn prune(&self) -> Result<usize, ExecutionsError> {
+        self.backend.prune().await
     }
 
     /// Store a record (and optionally a new attempt's logs).
-    pub(crate) fn put(&self, record: &Execution, logs: Option<(&Logs, u32)>) -> Result<(), ExecutionsError> {
-        use sled::Transactional;
-        // The record and its index entry in one transaction: a crash between them would leave a
-        // stale status in the index, and status-filtered lists would miss the record for good.
-        let bytes = serde_json::to_vec(record).map_err(storage)?;
-        let (key, value) = index_entry(record);
-        (&self.records, &self.index)
-            .transaction(|(records, index)| {
-                records.insert(record.id.as_bytes(), bytes.as_slice())?;
-                index.insert(key.as_slice(), value.as_slice())?;
-                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| storage(format!("{e:?}")))?;
-        if let Some((logs, attempt)) = logs {
-            let mut text = self.logs(&record.id).unwrap_or_default();
-            text.push_str(&format_attempt(logs, attempt));
-            self.logs.insert(record.id.as_bytes(), text.as_bytes()).map_err(storage)?;
-        }
-        self.changed.notify_waiters();
-        Ok(())
+    pub(crate) async fn put(&self, record: &Execution, logs: Option<(&Logs, u32)>) -> Result<(), ExecutionsError> {
+        self.backend.put(record, logs).await
+    }
+
+    /// Keep the final record of a call that ran at once (`call`, `http`, `map`, or a queue
+    /// trigger's delivery), without waiting for it to be written.
+    pub(crate) fn record_final(&self, record: Execution, logs: Logs) {
+        self.backend.record(record, logs);
     }
 
     /// Record a queued execution durably, with its entry in the execution queue.
     pub(crate) async fn enqueue(&self, record: &Execution) -> Result<(), ExecutionsError> {
-        self.put(record, None)?;
-        self.queue.insert(run_key(&record.id), record.id.as_bytes()).map_err(storage)?;
-        self.durable().await
+        self.backend.enqueue(record).await
     }
 
     /// Take a final execution off the queue, and release its claim unless it succeeded.
-    pub(crate) fn dequeue(&self, record: &Execution) -> Result<(), ExecutionsError> {
-        self.queue.remove(run_key(&record.id)).map_err(storage)?;
-        if let Some(claim) = record.claim.as_ref().filter(|_| record.status != Status::Succeeded) {
-            self.queue.remove(claim.as_bytes()).map_err(storage)?;
-        }
-        Ok(())
+    pub(crate) async fn dequeue(&self, record: &Execution) -> Result<(), ExecutionsError> {
+        self.backend.dequeue(record).await
     }
 
-    /// Remove event `key` from `events` (a tree of the same store) and queue `records`, in one
-    /// transaction, so an event turns into its executions exactly once. A record whose claim is
-    /// held already is left out (and the claims of the others are taken).
-    pub(crate) fn accept_event(
+    /// Remove event `key` from event log `log` and queue `records`, exactly once (see
+    /// [`ExecutionBackend::accept_event`]).
+    pub(crate) async fn accept_event(
         &self,
-        events: &sled::Tree,
+        log: &str,
         key: &[u8],
         records: &[Execution],
     ) -> Result<(), ExecutionsError> {
-        use sled::Transactional;
-        use sled::transaction::ConflictableTransactionError;
-        let abort = |e: serde_json::Error| ConflictableTransactionError::Abort(e.to_string());
-        (events, &self.records, &self.queue, &self.index)
-            .transaction(|(events, records_tree, queue, index)| {
-                events.remove(key)?;
-                for record in records {
-                    if let Some(claim) = &record.claim {
-                        if queue.get(claim.as_bytes())?.is_some() {
-                            continue;
-                        }
-                        queue.insert(claim.as_bytes(), record.id.as_bytes())?;
-                    }
-                    records_tree.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(abort)?)?;
-                    let (key, value) = index_entry(record);
-                    index.insert(key, value)?;
-                    queue.insert(run_key(&record.id), record.id.as_bytes())?;
-                }
-                Ok(())
-            })
-            .map_err(|e| storage(format!("{e:?}")))
+        self.backend.accept_event(log, key, records).await
     }
 
     /// Ids of every queued execution not final yet, oldest first.
-    pub(crate) fn queued_ids(&self) -> Vec<String> {
-        let ids = self.queue.scan_prefix("run/").values().filter_map(Result::ok);
-        ids.map(|id| String::from_utf8_lossy(&id).into_owned()).collect()
+    pub(crate) async fn queued_ids(&self) -> Result<Vec<String>, ExecutionsError> {
+        self.backend.queued_ids().await
     }
 
-    /// Claim `key` (an execution id) for this process: true if no one held it, and until
-    /// [`Executions::release`] no one else gets it. The claim holds the switch that cancels the
-    /// execution. In one process a claim ends with its holder, so it needs no expiry; a
-    /// networked store would let it lapse after a time (see [`ExecutionBackend::claim`]).
+    /// Claim `key` (an execution id) for a task of this process: true if no task here held it,
+    /// and until [`Executions::release`] no other task here gets it. The claim holds the switch
+    /// that cancels the execution. The store's claim is taken next, by
+    /// [`Executions::claim_store`].
     pub(crate) fn claim(&self, key: &str) -> bool {
         let mut running = self.running.lock().unwrap();
         if running.contains_key(key) {
@@ -270,13 +192,35 @@ impl Executions {
         true
     }
 
+    /// Take the store's claim on `key`, claimed by this process already: true if no one else
+    /// holds it (on a shared store, another node may run it). Without it, this process's claim
+    /// is given up.
+    pub(crate) async fn claim_store(&self, key: &str) -> bool {
+        let claimed = self.backend.claim(key, CLAIM_TTL).await.unwrap_or_else(|error| {
+            tracing::warn!(%error, key, "cannot claim an execution");
+            false
+        });
+        if !claimed {
+            self.release_here(key);
+        }
+        claimed
+    }
+
     /// Whether this process holds the claim on `key`.
     pub(crate) fn is_claimed(&self, key: &str) -> bool {
         self.running.lock().unwrap().contains_key(key)
     }
 
-    /// Give up the claim on `key`; it also leaves any line it waited in.
-    pub(crate) fn release(&self, key: &str) {
+    /// Give up the claim on `key`, here and in the store; it also leaves any line it waited in.
+    pub(crate) async fn release(&self, key: &str) {
+        if let Err(error) = self.backend.release(key).await {
+            tracing::warn!(%error, key, "cannot release the claim on an execution");
+        }
+        self.release_here(key);
+    }
+
+    /// Give up this process's claim on `key`, and leave any line it waited in.
+    fn release_here(&self, key: &str) {
         self.running.lock().unwrap().remove(key);
         let mut lines = self.lines.lock().unwrap();
         lines.values_mut().for_each(|ids| {
@@ -306,7 +250,13 @@ impl Executions {
 
     /// Wait until every record written so far is on disk.
     pub(crate) async fn durable(&self) -> Result<(), ExecutionsError> {
-        self.store.durable().await.map_err(ExecutionsError::NotDurable)
+        self.backend.durable().await
+    }
+
+    /// Stop the backend's background work and write what waits (the host does this as it is
+    /// dropped).
+    pub(crate) fn close(&self) {
+        self.backend.close();
     }
 }
 
@@ -329,5 +279,3 @@ fn format_attempt(logs: &Logs, attempt: u32) -> String {
 
 #[cfg(test)]
 pub(crate) mod suite;
-#[cfg(test)]
-mod tests;

@@ -1,5 +1,5 @@
 //! The semantics every [`ExecutionBackend`] must have, as tests that take the backend: run on
-//! sled in `tests.rs`, and on any other backend by calling [`suite`] with a fresh one.
+//! sled in `sled/tests.rs`, and on any other backend by calling [`suite`] with a fresh one.
 
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ fn logs(stdout: &str) -> Logs {
 }
 
 async fn queued(backend: &dyn ExecutionBackend, app: &str, function: &str, trigger: &str) -> Execution {
-    Execution::queued(backend.new_id().await.unwrap(), app, function, trigger, json!([1]))
+    Execution::queued(backend.new_id().unwrap(), app, function, trigger, json!([1]))
 }
 
 /// A record reads back as written; each attempt's output is appended under its own header.
@@ -45,9 +45,9 @@ async fn records_and_logs(backend: &dyn ExecutionBackend) {
 /// The final record of a call that ran at once is readable soon after, with its output.
 async fn calls_that_ran_at_once(backend: &dyn ExecutionBackend) {
     let failure = CallError::Guest { value: json!("no") };
-    let id = backend.new_id().await.unwrap();
+    let id = backend.new_id().unwrap();
     let record = Execution::ran(id.clone(), ("direct", "f.x", "call", 1), json!([]), 5, Err(&failure));
-    backend.record(record, logs("hi\n")).await.unwrap();
+    backend.record(record, logs("hi\n"));
     let read = backend.get(&id).await.unwrap().expect("readable after it was recorded");
     assert_eq!((read.status, read.trigger.as_str(), read.started_ms), (Status::Failed, "call", Some(5)));
     assert_eq!(read.error, Some(json!({ "code": "guest-error", "message": failure.to_string(), "error": "no" })));

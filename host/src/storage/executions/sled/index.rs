@@ -9,7 +9,8 @@
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
-use super::{Execution, ExecutionFilter, Executions, ExecutionsError, Status, storage};
+use super::SledExecutions;
+use crate::storage::executions::{Execution, ExecutionFilter, ExecutionsError, Status, storage};
 
 /// Marks an index built over every record (absent in data dirs written before the index). App
 /// names never start with this byte.
@@ -49,7 +50,7 @@ fn passes(filter: &ExecutionFilter, value: &[u8]) -> bool {
 /// Entries of one app newest first, older than `before`: (id, value).
 type Entries<'a> = Box<dyn Iterator<Item = (Vec<u8>, sled::IVec)> + 'a>;
 
-impl Executions {
+impl SledExecutions {
     /// Build the index over every record if this data dir has none yet.
     pub(super) fn build_index(&self) -> Result<(), sled::Error> {
         if self.index.contains_key(BUILT)? {
@@ -75,7 +76,7 @@ impl Executions {
         Ok(())
     }
 
-    /// A record from its stored bytes (counted, see [`Executions::decoded`]).
+    /// A record from its stored bytes (counted, see [`SledExecutions::decoded`]).
     pub(super) fn decode(&self, bytes: &[u8]) -> Option<Execution> {
         self.decoded.fetch_add(1, Ordering::Relaxed);
         serde_json::from_slice(bytes).ok()
@@ -107,7 +108,7 @@ impl Executions {
     /// Records matching `filter`, newest first, at most `limit`, older than `before` (an id).
     /// With a filter, the index entries of the filtered app (or of every app, merged by id) are
     /// checked first: only records that match are read.
-    pub fn list(&self, filter: &ExecutionFilter, before: Option<&str>, limit: usize) -> Vec<Execution> {
+    pub(super) fn list_now(&self, filter: &ExecutionFilter, before: Option<&str>, limit: usize) -> Vec<Execution> {
         self.write_pending();
         if filter == &ExecutionFilter::default() {
             let end = before.map_or(Bound::Unbounded, |id| Bound::Excluded(id.as_bytes().to_vec()));

@@ -4,7 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Executions, ExecutionsError, now_ms};
+use super::SledExecutions;
+use crate::storage::executions::{ExecutionsError, now_ms};
 
 /// How long and how many final execution records a host keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,11 +30,11 @@ pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// When the background thread first prunes after the host starts.
 pub const PRUNE_FIRST: Duration = Duration::from_secs(5);
 
-impl Executions {
+impl SledExecutions {
     /// Delete the final records the retention does not keep, with their logs; how many went.
     /// The host does this in the background every [`PRUNE_EVERY`]; records of direct calls still
     /// waiting in memory are written first.
-    pub fn prune(&self) -> Result<usize, ExecutionsError> {
+    pub(super) fn prune_now(&self) -> Result<usize, ExecutionsError> {
         self.write_pending();
         Ok(self.prune_old()? + self.prune_many()?)
     }

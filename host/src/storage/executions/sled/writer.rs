@@ -6,9 +6,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use super::SledExecutions;
 use super::retention::{PRUNE_EVERY, PRUNE_FIRST};
-use super::{Execution, Executions, ExecutionsError, format_attempt, storage};
 use crate::outcome::Logs;
+use crate::storage::executions::{Execution, ExecutionsError, format_attempt, storage};
 
 /// How long a direct call's record may wait in memory before it is written to sled.
 pub const WRITE_BATCH_EVERY: Duration = Duration::from_millis(100);
@@ -23,9 +24,9 @@ pub const PRUNE_AFTER_WRITES: u64 = 100;
 /// are in use and not stopping.
 fn every(
     name: &str,
-    executions: Weak<Executions>,
+    executions: Weak<SledExecutions>,
     (first, period): (Duration, Duration),
-    work: fn(&Executions),
+    work: fn(&SledExecutions),
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name(name.into())
@@ -40,17 +41,17 @@ fn every(
         .expect("spawn an execution records thread")
 }
 
-impl Executions {
-    /// Start the writer and the pruning threads (stopped by [`Executions::stop_writer`]).
-    pub(super) fn start_threads(self: &Arc<Executions>) {
+impl SledExecutions {
+    /// Start the writer and the pruning threads (stopped by [`SledExecutions::stop_writer`]).
+    pub(super) fn start_threads(self: &Arc<SledExecutions>) {
         let writer = every(
             "execution-writer",
             Arc::downgrade(self),
             (Duration::ZERO, WRITE_BATCH_EVERY),
-            Executions::write_pending,
+            SledExecutions::write_pending,
         );
         let pruner = every("execution-pruner", Arc::downgrade(self), (PRUNE_FIRST, PRUNE_EVERY), |executions| {
-            if let Err(error) = executions.prune() {
+            if let Err(error) = executions.prune_now() {
                 tracing::warn!(%error, "cannot prune execution records");
             }
         });
@@ -74,7 +75,7 @@ impl Executions {
     /// Stop the background threads and write what waits. The host calls this as it is dropped,
     /// so the store is never closed from one of them: with several sled databases in one
     /// process, a database flushed on close from there could hang sled's process-wide lock.
-    pub(crate) fn stop_writer(&self) {
+    pub(super) fn stop_writer(&self) {
         self.stopping.store(true, Ordering::Release);
         let threads = std::mem::take(&mut *self.threads.lock().unwrap());
         for thread in threads {
@@ -85,7 +86,7 @@ impl Executions {
     }
 
     /// Write the records of direct calls that wait in memory, in one batch.
-    pub(crate) fn write_pending(&self) {
+    pub(super) fn write_pending(&self) {
         let _writing = self.writing.lock().unwrap();
         let pending = std::mem::take(&mut *self.pending.lock().unwrap());
         if pending.is_empty() {
@@ -118,7 +119,7 @@ impl Executions {
     /// Keep the final record of a call that ran at once (`call`, `http`, `map`, or a queue
     /// trigger's delivery). It is written to sled in a batch within [`WRITE_BATCH_EVERY`] and
     /// reaches the disk with the next group commit; the caller does not wait for either.
-    pub(crate) fn record_final(&self, record: Execution, logs: Logs) {
+    pub(super) fn record_final(&self, record: Execution, logs: Logs) {
         let mut pending = self.pending.lock().unwrap();
         pending.push((record, logs));
         if pending.len() >= WRITE_BATCH_SIZE {

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{Execution, ExecutionFilter, Executions, Retention, Status, now_ms};
+use super::{Retention, SledExecutions};
 use crate::outcome::{CallError, Logs};
+use crate::storage::executions::{Execution, ExecutionBackend, ExecutionFilter, Status, now_ms};
 use crate::store::Store;
 
-fn open(dir: &std::path::Path, retention: Retention) -> Arc<Executions> {
+fn open(dir: &std::path::Path, retention: Retention) -> Arc<SledExecutions> {
     // A store reopened right after it was dropped may still be locked by sled's own threads for
     // a moment.
     let mut tries = 0;
@@ -23,11 +24,11 @@ fn open(dir: &std::path::Path, retention: Retention) -> Arc<Executions> {
             Err(e) => panic!("cannot open the store: {e}"),
         }
     };
-    Executions::open(&store, retention).unwrap()
+    SledExecutions::open(&store, retention).unwrap()
 }
 
 /// A final record of a direct call of `app`/`function`, with a line of logs.
-fn call(executions: &Executions, app: &str, function: &str, trigger: &str, ok: bool) {
+fn call(executions: &SledExecutions, app: &str, function: &str, trigger: &str, ok: bool) {
     let logs = Logs { stdout: "hi\n".into(), ..Logs::default() };
     let failure = CallError::Host { message: "no".into() };
     let result = if ok { Ok(&json!(1)) } else { Err(&failure) };
@@ -36,10 +37,10 @@ fn call(executions: &Executions, app: &str, function: &str, trigger: &str, ok: b
 }
 
 /// A record written as it is, like a queued execution's.
-fn put(executions: &Executions, app: &str, edit: impl FnOnce(&mut Execution)) -> String {
+fn put(executions: &SledExecutions, app: &str, edit: impl FnOnce(&mut Execution)) -> String {
     let mut record = Execution::queued(executions.new_id().unwrap(), app, "f.run", "async", json!([]));
     edit(&mut record);
-    executions.put(&record, Some((&Logs { stdout: "out\n".into(), ..Logs::default() }, 1))).unwrap();
+    executions.put_now(&record, Some((&Logs { stdout: "out\n".into(), ..Logs::default() }, 1))).unwrap();
     record.id
 }
 
@@ -48,10 +49,10 @@ fn ids(records: &[Execution]) -> Vec<String> {
 }
 
 /// Every page of `filter`, `page` records at a time, following `before`.
-fn paged(executions: &Executions, filter: &ExecutionFilter, page: usize) -> Vec<String> {
+fn paged(executions: &SledExecutions, filter: &ExecutionFilter, page: usize) -> Vec<String> {
     let mut all = Vec::new();
     loop {
-        let records = executions.list(filter, all.last().map(String::as_str), page);
+        let records = executions.list_now(filter, all.last().map(String::as_str), page);
         if records.is_empty() {
             return all;
         }
@@ -70,7 +71,7 @@ fn filtered_lists_read_only_what_the_index_matches_and_page_with_before() {
     }
     let queued = put(&executions, "a", |_| {});
     let running = put(&executions, "a", |r| r.status = Status::Running);
-    let everything = executions.list(&ExecutionFilter::default(), None, 1000);
+    let everything = executions.list_now(&ExecutionFilter::default(), None, 1000);
     assert_eq!(everything.len(), 42);
     let filters = [
         ExecutionFilter { app: Some("a".into()), ..Default::default() },
@@ -82,32 +83,32 @@ fn filtered_lists_read_only_what_the_index_matches_and_page_with_before() {
     for filter in &filters {
         let expected: Vec<String> = ids(&everything.iter().filter(|r| filter.matches(r)).cloned().collect::<Vec<_>>());
         assert!(!expected.is_empty(), "{filter:?} matches something");
-        assert_eq!(ids(&executions.list(filter, None, 1000)), expected, "{filter:?}");
+        assert_eq!(ids(&executions.list_now(filter, None, 1000)), expected, "{filter:?}");
         assert_eq!(paged(&executions, filter, 3), expected, "{filter:?}, pages of 3");
         // Only the records listed are read.
         let before = executions.decoded();
-        executions.list(filter, None, 1000);
+        executions.list_now(filter, None, 1000);
         assert_eq!(executions.decoded() - before, expected.len() as u64, "{filter:?}");
     }
     let queued_only = ExecutionFilter { status: Some(Status::Queued), ..Default::default() };
-    assert_eq!(ids(&executions.list(&queued_only, None, 10)), [queued]);
+    assert_eq!(ids(&executions.list_now(&queued_only, None, 10)), [queued]);
 
     // A filter that matches nothing reads no record.
     let before = executions.decoded();
     let nope = ExecutionFilter { app: Some("nope".into()), ..Default::default() };
-    assert!(executions.list(&nope, None, 100).is_empty());
+    assert!(executions.list_now(&nope, None, 100).is_empty());
     let nope = ExecutionFilter { app: Some("a".into()), function: Some("nope.x".into()), ..Default::default() };
-    assert!(executions.list(&nope, None, 100).is_empty());
+    assert!(executions.list_now(&nope, None, 100).is_empty());
     assert_eq!(executions.decoded(), before, "nothing decoded for filters that match nothing");
 
     // A status change moves the record in the status index.
-    let mut record = executions.get(&running).unwrap();
+    let mut record = executions.get_now(&running).unwrap();
     record.finish_with(Ok(&json!(2)));
-    executions.put(&record, None).unwrap();
+    executions.put_now(&record, None).unwrap();
     let running_only = ExecutionFilter { status: Some(Status::Running), ..Default::default() };
-    assert!(executions.list(&running_only, None, 10).is_empty());
+    assert!(executions.list_now(&running_only, None, 10).is_empty());
     let succeeded = ExecutionFilter { status: Some(Status::Succeeded), app: Some("a".into()), ..Default::default() };
-    assert_eq!(executions.list(&succeeded, None, 1)[0].id, running);
+    assert_eq!(executions.list_now(&succeeded, None, 1)[0].id, running);
     executions.stop_writer();
 }
 
@@ -122,7 +123,7 @@ fn an_index_is_built_for_records_written_before_it() {
     }
     let executions = open(dir.path(), Retention::default());
     let old = ExecutionFilter { app: Some("old".into()), ..Default::default() };
-    assert_eq!(executions.list(&old, None, 10).len(), 1);
+    assert_eq!(executions.list_now(&old, None, 10).len(), 1);
     executions.stop_writer();
 }
 
@@ -137,17 +138,17 @@ fn pruning_keeps_the_newest_final_records_of_each_app_and_never_unfinished_ones(
     let running = put(&executions, "a", |r| r.status = Status::Running);
     call(&executions, "b", "f.x", "call", false);
     call(&executions, "b", "f.x", "call", true);
-    let all_a = executions.list(&ExecutionFilter { app: Some("a".into()), ..Default::default() }, None, 100);
+    let all_a = executions.list_now(&ExecutionFilter { app: Some("a".into()), ..Default::default() }, None, 100);
     let finals: Vec<String> = ids(&all_a).into_iter().filter(|id| *id != queued && *id != running).collect();
 
-    assert_eq!(executions.prune().unwrap(), 3);
-    let kept = executions.list(&ExecutionFilter { app: Some("a".into()), ..Default::default() }, None, 100);
+    assert_eq!(executions.prune_now().unwrap(), 3);
+    let kept = executions.list_now(&ExecutionFilter { app: Some("a".into()), ..Default::default() }, None, 100);
     let expected: Vec<String> =
         [running.clone()].into_iter().chain(finals[..3].iter().cloned()).chain([queued.clone()]).collect();
     assert_eq!(ids(&kept), expected, "the newest 3 final records, and every unfinished one");
     for deleted in &finals[3..] {
-        assert_eq!(executions.get(deleted), None);
-        assert_eq!(executions.logs(deleted), None, "its logs go too");
+        assert_eq!(executions.get_now(deleted), None);
+        assert_eq!(executions.logs_now(deleted), None, "its logs go too");
         assert_eq!(
             executions
                 .index
@@ -160,8 +161,8 @@ fn pruning_keeps_the_newest_final_records_of_each_app_and_never_unfinished_ones(
         );
     }
     let b = ExecutionFilter { app: Some("b".into()), ..Default::default() };
-    assert_eq!(executions.list(&b, None, 100).len(), 2, "another app's records count apart");
-    assert_eq!(executions.prune().unwrap(), 0, "nothing more to prune");
+    assert_eq!(executions.list_now(&b, None, 100).len(), 2, "another app's records count apart");
+    assert_eq!(executions.prune_now().unwrap(), 0, "nothing more to prune");
     executions.stop_writer();
 }
 
@@ -181,12 +182,12 @@ fn pruning_removes_final_records_older_than_the_age_limit() {
         r.finished_ms = Some(now_ms());
     });
     call(&executions, "a", "f.x", "call", true);
-    assert_eq!(executions.prune().unwrap(), 1);
-    assert_eq!(executions.get(&old), None);
-    assert_eq!(executions.logs(&old), None);
-    assert!(executions.get(&old_queued).is_some(), "an unfinished record stays");
-    assert!(executions.get(&recent).is_some());
-    assert_eq!(executions.list(&ExecutionFilter::default(), None, 100).len(), 3);
+    assert_eq!(executions.prune_now().unwrap(), 1);
+    assert_eq!(executions.get_now(&old), None);
+    assert_eq!(executions.logs_now(&old), None);
+    assert!(executions.get_now(&old_queued).is_some(), "an unfinished record stays");
+    assert!(executions.get_now(&recent).is_some());
+    assert_eq!(executions.list_now(&ExecutionFilter::default(), None, 100).len(), 3);
     executions.stop_writer();
 }
 
@@ -195,6 +196,6 @@ fn the_sled_backend_passes_the_backend_suite() {
     let dir = tempfile::tempdir().unwrap();
     let executions = open(dir.path(), Retention::default());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(super::suite::suite(executions.as_ref()));
+    runtime.block_on(crate::storage::executions::suite::suite(executions.as_ref()));
     executions.stop_writer();
 }

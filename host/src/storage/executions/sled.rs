@@ -1,0 +1,262 @@
+//! The embedded [`ExecutionBackend`]: sled trees in the host's store. Trees: `executions`
+//! (id → record), `execution-logs` (id → text), `execution-index` (ids by app, function,
+//! trigger and status), `execution-queue` (`run/ID` for every queued execution not final yet,
+//! queued or running when the host stopped; and the claims of `once` item triggers). Records
+//! of direct calls are written in batches by a thread; another deletes what [`Retention`] does
+//! not keep.
+
+mod index;
+mod retention;
+mod writer;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use self::index::entry as index_entry;
+pub use self::retention::{PRUNE_EVERY, PRUNE_FIRST, Retention};
+pub use self::writer::{PRUNE_AFTER_WRITES, WRITE_BATCH_EVERY};
+use crate::files::blocking;
+use crate::outcome::Logs;
+use crate::storage::executions::{
+    Execution, ExecutionBackend, ExecutionFilter, ExecutionsError, Status, format_attempt, storage,
+};
+use crate::store::Store;
+
+/// The execution-queue key of a queued execution.
+fn run_key(id: &str) -> Vec<u8> {
+    format!("run/{id}").into_bytes()
+}
+
+/// Execution records and the execution queue in sled.
+pub struct SledExecutions {
+    /// This backend, for reads handed to the blocking pool.
+    me: Weak<SledExecutions>,
+    records: sled::Tree,
+    logs: sled::Tree,
+    index: sled::Tree,
+    queue: sled::Tree,
+    store: Arc<Store>,
+    retention: Retention,
+    /// Woken whenever a record changes.
+    changed: Notify,
+    /// Records of finished direct calls not written yet: written in batches (every
+    /// [`WRITE_BATCH_EVERY`], or sooner when many wait, or before any read).
+    pending: std::sync::Mutex<Vec<(Execution, Logs)>>,
+    /// Held while a batch taken from `pending` is written, so that a reader that wrote what was
+    /// pending never misses a batch another thread took but has not written yet.
+    writing: std::sync::Mutex<()>,
+    /// The writer and pruning threads, until [`ExecutionBackend::close`].
+    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The pruning thread, woken early when many records were written since it last ran.
+    pruner: std::sync::OnceLock<std::thread::Thread>,
+    /// Records written since the pruning thread was last woken.
+    unpruned: AtomicU64,
+    stopping: AtomicBool,
+    /// Records read from their bytes (see [`SledExecutions::decoded`]).
+    decoded: AtomicU64,
+    /// Keys claimed: one process owns the store, so claims live in its memory.
+    claims: std::sync::Mutex<HashSet<String>>,
+}
+
+impl SledExecutions {
+    /// Open the trees (indexing records written before the index existed); until
+    /// [`ExecutionBackend::close`], a thread writes waiting records every [`WRITE_BATCH_EVERY`]
+    /// and another deletes what `retention` does not keep every [`PRUNE_EVERY`].
+    pub fn open(store: &Arc<Store>, retention: Retention) -> Result<Arc<SledExecutions>, sled::Error> {
+        let (records, logs) = (store.tree("executions")?, store.tree("execution-logs")?);
+        let (index, queue) = (store.tree("execution-index")?, store.tree("execution-queue")?);
+        let executions = Arc::new_cyclic(|me| SledExecutions {
+            me: me.clone(),
+            records,
+            logs,
+            index,
+            queue,
+            store: store.clone(),
+            retention,
+            changed: Notify::new(),
+            pending: Default::default(),
+            writing: Default::default(),
+            threads: Default::default(),
+            pruner: Default::default(),
+            unpruned: Default::default(),
+            stopping: Default::default(),
+            decoded: Default::default(),
+            claims: Default::default(),
+        });
+        executions.build_index()?;
+        executions.start_threads();
+        Ok(executions)
+    }
+
+    /// Run `read` on this backend on the blocking pool: a read may go to the disk, and a list
+    /// may read many records.
+    async fn read<T: Send + 'static>(&self, read: impl FnOnce(&SledExecutions) -> T + Send + 'static) -> T {
+        let me = self.me.upgrade().expect("the backend is in use");
+        blocking(move || read(&me)).await
+    }
+
+    /// The record with this id.
+    pub(crate) fn get_now(&self, id: &str) -> Option<Execution> {
+        self.write_pending();
+        let bytes = self.records.get(id.as_bytes()).ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The stored logs of execution `id`.
+    pub(crate) fn logs_now(&self, id: &str) -> Option<String> {
+        self.write_pending();
+        self.logs.get(id.as_bytes()).ok()?.map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// Store a record (and optionally a new attempt's logs).
+    pub(crate) fn put_now(&self, record: &Execution, logs: Option<(&Logs, u32)>) -> Result<(), ExecutionsError> {
+        use sled::Transactional;
+        // The record and its index entry in one transaction: a crash between them would leave a
+        // stale status in the index, and status-filtered lists would miss the record for good.
+        let bytes = serde_json::to_vec(record).map_err(storage)?;
+        let (key, value) = index_entry(record);
+        (&self.records, &self.index)
+            .transaction(|(records, index)| {
+                records.insert(record.id.as_bytes(), bytes.as_slice())?;
+                index.insert(key.as_slice(), value.as_slice())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| storage(format!("{e:?}")))?;
+        if let Some((logs, attempt)) = logs {
+            let mut text = self.logs_now(&record.id).unwrap_or_default();
+            text.push_str(&format_attempt(logs, attempt));
+            self.logs.insert(record.id.as_bytes(), text.as_bytes()).map_err(storage)?;
+        }
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Remove event `key` from tree `log` and queue `records`, in one transaction (see
+    /// [`ExecutionBackend::accept_event`]).
+    fn accept_event_now(&self, log: &str, key: &[u8], records: &[Execution]) -> Result<(), ExecutionsError> {
+        use sled::Transactional;
+        use sled::transaction::ConflictableTransactionError;
+        let events = self.store.tree(log).map_err(storage)?;
+        let abort = |e: serde_json::Error| ConflictableTransactionError::Abort(e.to_string());
+        (&events, &self.records, &self.queue, &self.index)
+            .transaction(|(events, records_tree, queue, index)| {
+                events.remove(key)?;
+                for record in records {
+                    if let Some(claim) = &record.claim {
+                        if queue.get(claim.as_bytes())?.is_some() {
+                            continue;
+                        }
+                        queue.insert(claim.as_bytes(), record.id.as_bytes())?;
+                    }
+                    records_tree.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(abort)?)?;
+                    let (key, value) = index_entry(record);
+                    index.insert(key, value)?;
+                    queue.insert(run_key(&record.id), record.id.as_bytes())?;
+                }
+                Ok(())
+            })
+            .map_err(|e| storage(format!("{e:?}")))
+    }
+}
+
+/// Claims are held in this process (a claim ends with the process, so the `ttl` is not needed).
+#[async_trait]
+impl ExecutionBackend for SledExecutions {
+    fn new_id(&self) -> Result<String, ExecutionsError> {
+        Ok(format!("{:016x}", self.store.next_id().map_err(storage)?))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Execution>, ExecutionsError> {
+        let id = id.to_string();
+        Ok(self.read(move |me| me.get_now(&id)).await)
+    }
+
+    async fn put(&self, record: &Execution, logs: Option<(&Logs, u32)>) -> Result<(), ExecutionsError> {
+        self.put_now(record, logs)
+    }
+
+    fn record(&self, record: Execution, logs: Logs) {
+        self.record_final(record, logs);
+    }
+
+    async fn logs(&self, id: &str) -> Result<Option<String>, ExecutionsError> {
+        let id = id.to_string();
+        Ok(self.read(move |me| me.logs_now(&id)).await)
+    }
+
+    async fn list(
+        &self,
+        filter: &ExecutionFilter,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Execution>, ExecutionsError> {
+        let (filter, before) = (filter.clone(), before.map(str::to_string));
+        Ok(self.read(move |me| me.list_now(&filter, before.as_deref(), limit)).await)
+    }
+
+    async fn wait(&self, id: &str, timeout: Duration) -> Result<Option<Execution>, ExecutionsError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            let Some(record) = self.get(id).await? else { return Ok(None) };
+            if record.status.is_final() {
+                return Ok(Some(record));
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Ok(Some(record));
+            }
+        }
+    }
+
+    async fn enqueue(&self, record: &Execution) -> Result<(), ExecutionsError> {
+        self.put_now(record, None)?;
+        self.queue.insert(run_key(&record.id), record.id.as_bytes()).map_err(storage)?;
+        self.durable().await
+    }
+
+    async fn dequeue(&self, record: &Execution) -> Result<(), ExecutionsError> {
+        self.queue.remove(run_key(&record.id)).map_err(storage)?;
+        if let Some(claim) = record.claim.as_ref().filter(|_| record.status != Status::Succeeded) {
+            self.queue.remove(claim.as_bytes()).map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    async fn accept_event(&self, log: &str, key: &[u8], records: &[Execution]) -> Result<(), ExecutionsError> {
+        self.accept_event_now(log, key, records)
+    }
+
+    async fn queued_ids(&self) -> Result<Vec<String>, ExecutionsError> {
+        let ids = self.queue.scan_prefix("run/").values().filter_map(Result::ok);
+        Ok(ids.map(|id| String::from_utf8_lossy(&id).into_owned()).collect())
+    }
+
+    async fn claim(&self, key: &str, _ttl: Duration) -> Result<bool, ExecutionsError> {
+        Ok(self.claims.lock().unwrap().insert(key.to_string()))
+    }
+
+    async fn release(&self, key: &str) -> Result<(), ExecutionsError> {
+        self.claims.lock().unwrap().remove(key);
+        Ok(())
+    }
+
+    async fn durable(&self) -> Result<(), ExecutionsError> {
+        self.store.durable().await.map_err(ExecutionsError::NotDurable)
+    }
+
+    async fn prune(&self) -> Result<usize, ExecutionsError> {
+        self.read(SledExecutions::prune_now).await
+    }
+
+    fn close(&self) {
+        self.stop_writer();
+    }
+}
+
+#[cfg(test)]
+mod tests;
