@@ -228,9 +228,29 @@ fn parse_tree(text: &str) -> (Vec<Vec<String>>, usize) {
     }
 }
 
-/// The file a path lands in: the longest prefix of it that is a module with a file.
-fn target(path: &[String], modules: &BTreeSet<String>) -> Option<String> {
+/// The file a path lands in: the longest prefix of it that is a module with a file, after
+/// replacing a first segment that the crate root re-exports (`crate::Host`, `crate::executions`)
+/// by the path it re-exports.
+fn target(path: &[String], modules: &BTreeSet<String>, reexports: &BTreeMap<String, Vec<String>>) -> Option<String> {
+    let path: Vec<String> = match path.split_first().and_then(|(first, rest)| Some((reexports.get(first)?, rest))) {
+        Some((real, rest)) => real.iter().chain(rest).cloned().collect(),
+        None => path.to_vec(),
+    };
     (1..=path.len()).rev().map(|n| path[..n].join("/")).find(|m| modules.contains(m))
+}
+
+/// What `lib.rs` re-exports with `pub use crate::…`: the name it gives → the path it names.
+fn reexports(root: &Path) -> BTreeMap<String, Vec<String>> {
+    let code = code_only(&std::fs::read_to_string(root.join("lib.rs")).unwrap());
+    let mut names = BTreeMap::new();
+    for line in code.lines().filter(|l| l.trim_start().starts_with("pub use crate::")) {
+        for (path, _) in paths(line, "lib") {
+            if let Some(last) = path.last() {
+                names.insert(last.clone(), path);
+            }
+        }
+    }
+    names
 }
 
 struct Graph {
@@ -245,6 +265,7 @@ fn graph() -> Graph {
     let mut all = Vec::new();
     files(&root, &mut all);
     let modules: BTreeSet<String> = all.iter().map(|f| module_of(f, &root)).collect();
+    let reexports = reexports(&root);
     let mut edges = BTreeMap::new();
     let mut file_of = BTreeMap::new();
     for file in &all {
@@ -253,7 +274,7 @@ fn graph() -> Graph {
         let code = code_only(&std::fs::read_to_string(file).unwrap());
         let mut out: BTreeMap<String, usize> = BTreeMap::new();
         for (path, line) in paths(&code, &module) {
-            let Some(to) = target(&path, &modules) else { continue };
+            let Some(to) = target(&path, &modules, &reexports) else { continue };
             // Its own file, or a parent using its own children: a module and its submodules are
             // one unit (`mod x; pub use x::Y;`), while a child's `super::` use is still an edge.
             if to == module || to.starts_with(&format!("{module}/")) {
@@ -389,4 +410,20 @@ fn imports_are_read_from_code_only() {
     );
     let found: Vec<String> = paths(&code, "x/y").into_iter().map(|(p, _)| p.join("/")).collect();
     assert_eq!(found, ["a/b", "a/c", "e", "x/f/g"]);
+}
+
+/// Imports through the crate root's re-exports count as imports of the module behind them.
+#[test]
+fn root_reexports_lead_to_their_modules() {
+    let root = src_dir();
+    let mut all = Vec::new();
+    files(&root, &mut all);
+    let modules: BTreeSet<String> = all.iter().map(|f| module_of(f, &root)).collect();
+    let reexports = reexports(&root);
+    let path = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(target(&path(&["Host"]), &modules, &reexports).as_deref(), Some("host"));
+    assert_eq!(
+        target(&path(&["executions", "Execution"]), &modules, &reexports).as_deref(),
+        Some("storage/executions")
+    );
 }
