@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 /// Layers from the bottom up. A module path matches the longest entry that is a prefix of it.
 const LAYERS: &[(&str, u8)] = &[
     // 0 base: plain data and helpers everything may use.
+    ("clock", 0),
     ("files", 0),
     ("mimetype", 0),
     ("names", 0),

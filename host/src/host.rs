@@ -14,7 +14,6 @@ use crate::manifest::{Manifest, ModelSource};
 use crate::metrics::Metrics;
 use crate::models::Models;
 use crate::storage::blobs::BlobBackend;
-use crate::storage::datasets::DatasetBackend;
 use crate::storage::executions::Executions;
 use crate::storage::kv::KvBackend;
 use crate::storage::queues::{Queue, QueueError, Queues};
@@ -41,12 +40,8 @@ struct Inner {
     data_dir: PathBuf,
     metrics: Arc<Metrics>,
     executions: Arc<Executions>,
-    models: Arc<Models>,
-    queues: Arc<Queues>,
-    kv: Arc<dyn KvBackend>,
-    blobs: Arc<dyn BlobBackend>,
-    topics: Topics,
-    datasets: Arc<dyn DatasetBackend>,
+    /// The backends and shared state every function's capability contexts are built from.
+    services: Services,
 }
 
 impl Drop for Inner {
@@ -100,7 +95,8 @@ impl Host {
             .map_err(|e| Error::DataDir { path: self.inner.data_dir.clone(), message: e.to_string() })
     }
 
-    /// The embedded store (KV trees of every app).
+    /// The embedded sled store under the embedded backends (the triggers' event logs and
+    /// schedule fires are still read from it directly).
     pub fn store(&self) -> &Arc<Store> {
         &self.inner.store
     }
@@ -116,7 +112,7 @@ impl Host {
         for (name, spec) in model_specs.iter() {
             if spec.warm {
                 let buckets_dir = self.buckets_dir(&manifest.app);
-                let loaded = self.inner.models.named(&manifest.app, name, spec, &buckets_dir);
+                let loaded = self.inner.services.models.named(&manifest.app, name, spec, &buckets_dir);
                 loaded.map_err(|e| model_error(e.to_string()))?;
             } else if let ModelSource::Path(path) = &spec.source
                 && !path.is_file()
@@ -124,15 +120,6 @@ impl Host {
                 return Err(model_error(format!("model `{name}`: no file {}", path.display())));
             }
         }
-        let services = Services {
-            kv: self.inner.kv.clone(),
-            blobs: self.inner.blobs.clone(),
-            datasets: self.inner.datasets.clone(),
-            topics: self.inner.topics.clone(),
-            buckets_root: self.inner.data_dir.join("buckets"),
-            models: self.inner.models.clone(),
-            queues: self.inner.queues.clone(),
-        };
         let mut guests = Vec::new();
         let mut functions = Vec::new();
         for (name, spec) in &manifest.functions {
@@ -142,7 +129,7 @@ impl Host {
                 config: &spec.config,
                 model_specs: &model_specs,
                 queue_specs: &queue_specs,
-                services: &services,
+                services: &self.inner.services,
             }));
             let pre = runtime.load(&spec.source)?;
             let guest = Arc::new(
@@ -192,27 +179,27 @@ impl Host {
         app: &str,
         name: &str,
     ) -> Result<crate::storage::datasets::Dataset, crate::storage::datasets::ItemsError> {
-        crate::storage::datasets::Dataset::new(&*self.inner.datasets, app, name)
+        crate::storage::datasets::Dataset::new(&*self.inner.services.datasets, app, name)
     }
 
     /// The models loaded by this host's apps (shared by all their calls).
     pub fn models(&self) -> &Arc<Models> {
-        &self.inner.models
+        &self.inner.services.models
     }
 
     /// Queue `name` of `app` with the settings of `spec` (see [`crate::manifest::QueueSpec::of`]).
     pub fn queue(&self, app: &str, name: &str, spec: &crate::manifest::QueueSpec) -> Result<Arc<Queue>, QueueError> {
-        self.inner.queues.open(app, name, spec)
+        self.inner.services.queues.open(app, name, spec)
     }
 
     /// The topics of every app.
     pub fn topics(&self) -> &Topics {
-        &self.inner.topics
+        &self.inner.services.topics
     }
 
     /// Every queue opened so far (dead-lettering needs them all).
     pub fn queues(&self) -> &Arc<Queues> {
-        &self.inner.queues
+        &self.inner.services.queues
     }
 
     /// The folder holding `app`'s buckets.
@@ -222,12 +209,12 @@ impl Host {
 
     /// Every app's key-value stores.
     pub fn kv(&self) -> &Arc<dyn KvBackend> {
-        &self.inner.kv
+        &self.inner.services.kv
     }
 
     /// Every app's buckets.
     pub fn blobs(&self) -> &Arc<dyn BlobBackend> {
-        &self.inner.blobs
+        &self.inner.services.blobs
     }
 }
 

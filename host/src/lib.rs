@@ -27,6 +27,7 @@ pub mod build;
 pub mod call;
 pub mod capabilities;
 pub mod client;
+pub mod clock;
 pub mod engine;
 pub mod exports;
 mod files;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -78,7 +78,7 @@ impl Metrics {
 
     /// Record a finished call.
     pub fn record(&self, app: &str, function: &str, trigger: &'static str, outcome: &'static str, elapsed: Duration) {
-        let finished_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let finished_ms = crate::clock::now_ms();
         let mut r = self.recorded.lock().unwrap();
         *r.calls.entry((app.to_string(), function.to_string(), outcome)).or_default() += 1;
         let h = r.latency.entry((app.to_string(), function.to_string())).or_default();

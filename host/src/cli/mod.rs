@@ -53,6 +53,7 @@ pub struct RemoteArgs {
     /// A running `host serve` (e.g. `http://127.0.0.1:8080`) instead of the data dir.
     #[arg(long, value_name = "URL")]
     pub remote: Option<String>,
+    /// The bearer token sent to the server.
     #[command(flatten)]
     pub token: TokenArgs,
 }

@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use super::{DEFAULT_DATA_DIR, Host, Inner};
 use crate::Error;
+use crate::capabilities::Services;
 use crate::engine::Runtime;
 use crate::executions::{Executions, Retention, SledExecutions};
 use crate::storage::blobs::local::LocalBlobs;
 use crate::storage::datasets::SledDatasets;
 use crate::storage::kv::sled::SledKv;
 use crate::storage::queues::{Queues, SledQueues};
-use crate::storage::topics::Topics;
+use crate::storage::topics::{SledTopics, Topics};
 use crate::store::Store;
 
 /// Configures a [`Host`].
@@ -65,24 +66,16 @@ impl HostBuilder {
         // The embedded backends; another store goes behind the same traits.
         let executions = SledExecutions::open(&store, self.retention).map_err(|e| data_error(e.to_string()))?;
         let executions = Arc::new(Executions::new(executions));
-        let kv = Arc::new(SledKv::new(store.clone()));
-        let blobs = Arc::new(LocalBlobs::new(data_dir.join("buckets")));
-        let queues = Arc::new(Queues::new(Arc::new(SledQueues::new(store.clone()))));
-        let topics = Topics::embedded(&store);
-        let datasets = Arc::new(SledDatasets::new(store.clone(), data_dir.join("items")));
-        let inner = Inner {
-            runtime,
-            store,
-            data_dir,
-            metrics: Arc::default(),
-            executions,
+        let services = Services {
+            kv: Arc::new(SledKv::new(store.clone())),
+            blobs: Arc::new(LocalBlobs::new(data_dir.join("buckets"))),
+            datasets: Arc::new(SledDatasets::new(store.clone(), data_dir.join("items"))),
+            topics: Topics::new(Arc::new(SledTopics::new(store.clone()))),
+            queues: Arc::new(Queues::new(Arc::new(SledQueues::new(store.clone())))),
+            buckets_root: data_dir.join("buckets"),
             models: Arc::default(),
-            kv,
-            blobs,
-            queues,
-            topics,
-            datasets,
         };
+        let inner = Inner { runtime, store, data_dir, metrics: Arc::default(), executions, services };
         Ok(Host { inner: Arc::new(inner) })
     }
 }

@@ -216,7 +216,7 @@ fn app_paths(app: &App, paths: &mut Map<String, Value>) {
             add(paths, routes[3], &args, delete)["parameters"] = key_param.clone();
         }
     }
-    messaging_paths(app, paths);
+    queue_and_topic_paths(app, paths);
     items::dataset_paths(app, paths);
     for route in &app.manifest().http_routes {
         let path = route.prefix().map_or(route.route.as_str(), |p| if p.is_empty() { "/" } else { p });
@@ -235,7 +235,7 @@ fn app_paths(app: &App, paths: &mut Map<String, Value>) {
 }
 
 /// The operator's queue and topic endpoints of the queues and topics the app grants.
-fn messaging_paths(app: &App, paths: &mut Map<String, Value>) {
+fn queue_and_topic_paths(app: &App, paths: &mut Map<String, Value>) {
     let name = app.name();
     let raw = json!({ "required": true, "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } });
     let created = (

@@ -12,11 +12,6 @@ pub mod kv;
 pub mod queues;
 pub mod topics;
 
-/// Now, in ms since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Every key of a listing read page by page (`page` lists the page after a cursor: its keys and
 /// the next cursor), checking that no page holds more than `limit` keys. For the backend suites.
 #[cfg(test)]

@@ -33,7 +33,9 @@ impl Env {
             kv: Arc::new(crate::storage::kv::sled::SledKv::new(store.clone())),
             blobs: Arc::new(crate::storage::blobs::local::LocalBlobs::new(dir.path().join("buckets"))),
             datasets: Arc::new(crate::storage::datasets::SledDatasets::new(store.clone(), dir.path().join("items"))),
-            topics: crate::storage::topics::Topics::embedded(&store),
+            topics: crate::storage::topics::Topics::new(Arc::new(crate::storage::topics::SledTopics::new(
+                store.clone(),
+            ))),
             queues: Arc::new(crate::storage::queues::Queues::new(Arc::new(crate::storage::queues::SledQueues::new(
                 store.clone(),
             )))),

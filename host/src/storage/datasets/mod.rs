@@ -8,7 +8,6 @@
 //! sled, bytes as files under the data dir.
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -17,8 +16,7 @@ use self::item::join;
 pub use self::item::{Action, Annotation, Cause, Geometry, Item, ItemEvent, ItemFilter, ItemPage, Modality};
 pub use self::sled::SledDatasets;
 pub(crate) use self::sled::{events_tree, remove_orphans};
-use super::now_ms;
-use crate::store::Store;
+use crate::clock::now_ms;
 
 mod item;
 mod sled;
@@ -154,12 +152,6 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Open dataset `name` of `app` in the embedded store (created on first use); bytes live
-    /// under `items_dir`.
-    pub fn open(store: &Arc<Store>, items_dir: &Path, app: &str, name: &str) -> Result<Dataset, ItemsError> {
-        Dataset::new(&SledDatasets::new(store.clone(), items_dir.to_path_buf()), app, name)
-    }
-
     /// Open dataset `name` of `app` in `backend` (created on first use).
     pub fn new(backend: &dyn DatasetBackend, app: &str, name: &str) -> Result<Dataset, ItemsError> {
         Ok(Dataset { name: name.to_string(), store: backend.open(app, name)? })

@@ -21,9 +21,10 @@ use tokio::sync::Notify;
 
 pub use self::backend::ExecutionBackend;
 pub use self::cancel::CancelError;
-pub use self::record::{Execution, ExecutionFilter, Status, error_json, now_ms};
+pub use self::record::{Execution, ExecutionFilter, Status, error_json};
 pub use self::sled::{PRUNE_AFTER_WRITES, PRUNE_EVERY, PRUNE_FIRST, Retention, SledExecutions, WRITE_BATCH_EVERY};
 pub(crate) use self::switch::Cancel;
+pub use crate::clock::now_ms;
 use crate::outcome::Logs;
 
 /// How long a claim on a queued execution holds on a store shared by several nodes. Claims are

@@ -1,6 +1,6 @@
 //! What an execution record holds, and which records a list asks for.
 
-use std::time::SystemTime;
+use crate::clock::now_ms;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -180,9 +180,4 @@ impl ExecutionFilter {
             && self.trigger.as_ref().is_none_or(|t| *t == e.trigger)
             && self.status.is_none_or(|s| s == e.status)
     }
-}
-
-/// Now, in ms since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

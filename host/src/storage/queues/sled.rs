@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Exhausted, Message, QueueBackend, QueueError, QueueStats, QueueStore, Received, parse_lease, storage};
-use crate::storage::now_ms;
+use crate::clock::now_ms;
 use crate::store::Store;
 
 /// A message as stored: `visible_ms` (8 bytes), `attempt` (4), a lease flag (1: 0 none, 1 leased

@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 
 pub use self::sled::SledTopics;
 pub(crate) use self::sled::events_tree;
-use crate::store::Store;
 
 mod sled;
 #[cfg(test)]
@@ -94,11 +93,6 @@ impl Topics {
     /// The topics of `backend`.
     pub fn new(backend: Arc<dyn TopicBackend>) -> Topics {
         Topics { backend }
-    }
-
-    /// The topics of the embedded store.
-    pub fn embedded(store: &Arc<Store>) -> Topics {
-        Topics::new(Arc::new(SledTopics::new(store.clone())))
     }
 
     /// Publish to `topic` of `app`; the event's id once it is durable.

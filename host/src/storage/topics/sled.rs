@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{PublishError, TopicBackend, TopicEvent};
-use crate::storage::now_ms;
+use crate::clock::now_ms;
 use crate::store::Store;
 
 /// Topic logs in the embedded store.
