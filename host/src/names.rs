@@ -8,6 +8,16 @@ use std::str::FromStr;
 /// The dead-letter queue of queue `q` is `q.dead`.
 pub const DEAD_LETTER_SUFFIX: &str = ".dead";
 
+/// The queue whose dead-letter queue `name` is (`q.dead` → `q`); `None` for a plain queue.
+pub fn dead_letters_of(name: &str) -> Option<&str> {
+    name.strip_suffix(DEAD_LETTER_SUFFIX)
+}
+
+/// The name of queue `name`'s dead-letter queue (`q` → `q.dead`).
+pub fn dead_letter_queue(name: &str) -> String {
+    format!("{name}{DEAD_LETTER_SUFFIX}")
+}
+
 /// Longest bucket key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
 /// Most `/`-separated segments (folder levels) in a bucket key.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::models::ModelSpec;
-use crate::names::{DEAD_LETTER_SUFFIX, ResourceName};
+use crate::names::{ResourceName, dead_letters_of};
 
 /// Resources a function may open, by capability.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -110,7 +110,7 @@ names_grant!(
 impl QueuesGrant {
     /// Whether the queue `name`, or the queue whose dead-letter queue `name` is, is granted.
     pub fn covers(&self, name: &str) -> bool {
-        self.allows(name.strip_suffix(DEAD_LETTER_SUFFIX).unwrap_or(name))
+        self.allows(dead_letters_of(name).unwrap_or(name))
     }
 }
 

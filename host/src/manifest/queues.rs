@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 
 use serde::Deserialize;
 
-use crate::names::DEAD_LETTER_SUFFIX;
+use crate::names::dead_letters_of;
 
 /// One `[queue.NAME]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +18,7 @@ impl QueueSpec {
     /// Settings of queue `name` among an app's `[queue.NAME]` entries (a dead-letter queue
     /// `NAME.dead` never dead-letters).
     pub fn of(specs: &BTreeMap<String, QueueSpec>, name: &str) -> QueueSpec {
-        match name.strip_suffix(DEAD_LETTER_SUFFIX) {
+        match dead_letters_of(name) {
             Some(_) => QueueSpec { max_attempts: u32::MAX },
             None => specs.get(name).cloned().unwrap_or_default(),
         }

@@ -51,6 +51,7 @@ pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
 pub const MAX_BODY: usize = 16 << 20;
 
 pub use crate::names::DEAD_LETTER_SUFFIX;
+use crate::names::{dead_letter_queue, dead_letters_of};
 
 /// A leased message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,14 +175,13 @@ impl Queues {
 
     /// The dead-letter queue of `queue` (which never dead-letters).
     fn dead_letters(&self, queue: &Queue) -> Result<Arc<Queue>, QueueError> {
-        let name = format!("{}{DEAD_LETTER_SUFFIX}", queue.name);
-        self.open(&queue.app, &name, QueueSettings { max_attempts: u32::MAX })
+        self.open(&queue.app, &dead_letter_queue(&queue.name), QueueSettings { max_attempts: u32::MAX })
     }
 }
 
 /// A queue name: a resource name, optionally followed by `.dead`.
 fn validate_name(name: &str) -> Result<(), QueueError> {
-    let base = name.strip_suffix(DEAD_LETTER_SUFFIX).unwrap_or(name);
+    let base = dead_letters_of(name).unwrap_or(name);
     super::check_name(base).map_err(|e| QueueError::Invalid(format!("queue {e}")))
 }
 
