@@ -246,7 +246,9 @@ fn queue_and_topic_paths(app: &App, paths: &mut Map<String, Value>) {
         ),
     );
     let bad = [("400", "Bad query or body (`bad-query`, `bad-json`, `bad-argument`)")];
-    for queue in app.manifest().granted(|g| &g.queues).iter().flat_map(|q| [q.clone(), crate::names::dead_letter_queue(q)]) {
+    for queue in
+        app.manifest().granted(|g| &g.queues).iter().flat_map(|q| [q.clone(), crate::names::dead_letter_queue(q)])
+    {
         let args = [name, queue.as_str()];
         let stats = operation(
             format!("Messages ready and waiting in `{queue}`"),

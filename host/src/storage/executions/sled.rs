@@ -115,18 +115,7 @@ impl SledExecutions {
 
     /// Store a record (and optionally a new attempt's logs).
     pub(crate) fn put_now(&self, record: &Execution, logs: Option<(&Logs, u32)>) -> Result<(), ExecutionsError> {
-        use sled::Transactional;
-        // The record and its index entry in one transaction: a crash between them would leave a
-        // stale status in the index, and status-filtered lists would miss the record for good.
-        let bytes = serde_json::to_vec(record).map_err(storage)?;
-        let (key, value) = index_entry(record);
-        (&self.records, &self.index)
-            .transaction(|(records, index)| {
-                records.insert(record.id.as_bytes(), bytes.as_slice())?;
-                index.insert(key.as_slice(), value.as_slice())?;
-                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| storage(format!("{e:?}")))?;
+        self.write(record, false)?;
         if let Some((logs, attempt)) = logs {
             let mut text = self.logs_now(&record.id).unwrap_or_default();
             text.push_str(&format_attempt(logs, attempt));
@@ -134,6 +123,25 @@ impl SledExecutions {
         }
         self.changed.notify_waiters();
         Ok(())
+    }
+
+    /// Write `record` and its index entry, with `queued` also its entry in the execution queue, in
+    /// one transaction: a crash between them would leave a stale status in the index (and
+    /// status-filtered lists would miss the record for good), or a queued record nothing runs.
+    fn write(&self, record: &Execution, queued: bool) -> Result<(), ExecutionsError> {
+        use sled::Transactional;
+        let bytes = serde_json::to_vec(record).map_err(storage)?;
+        let (key, value) = index_entry(record);
+        (&self.records, &self.index, &self.queue)
+            .transaction(|(records, index, queue)| {
+                records.insert(record.id.as_bytes(), bytes.as_slice())?;
+                index.insert(key.as_slice(), value.as_slice())?;
+                if queued {
+                    queue.insert(run_key(&record.id), record.id.as_bytes())?;
+                }
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| storage(format!("{e:?}")))
     }
 
     /// Remove event `key` from tree `log` and queue `records`, in one transaction (see
@@ -214,8 +222,8 @@ impl ExecutionBackend for SledExecutions {
     }
 
     async fn enqueue(&self, record: &Execution) -> Result<(), ExecutionsError> {
-        self.put_now(record, None)?;
-        self.queue.insert(run_key(&record.id), record.id.as_bytes()).map_err(storage)?;
+        self.write(record, true)?;
+        self.changed.notify_waiters();
         self.durable().await
     }
 
