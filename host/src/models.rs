@@ -229,7 +229,7 @@ impl Model {
 }
 
 /// Fix, in the protobuf, what tract 0.23 gets wrong about some real models, before building them:
-/// see [`default_constant_of_shape_to_f32`].
+/// see `default_constant_of_shape_to_f32`.
 pub fn fix_known_quirks(proto: &mut pb::ModelProto) {
     if let Some(graph) = proto.graph.as_mut() {
         default_constant_of_shape_to_f32(graph);

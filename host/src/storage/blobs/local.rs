@@ -1,7 +1,7 @@
 //! The embedded blob backend: objects as files under one cap-std `Dir` per (app, bucket),
 //! `ROOT/APP/BUCKET/KEY`, so no key can reach outside its bucket. Writes go to a staging folder
 //! first (`ROOT/APP/.staging`; bucket names cannot start with `.`) and are renamed into place. The
-//! file work runs on tokio's blocking pool (see [`crate::files::blocking`]).
+//! file work runs on tokio's blocking pool (`files::blocking`).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
