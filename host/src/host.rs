@@ -14,6 +14,7 @@ use crate::manifest::{Manifest, ModelSource};
 use crate::metrics::Metrics;
 use crate::models::Models;
 use crate::storage::blobs::BlobBackend;
+use crate::storage::datasets::DatasetBackend;
 use crate::storage::executions::Executions;
 use crate::storage::kv::KvBackend;
 use crate::storage::queues::{Queue, QueueError, Queues};
@@ -171,6 +172,11 @@ impl Host {
     /// The folder holding the bytes of items, by app and dataset.
     pub fn items_dir(&self) -> PathBuf {
         self.inner.data_dir.join("items")
+    }
+
+    /// The datasets of every app (items, annotations, item events).
+    pub fn datasets(&self) -> &Arc<dyn DatasetBackend> {
+        &self.inner.services.datasets
     }
 
     /// Open dataset `name` of `app` (created on first use).

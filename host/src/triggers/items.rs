@@ -9,10 +9,12 @@
 
 use std::collections::BTreeMap;
 
-use super::{log_name, one_parameter};
+use std::sync::Arc;
+
+use super::{EVENTS_PER_READ, one_parameter};
 use crate::manifest::ItemTrigger;
-use crate::storage::datasets::{ItemEvent, events_tree};
-use crate::storage::executions::{Execution, Executions};
+use crate::storage::datasets::DatasetBackend;
+use crate::storage::executions::{EventLog, EventRef, Execution, Executions};
 use crate::{App, Error, Function, Host};
 use serde_json::Value;
 
@@ -21,7 +23,7 @@ pub(super) struct Armed {
     app: String,
     spec: ItemTrigger,
     function: Function,
-    events: sled::Tree,
+    datasets: Arc<dyn DatasetBackend>,
 }
 
 /// The item triggers of `apps`, checked.
@@ -30,9 +32,8 @@ pub(super) fn arm(host: &Host, apps: &[&App]) -> Result<Vec<Armed>, Error> {
     for app in apps {
         for spec in &app.manifest().item_triggers {
             let function = one_parameter(app, "item", &spec.name, &spec.function, "item")?;
-            let events = events_tree(host.store(), app.name())
-                .map_err(|e| Error::DataDir { path: host.data_dir().into(), message: e.to_string() })?;
-            armed.push(Armed { app: app.name().into(), spec: spec.clone(), function, events });
+            let datasets = host.datasets().clone();
+            armed.push(Armed { app: app.name().into(), spec: spec.clone(), function, datasets });
         }
     }
     Ok(armed)
@@ -48,31 +49,35 @@ pub(super) async fn accept(executions: &Executions, armed: &[Armed]) -> Result<(
     for trigger in armed {
         by_app.entry(&trigger.app).or_default().push(trigger);
     }
-    for triggers in by_app.values() {
-        let events = &triggers[0].events;
-        let log = log_name(events);
-        for entry in events.iter() {
-            let (key, bytes) = entry.map_err(|e| e.to_string())?;
-            let event: ItemEvent = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-            let matching = triggers.iter().filter(|t| {
-                event.cause.is_none()
-                    && t.spec.dataset == event.item.dataset
-                    && t.spec.on.contains(&event.action)
-                    && t.spec.filter.matches(&event.item)
-            });
-            let mut records = Vec::new();
-            for trigger in matching {
-                let input = Value::Array(vec![event.item.to_wit_json()]);
-                let id = executions.new_id().map_err(|e| e.to_string())?;
-                records.push(Execution {
-                    max_attempts: trigger.spec.attempts,
-                    backoff_ms: trigger.spec.backoff.as_millis() as u64,
-                    item: Some((event.item.dataset.clone(), event.item.id.clone())),
-                    claim: trigger.spec.once.then(|| once_key(&trigger.spec.name, &event.item.id)),
-                    ..Execution::queued(id, &trigger.app, trigger.function.name(), &trigger.spec.name, input)
-                });
+    for (app, triggers) in by_app {
+        // Each accepted event leaves the log, so reading from the start again finds the next.
+        loop {
+            let events = triggers[0].datasets.pending_events(app, EVENTS_PER_READ).map_err(|e| e.to_string())?;
+            if events.is_empty() {
+                break;
             }
-            executions.accept_event(&log, &key, &records).await.map_err(|e| e.to_string())?;
+            for (key, event) in events {
+                let matching = triggers.iter().filter(|t| {
+                    event.cause.is_none()
+                        && t.spec.dataset == event.item.dataset
+                        && t.spec.on.contains(&event.action)
+                        && t.spec.filter.matches(&event.item)
+                });
+                let mut records = Vec::new();
+                for trigger in matching {
+                    let input = Value::Array(vec![event.item.to_wit_json()]);
+                    let id = executions.new_id().map_err(|e| e.to_string())?;
+                    records.push(Execution {
+                        max_attempts: trigger.spec.attempts,
+                        backoff_ms: trigger.spec.backoff.as_millis() as u64,
+                        item: Some((event.item.dataset.clone(), event.item.id.clone())),
+                        claim: trigger.spec.once.then(|| once_key(&trigger.spec.name, &event.item.id)),
+                        ..Execution::queued(id, &trigger.app, trigger.function.name(), &trigger.spec.name, input)
+                    });
+                }
+                let event = EventRef { log: EventLog::Items, app, key: &key };
+                executions.accept_event(event, &records).await.map_err(|e| e.to_string())?;
+            }
         }
     }
     Ok(())

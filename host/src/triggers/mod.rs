@@ -22,6 +22,9 @@ use crate::{App, Error, Function, Host, runner};
 /// How often the dispatcher looks for work when nothing woke it.
 const POLL: Duration = Duration::from_millis(200);
 
+/// Events read from an event log at a time.
+const EVENTS_PER_READ: usize = 100;
+
 /// Runs the triggers of a set of apps (item, topic, queue and schedule triggers) and every
 /// queued execution of their functions (jobs and serial calls too, including those left by a
 /// host that stopped), until stopped or dropped.
@@ -122,11 +125,6 @@ impl Dispatcher {
             }
         }
     }
-}
-
-/// The name of an event log (a tree of the store), as [`Executions::accept_event`] takes it.
-fn log_name(events: &sled::Tree) -> String {
-    String::from_utf8_lossy(&events.name()).into_owned()
 }
 
 /// The function of a trigger, which must take one parameter (`what`).

@@ -5,17 +5,17 @@
 //! subscription's delivery is durable on its own and retried by its own policy. Events of a
 //! topic without subscriptions are dropped.
 
-use super::{log_name, one_parameter};
+use super::{EVENTS_PER_READ, one_parameter};
 use crate::manifest::TopicTrigger;
-use crate::storage::executions::{Execution, Executions};
-use crate::storage::topics::{TopicEvent, events_tree};
+use crate::storage::executions::{EventLog, EventRef, Execution, Executions};
+use crate::storage::topics::Topics;
 use crate::{App, Error, Function, Host};
 use serde_json::Value;
 
 /// The topic log of one app and its subscriptions, functions resolved.
 pub(super) struct Subscriptions {
     app: String,
-    events: sled::Tree,
+    topics: Topics,
     subscriptions: Vec<(TopicTrigger, Function)>,
 }
 
@@ -28,9 +28,7 @@ pub(super) fn arm(host: &Host, apps: &[&App]) -> Result<Vec<Subscriptions>, Erro
             let function = one_parameter(app, "topic", &spec.name, &spec.function, "event")?;
             subscriptions.push((spec.clone(), function));
         }
-        let events = events_tree(host.store(), app.name())
-            .map_err(|e| Error::DataDir { path: host.data_dir().into(), message: e.to_string() })?;
-        armed.push(Subscriptions { app: app.name().into(), events, subscriptions });
+        armed.push(Subscriptions { app: app.name().into(), topics: host.topics().clone(), subscriptions });
     }
     Ok(armed)
 }
@@ -38,26 +36,31 @@ pub(super) fn arm(host: &Host, apps: &[&App]) -> Result<Vec<Subscriptions>, Erro
 /// Turn every published event of the apps into one queued execution per subscription.
 pub(super) async fn accept(executions: &Executions, armed: &[Subscriptions]) -> Result<(), String> {
     for app in armed {
-        let log = log_name(&app.events);
-        for entry in app.events.iter() {
-            let (key, bytes) = entry.map_err(|e| e.to_string())?;
-            let event: TopicEvent = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-            let mut records = Vec::new();
-            for (spec, function) in app.subscriptions.iter().filter(|(spec, _)| spec.topic == event.topic) {
-                let input = Value::Array(vec![event.to_wit_json()]);
-                records.push(Execution {
-                    max_attempts: spec.attempts,
-                    backoff_ms: spec.backoff.as_millis() as u64,
-                    ..Execution::queued(
-                        executions.new_id().map_err(|e| e.to_string())?,
-                        &app.app,
-                        function.name(),
-                        &spec.name,
-                        input,
-                    )
-                });
+        // Each accepted event leaves the log, so reading from the start again finds the next.
+        loop {
+            let events = app.topics.pending(&app.app, EVENTS_PER_READ).await.map_err(|e| e.to_string())?;
+            if events.is_empty() {
+                break;
             }
-            executions.accept_event(&log, &key, &records).await.map_err(|e| e.to_string())?;
+            for event in events {
+                let mut records = Vec::new();
+                for (spec, function) in app.subscriptions.iter().filter(|(spec, _)| spec.topic == event.topic) {
+                    let input = Value::Array(vec![event.to_wit_json()]);
+                    records.push(Execution {
+                        max_attempts: spec.attempts,
+                        backoff_ms: spec.backoff.as_millis() as u64,
+                        ..Execution::queued(
+                            executions.new_id().map_err(|e| e.to_string())?,
+                            &app.app,
+                            function.name(),
+                            &spec.name,
+                            input,
+                        )
+                    });
+                }
+                let key = EventRef { log: EventLog::Topics, app: &app.app, key: event.id.as_bytes() };
+                executions.accept_event(key, &records).await.map_err(|e| e.to_string())?;
+            }
         }
     }
     Ok(())

@@ -48,6 +48,11 @@ fn storage(e: impl std::fmt::Display) -> ItemsError {
 pub trait DatasetBackend: Send + Sync {
     /// The store of dataset `name` of `app`, created on first use.
     fn open(&self, app: &str, name: &str) -> Result<Arc<dyn DatasetStore>, ItemsError>;
+
+    /// Up to `limit` item events of `app`'s datasets not accepted yet, oldest first, each with
+    /// its key in the app's event log (the item triggers accept each through the execution
+    /// store, which removes it).
+    fn pending_events(&self, app: &str, limit: usize) -> Result<Vec<(Vec<u8>, ItemEvent)>, ItemsError>;
 }
 
 /// The records, annotations, events and bytes of one dataset.

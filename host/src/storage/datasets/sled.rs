@@ -33,6 +33,17 @@ impl SledDatasets {
 }
 
 impl DatasetBackend for SledDatasets {
+    fn pending_events(&self, app: &str, limit: usize) -> Result<Vec<(Vec<u8>, ItemEvent)>, ItemsError> {
+        let events = events_tree(&self.store, app).map_err(storage)?;
+        let entries = events.iter().take(limit);
+        entries
+            .map(|entry| {
+                let (key, bytes) = entry.map_err(storage)?;
+                Ok((key.to_vec(), serde_json::from_slice(&bytes).map_err(storage)?))
+            })
+            .collect()
+    }
+
     fn open(&self, app: &str, name: &str) -> Result<Arc<dyn DatasetStore>, ItemsError> {
         let files = self.items_dir.join(app).join(name);
         crate::files::create_dir_all_synced(&files).map_err(storage)?;

@@ -10,6 +10,26 @@ use async_trait::async_trait;
 use super::{Execution, ExecutionFilter, ExecutionsError};
 use crate::outcome::Logs;
 
+/// An event of an app's event log, as [`ExecutionBackend::accept_event`] takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// Which log: item events or published topic events.
+    pub log: EventLog,
+    /// The app whose log it is.
+    pub app: &'a str,
+    /// The event's key in its log, as the log's backend gave it.
+    pub key: &'a [u8],
+}
+
+/// The event logs that triggers turn into executions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventLog {
+    /// Item events of an app's datasets (`[[trigger.item]]`).
+    Items,
+    /// Events published to an app's topics (`[[trigger.topic]]`).
+    Topics,
+}
+
 /// A store of execution records and of the queue of executions still to run.
 #[async_trait]
 pub trait ExecutionBackend: Send + Sync {
@@ -49,14 +69,13 @@ pub trait ExecutionBackend: Send + Sync {
     /// Take a final execution off the queue, and release its `once` claim unless it succeeded.
     async fn dequeue(&self, record: &Execution) -> Result<(), ExecutionsError>;
 
-    /// Accept event `key` of the event log `log` (`events/APP` of items, `topic-events/APP` of
-    /// topics): remove it and queue `records`, so that an event turns into its executions exactly
+    /// Accept `event` (read from an app's item or topic event log): remove it and queue `records`, so that an event turns into its executions exactly
     /// once. A record whose `once` claim ([`Execution::claim`]) is held already is left out, and
     /// the claims of the others are taken. The embedded store does all of it in one transaction
     /// over the log and the queue; a networked store must give the same guarantee another way
     /// (an outbox: write the records and claims idempotently by event, then acknowledge the
     /// event, so that a crash in between repeats the event without duplicating its executions).
-    async fn accept_event(&self, log: &str, key: &[u8], records: &[Execution]) -> Result<(), ExecutionsError>;
+    async fn accept_event(&self, event: EventRef<'_>, records: &[Execution]) -> Result<(), ExecutionsError>;
 
     /// Ids of every execution in the queue, oldest first.
     async fn queued_ids(&self) -> Result<Vec<String>, ExecutionsError>;

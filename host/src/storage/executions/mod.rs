@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-pub use self::backend::ExecutionBackend;
+pub use self::backend::{EventLog, EventRef, ExecutionBackend};
 pub use self::cancel::CancelError;
 pub use self::record::{Execution, ExecutionFilter, Status, error_json};
 pub use self::sled::{PRUNE_AFTER_WRITES, PRUNE_EVERY, PRUNE_FIRST, Retention, SledExecutions, WRITE_BATCH_EVERY};
@@ -164,15 +164,10 @@ impl Executions {
         self.backend.dequeue(record).await
     }
 
-    /// Remove event `key` from event log `log` and queue `records`, exactly once (see
+    /// Remove `event` from its log and queue `records`, exactly once (see
     /// [`ExecutionBackend::accept_event`]).
-    pub(crate) async fn accept_event(
-        &self,
-        log: &str,
-        key: &[u8],
-        records: &[Execution],
-    ) -> Result<(), ExecutionsError> {
-        self.backend.accept_event(log, key, records).await
+    pub(crate) async fn accept_event(&self, event: EventRef<'_>, records: &[Execution]) -> Result<(), ExecutionsError> {
+        self.backend.accept_event(event, records).await
     }
 
     /// Ids of every queued execution not final yet, oldest first.

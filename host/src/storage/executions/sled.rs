@@ -23,7 +23,7 @@ pub use self::writer::{PRUNE_AFTER_WRITES, WRITE_BATCH_EVERY};
 use crate::files::blocking;
 use crate::outcome::Logs;
 use crate::storage::executions::{
-    Execution, ExecutionBackend, ExecutionFilter, ExecutionsError, Status, format_attempt, storage,
+    EventLog, EventRef, Execution, ExecutionBackend, ExecutionFilter, ExecutionsError, Status, format_attempt, storage,
 };
 use crate::store::Store;
 
@@ -144,12 +144,17 @@ impl SledExecutions {
             .map_err(|e| storage(format!("{e:?}")))
     }
 
-    /// Remove event `key` from tree `log` and queue `records`, in one transaction (see
+    /// Remove `event` from its log (a tree of the store) and queue `records`, in one transaction (see
     /// [`ExecutionBackend::accept_event`]).
-    fn accept_event_now(&self, log: &str, key: &[u8], records: &[Execution]) -> Result<(), ExecutionsError> {
+    fn accept_event_now(&self, event: EventRef<'_>, records: &[Execution]) -> Result<(), ExecutionsError> {
         use sled::Transactional;
         use sled::transaction::ConflictableTransactionError;
-        let events = self.store.tree(log).map_err(storage)?;
+        let events = match event.log {
+            EventLog::Items => crate::storage::datasets::events_tree(&self.store, event.app),
+            EventLog::Topics => crate::storage::topics::events_tree(&self.store, event.app),
+        }
+        .map_err(storage)?;
+        let key = event.key;
         let abort = |e: serde_json::Error| ConflictableTransactionError::Abort(e.to_string());
         (&events, &self.records, &self.queue, &self.index)
             .transaction(|(events, records_tree, queue, index)| {
@@ -235,8 +240,8 @@ impl ExecutionBackend for SledExecutions {
         Ok(())
     }
 
-    async fn accept_event(&self, log: &str, key: &[u8], records: &[Execution]) -> Result<(), ExecutionsError> {
-        self.accept_event_now(log, key, records)
+    async fn accept_event(&self, event: EventRef<'_>, records: &[Execution]) -> Result<(), ExecutionsError> {
+        self.accept_event_now(event, records)
     }
 
     async fn queued_ids(&self) -> Result<Vec<String>, ExecutionsError> {

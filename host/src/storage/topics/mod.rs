@@ -109,4 +109,10 @@ impl Topics {
         }
         Ok(self.backend.append(app, topic, payload, attributes).await?.id)
     }
+
+    /// Up to `limit` events of `app` not handed to its subscriptions yet, oldest first (the
+    /// topic triggers accept each through the execution store, which removes it).
+    pub async fn pending(&self, app: &str, limit: usize) -> Result<Vec<TopicEvent>, PublishError> {
+        self.backend.pending(app, limit).await
+    }
 }
