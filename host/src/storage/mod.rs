@@ -9,6 +9,7 @@ pub mod blobs;
 pub mod datasets;
 pub mod executions;
 pub mod kv;
+pub mod nats;
 pub mod queues;
 pub mod topics;
 

@@ -1,0 +1,120 @@
+//! [`EventLog`]: an app's log of item or topic events as a JetStream stream. An event's key is
+//! its stream sequence (8 bytes, big-endian, so keys sort in log order); accepting an event
+//! deletes its message, so what is pending is what the stream still holds.
+
+use async_nats::jetstream::message::{PublishMessage, StreamMessage};
+use async_nats::jetstream::stream::{self, LastRawMessageErrorKind};
+use bytes::Bytes;
+
+use super::{Nats, NatsError};
+
+/// One app's event log of one kind.
+#[derive(Clone)]
+pub struct EventLog {
+    nats: Nats,
+    stream: stream::Stream,
+    subject: String,
+}
+
+impl EventLog {
+    /// The log of `kind` (`ITEMS` for item events, `TOPICS` for published events) of `app`,
+    /// created on first use.
+    pub async fn open(nats: &Nats, kind: &str, app: &str) -> Result<EventLog, NatsError> {
+        let name = nats.name(kind, &[app]);
+        let config = stream::Config {
+            subjects: vec![format!("{name}.events")],
+            name: name.clone(),
+            num_replicas: nats.replicas,
+            max_bytes: -1,
+            max_message_size: -1,
+            ..Default::default()
+        };
+        let stream = nats.retry(|| nats.js.get_or_create_stream(config.clone())).await?;
+        Ok(EventLog { nats: nats.clone(), stream, subject: format!("{name}.events") })
+    }
+
+    /// Append an event, durable on return: its sequence. `id` makes a retried append (after a
+    /// lost acknowledgement, within two minutes) a no-op that answers the first one's sequence.
+    pub async fn append(&self, id: &str, event: PublishMessage) -> Result<u64, NatsError> {
+        let event = event.message_id(id);
+        let ack = self
+            .nats
+            .retry(|| async { self.nats.js.send_publish(self.subject.clone(), event.clone()).await?.await })
+            .await?;
+        Ok(ack.sequence)
+    }
+
+    /// Up to `limit` events not accepted yet, oldest first.
+    pub async fn pending(&self, limit: usize) -> Result<Vec<StreamMessage>, NatsError> {
+        let mut events = Vec::new();
+        let mut next = 1;
+        while events.len() < limit {
+            let found = self
+                .nats
+                .retry(|| async {
+                    match self.stream.get_first_raw_message_by_subject(&self.subject, next).await {
+                        Ok(message) => Ok(Some(message)),
+                        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                })
+                .await?;
+            match found {
+                Some(message) => {
+                    next = message.sequence + 1;
+                    events.push(message);
+                }
+                None => break,
+            }
+        }
+        Ok(events)
+    }
+
+    /// Remove the event with sequence `sequence` (absent is fine).
+    pub async fn accept(&self, sequence: u64) -> Result<(), NatsError> {
+        self.nats
+            .retry(|| async {
+                match self.stream.delete_message(sequence).await {
+                    Ok(_) => Ok(()),
+                    // Deleted already (by another node accepting it, or an earlier try).
+                    Err(e) if e.to_string().contains("error code 10043)") => Ok(()),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+    }
+}
+
+/// The key of the event at `sequence`, as [`crate::storage::executions::EventRef`] carries it.
+pub fn event_key(sequence: u64) -> Vec<u8> {
+    sequence.to_be_bytes().to_vec()
+}
+
+/// The sequence of the event with key `key`.
+pub fn event_sequence(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pending_until_accepted() {
+        let nats = crate::storage::nats::testing::nats().await;
+        let log = EventLog::open(&nats, "TOPICS", "app").await.unwrap();
+        assert!(log.pending(10).await.unwrap().is_empty());
+        let mut sequences = Vec::new();
+        for (id, body) in [("a", "one"), ("b", "two"), ("c", "three")] {
+            sequences.push(log.append(id, PublishMessage::build().payload(Bytes::from(body))).await.unwrap());
+        }
+        let again = log.append("b", PublishMessage::build().payload(Bytes::from("two"))).await.unwrap();
+        assert_eq!(again, sequences[1], "a retried append is the first one");
+        log.accept(sequences[1]).await.unwrap();
+        log.accept(sequences[1]).await.unwrap();
+        let pending: Vec<Bytes> = log.pending(10).await.unwrap().into_iter().map(|m| m.payload).collect();
+        assert_eq!(pending, [Bytes::from("one"), Bytes::from("three")]);
+        assert_eq!(log.pending(1).await.unwrap().len(), 1);
+        assert_eq!(event_sequence(&event_key(sequences[2])), Some(sequences[2]));
+    }
+}
