@@ -1,6 +1,7 @@
 //! [`EventLog`]: an app's log of item or topic events as a JetStream stream. An event's key is
-//! its stream sequence (8 bytes, big-endian, so keys sort in log order); accepting an event
-//! deletes its message, so what is pending is what the stream still holds.
+//! its stream sequence as 16 hex digits (so keys sort in log order, and a topic event's id can be
+//! its key); accepting an event deletes its message, so what is pending is what the stream still
+//! holds.
 
 use async_nats::jetstream::message::{PublishMessage, StreamMessage};
 use async_nats::jetstream::stream::{self, LastRawMessageErrorKind};
@@ -86,13 +87,13 @@ impl EventLog {
 }
 
 /// The key of the event at `sequence`, as [`crate::storage::executions::EventRef`] carries it.
-pub fn event_key(sequence: u64) -> Vec<u8> {
-    sequence.to_be_bytes().to_vec()
+pub fn event_key(sequence: u64) -> String {
+    format!("{sequence:016x}")
 }
 
 /// The sequence of the event with key `key`.
 pub fn event_sequence(key: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(key.try_into().ok()?))
+    u64::from_str_radix(std::str::from_utf8(key).ok()?, 16).ok()
 }
 
 #[cfg(test)]
@@ -115,6 +116,6 @@ mod tests {
         let pending: Vec<Bytes> = log.pending(10).await.unwrap().into_iter().map(|m| m.payload).collect();
         assert_eq!(pending, [Bytes::from("one"), Bytes::from("three")]);
         assert_eq!(log.pending(1).await.unwrap().len(), 1);
-        assert_eq!(event_sequence(&event_key(sequences[2])), Some(sequences[2]));
+        assert_eq!(event_sequence(event_key(sequences[2]).as_bytes()), Some(sequences[2]));
     }
 }
