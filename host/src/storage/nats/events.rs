@@ -5,8 +5,6 @@
 
 use async_nats::jetstream::message::{PublishMessage, StreamMessage};
 use async_nats::jetstream::stream::{self, LastRawMessageErrorKind};
-use bytes::Bytes;
-
 use super::{Nats, NatsError};
 
 /// One app's event log of one kind.
@@ -98,6 +96,8 @@ pub fn event_sequence(key: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     #[tokio::test]

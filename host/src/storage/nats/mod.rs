@@ -99,6 +99,12 @@ pub struct Nats {
     namespace: String,
 }
 
+impl std::fmt::Debug for Nats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nats").field("namespace", &self.namespace).field("replicas", &self.replicas).finish()
+    }
+}
+
 /// How long a request waits for its answer before it is retried.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
