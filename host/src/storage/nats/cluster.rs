@@ -163,6 +163,21 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     answer.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
 }
 
+/// `nats-server` as [`find_nats_server`] finds it, else installed first with Debian's
+/// `apt-get` (for test harnesses on a fresh machine, as the browser tests install Chromium).
+pub fn nats_server() -> std::io::Result<PathBuf> {
+    if let Some(binary) = find_nats_server() {
+        return Ok(binary);
+    }
+    for args in [&["update", "-qq"][..], &["install", "-y", "-qq", "--no-install-recommends", "nats-server"]] {
+        let status = Command::new("apt-get").args(args).stdout(Stdio::null()).status()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!("`apt-get {}` failed: {status}", args.join(" "))));
+        }
+    }
+    find_nats_server().ok_or_else(|| std::io::Error::other("nats-server is not on the PATH after installing it"))
+}
+
 /// Where `nats-server` is: `$NATS_SERVER`, else the first on the `PATH` or in `/usr/sbin`.
 pub fn find_nats_server() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("NATS_SERVER") {
