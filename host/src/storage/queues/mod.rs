@@ -60,7 +60,8 @@ use crate::names::{dead_letter_queue, dead_letters_of};
 /// A leased message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    /// Unique in the host; ids sort in sending order.
+    /// Unique in its queue (on sled, in the host); ids sort in sending order. A dead letter keeps
+    /// the id it had.
     pub id: String,
     /// What was sent.
     pub body: Vec<u8>,

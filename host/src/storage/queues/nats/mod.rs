@@ -110,6 +110,13 @@ impl Local {
     fn saw(&mut self, sequence: u64, at: u64, how: Seen) {
         self.visible.insert(sequence, (at, how));
     }
+
+    /// Stop keeping the lease of message `sequence`, if this node holds one.
+    fn release(&mut self, sequence: u64) {
+        if let Some(held) = self.held.remove(&sequence) {
+            held.task.abort();
+        }
+    }
 }
 
 /// The id of a message: its `Queue-Id` header, else its stream sequence as 16 hex digits.
@@ -201,7 +208,7 @@ impl NatsQueue {
     fn settled(&self, delivery: &Delivery) {
         let mut local = self.local.lock().unwrap();
         if local.held.get(&delivery.sequence).is_some_and(|held| held.delivery.delivered == delivery.delivered) {
-            local.held.remove(&delivery.sequence).map(|held| held.task.abort());
+            local.release(delivery.sequence);
         }
     }
 }
@@ -320,7 +327,7 @@ impl QueueStore for NatsQueue {
         };
         {
             let mut local = self.local.lock().unwrap();
-            local.held.remove(&sequence).map(|held| held.task.abort());
+            local.release(sequence);
             local.visible.remove(&sequence);
         }
         // Deleting the message also ends its delivery, if it is leased.

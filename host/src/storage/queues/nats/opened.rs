@@ -103,7 +103,8 @@ impl Opened {
             max_message_size: -1,
             ..Default::default()
         };
-        let stream = nats.retry(|| nats.js.get_or_create_stream(config.clone())).await.map_err(|e| failed("stream", e))?;
+        let stream =
+            nats.retry(|| nats.js.get_or_create_stream(config.clone())).await.map_err(|e| failed("stream", e))?;
         let consumer_config = consumer::pull::Config {
             durable_name: Some(CONSUMER.to_string()),
             ack_policy: AckPolicy::Explicit,
@@ -128,8 +129,10 @@ impl Opened {
             max_message_size: -1,
             ..Default::default()
         };
-        let records =
-            nats.retry(|| nats.js.get_or_create_stream(records_config.clone())).await.map_err(|e| failed("records", e))?;
+        let records = nats
+            .retry(|| nats.js.get_or_create_stream(records_config.clone()))
+            .await
+            .map_err(|e| failed("records", e))?;
         Ok(Opened {
             nats: nats.clone(),
             name: name.to_string(),
@@ -231,11 +234,7 @@ impl Opened {
     }
 
     /// The message a lease names and its record, if the lease is its last delivery.
-    pub async fn current(
-        &self,
-        delivery: &Delivery,
-        lease: &str,
-    ) -> Result<(StreamMessage, Record), QueueError> {
+    pub async fn current(&self, delivery: &Delivery, lease: &str) -> Result<(StreamMessage, Record), QueueError> {
         let (message, record) = tokio::try_join!(self.message(delivery.sequence), self.record(delivery.sequence))?;
         match message {
             Some(message)
@@ -296,7 +295,8 @@ impl Opened {
     pub async fn consumer_info(&self, sequence: u64) -> Result<consumer::Info, QueueError> {
         let give_up = std::time::Instant::now() + CATCH_UP;
         loop {
-            let info = self.nats.retry(|| self.consumer.get_info()).await.map_err(|e| self.failed("counting messages", e))?;
+            let info =
+                self.nats.retry(|| self.consumer.get_info()).await.map_err(|e| self.failed("counting messages", e))?;
             // Messages after the last delivered one are all pending, unless one was removed
             // before its delivery: then this never holds and the wait runs out.
             let seen = info.delivered.stream_sequence + info.num_pending;
