@@ -143,6 +143,13 @@ pub trait QueueStore: Send + Sync {
     /// deciding how long to sleep, so answered without waiting (a networked backend answers
     /// from what it last saw).
     fn next_visible_ms(&self) -> Option<u64>;
+
+    /// Resolves when another process may have made a message visible (a networked backend's
+    /// other nodes), so that a consumer sleeping on [`QueueStore::next_visible_ms`] looks
+    /// again; never, by default.
+    async fn changed(&self) {
+        std::future::pending::<()>().await
+    }
 }
 
 /// Every queue a host has opened.
@@ -291,6 +298,11 @@ impl Queue {
     /// When the next message becomes visible (now or later), if any.
     pub fn next_visible_ms(&self) -> Option<u64> {
         self.store.next_visible_ms()
+    }
+
+    /// Resolves when another node may have made a message visible ([`QueueStore::changed`]).
+    pub async fn changed(&self) {
+        self.store.changed().await
     }
 
     /// A lease must be well formed and for this queue.

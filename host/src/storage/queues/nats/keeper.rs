@@ -72,7 +72,11 @@ pub(super) async fn give_back(opened: &Opened, local: &Mutex<Local>, delivery: &
         opened.answer(&delivery.reply, AckKind::Nak(None)).await
     };
     match given.await {
-        Ok(()) => local.lock().unwrap().saw(delivery.sequence, now_ms(), Seen::GivenBack),
+        Ok(()) => {
+            let now = now_ms();
+            local.lock().unwrap().saw(delivery.sequence, now, Seen::GivenBack);
+            opened.announce(delivery.sequence, now, Seen::GivenBack).await;
+        }
         Err(QueueError::LeaseExpired(_)) => {}
         Err(error) => tracing::warn!(%error, "cannot give back an expired lease: the server will after its ack wait"),
     }

@@ -26,7 +26,8 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
-use tokio::sync::OnceCell;
+use tokio::sync::{Notify, OnceCell};
+use tokio::task::AbortHandle;
 
 use self::opened::{Delivery, Opened, Record};
 use super::{Exhausted, Message, QueueBackend, QueueError, QueueStats, QueueStore, Received, bad_lease};
@@ -37,6 +38,7 @@ mod keeper;
 mod opened;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 /// How long the server waits for word on a delivery before it hands the message out again: the
 /// longest a message leased by a node that died stays invisible.
@@ -67,6 +69,8 @@ impl QueueBackend for NatsQueues {
             name: name.to_string(),
             opened: OnceCell::new(),
             local: Arc::default(),
+            changed: Arc::default(),
+            watcher: Mutex::default(),
         }))
     }
 }
@@ -79,6 +83,10 @@ struct NatsQueue {
     /// The streams and consumer, opened on first use (opening is I/O, `QueueBackend::open` is not).
     opened: OnceCell<Opened>,
     local: Arc<Mutex<Local>>,
+    /// Woken when another node announces a message, or the consumer holds unknown ones.
+    changed: Arc<Notify>,
+    /// The task watching for those.
+    watcher: Mutex<Option<AbortHandle>>,
 }
 
 /// What this node knows of the queue: its leases and when messages it saw become visible.
@@ -129,7 +137,13 @@ fn message_id(headers: Option<&HeaderMap>, sequence: u64) -> String {
 
 impl NatsQueue {
     async fn opened(&self) -> Result<&Opened, QueueError> {
-        self.opened.get_or_try_init(|| Opened::open(&self.nats, &self.app, &self.name)).await
+        let open = || async {
+            let opened = Opened::open(&self.nats, &self.app, &self.name).await?;
+            let watcher = watch::start(opened.clone(), self.local.clone(), self.changed.clone()).await?;
+            *self.watcher.lock().unwrap() = Some(watcher);
+            Ok(opened)
+        };
+        self.opened.get_or_try_init(open).await
     }
 
     /// The delivery a lease of this queue names.
@@ -204,6 +218,17 @@ impl NatsQueue {
         Ok(())
     }
 
+    /// Note and announce a message sent from this node, visible from `at` on.
+    async fn sent(&self, sequence: u64, at: u64) -> Result<(), QueueError> {
+        {
+            let mut local = self.local.lock().unwrap();
+            local.saw(sequence, at, Seen::Sent);
+            local.last_sent = local.last_sent.max(sequence);
+        }
+        self.opened().await?.announce(sequence, at, Seen::Sent).await;
+        Ok(())
+    }
+
     /// Forget this node's lease of `delivery` (it is settled), if it holds that one.
     fn settled(&self, delivery: &Delivery) {
         let mut local = self.local.lock().unwrap();
@@ -222,19 +247,14 @@ impl QueueStore for NatsQueue {
             message = message.header(VISIBLE_AT, visible_at.to_string().as_str());
         }
         let sequence = self.publish(message, &random_id()).await?;
-        let mut local = self.local.lock().unwrap();
-        local.saw(sequence, visible_at, Seen::Sent);
-        local.last_sent = local.last_sent.max(sequence);
+        self.sent(sequence, visible_at).await?;
         Ok(format!("{sequence:016x}"))
     }
 
     async fn insert(&self, id: &str, body: Vec<u8>) -> Result<(), QueueError> {
         let message = PublishMessage::build().payload(Bytes::from(body)).header(ID, id);
         let sequence = self.publish(message, id).await?;
-        let mut local = self.local.lock().unwrap();
-        local.saw(sequence, now_ms(), Seen::Sent);
-        local.last_sent = local.last_sent.max(sequence);
-        Ok(())
+        self.sent(sequence, now_ms()).await
     }
 
     async fn receive(
@@ -307,7 +327,9 @@ impl QueueStore for NatsQueue {
         // Recorded before the nak: from now on this lease is stale, even before the redelivery.
         opened.set_record(sequence, Record { delivered: delivery.delivered + 1, ..record }).await?;
         opened.answer(&delivery.reply, AckKind::Nak((!delay.is_zero()).then_some(delay))).await?;
-        self.local.lock().unwrap().saw(sequence, now_ms() + delay.as_millis() as u64, Seen::GivenBack);
+        let at = now_ms() + delay.as_millis() as u64;
+        self.local.lock().unwrap().saw(sequence, at, Seen::GivenBack);
+        opened.announce(sequence, at, Seen::GivenBack).await;
         Ok(None)
     }
 
@@ -355,11 +377,24 @@ impl QueueStore for NatsQueue {
     fn next_visible_ms(&self) -> Option<u64> {
         self.local.lock().unwrap().visible.values().map(|&(at, _)| at).min()
     }
+
+    async fn changed(&self) {
+        // Opening starts the watcher: a node that has not used the queue yet learns of messages.
+        if let Err(error) = self.opened().await {
+            tracing::warn!(%error, queue = %self.name, "cannot watch a queue");
+            tokio::time::sleep(ACK_WAIT).await;
+            return;
+        }
+        self.changed.notified().await;
+    }
 }
 
 impl Drop for NatsQueue {
     /// Leases of a node that stops are given back at once (not after [`ACK_WAIT`]).
     fn drop(&mut self) {
+        if let Some(watcher) = self.watcher.lock().unwrap().take() {
+            watcher.abort();
+        }
         let held: Vec<keeper::Held> = self.local.lock().unwrap().held.drain().map(|(_, held)| held).collect();
         let (Some(opened), Ok(runtime)) = (self.opened.get().cloned(), tokio::runtime::Handle::try_current()) else {
             return;

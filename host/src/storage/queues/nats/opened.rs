@@ -9,8 +9,8 @@ use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::ACK_WAIT;
-use crate::storage::nats::Nats;
+use super::{ACK_WAIT, Seen, watch};
+use crate::storage::nats::{Nats, random_id};
 use crate::storage::queues::QueueError;
 
 /// The durable consumer every node reads a queue through.
@@ -84,6 +84,8 @@ pub(super) struct Opened {
     consumer: PullConsumer,
     records: stream::Stream,
     records_subject: String,
+    /// This node (this process's store of the queue), in announcements.
+    node: String,
 }
 
 impl Opened {
@@ -141,6 +143,7 @@ impl Opened {
             consumer,
             records,
             records_subject: records_name,
+            node: random_id(),
         })
     }
 
@@ -152,6 +155,30 @@ impl Opened {
     /// The stream's name.
     pub fn stream_name(&self) -> &str {
         &self.stream.cached_info().config.name
+    }
+
+    /// This node, as its announcements name it.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The core NATS subject (outside the stream) of announcements.
+    fn announced(&self) -> String {
+        format!("{}.announced", self.stream_name())
+    }
+
+    /// Tell the other nodes that message `sequence` is visible from `at` on (at most once: a
+    /// node that misses it finds the message when it next looks).
+    pub async fn announce(&self, sequence: u64, at: u64, how: Seen) {
+        let text = watch::encode(&self.node, sequence, at, how);
+        if let Err(error) = self.nats.client.publish(self.announced(), Bytes::from(text)).await {
+            tracing::debug!(%error, queue = %self.name, "cannot announce a message");
+        }
+    }
+
+    /// The announcements of every node.
+    pub async fn announcements(&self) -> Result<async_nats::Subscriber, QueueError> {
+        self.nats.client.subscribe(self.announced()).await.map_err(|e| self.failed("watching", e))
     }
 
     /// The subject messages are sent to.

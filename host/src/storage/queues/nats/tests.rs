@@ -89,6 +89,31 @@ async fn leases_settle_on_any_node() {
     on_a.complete(&got.lease).await.unwrap();
 }
 
+/// A node learns at once of a message another node sent (its trigger is woken), and sees it
+/// as visible now.
+#[tokio::test]
+async fn other_nodes_hear_of_messages() {
+    let nats = testing::nats().await;
+    let (a, b) = (Queues::new(backend(&nats)), Queues::new(backend(&testing::another_node(&nats).await)));
+    let (on_a, on_b) = (a.open("app", "jobs", SETTINGS).unwrap(), b.open("app", "jobs", SETTINGS).unwrap());
+    on_b.stats().await.unwrap();
+    assert_eq!(on_b.next_visible_ms(), None);
+    let woken = tokio::spawn({
+        let on_b = on_b.clone();
+        async move {
+            on_b.changed().await;
+            on_b.next_visible_ms()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let start = Instant::now();
+    on_a.send(b"x".to_vec(), Duration::ZERO).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(2), woken).await.expect("woken").unwrap();
+    println!("woken {:?} after the send began", start.elapsed());
+    assert!(next.is_some_and(|at| at <= crate::clock::now_ms()), "visible now: {next:?}");
+    assert_eq!(on_b.receive(&b, 10, Duration::from_secs(60)).await.unwrap().len(), 1);
+}
+
 /// Three nodes (three connections) consume one queue of 300 messages at once: each message is
 /// completed exactly once and none is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
