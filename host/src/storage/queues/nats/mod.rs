@@ -1,9 +1,11 @@
 //! The networked queue backend: per (app, queue) a work-queue stream read by ONE durable pull
 //! consumer that every node shares, so the server hands each message to one node at a time.
 //!
-//! - **Leases.** A lease is a delivery, `QUEUE/ID/ATTEMPT/ACK` with ACK the delivery's ack
+//! - **Leases.** A lease is a delivery, `QUEUE/ID/ATTEMPT/ACK/MAC` with ACK the delivery's ack
 //!   subject (less `$JS.ACK.`): any node can answer it, so the operator API may complete a
-//!   message on another node than the one that received it.
+//!   message on another node than the one that received it. The MAC (HMAC-SHA256 of the rest,
+//!   by a secret every node reads from the queue's record stream) makes a lease impossible to
+//!   make up from a message id: it can only be received, as on sled.
 //! - **Lease length.** The server's ack deadline is one per consumer ([`ACK_WAIT`]), so the node
 //!   that received a message keeps it for the `visibility` asked (see [`keeper`]): progress
 //!   (`+WPI`) while more than the deadline is left, a nak when the visibility runs out. When that
@@ -148,10 +150,19 @@ impl NatsQueue {
 
     /// The delivery a lease of this queue names.
     fn delivery(&self, opened: &Opened, lease: &str) -> Result<Delivery, QueueError> {
-        let ack = lease.splitn(4, '/').nth(3).ok_or_else(|| bad_lease(lease))?;
-        Delivery::parse(&format!("$JS.ACK.{ack}"))
+        let mut parts = lease.split('/');
+        let (Some(_), Some(_), Some(_), Some(ack), Some(mac), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad_lease(lease));
+        };
+        let delivery = Delivery::parse(&format!("$JS.ACK.{ack}"))
             .filter(|d| d.stream == opened.stream_name())
-            .ok_or_else(|| bad_lease(lease))
+            .ok_or_else(|| bad_lease(lease))?;
+        match opened.signed(&lease[..lease.len() - mac.len() - 1], mac) {
+            true => Ok(delivery),
+            false => Err(QueueError::LeaseExpired(lease.to_string())),
+        }
     }
 
     /// Publish a message, idempotently under `message_id`; its stream sequence.
@@ -209,7 +220,8 @@ impl NatsQueue {
             opened.set_record(sequence, Record { delivered: delivery.delivered, ..record }).await?;
         }
         let ack = delivery.reply.strip_prefix("$JS.ACK.").unwrap_or(&delivery.reply);
-        let lease = format!("{}/{id}/{attempt}/{ack}", self.name);
+        let unsigned = format!("{}/{id}/{attempt}/{ack}", self.name);
+        let lease = format!("{unsigned}/{}", opened.sign(&unsigned));
         let deadline = now + visibility.as_millis() as u64;
         self.local.lock().unwrap().saw(sequence, deadline, Seen::Leased);
         keeper::keep(opened, &self.local, delivery, deadline);

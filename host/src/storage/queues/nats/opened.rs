@@ -3,14 +3,15 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, AckPolicy, PullConsumer};
-use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::message::{PublishMessage, StreamMessage};
 use async_nats::jetstream::stream::{self, LastRawMessageErrorKind, RetentionPolicy};
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use ring::hmac;
 
 use super::{ACK_WAIT, Seen, watch};
-use crate::storage::nats::{Nats, random_id};
+use crate::storage::nats::{Nats, NatsError, random_id};
 use crate::storage::queues::QueueError;
 
 /// The durable consumer every node reads a queue through.
@@ -64,6 +65,27 @@ impl Delivery {
     }
 }
 
+/// The lease key of a queue, kept at `subject` of its record stream: made by the first node that
+/// opens the queue (two at once publish under one message id, so the first one's is kept).
+async fn secret(nats: &Nats, records: &stream::Stream, subject: &str) -> Result<hmac::Key, NatsError> {
+    let read = || async {
+        match records.get_last_raw_message_by_subject(subject).await {
+            Ok(message) => Ok(Some(message.payload)),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    };
+    let key = match nats.retry(read).await? {
+        Some(key) => key,
+        None => {
+            let fresh = PublishMessage::build().payload(Bytes::from(random_id())).message_id("secret");
+            nats.retry(|| async { nats.js.send_publish(subject.to_string(), fresh.clone()).await?.await }).await?;
+            nats.retry(read).await?.ok_or_else(|| NatsError::Request(format!("{subject}: written, then missing")))?
+        }
+    };
+    Ok(hmac::Key::new(hmac::HMAC_SHA256, &key))
+}
+
 /// What the deliveries of a message were, beyond the server's count: kept (in a stream of the
 /// queue's own) only for messages delivered more than once.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -86,14 +108,14 @@ pub(super) struct Opened {
     records_subject: String,
     /// This node (this process's store of the queue), in announcements.
     node: String,
+    /// The key that signs leases, the same on every node.
+    secret: hmac::Key,
 }
 
 impl Opened {
     /// The streams and consumer of queue `name` of `app`, created on first use.
     pub async fn open(nats: &Nats, app: &str, name: &str) -> Result<Opened, QueueError> {
-        let failed = |what: &str, e: crate::storage::nats::NatsError| {
-            QueueError::Storage(format!("opening queue `{name}` ({what}): {e}"))
-        };
+        let failed = |what: &str, e: NatsError| QueueError::Storage(format!("opening queue `{name}` ({what}): {e}"));
         let stream_name = nats.name("Q", &[app, name]);
         let subject = format!("{stream_name}.m");
         let config = stream::Config {
@@ -135,6 +157,8 @@ impl Opened {
             .retry(|| nats.js.get_or_create_stream(records_config.clone()))
             .await
             .map_err(|e| failed("records", e))?;
+        let secret =
+            secret(nats, &records, &format!("{records_name}.secret")).await.map_err(|e| failed("secret", e))?;
         Ok(Opened {
             nats: nats.clone(),
             name: name.to_string(),
@@ -144,7 +168,20 @@ impl Opened {
             records,
             records_subject: records_name,
             node: random_id(),
+            secret,
         })
+    }
+
+    /// The MAC of a lease, as hex.
+    pub fn sign(&self, lease: &str) -> String {
+        hmac::sign(&self.secret, lease.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `mac` is the MAC of `lease` (compared in constant time).
+    pub fn signed(&self, lease: &str, mac: &str) -> bool {
+        let bytes: Option<Vec<u8>> =
+            (0..mac.len()).step_by(2).map(|i| mac.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect();
+        bytes.is_some_and(|bytes| hmac::verify(&self.secret, lease.as_bytes(), &bytes).is_ok())
     }
 
     /// The error for a request on this queue that failed.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::NatsQueues;
 use crate::storage::nats::{Nats, testing};
 use crate::storage::queues::suite::*;
-use crate::storage::queues::{QueueBackend, QueueSettings, QueueStats, Queues};
+use crate::storage::queues::{QueueBackend, QueueError, QueueSettings, QueueStats, Queues};
 
 fn backend(nats: &Nats) -> Arc<dyn QueueBackend> {
     Arc::new(NatsQueues::new(nats.clone()))
@@ -66,7 +66,7 @@ async fn leases_of_a_stopped_node_come_back() {
 }
 
 /// A lease received on one node is completed or given back through another (the operator API
-/// may run on any node), and a delayed message waits for its delay without using an attempt.
+/// may run on any node) but cannot be made up, and a delayed message waits for its delay without using an attempt.
 #[tokio::test]
 async fn leases_settle_on_any_node() {
     let nats = testing::nats().await;
@@ -74,6 +74,10 @@ async fn leases_settle_on_any_node() {
     let (on_a, on_b) = (a.open("app", "jobs", SETTINGS).unwrap(), b.open("app", "jobs", SETTINGS).unwrap());
     on_a.send(b"x".to_vec(), Duration::ZERO).await.unwrap();
     let first = on_a.receive(&a, 1, Duration::from_secs(60)).await.unwrap().remove(0);
+    let (unsigned, mac) = first.lease.rsplit_once('/').unwrap();
+    let forged = format!("{unsigned}/{}{}", &mac[..mac.len() - 1], if mac.ends_with('0') { '1' } else { '0' });
+    assert_eq!(on_b.complete(&forged).await, Err(QueueError::LeaseExpired(forged.clone())), "a lease is signed");
+    assert!(matches!(on_b.complete(unsigned).await, Err(QueueError::Invalid(_))));
     on_b.retry(&b, &first.lease, Duration::ZERO).await.unwrap();
     let second = on_b.receive(&b, 1, Duration::from_secs(60)).await.unwrap().remove(0);
     assert_eq!(second.attempt, 2);
