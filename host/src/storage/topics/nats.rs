@@ -71,6 +71,12 @@ impl TopicBackend for NatsTopics {
         payload: Vec<u8>,
         attributes: Vec<(String, String)>,
     ) -> Result<TopicEvent, PublishError> {
+        let max = self.nats.client.server_info().max_payload;
+        if payload.len() > max {
+            let error =
+                format!("payload: {} bytes, at most {max} on this NATS cluster (its max_payload)", payload.len());
+            return Err(PublishError::Invalid(error));
+        }
         let published_ms = now_ms();
         // JSON escapes line breaks, which header values cannot hold.
         let encoded = serde_json::to_string(&attributes).map_err(|e| failed("appending to", app, e))?;

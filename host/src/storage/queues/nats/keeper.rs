@@ -77,7 +77,13 @@ pub(super) async fn give_back(opened: &Opened, local: &Mutex<Local>, delivery: &
             local.lock().unwrap().saw(delivery.sequence, now, Seen::GivenBack);
             opened.announce(delivery.sequence, now, Seen::GivenBack).await;
         }
-        Err(QueueError::LeaseExpired(_)) => {}
+        // Settled on another node, or handed out again: no longer this node's to show.
+        Err(QueueError::LeaseExpired(_)) => {
+            let mut local = local.lock().unwrap();
+            if local.visible.get(&delivery.sequence).is_some_and(|(_, how)| *how == Seen::Leased) {
+                local.visible.remove(&delivery.sequence);
+            }
+        }
         Err(error) => tracing::warn!(%error, "cannot give back an expired lease: the server will after its ack wait"),
     }
 }

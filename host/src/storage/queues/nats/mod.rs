@@ -46,6 +46,9 @@ mod watch;
 /// longest a message leased by a node that died stays invisible.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
 
+/// How many messages a node remembers the visibility of before it forgets those visible now.
+const REMEMBERED: usize = 10_000;
+
 /// Header of a message inserted under an id of its own (else its id is its stream sequence).
 const ID: &str = "Queue-Id";
 /// Header of a delayed message: when it becomes visible, in ms since the Unix epoch.
@@ -118,6 +121,11 @@ enum Seen {
 impl Local {
     /// Note when message `sequence` becomes visible.
     fn saw(&mut self, sequence: u64, at: u64, how: Seen) {
+        // A node that sends but never receives would only add: past times are then forgotten.
+        if self.visible.len() >= REMEMBERED {
+            let now = now_ms();
+            self.visible.retain(|_, (at, _)| *at > now);
+        }
         self.visible.insert(sequence, (at, how));
     }
 
@@ -166,8 +174,16 @@ impl NatsQueue {
     }
 
     /// Publish a message, idempotently under `message_id`; its stream sequence.
-    async fn publish(&self, message: PublishMessage, message_id: &str) -> Result<u64, QueueError> {
+    async fn publish(&self, body: Vec<u8>, message: PublishMessage, message_id: &str) -> Result<u64, QueueError> {
         let opened = self.opened().await?;
+        let max = self.nats.client.server_info().max_payload;
+        if body.len() > max {
+            return Err(QueueError::Invalid(format!(
+                "body: {} bytes, at most {max} on this NATS cluster (its max_payload)",
+                body.len()
+            )));
+        }
+        let message = message.payload(Bytes::from(body));
         let message = message.message_id(message_id);
         let subject = opened.subject().to_string();
         let ack = self
@@ -254,18 +270,17 @@ impl NatsQueue {
 impl QueueStore for NatsQueue {
     async fn send(&self, body: Vec<u8>, delay: Duration) -> Result<String, QueueError> {
         let visible_at = now_ms() + delay.as_millis() as u64;
-        let mut message = PublishMessage::build().payload(Bytes::from(body));
+        let mut message = PublishMessage::build();
         if !delay.is_zero() {
             message = message.header(VISIBLE_AT, visible_at.to_string().as_str());
         }
-        let sequence = self.publish(message, &random_id()).await?;
+        let sequence = self.publish(body, message, &random_id()).await?;
         self.sent(sequence, visible_at).await?;
         Ok(format!("{sequence:016x}"))
     }
 
     async fn insert(&self, id: &str, body: Vec<u8>) -> Result<(), QueueError> {
-        let message = PublishMessage::build().payload(Bytes::from(body)).header(ID, id);
-        let sequence = self.publish(message, id).await?;
+        let sequence = self.publish(body, PublishMessage::build().header(ID, id), id).await?;
         self.sent(sequence, now_ms()).await
     }
 
@@ -302,9 +317,8 @@ impl QueueStore for NatsQueue {
             if drained || received.leased.len() == max as usize {
                 if drained {
                     // What this node thought visible when the fetch began was taken (by this
-                    // node or another).
-                    let local = &mut self.local.lock().unwrap();
-                    local.visible.retain(|_, (at, how)| *at > started || *how == Seen::Leased);
+                    // node or another), and its leases that ran out were given back above.
+                    self.local.lock().unwrap().visible.retain(|_, (at, _)| *at > started);
                 }
                 break;
             }

@@ -118,6 +118,16 @@ async fn other_nodes_hear_of_messages() {
     assert_eq!(on_b.receive(&b, 10, Duration::from_secs(60)).await.unwrap().len(), 1);
 }
 
+/// A body over the cluster's largest message is refused (sled takes up to 16 MiB).
+#[tokio::test]
+async fn bodies_over_max_payload_are_refused() {
+    let queues = Queues::new(backend(&testing::nats().await));
+    let queue = queues.open("app", "big", SETTINGS).unwrap();
+    let refused = queue.send(vec![0; 2 << 20], Duration::ZERO).await;
+    assert!(matches!(&refused, Err(QueueError::Invalid(e)) if e.contains("max_payload")), "{refused:?}");
+    queue.send(vec![0; 512 << 10], Duration::ZERO).await.unwrap();
+}
+
 /// Three nodes (three connections) consume one queue of 300 messages at once: each message is
 /// completed exactly once and none is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
