@@ -19,6 +19,9 @@
 //!   Redeliveries (rare) are recorded in a small stream per queue, the [`Record`]s.
 //! - **Delays.** 2.9 servers have no delayed publish: a delayed message carries `Visible-At` and
 //!   is given back with a nak for the time left when received early.
+//! - **What a node knows.** [`QueueStore::next_visible_ms`] and the corrections to the server's
+//!   counts in `stats` come from what this node saw, and from what the others announce (see
+//!   [`watch`], which also wakes the queue trigger).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
