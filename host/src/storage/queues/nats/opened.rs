@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use ring::hmac;
 
-use super::{ACK_WAIT, Seen, watch};
+use super::{ACK_WAIT, Seen};
 use crate::storage::nats::{Nats, NatsError, random_id};
 use crate::storage::queues::QueueError;
 
@@ -207,10 +207,20 @@ impl Opened {
     /// Tell the other nodes that message `sequence` is visible from `at` on (at most once: a
     /// node that misses it finds the message when it next looks).
     pub async fn announce(&self, sequence: u64, at: u64, how: Seen) {
-        let text = watch::encode(&self.node, sequence, at, how);
+        let how = if how == Seen::GivenBack { "g" } else { "s" };
+        let text = format!("{} {sequence} {at} {how}", self.node);
         if let Err(error) = self.nats.client.publish(self.announced(), Bytes::from(text)).await {
             tracing::debug!(%error, queue = %self.name, "cannot announce a message");
         }
+    }
+
+    /// What an announcement says: the node, the message's stream sequence, when it becomes
+    /// visible and how the node saw it.
+    pub fn announced_message(text: &str) -> Option<(&str, u64, u64, Seen)> {
+        let mut parts = text.split(' ');
+        let (node, sequence, at, how) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let how = if how == "g" { Seen::GivenBack } else { Seen::Sent };
+        Some((node, sequence.parse().ok()?, at.parse().ok()?, how))
     }
 
     /// The announcements of every node.

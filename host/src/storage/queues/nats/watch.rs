@@ -20,19 +20,6 @@ use crate::storage::queues::QueueError;
 /// How often the watcher asks the consumer what it holds.
 const RECHECK: Duration = Duration::from_secs(10);
 
-/// An announcement: a node, a message's stream sequence, when it is visible and how it was seen.
-pub(super) fn encode(node: &str, sequence: u64, at: u64, how: Seen) -> String {
-    let how = if how == Seen::GivenBack { "g" } else { "s" };
-    format!("{node} {sequence} {at} {how}")
-}
-
-fn decode(text: &str) -> Option<(&str, u64, u64, Seen)> {
-    let mut parts = text.split(' ');
-    let (node, sequence, at, how) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let how = if how == "g" { Seen::GivenBack } else { Seen::Sent };
-    Some((node, sequence.parse().ok()?, at.parse().ok()?, how))
-}
-
 /// Watch the announcements of other nodes and the consumer, noting what becomes visible in
 /// `local` and waking `changed`; the task stops when aborted.
 pub(super) async fn start(
@@ -48,7 +35,7 @@ pub(super) async fn start(
                 announcement = announcements.next() => {
                     let Some(announcement) = announcement else { return };
                     let text = String::from_utf8_lossy(&announcement.payload);
-                    match decode(&text) {
+                    match Opened::announced_message(&text) {
                         Some((node, sequence, at, how)) if node != opened.node() => {
                             local.lock().unwrap().saw(sequence, at, how);
                             changed.notify_one();
