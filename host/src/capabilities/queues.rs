@@ -9,7 +9,7 @@ use wasmtime::component::{HasData, Linker};
 use super::host::api::queues::{self, Error, Host, Message};
 use super::{CallParts, Capability, Limiter, Parts, Setup};
 use crate::manifest::{Grants, QueueSpec};
-use crate::storage::queues::{Queue, QueueError, parse_lease};
+use crate::storage::queues::{Queue, QueueError, lease_queue};
 
 /// The queues a function is granted.
 pub struct Queues {
@@ -74,8 +74,7 @@ impl<'a> View<'a> {
 
     /// The queue a lease is for, when granted.
     fn lease_queue(&self, lease: &str) -> Result<(Arc<Queue>, &'a Queues), Error> {
-        let (queue, ..) = parse_lease(lease)?;
-        self.queue(queue)
+        self.queue(lease_queue(lease)?)
     }
 }
 

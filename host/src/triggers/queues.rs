@@ -105,6 +105,7 @@ impl Consumer {
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = sent => {}
+                _ = this.queue.changed() => {}
                 _ = tokio::time::sleep(next.clamp(Duration::from_millis(1), POLL)) => {}
             }
         }

@@ -5,10 +5,12 @@
 //! arguments, keeps the queue's settings and moves messages past their last attempt to the
 //! dead-letter queue `NAME.dead`. The backend stores messages and their leases. Its shape is that
 //! of a stream with a durable pull consumer: a lease is an ack deadline, [`QueueStore::retry`] a
-//! nak with a delay, [`QueueStore::complete`] an ack. The embedded backend is [`SledQueues`].
+//! nak with a delay, [`QueueStore::complete`] an ack. The embedded backend is [`SledQueues`],
+//! the networked one [`NatsQueues`].
 //!
-//! A lease is `QUEUE/ID/ATTEMPT/NONCE`: the nonce is 128 random bits stored with the message, so
-//! a lease cannot be guessed from a message id, only received.
+//! A lease is `QUEUE/` followed by what the backend needs to find the delivery again (see
+//! [`lease_queue`]); on sled `QUEUE/ID/ATTEMPT/NONCE`, where the nonce is 128 random bits stored
+//! with the message, so that a lease cannot be guessed from a message id, only received.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -17,8 +19,10 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+pub use self::nats::NatsQueues;
 pub use self::sled::SledQueues;
 
+mod nats;
 mod sled;
 #[cfg(test)]
 pub(crate) mod suite;
@@ -56,13 +60,14 @@ use crate::names::{dead_letter_queue, dead_letters_of};
 /// A leased message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    /// Unique in the host; ids sort in sending order.
+    /// Unique in its queue (on sled, in the host); ids sort in sending order. A dead letter keeps
+    /// the id it had.
     pub id: String,
     /// What was sent.
     pub body: Vec<u8>,
     /// Which delivery this is, from 1.
     pub attempt: u32,
-    /// Pass to [`Queue::complete`] or [`Queue::retry`]: `QUEUE/ID/ATTEMPT/NONCE`.
+    /// Pass to [`Queue::complete`] or [`Queue::retry`]: `QUEUE/` then the backend's part.
     pub lease: String,
 }
 
@@ -138,6 +143,13 @@ pub trait QueueStore: Send + Sync {
     /// deciding how long to sleep, so answered without waiting (a networked backend answers
     /// from what it last saw).
     fn next_visible_ms(&self) -> Option<u64>;
+
+    /// Resolves when another process may have made a message visible (a networked backend's
+    /// other nodes), so that a consumer sleeping on [`QueueStore::next_visible_ms`] looks
+    /// again; never, by default.
+    async fn changed(&self) {
+        std::future::pending::<()>().await
+    }
 }
 
 /// Every queue a host has opened.
@@ -195,19 +207,17 @@ pub struct Queue {
     pub(crate) sent: Notify,
 }
 
-/// The parts of a lease string `QUEUE/ID/ATTEMPT/NONCE`: the queue, message id, attempt and nonce.
-pub fn parse_lease(lease: &str) -> Result<(&str, u64, u32, u128), QueueError> {
-    let bad =
-        || QueueError::Invalid(format!("lease `{lease}`: expected one returned by `receive` (QUEUE/ID/ATTEMPT/NONCE)"));
-    let mut parts = lease.split('/');
-    let (Some(queue), Some(id), Some(attempt), Some(nonce), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad());
-    };
-    let id = u64::from_str_radix(id, 16).map_err(|_| bad())?;
-    let nonce = u128::from_str_radix(nonce, 16).map_err(|_| bad())?;
-    Ok((queue, id, attempt.parse().map_err(|_| bad())?, nonce))
+/// The queue a lease is for: the part before its first `/` (the rest is the backend's).
+pub fn lease_queue(lease: &str) -> Result<&str, QueueError> {
+    match lease.split_once('/') {
+        Some((queue, _)) => Ok(queue),
+        None => Err(bad_lease(lease)),
+    }
+}
+
+/// The error for a lease string that no `receive` returned.
+fn bad_lease(lease: &str) -> QueueError {
+    QueueError::Invalid(format!("lease `{lease}`: expected one returned by `receive` (QUEUE/ID/ATTEMPT/NONCE)"))
 }
 
 impl Queue {
@@ -290,9 +300,14 @@ impl Queue {
         self.store.next_visible_ms()
     }
 
+    /// Resolves when another node may have made a message visible ([`QueueStore::changed`]).
+    pub async fn changed(&self) {
+        self.store.changed().await
+    }
+
     /// A lease must be well formed and for this queue.
     fn check_lease(&self, lease: &str) -> Result<(), QueueError> {
-        let (queue, ..) = parse_lease(lease)?;
+        let queue = lease_queue(lease)?;
         if queue != self.name {
             return Err(QueueError::Invalid(format!("lease `{lease}` is for queue `{queue}`, not `{}`", self.name)));
         }

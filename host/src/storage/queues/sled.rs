@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Exhausted, Message, QueueBackend, QueueError, QueueStats, QueueStore, Received, parse_lease, storage};
+use super::{Exhausted, Message, QueueBackend, QueueError, QueueStats, QueueStore, Received, bad_lease, storage};
 use crate::clock::now_ms;
 use crate::store::Store;
 
@@ -59,6 +59,19 @@ impl Stored {
             body: bytes.get(body..)?.to_vec(),
         })
     }
+}
+
+/// The parts of a lease string `QUEUE/ID/ATTEMPT/NONCE`: the queue, message id, attempt and nonce.
+fn parse_lease(lease: &str) -> Result<(&str, u64, u32, u128), QueueError> {
+    let mut parts = lease.split('/');
+    let (Some(queue), Some(id), Some(attempt), Some(nonce), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad_lease(lease));
+    };
+    let id = u64::from_str_radix(id, 16).map_err(|_| bad_lease(lease))?;
+    let nonce = u128::from_str_radix(nonce, 16).map_err(|_| bad_lease(lease))?;
+    Ok((queue, id, attempt.parse().map_err(|_| bad_lease(lease))?, nonce))
 }
 
 /// 128 random bits from the operating system, for a lease nonce.

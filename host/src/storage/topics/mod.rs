@@ -6,16 +6,18 @@
 //! its own, retried by its own policy and re-run after a crash (at least once). The log lives in
 //! a [`TopicBackend`], shaped as a stream read by a durable consumer: [`TopicBackend::pending`]
 //! reads what was not accepted yet, [`TopicBackend::accept`] acknowledges. The embedded backend
-//! is [`SledTopics`].
+//! is [`SledTopics`], the networked one [`NatsTopics`].
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+pub use self::nats::NatsTopics;
 pub use self::sled::SledTopics;
 pub(crate) use self::sled::events_tree;
 
+mod nats;
 mod sled;
 #[cfg(test)]
 pub(crate) mod suite;

@@ -74,3 +74,53 @@ mod sled {
         check_durable(backend(&dir), || backend(&dir)).await;
     }
 }
+
+mod nats {
+    use super::*;
+    use crate::storage::nats::testing;
+    use crate::storage::topics::NatsTopics;
+
+    #[tokio::test]
+    async fn publish_pending_accept() {
+        check_publish_pending_accept(Arc::new(NatsTopics::new(testing::nats().await))).await;
+    }
+
+    #[tokio::test]
+    async fn refused() {
+        check_refused(Arc::new(NatsTopics::new(testing::nats().await))).await;
+    }
+
+    /// Reopening is another node: another connection to the same streams.
+    #[tokio::test]
+    async fn durable_across_nodes() {
+        let nats = testing::nats().await;
+        let other = testing::another_node(&nats).await;
+        check_durable(Arc::new(NatsTopics::new(nats)), || Arc::new(NatsTopics::new(other))).await;
+    }
+
+    /// Two nodes publishing at once into one app's log: every event is there once, and ids
+    /// sort in the log's order.
+    #[tokio::test]
+    async fn two_nodes_publish_into_one_log() {
+        let nats = testing::nats().await;
+        let nodes: [Arc<dyn TopicBackend>; 2] =
+            [Arc::new(NatsTopics::new(testing::another_node(&nats).await)), Arc::new(NatsTopics::new(nats))];
+        let publish = |node: &Arc<dyn TopicBackend>, who: &str| {
+            let (node, who) = (Topics::new(node.clone()), who.to_string());
+            async move {
+                let mut ids = Vec::new();
+                for i in 0..50 {
+                    ids.push(node.publish("app", "news", format!("{who}{i}").into_bytes(), vec![]).await.unwrap());
+                }
+                ids
+            }
+        };
+        let (a, b) = tokio::join!(publish(&nodes[0], "a"), publish(&nodes[1], "b"));
+        let pending = nodes[0].pending("app", 200).await.unwrap();
+        let ids: Vec<&str> = pending.iter().map(|e| e.id.as_str()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids sort in log order");
+        let mut published: Vec<String> = a.into_iter().chain(b).collect();
+        published.sort();
+        assert_eq!(ids, published, "every event once");
+    }
+}
