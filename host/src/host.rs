@@ -29,7 +29,8 @@ pub use builder::HostBuilder;
 /// Default data dir, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = ".host";
 
-/// A function host: one engine, one embedded store, any number of loaded apps. Cheap to clone.
+/// A function host: one engine, one set of storage backends (embedded, or a NATS cluster shared
+/// with other hosts), any number of loaded apps. Cheap to clone.
 #[derive(Clone)]
 pub struct Host {
     inner: Arc<Inner>,
@@ -37,7 +38,8 @@ pub struct Host {
 
 struct Inner {
     runtime: Runtime,
-    store: Arc<Store>,
+    /// The embedded store, when the embedded backends are in use.
+    store: Option<Arc<Store>>,
     data_dir: PathBuf,
     metrics: Arc<Metrics>,
     executions: Arc<Executions>,
@@ -73,9 +75,9 @@ impl Host {
         self.inner.runtime.compilations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Group-commit counters of the embedded store.
+    /// Group-commit counters of the embedded store (zero on a networked backend).
     pub fn commit_stats(&self) -> CommitStats {
-        self.inner.store.commit_stats()
+        self.inner.store.as_ref().map(|store| store.commit_stats()).unwrap_or_default()
     }
 
     /// Counters of every call made through this host (for `/metrics` and the dashboard).
@@ -90,16 +92,14 @@ impl Host {
 
     /// Write everything the store holds to disk now (done on shutdown).
     pub fn flush(&self) -> Result<(), Error> {
-        self.inner
-            .store
-            .flush()
-            .map_err(|e| Error::DataDir { path: self.inner.data_dir.clone(), message: e.to_string() })
+        let Some(store) = &self.inner.store else { return Ok(()) };
+        store.flush().map_err(|e| Error::DataDir { path: self.inner.data_dir.clone(), message: e.to_string() })
     }
 
     /// The embedded sled store under the embedded backends (the triggers' event logs and
     /// schedule fires are still read from it directly).
     pub fn store(&self) -> &Arc<Store> {
-        &self.inner.store
+        self.inner.store.as_ref().expect("TEMP: the embedded store")
     }
 
     /// Load an app from its manifest: compile (or fetch from cache) every component and prepare it

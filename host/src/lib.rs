@@ -117,6 +117,9 @@ pub enum Error {
     /// The wasmtime engine could not be created.
     #[error("cannot start the engine: {0}")]
     Engine(String),
+    /// The networked backend cannot be reached.
+    #[error(transparent)]
+    Backend(#[from] storage::nats::NatsError),
 }
 
 /// The callable exports of a component file, read from its own type information. `cache_dir`

@@ -20,6 +20,8 @@ struct Cli {
     /// share one, so that each component is compiled once.
     #[arg(long, global = true, env = "HOST_CACHE", value_name = "DIR")]
     cache: Option<PathBuf>,
+    #[command(flatten)]
+    backend: cli::BackendArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -72,7 +74,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let context = cli::Context::new(&cli.data, cli.cache);
+    let context = cli::Context::new(&cli.data, cli.cache, cli.backend)?;
     let out = &mut std::io::stdout().lock();
     // The one runtime of the process: calls run in parallel on it, and `serve` serves on it.
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

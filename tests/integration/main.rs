@@ -2,6 +2,7 @@
 //! `examples/` and `tests/guests/`, a real sled store and real bucket folders.
 
 mod browsers;
+mod cluster;
 mod cli;
 mod common;
 mod crash;

@@ -43,7 +43,7 @@ impl Call {
     /// Run the command: the result on `out`, the guest's output and errors on stderr.
     pub async fn run(self, context: &Context, out: &mut impl Write) -> anyhow::Result<ExitCode> {
         let args = read_json(self.args.as_deref())?;
-        let target = target::open(context, self.remote, self.token, Some(&self.app))?;
+        let target = target::open(context, self.remote, self.token, Some(&self.app)).await?;
         let result = if self.start || self.enqueue {
             target.start(&self.function, &args, self.enqueue).await?
         } else {

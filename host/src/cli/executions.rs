@@ -59,7 +59,7 @@ impl Executions {
     /// Run the command: the records (or the cancelled one) on `out`.
     pub async fn run(self, context: &Context, out: &mut impl Write) -> anyhow::Result<ExitCode> {
         if let Some(ExecutionsCommand::Cancel { id, remote }) = self.action {
-            let record = remote.open(context)?.cancel(&id).await?;
+            let record = remote.open(context).await?.cancel(&id).await?;
             writeln!(out, "{}", serde_json::to_string_pretty(&record)?)?;
             return Ok(ExitCode::SUCCESS);
         }
@@ -70,7 +70,7 @@ impl Executions {
             status: self.status,
             limit: self.limit,
         };
-        let records = self.remote.open(context)?.executions(query).await?;
+        let records = self.remote.open(context).await?.executions(query).await?;
         if self.json {
             for record in &records {
                 writeln!(out, "{record}")?;

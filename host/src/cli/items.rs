@@ -67,7 +67,7 @@ impl ItemsCommand {
         match self {
             ItemsCommand::Upload { app, dataset, paths, dir, remote } => {
                 let files = files_to_upload(&paths, &dir)?;
-                let (target, dataset) = (remote.open(context)?, Dataset { app: &app, name: &dataset });
+                let (target, dataset) = (remote.open(context).await?, Dataset { app: &app, name: &dataset });
                 let progress = indicatif::ProgressBar::new(files.len() as u64).with_style(
                     indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} items, {per_sec}, ETA {eta} {msg}")?,
                 );
@@ -85,7 +85,7 @@ impl ItemsCommand {
                 progress.finish_and_clear();
             }
             ItemsCommand::List { app, dataset, dir, mimetype, remote } => {
-                let (target, dataset) = (remote.open(context)?, Dataset { app: &app, name: &dataset });
+                let (target, dataset) = (remote.open(context).await?, Dataset { app: &app, name: &dataset });
                 let query = ItemQuery { dir, mimetype };
                 // Every page first: a failure part way prints nothing.
                 let (mut all, mut cursor) = (Vec::new(), None::<String>);
@@ -102,7 +102,7 @@ impl ItemsCommand {
                 }
             }
             ItemsCommand::Get { app, dataset, id, output, remote } => {
-                let (target, dataset) = (remote.open(context)?, Dataset { app: &app, name: &dataset });
+                let (target, dataset) = (remote.open(context).await?, Dataset { app: &app, name: &dataset });
                 match output {
                     Some(file) => {
                         let bytes = target.download(&dataset, &id).await?;

@@ -20,7 +20,7 @@ pub struct Logs {
 impl Logs {
     /// Run the command: the logs on `out`.
     pub async fn run(self, context: &Context, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-        let target = self.remote.open(context)?;
+        let target = self.remote.open(context).await?;
         match self.follow {
             true => target.follow_logs(&self.id, out).await?,
             false => out.write_all(&target.logs(&self.id).await?)?,

@@ -72,7 +72,7 @@ impl MapArgs {
         let progress = indicatif::ProgressBar::new(0).with_style(indicatif::ProgressStyle::with_template(
             "{bar:40} {pos}/{len} calls, {per_sec}, ETA {eta} {msg}",
         )?);
-        let target = target::open(context, self.remote, self.token, Some(&self.app))?;
+        let target = target::open(context, self.remote, self.token, Some(&self.app)).await?;
         let mut on = |event| match event {
             MapEvent::Total(count) => progress.set_length(count as u64),
             MapEvent::Outcome(index, outcome) => {

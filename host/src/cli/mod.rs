@@ -16,22 +16,77 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use host::storage::nats::{Nats, NatsOptions};
 use host::{App, Error, Host, HostBuilder};
 use serde_json::Value;
 
-/// What the commands share: the local host as `--data` and `--cache` configure it.
+/// What the commands share: the local host as `--data`, `--cache` and `--backend` configure it.
 pub struct Context {
     /// The local host's configuration; only commands that work locally build it.
     pub local: HostBuilder,
     /// The folder of compiled components.
     pub cache: PathBuf,
+    /// The NATS cluster holding every store, if not the data dir.
+    backend: Option<NatsOptions>,
 }
 
 impl Context {
-    /// The context for data dir `data` and the cache `cache` (default: `cache` in the data dir).
-    pub fn new(data: &Path, cache: Option<PathBuf>) -> Context {
+    /// The context for data dir `data`, the cache `cache` (default: `cache` in the data dir)
+    /// and the backend `backend`.
+    pub fn new(data: &Path, cache: Option<PathBuf>, backend: BackendArgs) -> anyhow::Result<Context> {
         let cache = cache.unwrap_or_else(|| data.join("cache"));
-        Context { local: Host::builder().data_dir(data).cache_dir(&cache), cache }
+        Ok(Context { local: Host::builder().data_dir(data).cache_dir(&cache), cache, backend: backend.options()? })
+    }
+
+    /// Open the local host `builder` configures, on the backend of `--backend`.
+    pub async fn open(&self, builder: HostBuilder) -> anyhow::Result<Host> {
+        let builder = match &self.backend {
+            Some(options) => builder.nats(Nats::connect(options).await.map_err(Error::from)?),
+            None => builder,
+        };
+        Ok(builder.build()?)
+    }
+}
+
+/// Where the stores live: the data dir (the default), or a NATS JetStream cluster shared by
+/// every host connected to it.
+#[derive(clap::Args)]
+pub struct BackendArgs {
+    /// Keep every store (key-value, buckets, items, queues, topics, executions, schedules) in a
+    /// NATS JetStream cluster, shared with every host using it, instead of the data dir:
+    /// `nats://HOST:PORT[,HOST:PORT...]`.
+    #[arg(long, global = true, env = "HOST_BACKEND", value_name = "nats://HOST:PORT,...")]
+    backend: Option<String>,
+    /// NATS authentication token (prefer `HOST_NATS_TOKEN`: arguments show up in `ps`).
+    #[arg(long, global = true, env = "HOST_NATS_TOKEN", hide_env_values = true, requires = "backend")]
+    nats_token: Option<String>,
+    /// NATS user and password as `USER:PASSWORD` (prefer `HOST_NATS_USER`).
+    #[arg(long, global = true, env = "HOST_NATS_USER", hide_env_values = true, requires = "backend")]
+    nats_user: Option<String>,
+    /// NATS credentials file (`.creds`: a user JWT and its nkey seed).
+    #[arg(long, global = true, env = "HOST_NATS_CREDS", value_name = "FILE", requires = "backend")]
+    nats_creds: Option<PathBuf>,
+    /// PEM file of the CA that signed the NATS servers' certificates (turns TLS on).
+    #[arg(long, global = true, env = "HOST_NATS_CA", value_name = "FILE", requires = "backend")]
+    nats_ca: Option<PathBuf>,
+}
+
+impl BackendArgs {
+    /// The NATS options, checked; `None` for the embedded store.
+    fn options(self) -> anyhow::Result<Option<NatsOptions>> {
+        let Some(spec) = self.backend else { return Ok(None) };
+        let mut options = NatsOptions::parse(&spec).map_err(anyhow::Error::msg)?;
+        options.token = self.nats_token;
+        options.user = match self.nats_user {
+            Some(user) => match user.split_once(':') {
+                Some((user, password)) => Some((user.to_string(), password.to_string())),
+                None => anyhow::bail!("--nats-user: expected USER:PASSWORD"),
+            },
+            None => None,
+        };
+        options.creds_file = self.nats_creds;
+        options.tls_ca = self.nats_ca;
+        Ok(Some(options))
     }
 }
 

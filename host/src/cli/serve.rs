@@ -110,7 +110,7 @@ impl Serve {
             );
         }
         let retention = Retention { max_age: self.keep_executions_for, max_count: self.keep_executions };
-        let host = context.local.clone().retention(retention).build()?;
+        let host = context.open(context.local.clone().retention(retention)).await?;
         let apps =
             self.manifests.iter().map(|path| load_app(&host, path, self.build)).collect::<Result<Vec<_>, _>>()?;
         let config = self.limits.config(token);

@@ -23,7 +23,7 @@ impl Wait {
     /// Run the command: the result on `out`, why there is none on stderr.
     pub async fn run(self, context: &Context, out: &mut impl Write) -> anyhow::Result<ExitCode> {
         let Wait { id, timeout, remote } = self;
-        let record = remote.open(context)?.wait(&id, timeout).await?;
+        let record = remote.open(context).await?.wait(&id, timeout).await?;
         Ok(match record["status"].as_str() {
             Some("succeeded") => {
                 writeln!(out, "{}", serde_json::to_string_pretty(&record["output"])?)?;

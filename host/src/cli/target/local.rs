@@ -20,8 +20,8 @@ pub struct Local {
 
 impl Local {
     /// Open the data dir (no server may be using it) and load `app` when given.
-    pub fn open(context: &Context, app: Option<&AppArgs>) -> anyhow::Result<Local> {
-        let host = context.local.clone().build()?;
+    pub async fn open(context: &Context, app: Option<&AppArgs>) -> anyhow::Result<Local> {
+        let host = context.open(context.local.clone()).await?;
         let app = app.map(|app| load_app(&host, &app.manifest, app.build)).transpose()?;
         Ok(Local { host, app })
     }

@@ -48,7 +48,7 @@ pub trait Target {
 
 /// The target `--remote URL` names, or else the data dir, with `app` loaded when a command calls
 /// functions.
-pub fn open(
+pub async fn open(
     context: &Context,
     remote: Option<String>,
     token: TokenArgs,
@@ -56,14 +56,14 @@ pub fn open(
 ) -> anyhow::Result<Box<dyn Target>> {
     Ok(match remote {
         Some(url) => Box::new(host::client::Client::new(&url, token.resolve()?)?),
-        None => Box::new(local::Local::open(context, app)?),
+        None => Box::new(local::Local::open(context, app).await?),
     })
 }
 
 impl RemoteArgs {
     /// The target these arguments name, for commands that call no function.
-    pub fn open(self, context: &Context) -> anyhow::Result<Box<dyn Target>> {
-        open(context, self.remote, self.token, None)
+    pub async fn open(self, context: &Context) -> anyhow::Result<Box<dyn Target>> {
+        open(context, self.remote, self.token, None).await
     }
 }
 

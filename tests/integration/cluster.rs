@@ -1,0 +1,292 @@
+//! Three `host serve` nodes on a three-node NATS JetStream cluster (every stream replicated three
+//! times), all on loopback: state written through one node is read through another, queue
+//! messages, topic deliveries, `once` item triggers and schedule ticks run once across the
+//! cluster, and a SIGKILLed host node or NATS server loses nothing acknowledged.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use host::storage::nats::cluster::{LocalCluster, nats_server};
+use serde_json::{Value, json};
+
+use crate::common::{COUNTER, MESSAGING, PROBE, ServeProcess};
+use crate::server::{Answer, send, try_send};
+
+/// NATS servers and host nodes, each host node with its own data dir (its compiled-component
+/// cache is the tests' shared one).
+struct Cluster {
+    nats: LocalCluster,
+    nodes: Vec<Option<ServeProcess>>,
+    data: Vec<tempfile::TempDir>,
+    manifests: Vec<&'static str>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(manifests: &[&'static str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = LocalCluster::start(&nats_server().unwrap(), dir.path(), 3).unwrap();
+        let mut cluster = Cluster {
+            nats,
+            nodes: Vec::new(),
+            data: (0..3).map(|_| tempfile::tempdir().unwrap()).collect(),
+            manifests: manifests.to_vec(),
+            _dir: dir,
+        };
+        cluster.nodes = (0..3).map(|i| Some(cluster.serve(i))).collect();
+        cluster
+    }
+
+    fn serve(&self, i: usize) -> ServeProcess {
+        let backend = self.nats.backend();
+        ServeProcess::start_with(self.data[i].path(), None, &self.manifests, &["--backend", &backend])
+    }
+
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].as_ref().expect("node running").addr
+    }
+
+    /// The address of a running node, round robin over `n`.
+    fn any(&self, n: usize) -> SocketAddr {
+        let running: Vec<SocketAddr> = self.nodes.iter().flatten().map(|node| node.addr).collect();
+        running[n % running.len()]
+    }
+
+    /// SIGKILL host node `i`.
+    fn kill(&mut self, i: usize) {
+        self.nodes[i] = None;
+    }
+}
+
+fn post(addr: SocketAddr, path: &str, body: &[u8]) -> Answer {
+    send(addr, "POST", path, &["Content-Type: application/json"], body)
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every key of KV store `store` of `app` with `prefix` and its counter value, read through `addr`.
+fn counters(addr: SocketAddr, app: &str, store: &str, prefix: &str) -> BTreeMap<String, i64> {
+    let mut counters = BTreeMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/apps/{app}/kv/{store}?prefix={prefix}");
+        if let Some(cursor) = &cursor {
+            path.push_str(&format!("&cursor={}", encode(cursor)));
+        }
+        let page = send(addr, "GET", &path, &[], b"").json();
+        for key in page["keys"].as_array().unwrap() {
+            let key = key.as_str().unwrap();
+            let value = send(addr, "GET", &format!("/v1/apps/{app}/kv/{store}/{key}"), &[], b"").body;
+            counters.insert(key.to_string(), i64::from_le_bytes(value[..].try_into().unwrap()));
+        }
+        match page["cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return counters,
+        }
+    }
+}
+
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// Execution records of `trigger` of `app`, read through `addr` (newest first).
+fn executions(addr: SocketAddr, app: &str, trigger: &str) -> Vec<Value> {
+    let answer = send(addr, "GET", &format!("/v1/executions?app={app}&trigger={trigger}&limit=1000"), &[], b"");
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    answer.json().as_array().unwrap().clone()
+}
+
+#[test]
+fn three_nodes_share_state_and_run_each_piece_of_work_once() {
+    let cluster = Cluster::start(&[MESSAGING, COUNTER, PROBE]);
+    let started = Instant::now();
+
+    // A KV write through node 0 is read through node 1.
+    let key = "/v1/apps/messaging/kv/seen/greeting";
+    assert_eq!(send(cluster.addr(0), "PUT", key, &[], b"hello from node 0").status, 204);
+    assert_eq!(send(cluster.addr(1), "GET", key, &[], b"").body, b"hello from node 0");
+    // A bucket object written through node 1 is read through node 2, byte for byte.
+    let object: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+    let path = "/v1/apps/counter/buckets/notes/shared/big.bin";
+    assert_eq!(send(cluster.addr(1), "PUT", path, &[], &object).status, 204);
+    assert!(send(cluster.addr(2), "GET", path, &[], b"").body == object, "the object read through node 2 differs");
+
+    // 1,000 queue messages sent round robin, consumed by the queue triggers of all three nodes.
+    for i in 0..1000 {
+        let answer = post(cluster.any(i), "/v1/apps/messaging/queues/jobs", format!("m{i:04}").as_bytes());
+        assert_eq!(answer.status, 201, "{}", answer.text());
+    }
+    // 20 events on a topic with two subscriptions (`news-b` fails each event's first attempt).
+    let mut events = Vec::new();
+    for i in 0..20 {
+        let answer = post(cluster.any(i), "/v1/apps/messaging/topics/news", format!("e{i}").as_bytes());
+        assert_eq!(answer.status, 201, "{}", answer.text());
+        events.push(answer.json()["id"].as_str().unwrap().to_string());
+    }
+    // 100 new images into a dataset with a `once` trigger, uploaded round robin.
+    let mut items = BTreeSet::new();
+    for i in 0..100 {
+        let path = format!("/v1/apps/probe/datasets/inbox/items?dir=/once&name=img{i:03}.png");
+        let answer = send(cluster.any(i), "POST", &path, &["Content-Type: image/png"], b"\x89PNG\r\n\x1a\n an image");
+        assert_eq!(answer.status, 201, "{}", answer.text());
+        items.insert(answer.json()["id"].as_str().unwrap().to_string());
+    }
+
+    let messages = Mutex::new(BTreeMap::new());
+    wait_until("every queue message is handled", Duration::from_secs(120), || {
+        *messages.lock().unwrap() = counters(cluster.addr(2), "messaging", "seen", "msg/");
+        messages.lock().unwrap().len() == 1000
+    });
+    let messages = messages.into_inner().unwrap();
+    let redelivered: i64 = messages.values().map(|n| n - 1).sum();
+    eprintln!("queue: 1000 messages handled across 3 nodes, {redelivered} redeliveries");
+    assert!(messages.values().all(|&n| n == 1), "each message handled once: {redelivered} redeliveries");
+    wait_until("the queue is empty", Duration::from_secs(30), || {
+        let stats = send(cluster.addr(0), "GET", "/v1/apps/messaging/queues/jobs", &[], b"").json();
+        stats == json!({ "ready": 0, "waiting": 0 })
+    });
+
+    wait_until("each event reached both subscriptions", Duration::from_secs(60), || {
+        let (a, b) = (
+            counters(cluster.addr(0), "messaging", "seen", "a/"),
+            counters(cluster.addr(0), "messaging", "seen", "b/"),
+        );
+        a.len() == 20 && b.len() == 20 && b.values().all(|&n| n == 2)
+    });
+    let a = counters(cluster.addr(1), "messaging", "seen", "a/");
+    let b = counters(cluster.addr(1), "messaging", "seen", "b/");
+    assert_eq!(a.keys().map(|k| &k[2..]).collect::<BTreeSet<_>>(), events.iter().map(String::as_str).collect());
+    assert!(a.values().all(|&n| n == 1), "news-a handled each event once: {a:?}");
+    assert!(b.values().all(|&n| n == 2), "news-b: one failed attempt and one retry per event: {b:?}");
+
+    let succeeded = |records: &[Value]| -> BTreeMap<String, usize> {
+        let mut per_item = BTreeMap::new();
+        for record in records.iter().filter(|r| r["status"] == "succeeded") {
+            *per_item.entry(record["input"]["id"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+        }
+        per_item
+    };
+    wait_until("the `once` trigger ran for every item", Duration::from_secs(120), || {
+        succeeded(&executions(cluster.addr(0), "probe", "once")).len() == 100
+    });
+    let runs = executions(cluster.addr(1), "probe", "once");
+    let per_item = succeeded(&runs);
+    assert_eq!(per_item.keys().cloned().collect::<BTreeSet<_>>(), items);
+    assert!(per_item.values().all(|&n| n == 1), "each item succeeded exactly once");
+    assert_eq!(runs.len(), 100, "no item ran twice");
+
+    // The 1-second schedule, running on three nodes, fired once per tick.
+    std::thread::sleep(Duration::from_secs(2));
+    let ticks = executions(cluster.addr(2), "messaging", "every-second");
+    let elapsed = started.elapsed().as_secs();
+    let fire_times: Vec<u64> = ticks.iter().map(|r| r["input"]["scheduled-ms"].as_u64().unwrap()).collect();
+    let distinct: BTreeSet<u64> = fire_times.iter().copied().collect();
+    assert_eq!(distinct.len(), fire_times.len(), "a tick fired twice: {fire_times:?}");
+    assert!(
+        fire_times.len() as u64 >= elapsed.saturating_sub(3) && fire_times.len() as u64 <= elapsed + 1,
+        "{} fires in {elapsed} s",
+        fire_times.len()
+    );
+}
+
+/// Writes through every node of `addrs` until `stop`: the keys acknowledged (204) go to `acknowledged`.
+fn write_load(addrs: Vec<SocketAddr>, stop: &AtomicBool, acknowledged: &Mutex<Vec<String>>) {
+    std::thread::scope(|scope| {
+        for (t, addr) in addrs.into_iter().enumerate() {
+            scope.spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("w{t}-{n}");
+                    let path = format!("/v1/apps/messaging/kv/seen/{key}");
+                    if try_send(addr, "PUT", &path, &[], key.as_bytes()).is_ok_and(|a| a.status == 204) {
+                        acknowledged.lock().unwrap().push(key);
+                    }
+                    n += 1;
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn a_killed_host_node_leaves_its_work_to_the_others_and_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::start(&[MESSAGING]);
+    // Slow messages, so that the node killed holds leases when it dies.
+    for i in 0..60 {
+        let answer = post(cluster.any(i), "/v1/apps/messaging/queues/jobs", format!("sleep:300-{i:02}").as_bytes());
+        assert_eq!(answer.status, 201);
+    }
+    // Jobs (async executions), some of which run on the node killed.
+    let jobs: Vec<String> = (0..12)
+        .map(|i| {
+            let body: Vec<u8> = format!("sleep:1500-job{i:02}").into_bytes();
+            let message = json!({ "message": { "id": format!("j{i}"), "body": body, "attempt": 1, "lease": "" } });
+            let answer = post(cluster.any(i), "/v1/apps/messaging/functions/messaging.handle?async=true", message.to_string().as_bytes());
+            assert_eq!(answer.status, 202, "{}", answer.text());
+            answer.json()["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let (stop, acknowledged) = (AtomicBool::new(false), Mutex::new(Vec::new()));
+    std::thread::scope(|scope| {
+        let addrs = (0..3).map(|i| cluster.addr(i)).collect();
+        scope.spawn(|| write_load(addrs, &stop, &acknowledged));
+        std::thread::sleep(Duration::from_secs(2));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let handled_before = counters(cluster.addr(0), "messaging", "seen", "msg/").len();
+    cluster.kill(1);
+    eprintln!("node 1 killed with {handled_before} of 72 messages and jobs handled");
+    wait_until("the other nodes handled every message and job", Duration::from_secs(120), || {
+        counters(cluster.addr(0), "messaging", "seen", "msg/").len() == 72
+    });
+    for id in &jobs {
+        let record = send(cluster.addr(2), "GET", &format!("/v1/executions/{id}?wait=60s"), &[], b"").json();
+        assert_eq!(record["status"], "succeeded", "job {id}: {record}");
+    }
+    let acknowledged = acknowledged.into_inner().unwrap();
+    assert!(acknowledged.len() > 10, "the load wrote something: {}", acknowledged.len());
+    for key in &acknowledged {
+        let answer = send(cluster.addr(2), "GET", &format!("/v1/apps/messaging/kv/seen/{key}"), &[], b"");
+        assert_eq!(answer.body, key.as_bytes(), "acknowledged write {key} is missing");
+    }
+}
+
+#[test]
+fn a_killed_nats_server_loses_nothing_acknowledged() {
+    let mut cluster = Cluster::start(&[MESSAGING]);
+    let (stop, acknowledged) = (AtomicBool::new(false), Mutex::new(Vec::new()));
+    std::thread::scope(|scope| {
+        let addrs = (0..3).map(|i| cluster.addr(i)).collect();
+        scope.spawn(|| write_load(addrs, &stop, &acknowledged));
+        std::thread::sleep(Duration::from_secs(1));
+        cluster.nats.kill(0);
+        std::thread::sleep(Duration::from_secs(4));
+        cluster.nats.restart(0).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let acknowledged = acknowledged.into_inner().unwrap();
+    eprintln!("{} writes acknowledged while a NATS server died and came back", acknowledged.len());
+    assert!(acknowledged.len() > 10, "the load wrote something");
+    for (i, key) in acknowledged.iter().enumerate() {
+        let answer = send(cluster.any(i), "GET", &format!("/v1/apps/messaging/kv/seen/{key}"), &[], b"");
+        assert_eq!(answer.body, key.as_bytes(), "acknowledged write {key} is missing");
+    }
+    // The cluster carries on: a queue message sent now is handled.
+    assert_eq!(post(cluster.addr(0), "/v1/apps/messaging/queues/jobs", b"after").status, 201);
+    wait_until("the message sent after the restart is handled", Duration::from_secs(60), || {
+        counters(cluster.addr(1), "messaging", "seen", "msg/after").len() == 1
+    });
+}
