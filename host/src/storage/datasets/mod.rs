@@ -5,7 +5,8 @@
 //!
 //! [`Dataset`] checks arguments and decides what a change does; a [`DatasetStore`] keeps the
 //! records, annotations, events and bytes. The embedded store is [`SledDatasets`]: records in
-//! sled, bytes as files under the data dir.
+//! sled, bytes as files under the data dir. [`NatsDatasets`] shares datasets between the nodes
+//! of a NATS JetStream cluster.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,11 +18,13 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use self::item::join;
 pub use self::item::{Action, Annotation, Cause, Geometry, Item, ItemEvent, ItemFilter, ItemPage, Modality};
+pub use self::nats::NatsDatasets;
 pub use self::sled::SledDatasets;
 pub(crate) use self::sled::{events_tree, remove_orphans};
 use crate::clock::now_ms;
 
 mod item;
+mod nats;
 mod sled;
 #[cfg(test)]
 pub(crate) mod suite;
@@ -61,10 +64,10 @@ pub trait DatasetBackend: Send + Sync {
 
 /// The records, annotations, events and bytes of one dataset.
 ///
-/// Changes are made by one [`Dataset`]
-/// change at a time, under [`DatasetStore::lock`]; a change is durable once
-/// [`DatasetStore::durable`] returns. A networked store makes the lock a claim, or each
-/// [`DatasetStore::commit`] a compare-and-set on the item's revision.
+/// Changes are made by one [`Dataset`] change at a time, under [`DatasetStore::lock`]; a change
+/// is durable once [`DatasetStore::durable`] returns. A networked store makes the lock a claim
+/// held by one node at a time, and fences out the writes of a holder whose claim another node
+/// took over.
 #[async_trait::async_trait]
 pub trait DatasetStore: Send + Sync {
     /// The item with this id, if any.
@@ -86,8 +89,9 @@ pub trait DatasetStore: Send + Sync {
     /// A new id (of an item or annotation), increasing.
     async fn new_id(&self) -> Result<String, ItemsError>;
 
-    /// The lock every change of the dataset holds, shared by every handle on the dataset.
-    fn lock(&self) -> Arc<tokio::sync::Mutex<()>>;
+    /// Take the lock every change of the dataset holds, shared by every handle on the dataset
+    /// (and every node): held until the answer is dropped.
+    async fn lock(&self) -> Result<Box<dyn Send>, ItemsError>;
 
     /// Write bytes aside, durably, before they become an item's.
     async fn stage(&self, data: Vec<u8>) -> Result<Box<dyn StagedBytes>, ItemsError>;
@@ -239,7 +243,7 @@ impl Dataset {
         F: FnOnce(Dataset) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, ItemsError>> + Send + 'static,
     {
-        let held = self.store.lock().lock_owned().await;
+        let held = self.store.lock().await?;
         let dataset = self.clone();
         let task = tokio::spawn(async move {
             let _held = held;

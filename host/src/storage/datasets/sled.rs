@@ -138,8 +138,8 @@ impl DatasetStore for SledDataset {
         Ok(format!("{:016x}", self.store.next_id().map_err(storage)?))
     }
 
-    fn lock(&self) -> Arc<tokio::sync::Mutex<()>> {
-        self.lock.clone()
+    async fn lock(&self) -> Result<Box<dyn Send>, ItemsError> {
+        Ok(Box::new(self.lock.clone().lock_owned().await))
     }
 
     async fn stage(&self, data: Vec<u8>) -> Result<Box<dyn StagedBytes>, ItemsError> {
