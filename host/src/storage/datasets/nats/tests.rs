@@ -57,18 +57,21 @@ async fn durable_across_nodes() {
 async fn two_nodes_change_one_dataset_at_once() {
     let nats = testing::nats().await;
     let nodes = [NatsDatasets::new(testing::another_node(&nats).await), NatsDatasets::new(nats)];
+    let datasets = [
+        Dataset::new(&nodes[0], "app", "shared").await.unwrap(),
+        Dataset::new(&nodes[1], "app", "shared").await.unwrap(),
+    ];
     let started = std::time::Instant::now();
-    let uploads = nodes.iter().enumerate().map(|(n, node)| async move {
-        let data = Dataset::new(node, "app", "shared").await.unwrap();
-        let mut made = Vec::new();
-        for i in 0..20 {
+    // Every upload at once: a node's own uploads take turns, and the two nodes contend.
+    let uploads = (0..2).flat_map(|n| (0..20).map(move |i| (n, i))).map(|(n, i)| {
+        let data = datasets[n].clone();
+        tokio::spawn(async move {
             let name = if i < 5 { format!("both-{i}") } else { format!("node{n}-{i}") };
             let body = format!("{n}/{i}").into_bytes();
-            made.push(data.upload("/", &name, None, body, None, None).await.unwrap());
-        }
-        made
+            data.upload("/", &name, None, body, None, None).await.unwrap()
+        })
     });
-    let made: Vec<_> = futures_util::future::join_all(uploads).await.into_iter().flatten().collect();
+    let made: Vec<_> = futures_util::future::try_join_all(uploads).await.unwrap();
     let per_upload = started.elapsed() / 40;
 
     let data = Dataset::new(&nodes[0], "app", "shared").await.unwrap();
