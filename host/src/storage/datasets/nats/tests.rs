@@ -193,3 +193,25 @@ async fn a_holder_whose_lock_was_taken_over_is_fenced_out() {
     assert_eq!(data.get(&item.id).await.unwrap(), kept, "the expired lock is taken over");
     assert_eq!(events(&node).len(), 2);
 }
+
+/// Two nodes change one item's metadata at once: every change has its event, in the order the
+/// changes were made, and the item holds the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_change_one_item_at_once() {
+    let nats = testing::nats().await;
+    let nodes = [NatsDatasets::new(testing::another_node(&nats).await), NatsDatasets::new(nats)];
+    let first = Dataset::new(&nodes[0], "app", "edited").await.unwrap();
+    let second = Dataset::new(&nodes[1], "app", "edited").await.unwrap();
+    let item = first.upload("/", "a.txt", None, b"a".to_vec(), None, None).await.unwrap();
+    let changes = (0..20).map(|i| {
+        let (data, id) = (if i % 2 == 0 { first.clone() } else { second.clone() }, item.id.clone());
+        tokio::spawn(async move { data.update_metadata(&id, &format!(r#"{{"n": {i}}}"#), None).await.unwrap() })
+    });
+    futures_util::future::try_join_all(changes).await.unwrap();
+    let events = events(&nodes[0]);
+    let mut seen: Vec<_> = events[1..].iter().map(|e| e.item.metadata["n"].as_u64().unwrap()).collect();
+    let last = *seen.last().unwrap();
+    assert_eq!(second.get(&item.id).await.unwrap().metadata, json!({ "n": last }));
+    seen.sort();
+    assert_eq!(seen, (0..20).collect::<Vec<_>>(), "one event per change");
+}
