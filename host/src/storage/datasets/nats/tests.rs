@@ -215,3 +215,24 @@ async fn two_nodes_change_one_item_at_once() {
     seen.sort();
     assert_eq!(seen, (0..20).collect::<Vec<_>>(), "one event per change");
 }
+
+/// Bytes of many chunks are read back whole; replacing or deleting them deletes the former
+/// object once the change is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_span_chunks_and_former_ones_are_deleted() {
+    let node = NatsDatasets::new(testing::nats().await);
+    let data = Dataset::new(&node, "app", "big").await.unwrap();
+    let big: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+    let item = data.upload("/", "big.bin", None, big.clone(), None, None).await.unwrap();
+    assert_eq!(data.download(&item.id).await.unwrap(), big);
+    assert_eq!(data.download_at_most(&item.id, 1 << 20).await.unwrap(), Err(3 << 20));
+    let dataset = opened(&node, "big").await;
+    let first = dataset.record(&item.id).await.unwrap().unwrap().object;
+    data.upload("/", "big.bin", None, b"small".to_vec(), None, None).await.unwrap();
+    let second = dataset.record(&item.id).await.unwrap().unwrap().object;
+    assert_ne!(first, second);
+    assert!(dataset.writer.objects.get(&first).await.is_err(), "the former bytes are deleted");
+    assert_eq!(data.download(&item.id).await.unwrap(), b"small");
+    data.delete(&item.id, None).await.unwrap();
+    assert!(dataset.writer.objects.get(&second).await.is_err(), "a deleted item's bytes are deleted");
+}
