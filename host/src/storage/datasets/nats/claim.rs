@@ -51,17 +51,24 @@ pub(super) struct Claim {
 pub(super) struct Intent {
     /// Message id of the event: appending it again is a no-op.
     pub id: String,
+    /// Keys and their new values, `None` to remove the key.
     pub writes: Vec<(String, Option<String>)>,
+    /// The item event the change emits, if any.
     pub event: Option<ItemEvent>,
+    /// Objects no record names any more.
     pub retired: Vec<String>,
 }
 
 /// What a change writes to: the bucket, the objects and the app's event log.
 #[derive(Clone)]
 pub(super) struct Writer {
+    /// The dataset's name, for errors.
     pub dataset: String,
+    /// Records, paths, annotations, the lock and the outbox.
     pub bucket: Bucket,
+    /// Item bytes.
     pub objects: ObjectStore,
+    /// The app's item events.
     pub events: EventLog,
     /// The claim while this handle holds it.
     pub claim: Arc<tokio::sync::Mutex<Option<Claim>>>,
@@ -157,6 +164,7 @@ impl Writer {
         self.chain(claim, key, value).await
     }
 
+    /// Write `key` if the holder's last write is still the bucket's last one.
     async fn chain(&self, claim: &mut Claim, key: &str, value: Option<Bytes>) -> Result<(), ItemsError> {
         match self.bucket.write_after(key, value, claim.last).await.map_err(storage)? {
             Some(sequence) => {

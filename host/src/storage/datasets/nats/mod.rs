@@ -36,6 +36,9 @@ mod tests;
 /// Size of the chunks item bytes are stored in.
 const CHUNK_SIZE: usize = 256 << 10;
 
+/// How many records are read at once.
+const READS_AT_ONCE: usize = 64;
+
 /// How often reading an app's item events also sweeps its datasets for half-done changes.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
@@ -209,11 +212,18 @@ impl NatsDataset {
         Ok(keys)
     }
 
-    /// The values of `keys`, in their order (absent ones skipped), read a few at a time.
+    /// The values of `keys`, in their order (absent ones skipped), read [`READS_AT_ONCE`] at a
+    /// time.
     async fn values<T: serde::de::DeserializeOwned>(&self, keys: &[String]) -> Result<Vec<T>, ItemsError> {
-        let reads = keys.iter().map(|key| self.writer.bucket.get(key));
-        let values = futures_util::future::try_join_all(reads).await.map_err(storage)?;
-        values.into_iter().flatten().map(|(bytes, _)| serde_json::from_slice(&bytes).map_err(storage)).collect()
+        let mut values = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(READS_AT_ONCE) {
+            let reads = batch.iter().map(|key| self.writer.bucket.get(key));
+            let read = futures_util::future::try_join_all(reads).await.map_err(storage)?;
+            for (bytes, _) in read.into_iter().flatten() {
+                values.push(serde_json::from_slice(&bytes).map_err(storage)?);
+            }
+        }
+        Ok(values)
     }
 }
 
@@ -246,7 +256,7 @@ impl DatasetStore for NatsDataset {
             keys.retain(|k| k[2..] > *cursor);
         }
         let mut items = Vec::new();
-        for batch in keys.chunks(limit.clamp(1, 64)) {
+        for batch in keys.chunks(limit.clamp(1, READS_AT_ONCE)) {
             for record in self.values::<Record>(batch).await? {
                 if !filter.matches(&record.item) {
                     continue;
