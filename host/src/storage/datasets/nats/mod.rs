@@ -1,15 +1,17 @@
 //! Datasets on NATS JetStream, shared by every node of a cluster.
 //!
 //! Each dataset of each app has a key-value bucket (item records under `i/ID`, the path index
-//! under `p/PATH`, annotations under `a/ITEM/ID`, the lock and the outbox, see [`claim`]) and
-//! an object store of the same name holding item bytes. An upload stages its bytes as a new
-//! object and the item's record names the object that holds its bytes, so replacing them is one
-//! write of the record (the former object is deleted once the change is applied). Item events
-//! go to the app's `ITEMS` event log, each with its stream sequence as its key.
+//! under `p/PATH`, annotations under `a/ITEM/ID`, the objects records name under `o/OBJECT`,
+//! the lock and the outbox, see [`claim`]) and an object store of the same name holding item
+//! bytes. An upload stages its bytes as a new object and the item's record names the object
+//! that holds its bytes, so replacing them is one write of the record (the former object is
+//! deleted once the change is applied). Item events go to the app's `ITEMS` event log, each
+//! with its stream sequence as its key.
 //!
 //! A change a node left half done (it died, or lost its lock) is finished by the next node that
 //! takes the dataset's lock, opens the dataset, or sweeps the app's datasets (which reading the
-//! app's item events does every [`SWEEP_EVERY`]).
+//! app's item events does every [`SWEEP_EVERY`]). Staged bytes that no change named (their
+//! node died first) are deleted by a sweep every [`ORPHANS_EVERY`] once an hour old.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +44,13 @@ const READS_AT_ONCE: usize = 64;
 /// How often reading an app's item events also sweeps its datasets for half-done changes.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
+/// How often such a sweep also deletes orphaned staged bytes.
+const ORPHANS_EVERY: Duration = Duration::from_secs(3600);
+
+/// How old staged bytes that no record names must be to be orphans (an upload takes its
+/// dataset's lock long before).
+const ORPHAN_AGE_MS: u64 = 3_600_000;
+
 /// Datasets in NATS JetStream.
 pub struct NatsDatasets {
     nats: Nats,
@@ -51,12 +60,30 @@ pub struct NatsDatasets {
     logs: Mutex<HashMap<String, EventLog>>,
     /// When each app's datasets were last swept.
     swept: Mutex<HashMap<String, Instant>>,
+    /// When each app's datasets were last swept for orphaned bytes.
+    orphans_swept: Mutex<HashMap<String, Instant>>,
+}
+
+/// Whether `every` has passed since `app` was last done in `last` (then counted as done now).
+fn due(last: &Mutex<HashMap<String, Instant>>, app: &str, every: Duration) -> bool {
+    let mut last = last.lock().expect("not poisoned");
+    let due = last.get(app).is_none_or(|at| at.elapsed() >= every);
+    if due {
+        last.insert(app.to_string(), Instant::now());
+    }
+    due
 }
 
 impl NatsDatasets {
     /// Datasets on the cluster of `nats` (streams are made when a dataset is first opened).
     pub fn new(nats: Nats) -> NatsDatasets {
-        NatsDatasets { nats, open: Mutex::default(), logs: Mutex::default(), swept: Mutex::default() }
+        NatsDatasets {
+            nats,
+            open: Mutex::default(),
+            logs: Mutex::default(),
+            swept: Mutex::default(),
+            orphans_swept: Mutex::default(),
+        }
     }
 
     /// The item event log of `app`.
@@ -88,19 +115,12 @@ impl DatasetBackend for NatsDatasets {
     }
 
     async fn pending_events(&self, app: &str, limit: usize) -> Result<Vec<(Vec<u8>, ItemEvent)>, ItemsError> {
-        let due = {
-            let mut swept = self.swept.lock().expect("not poisoned");
-            let due = swept.get(app).is_none_or(|last| last.elapsed() >= SWEEP_EVERY);
-            if due {
-                swept.insert(app.to_string(), Instant::now());
-            }
-            due
-        };
-        if due {
+        if due(&self.swept, app, SWEEP_EVERY) {
+            let orphans = due(&self.orphans_swept, app, ORPHANS_EVERY);
             let (nats, app) = (self.nats.clone(), app.to_string());
             // In a task of its own: finishing a change may wait for an expired lock.
             tokio::spawn(async move {
-                if let Err(e) = sweep(&nats, &app).await {
+                if let Err(e) = sweep(&nats, &app, orphans).await {
                     tracing::warn!(app = %app, error = %e, "sweeping datasets for half-done changes failed");
                 }
             });
@@ -128,8 +148,9 @@ async fn writer(nats: &Nats, dataset: &str, bucket_name: &str, events: EventLog)
     })
 }
 
-/// Finish the changes nodes left half done in the datasets of `app`.
-async fn sweep(nats: &Nats, app: &str) -> Result<(), ItemsError> {
+/// Finish the changes nodes left half done in the datasets of `app`, and delete their orphaned
+/// staged bytes when `orphans`.
+async fn sweep(nats: &Nats, app: &str, orphans: bool) -> Result<(), ItemsError> {
     let prefix = format!("KV_{}_", nats.name("DATASET", &[app]));
     let streams: Vec<String> = nats.retry(|| nats.js.stream_names().try_collect()).await.map_err(storage)?;
     for bucket_name in streams.iter().filter(|s| s.starts_with(&prefix)).map(|s| &s["KV_".len()..]) {
@@ -139,6 +160,24 @@ async fn sweep(nats: &Nats, app: &str) -> Result<(), ItemsError> {
             let writer = writer(nats, bucket_name, bucket_name, events).await?;
             let turn = Arc::new(tokio::sync::Mutex::new(())).lock_owned().await;
             drop(writer.lock(turn).await?);
+        }
+        if orphans {
+            delete_orphans(&bucket, &open_objects(nats, bucket_name).await.map_err(storage)?).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Delete the staged bytes that no record names and that are older than [`ORPHAN_AGE_MS`]: left
+/// by uploads whose node died, or whose change failed, before the change named them.
+async fn delete_orphans(bucket: &Bucket, objects: &ObjectStore) -> Result<(), ItemsError> {
+    let listed = objects.list().await.map_err(storage)?;
+    let names: Vec<String> = listed.map_ok(|info| info.name).try_collect().await.map_err(storage)?;
+    let before = now_ms().saturating_sub(ORPHAN_AGE_MS);
+    for name in names {
+        let staged_ms = name.strip_prefix("staged/").and_then(|n| u64::from_str_radix(n.get(..16)?, 16).ok());
+        if staged_ms.is_some_and(|ms| ms < before) && bucket.get(&object_key(&name)).await.map_err(storage)?.is_none() {
+            delete_object(objects, &name).await?;
         }
     }
     Ok(())
@@ -183,6 +222,11 @@ fn record_key(id: &str) -> String {
 
 fn path_key(path: &str) -> String {
     format!("p{path}")
+}
+
+/// The key that tells object `name` holds an item's bytes (its value is the item's id).
+fn object_key(name: &str) -> String {
+    format!("o/{name}")
 }
 
 fn annotation_prefix(item: &str) -> String {
@@ -301,7 +345,8 @@ impl DatasetStore for NatsDataset {
     }
 
     async fn stage(&self, data: Vec<u8>) -> Result<Box<dyn StagedBytes>, ItemsError> {
-        let name = format!("staged/{}", random_id());
+        // Named by the time it was staged, so that orphans can be told by their age.
+        let name = format!("staged/{:016x}-{}", now_ms(), random_id());
         let meta = ObjectMetadata { name: name.clone(), chunk_size: Some(CHUNK_SIZE), ..Default::default() };
         let objects = &self.writer.objects;
         // Read from the slice chunk by chunk; a retry writes the object again from the start.
@@ -324,6 +369,7 @@ impl DatasetStore for NatsDataset {
             let object = match (installed, previous) {
                 (Some(new), previous) => {
                     retired.extend(previous);
+                    writes.push((object_key(&new), Some(item.id.clone())));
                     new
                 }
                 (None, Some(previous)) => previous,
@@ -333,6 +379,7 @@ impl DatasetStore for NatsDataset {
             writes.push((record_key(&item.id), Some(record)));
             writes.push((path_key(&item.path()), Some(item.id.clone())));
         }
+        writes.extend(retired.iter().map(|object| (object_key(object), None)));
         let event = ItemEvent { seq: 0, action, item: item.clone(), cause: cause.cloned() };
         self.writer.change(Intent { id: random_id(), writes, event: Some(event), retired }).await
     }

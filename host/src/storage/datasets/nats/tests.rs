@@ -236,3 +236,21 @@ async fn bytes_span_chunks_and_former_ones_are_deleted() {
     data.delete(&item.id, None).await.unwrap();
     assert!(dataset.writer.objects.get(&second).await.is_err(), "a deleted item's bytes are deleted");
 }
+
+/// Staged bytes that no record names are deleted once old enough; named ones never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_orphaned_bytes_are_deleted() {
+    let node = NatsDatasets::new(testing::nats().await);
+    let data = Dataset::new(&node, "app", "orphans").await.unwrap();
+    let item = data.upload("/", "kept.txt", None, b"kept".to_vec(), None, None).await.unwrap();
+    let dataset = opened(&node, "orphans").await;
+    let (bucket, objects) = (&dataset.writer.bucket, &dataset.writer.objects);
+    for name in ["staged/0000000000000001-orphan", "staged/0000000000000001-named"] {
+        objects.put(name, &mut b"old".as_slice()).await.unwrap();
+    }
+    bucket.put(&super::object_key("staged/0000000000000001-named"), "an item".into()).await.unwrap();
+    super::delete_orphans(bucket, objects).await.unwrap();
+    assert!(objects.get("staged/0000000000000001-orphan").await.is_err(), "an old orphan is deleted");
+    assert!(objects.get("staged/0000000000000001-named").await.is_ok(), "named bytes are kept");
+    assert_eq!(data.download(&item.id).await.unwrap(), b"kept", "young bytes are kept");
+}
