@@ -26,7 +26,7 @@ fn main() {
     let host = Host::builder().data_dir(data.path()).build().unwrap();
     let app = host.load(&manifest).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let dataset = host.dataset("probe", "inbox").unwrap();
+    let dataset = runtime.block_on(host.dataset("probe", "inbox")).unwrap();
 
     // Baseline: the same function called directly, n times, two at a time (its concurrency).
     let probe = app.function("probe.probe").unwrap();

@@ -180,12 +180,12 @@ impl Host {
     }
 
     /// Open dataset `name` of `app` (created on first use).
-    pub fn dataset(
+    pub async fn dataset(
         &self,
         app: &str,
         name: &str,
     ) -> Result<crate::storage::datasets::Dataset, crate::storage::datasets::ItemsError> {
-        crate::storage::datasets::Dataset::new(&*self.inner.services.datasets, app, name)
+        crate::storage::datasets::Dataset::new(&*self.inner.services.datasets, app, name).await
     }
 
     /// The models loaded by this host's apps (shared by all their calls).

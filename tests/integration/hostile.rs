@@ -172,7 +172,7 @@ async fn huge_objects_fail_with_the_memory_limit_without_being_read() {
     std::fs::create_dir_all(&bucket).unwrap();
     std::fs::File::create(bucket.join("huge")).unwrap().set_len(200 << 20).unwrap();
     std::fs::write(bucket.join("small"), vec![7u8; 1 << 20]).unwrap();
-    let dataset = host.dataset("hostile", "big").unwrap();
+    let dataset = host.dataset("hostile", "big").await.unwrap();
     let huge_item = dataset.upload("/", "huge.bin", None, b"x", None, None).await.unwrap().id;
     let file = host.items_dir().join("hostile/big").join(&huge_item);
     std::fs::OpenOptions::new().write(true).open(file).unwrap().set_len(200 << 20).unwrap();

@@ -18,13 +18,13 @@ impl Running {
         metadata: Value,
     ) -> host::storage::datasets::Item {
         let (dir, name) = path.rsplit_once('/').unwrap();
-        let dataset = self.host.dataset(app, dataset).unwrap();
+        let dataset = self.runtime.block_on(self.host.dataset(app, dataset)).unwrap();
         let dir = if dir.is_empty() { "/" } else { dir };
         self.runtime.block_on(dataset.upload(dir, name, None, data, Some(&metadata.to_string()), None)).unwrap()
     }
 
     fn update(&self, app: &str, dataset: &str, id: &str, metadata: Value) {
-        let dataset = self.host.dataset(app, dataset).unwrap();
+        let dataset = self.runtime.block_on(self.host.dataset(app, dataset)).unwrap();
         self.runtime.block_on(dataset.update_metadata(id, &metadata.to_string(), None)).unwrap();
     }
 
@@ -169,15 +169,16 @@ fn image_process_equalizes_new_images_and_grays_updated_ones() {
     let [clahe] = r.finished("clahe-on-create", &item.id, 1).try_into().unwrap();
     assert_eq!(clahe.status, Status::Succeeded, "{clahe:#?}");
     assert_eq!(clahe.function, "image-process.clahe-equalization");
-    let photos = r.host.dataset("image-process", "photos").unwrap();
-    let linked = photos.get(&item.id).unwrap();
+    let photos = r.runtime.block_on(r.host.dataset("image-process", "photos")).unwrap();
+    let linked = r.runtime.block_on(photos.get(&item.id)).unwrap();
     let equ = linked.modalities.iter().find(|m| m.name == "equ").expect("an `equ` modality");
-    let equalized = photos.get(&equ.reference).unwrap();
+    let equalized = r.runtime.block_on(photos.get(&equ.reference)).unwrap();
     assert_eq!(
         (equalized.dir.as_str(), equalized.name.as_str(), equalized.mimetype.as_str()),
         ("/equ", "hamster.png", "image/png")
     );
-    let (before, after) = (luminance(&original), luminance(&photos.download(&equalized.id).unwrap()));
+    let (before, after) =
+        (luminance(&original), luminance(&r.runtime.block_on(photos.download(&equalized.id)).unwrap()));
     assert!(after.1 > 1.5 * before.1, "luminance spread {:.1} -> {:.1}: not measurably wider", before.1, after.1);
     assert!(
         r.runtime.block_on(r.host.executions().logs(&clahe.id)).unwrap().contains("clahe"),
@@ -188,9 +189,17 @@ fn image_process_equalizes_new_images_and_grays_updated_ones() {
     r.update("image-process", "photos", &item.id, json!({ "reviewed": true }));
     let [gray] = r.finished("gray-on-update", &item.id, 1).try_into().unwrap();
     assert_eq!(gray.status, Status::Succeeded, "{gray:#?}");
-    let gray_ref =
-        photos.get(&item.id).unwrap().modalities.iter().find(|m| m.name == "gray").unwrap().reference.clone();
-    let gray_item = photos.get(&gray_ref).unwrap();
+    let gray_ref = r
+        .runtime
+        .block_on(photos.get(&item.id))
+        .unwrap()
+        .modalities
+        .iter()
+        .find(|m| m.name == "gray")
+        .unwrap()
+        .reference
+        .clone();
+    let gray_item = r.runtime.block_on(photos.get(&gray_ref)).unwrap();
     assert_eq!((gray_item.dir.as_str(), gray_item.name.as_str()), ("/gray", "hamster.png"));
     r.update("image-process", "photos", &item.id, json!({ "reviewed": false }));
     let grays = r.finished("gray-on-update", &item.id, 2);
@@ -204,12 +213,12 @@ fn image_process_equalizes_new_images_and_grays_updated_ones() {
 #[test]
 fn face_detect_annotates_faces_on_uploaded_images() {
     let r = running(&[FACE_DETECT]);
-    let photos = r.host.dataset("face-detect", "photos").unwrap();
+    let photos = r.runtime.block_on(r.host.dataset("face-detect", "photos")).unwrap();
     let astronaut = std::fs::read(skimage_image("astronaut.png")).unwrap();
     let item = r.upload("face-detect", "photos", "/astronaut.png", &astronaut, json!({}));
     let [run] = r.finished("faces-on-create", &item.id, 1).try_into().unwrap();
     assert_eq!(run.status, Status::Succeeded, "{run:#?}");
-    let faces = photos.annotations(&item.id).unwrap();
+    let faces = r.runtime.block_on(photos.annotations(&item.id)).unwrap();
     let [face] = faces.as_slice() else { panic!("expected one face, got {faces:#?}") };
     let host::storage::datasets::Geometry::Box { left, top, right, bottom } = face.geometry else {
         panic!("not a box: {face:?}")
@@ -226,7 +235,7 @@ fn face_detect_annotates_faces_on_uploaded_images() {
     let cup = r.upload("face-detect", "photos", "/coffee.png", &coffee, json!({}));
     let [run] = r.finished("faces-on-create", &cup.id, 1).try_into().unwrap();
     assert_eq!(run.status, Status::Succeeded, "{run:#?}");
-    assert!(photos.annotations(&cup.id).unwrap().is_empty());
+    assert!(r.runtime.block_on(photos.annotations(&cup.id)).unwrap().is_empty());
     let note = r.upload("face-detect", "photos", "/note.txt", b"not an image", json!({}));
     std::thread::sleep(Duration::from_millis(300));
     assert!(r.executions("faces-on-create", &note.id).is_empty());

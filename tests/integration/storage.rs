@@ -205,7 +205,7 @@ fn temporary_files_left_by_a_crash_are_removed_when_a_host_starts() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let item = {
         let host = host_on(data.path());
-        let inbox = host.dataset("probe", "inbox").unwrap();
+        let inbox = runtime.block_on(host.dataset("probe", "inbox")).unwrap();
         runtime.block_on(inbox.upload("/", "kept.txt", None, b"kept".as_slice(), None, None)).unwrap()
     };
     let dataset_dir = data.path().join("items/probe/inbox");
@@ -225,7 +225,8 @@ fn temporary_files_left_by_a_crash_are_removed_when_a_host_starts() {
         assert!(!orphan.exists(), "{} is still there", orphan.display());
     }
     assert_eq!(std::fs::read(bucket.join("object")).unwrap(), b"whole");
-    assert_eq!(host.dataset("probe", "inbox").unwrap().download(&item.id).unwrap(), b"kept");
+    let inbox = runtime.block_on(host.dataset("probe", "inbox")).unwrap();
+    assert_eq!(runtime.block_on(inbox.download(&item.id)).unwrap(), b"kept");
 }
 
 #[test]

@@ -123,7 +123,7 @@ impl Host for View<'_> {
         let Some(items) = self.items.filter(|i| i.grants.dataset(&name)) else {
             return Ok(Err(Error::AccessDenied));
         };
-        match Dataset::new(items.backend.as_ref(), &items.app, &name) {
+        match Dataset::new(items.backend.as_ref(), &items.app, &name).await {
             Ok(dataset) => Ok(Ok(self.table.push(dataset)?)),
             Err(e) => Ok(Err(e.into())),
         }
@@ -132,18 +132,14 @@ impl Host for View<'_> {
 
 impl HostDataset for View<'_> {
     async fn get(&mut self, dataset: Resource<Dataset>, id: String) -> ItemsResult<Item> {
-        Ok(self.dataset(&dataset)?.get(&id).map(wit_item).map_err(Error::from))
+        Ok(self.dataset(&dataset)?.get(&id).await.map(wit_item).map_err(Error::from))
     }
 
     async fn download(&mut self, dataset: Resource<Dataset>, id: String) -> ItemsResult<Vec<u8>> {
         // Refused before reading when it could not fit in the guest's `memory` limit.
         let dataset = self.dataset(&dataset)?;
         let cap = self.memory.value_budget();
-        let read = {
-            let id = id.clone();
-            crate::files::blocking(move || dataset.download_at_most(&id, cap)).await
-        };
-        match read {
+        match dataset.download_at_most(&id, cap).await {
             Ok(Ok(data)) => Ok(Ok(data)),
             Ok(Err(size)) => Err(self.memory.too_big(&format!("downloading item `{id}`"), size)),
             Err(e) => Ok(Err(e.into())),
@@ -185,7 +181,7 @@ impl HostDataset for View<'_> {
             }
         }
         let filter = ItemFilter { dir: filter.dir, mimetype: filter.mimetype, metadata };
-        let page = self.dataset(&dataset)?.list(&filter, cursor.as_deref(), limit);
+        let page = self.dataset(&dataset)?.list(&filter, cursor.as_deref(), limit).await;
         Ok(page
             .map(|p| ItemPage { items: p.items.into_iter().map(wit_item).collect(), cursor: p.cursor })
             .map_err(Error::from))
@@ -208,7 +204,7 @@ impl HostDataset for View<'_> {
     }
 
     async fn annotations(&mut self, dataset: Resource<Dataset>, id: String) -> ItemsResult<Vec<Annotation>> {
-        let all = self.dataset(&dataset)?.annotations(&id);
+        let all = self.dataset(&dataset)?.annotations(&id).await;
         Ok(all.map(|all| all.into_iter().map(wit_annotation).collect()).map_err(Error::from))
     }
 

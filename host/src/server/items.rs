@@ -24,13 +24,13 @@ impl From<ItemsError> for ApiError {
 }
 
 /// The dataset, when a function of the app is granted it.
-fn dataset(server: &Shared, app: &str, name: &str) -> Result<Dataset, ApiError> {
+async fn dataset(server: &Shared, app: &str, name: &str) -> Result<Dataset, ApiError> {
     let found = find(server, app)?;
     let granted = found.manifest().functions.values().any(|f| f.grants.dataset(name));
     if !granted {
         return Err(ApiError::not_found("unknown-dataset", format!("app `{app}` grants no dataset `{name}`")));
     }
-    Ok(server.host.dataset(app, name)?)
+    Ok(server.host.dataset(app, name).await?)
 }
 
 #[derive(Deserialize)]
@@ -48,7 +48,7 @@ pub(super) async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let filter = ItemFilter { dir: q.dir, mimetype: q.mimetype, metadata: Vec::new() };
-    let page = dataset(&server, &app, &name)?.list(&filter, q.cursor.as_deref(), q.limit.unwrap_or(100))?;
+    let page = dataset(&server, &app, &name).await?.list(&filter, q.cursor.as_deref(), q.limit.unwrap_or(100)).await?;
     Ok(axum::Json(json!(page)))
 }
 
@@ -71,7 +71,7 @@ pub(super) async fn upload(
     Query(q): Query<UploadQuery>,
     request: Request,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
-    let dataset = dataset(&server, &app, &name)?;
+    let dataset = dataset(&server, &app, &name).await?;
     let dir = q.dir.as_deref().unwrap_or("/");
     let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     if content_type.as_deref().is_some_and(|c| c.starts_with("multipart/form-data")) {
@@ -104,17 +104,19 @@ pub(super) async fn show(
     State(server): State<Shared>,
     Path((app, name, id)): Path<(String, String, String)>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    Ok(axum::Json(json!(dataset(&server, &app, &name)?.get(&id)?)))
+    Ok(axum::Json(json!(dataset(&server, &app, &name).await?.get(&id).await?)))
 }
 
 pub(super) async fn download(
     State(server): State<Shared>,
     Path((app, name, id)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    let dataset = dataset(&server, &app, &name)?;
-    let item = dataset.get(&id)?;
-    let bytes = crate::files::blocking(move || dataset.download(&id)).await?;
-    Ok(([(header::CONTENT_TYPE, item.mimetype)], bytes).into_response())
+    let dataset = dataset(&server, &app, &name).await?;
+    let item = dataset.get(&id).await?;
+    let bytes = dataset.read(&id, u64::MAX).await?.expect("no item holds more than u64::MAX bytes");
+    let length = bytes.size;
+    let body = axum::body::Body::from_stream(bytes.chunks());
+    Ok(([(header::CONTENT_TYPE, item.mimetype), (header::CONTENT_LENGTH, length.to_string())], body).into_response())
 }
 
 pub(super) async fn update_metadata(
@@ -124,14 +126,14 @@ pub(super) async fn update_metadata(
 ) -> Result<axum::Json<Value>, ApiError> {
     let body = body.map_err(|e| body_error(&server, e))?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("invalid", "metadata is not UTF-8"))?;
-    Ok(axum::Json(json!(dataset(&server, &app, &name)?.update_metadata(&id, text, None).await?)))
+    Ok(axum::Json(json!(dataset(&server, &app, &name).await?.update_metadata(&id, text, None).await?)))
 }
 
 pub(super) async fn remove(
     State(server): State<Shared>,
     Path((app, name, id)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    dataset(&server, &app, &name)?.delete(&id, None).await?;
+    dataset(&server, &app, &name).await?.delete(&id, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -139,7 +141,7 @@ pub(super) async fn annotations(
     State(server): State<Shared>,
     Path((app, name, id)): Path<(String, String, String)>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    Ok(axum::Json(json!(dataset(&server, &app, &name)?.annotations(&id)?)))
+    Ok(axum::Json(json!(dataset(&server, &app, &name).await?.annotations(&id).await?)))
 }
 
 /// One annotation to add, as JSON.
@@ -165,7 +167,7 @@ pub(super) async fn add_annotations(
         )
     })?;
     let new = new.into_iter().map(|a| (a.geometry, a.label, a.confidence, a.model)).collect();
-    let added = dataset(&server, &app, &name)?.add_annotations(&id, new).await?;
+    let added = dataset(&server, &app, &name).await?.add_annotations(&id, new).await?;
     Ok((StatusCode::CREATED, axum::Json(json!(added))))
 }
 
@@ -173,6 +175,6 @@ pub(super) async fn delete_annotation(
     State(server): State<Shared>,
     Path((app, name, id, annotation)): Path<(String, String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    dataset(&server, &app, &name)?.delete_annotation(&id, &annotation).await?;
+    dataset(&server, &app, &name).await?.delete_annotation(&id, &annotation).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -52,7 +52,7 @@ pub(super) async fn accept(executions: &Executions, armed: &[Armed]) -> Result<(
     for (app, triggers) in by_app {
         // Each accepted event leaves the log, so reading from the start again finds the next.
         loop {
-            let events = triggers[0].datasets.pending_events(app, EVENTS_PER_READ).map_err(|e| e.to_string())?;
+            let events = triggers[0].datasets.pending_events(app, EVENTS_PER_READ).await.map_err(|e| e.to_string())?;
             if events.is_empty() {
                 break;
             }

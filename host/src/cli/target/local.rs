@@ -32,8 +32,8 @@ impl Local {
         Ok(app.function(name)?)
     }
 
-    fn dataset(&self, dataset: &Dataset<'_>) -> anyhow::Result<host::storage::datasets::Dataset> {
-        Ok(self.host.dataset(dataset.app, dataset.name)?)
+    async fn dataset(&self, dataset: &Dataset<'_>) -> anyhow::Result<host::storage::datasets::Dataset> {
+        Ok(self.host.dataset(dataset.app, dataset.name).await?)
     }
 }
 
@@ -100,7 +100,7 @@ impl Target for Local {
     }
 
     async fn upload(&self, dataset: &Dataset<'_>, dir: &str, name: &str, data: Vec<u8>) -> anyhow::Result<Value> {
-        let item = self.dataset(dataset)?.upload(dir, name, None, data, None, None).await?;
+        let item = self.dataset(dataset).await?.upload(dir, name, None, data, None, None).await?;
         Ok(serde_json::to_value(item)?)
     }
 
@@ -110,14 +110,14 @@ impl Target for Local {
             mimetype: query.mimetype.clone(),
             metadata: Vec::new(),
         };
-        Ok(serde_json::to_value(self.dataset(dataset)?.list(&filter, cursor, ITEMS_PAGE)?)?)
+        Ok(serde_json::to_value(self.dataset(dataset).await?.list(&filter, cursor, ITEMS_PAGE).await?)?)
     }
 
     async fn item(&self, dataset: &Dataset<'_>, id: &str) -> anyhow::Result<Vec<u8>> {
-        Ok(serde_json::to_vec_pretty(&self.dataset(dataset)?.get(id)?)?)
+        Ok(serde_json::to_vec_pretty(&self.dataset(dataset).await?.get(id).await?)?)
     }
 
     async fn download(&self, dataset: &Dataset<'_>, id: &str) -> anyhow::Result<Vec<u8>> {
-        Ok(self.dataset(dataset)?.download(id)?)
+        Ok(self.dataset(dataset).await?.download(id).await?)
     }
 }

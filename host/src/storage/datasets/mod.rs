@@ -5,20 +5,26 @@
 //!
 //! [`Dataset`] checks arguments and decides what a change does; a [`DatasetStore`] keeps the
 //! records, annotations, events and bytes. The embedded store is [`SledDatasets`]: records in
-//! sled, bytes as files under the data dir.
+//! sled, bytes as files under the data dir. [`NatsDatasets`] shares datasets between the nodes
+//! of a NATS JetStream cluster.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use self::item::join;
 pub use self::item::{Action, Annotation, Cause, Geometry, Item, ItemEvent, ItemFilter, ItemPage, Modality};
+pub use self::nats::NatsDatasets;
 pub use self::sled::SledDatasets;
 pub(crate) use self::sled::{events_tree, remove_orphans};
 use crate::clock::now_ms;
 
 mod item;
+mod nats;
 mod sled;
 #[cfg(test)]
 pub(crate) mod suite;
@@ -45,45 +51,47 @@ fn storage(e: impl std::fmt::Display) -> ItemsError {
 }
 
 /// Where datasets live: opens one dataset's store.
+#[async_trait::async_trait]
 pub trait DatasetBackend: Send + Sync {
     /// The store of dataset `name` of `app`, created on first use.
-    fn open(&self, app: &str, name: &str) -> Result<Arc<dyn DatasetStore>, ItemsError>;
+    async fn open(&self, app: &str, name: &str) -> Result<Arc<dyn DatasetStore>, ItemsError>;
 
     /// Up to `limit` item events of `app`'s datasets not accepted yet, oldest first, each with
     /// its key in the app's event log (the item triggers accept each through the execution
     /// store, which removes it).
-    fn pending_events(&self, app: &str, limit: usize) -> Result<Vec<(Vec<u8>, ItemEvent)>, ItemsError>;
+    async fn pending_events(&self, app: &str, limit: usize) -> Result<Vec<(Vec<u8>, ItemEvent)>, ItemsError>;
 }
 
 /// The records, annotations, events and bytes of one dataset.
 ///
-/// Reads answer at once (their callers are synchronous). Changes are made by one [`Dataset`]
-/// change at a time, under [`DatasetStore::lock`]; a change is durable once
-/// [`DatasetStore::durable`] returns. A networked store makes the lock a claim, or each
-/// [`DatasetStore::commit`] a compare-and-set on the item's revision.
+/// Changes are made by one [`Dataset`] change at a time, under [`DatasetStore::lock`]; a change
+/// is durable once [`DatasetStore::durable`] returns. A networked store makes the lock a claim
+/// held by one node at a time, and fences out the writes of a holder whose claim another node
+/// took over.
 #[async_trait::async_trait]
 pub trait DatasetStore: Send + Sync {
     /// The item with this id, if any.
-    fn get(&self, id: &str) -> Result<Option<Item>, ItemsError>;
+    async fn get(&self, id: &str) -> Result<Option<Item>, ItemsError>;
 
     /// The id of the item at `dir/name`, if any.
-    fn id_at(&self, path: &str) -> Result<Option<String>, ItemsError>;
+    async fn id_at(&self, path: &str) -> Result<Option<String>, ItemsError>;
 
     /// Items matching `filter`, at most `limit` after `cursor`, in id order.
-    fn list(&self, filter: &ItemFilter, cursor: Option<&str>, limit: usize) -> Result<ItemPage, ItemsError>;
+    async fn list(&self, filter: &ItemFilter, cursor: Option<&str>, limit: usize) -> Result<ItemPage, ItemsError>;
 
     /// The annotations of item `id`, in the order they were added.
-    fn annotations(&self, id: &str) -> Result<Vec<Annotation>, ItemsError>;
+    async fn annotations(&self, id: &str) -> Result<Vec<Annotation>, ItemsError>;
 
-    /// Item `id`'s bytes, unless they are more than `cap`: then nothing is read and the inner
-    /// `Err` holds their size. Blocking: async callers run it on a blocking thread.
-    fn read(&self, id: &str, cap: u64) -> Result<Result<Vec<u8>, u64>, ItemsError>;
+    /// A reader of item `id`'s bytes, unless they are more than `cap`: then nothing is read and
+    /// the inner `Err` holds their size.
+    async fn read(&self, id: &str, cap: u64) -> Result<Result<ItemBytes, u64>, ItemsError>;
 
     /// A new id (of an item or annotation), increasing.
-    fn new_id(&self) -> Result<String, ItemsError>;
+    async fn new_id(&self) -> Result<String, ItemsError>;
 
-    /// The lock every change of the dataset holds, shared by every handle on the dataset.
-    fn lock(&self) -> Arc<tokio::sync::Mutex<()>>;
+    /// Take the lock every change of the dataset holds, shared by every handle on the dataset
+    /// (and every node): held until the answer is dropped.
+    async fn lock(&self) -> Result<Box<dyn Send>, ItemsError>;
 
     /// Write bytes aside, durably, before they become an item's.
     async fn stage(&self, data: Vec<u8>) -> Result<Box<dyn StagedBytes>, ItemsError>;
@@ -110,6 +118,39 @@ pub trait DatasetStore: Send + Sync {
 pub trait StagedBytes: Send {
     /// Make these the bytes of item `id`, replacing its former ones.
     async fn install(self: Box<Self>, id: &str) -> Result<(), ItemsError>;
+}
+
+/// An item's bytes being read: their size and a reader that gives them.
+pub struct ItemBytes {
+    /// How many bytes `reader` gives.
+    pub size: u64,
+    /// The bytes.
+    pub reader: Pin<Box<dyn AsyncRead + Send>>,
+}
+
+/// How many bytes [`ItemBytes::chunks`] reads at a time.
+const CHUNK: usize = 64 << 10;
+
+impl ItemBytes {
+    /// Read them all.
+    pub async fn collect(self) -> Result<Vec<u8>, ItemsError> {
+        let mut data = Vec::with_capacity(self.size as usize);
+        // `take` also bounds a file that grew since its size was read.
+        self.reader.take(self.size).read_to_end(&mut data).await.map_err(storage)?;
+        Ok(data)
+    }
+
+    /// The bytes as a stream of chunks, for a response body.
+    pub fn chunks(self) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send {
+        let reader = self.reader.take(self.size);
+        futures_util::stream::try_unfold(reader, |mut reader| async move {
+            let mut chunk = bytes::BytesMut::with_capacity(CHUNK);
+            match reader.read_buf(&mut chunk).await? {
+                0 => Ok(None),
+                _ => Ok(Some((chunk.freeze(), reader))),
+            }
+        })
+    }
 }
 
 /// Check a folder (`/` or `/a/b`) or file name.
@@ -158,8 +199,8 @@ pub struct Dataset {
 
 impl Dataset {
     /// Open dataset `name` of `app` in `backend` (created on first use).
-    pub fn new(backend: &dyn DatasetBackend, app: &str, name: &str) -> Result<Dataset, ItemsError> {
-        Ok(Dataset { name: name.to_string(), store: backend.open(app, name)? })
+    pub async fn new(backend: &dyn DatasetBackend, app: &str, name: &str) -> Result<Dataset, ItemsError> {
+        Ok(Dataset { name: name.to_string(), store: backend.open(app, name).await? })
     }
 
     /// The dataset's name.
@@ -168,21 +209,29 @@ impl Dataset {
     }
 
     /// The item with this id.
-    pub fn get(&self, id: &str) -> Result<Item, ItemsError> {
-        self.store.get(id)?.ok_or_else(|| ItemsError::NoSuchItem(id.into()))
+    pub async fn get(&self, id: &str) -> Result<Item, ItemsError> {
+        self.store.get(id).await?.ok_or_else(|| ItemsError::NoSuchItem(id.into()))
     }
 
-    /// The item's bytes (blocking: async callers run it on a blocking thread). An item deleted
-    /// meanwhile is [`ItemsError::NoSuchItem`].
-    pub fn download(&self, id: &str) -> Result<Vec<u8>, ItemsError> {
-        Ok(self.download_at_most(id, u64::MAX)?.expect("no file holds more than u64::MAX bytes"))
+    /// The item's bytes. An item deleted meanwhile is [`ItemsError::NoSuchItem`].
+    pub async fn download(&self, id: &str) -> Result<Vec<u8>, ItemsError> {
+        self.read(id, u64::MAX).await?.expect("no item holds more than u64::MAX bytes").collect().await
     }
 
     /// The item's bytes, unless they hold more than `cap`: then nothing is read and the inner
     /// `Err` holds their size.
-    pub fn download_at_most(&self, id: &str, cap: u64) -> Result<Result<Vec<u8>, u64>, ItemsError> {
-        self.get(id)?;
-        self.store.read(id, cap)
+    pub async fn download_at_most(&self, id: &str, cap: u64) -> Result<Result<Vec<u8>, u64>, ItemsError> {
+        match self.read(id, cap).await? {
+            Ok(bytes) => Ok(Ok(bytes.collect().await?)),
+            Err(size) => Ok(Err(size)),
+        }
+    }
+
+    /// A reader of the item's bytes, unless they hold more than `cap`: then nothing is read and
+    /// the inner `Err` holds their size.
+    pub async fn read(&self, id: &str, cap: u64) -> Result<Result<ItemBytes, u64>, ItemsError> {
+        self.get(id).await?;
+        self.store.read(id, cap).await
     }
 
     /// Run `change` while holding the dataset's lock. A change that has started finishes even if
@@ -194,7 +243,7 @@ impl Dataset {
         F: FnOnce(Dataset) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, ItemsError>> + Send + 'static,
     {
-        let held = self.store.lock().lock_owned().await;
+        let held = self.store.lock().await?;
         let dataset = self.clone();
         let task = tokio::spawn(async move {
             let _held = held;
@@ -238,9 +287,9 @@ impl Dataset {
         let (name, cause) = (name.to_string(), cause.cloned());
         self.change(move |dataset| async move {
             let now = now_ms();
-            let (item, action) = match dataset.store.id_at(&join(&dir, &name))? {
+            let (item, action) = match dataset.store.id_at(&join(&dir, &name)).await? {
                 Some(id) => {
-                    let mut item = dataset.get(&id)?;
+                    let mut item = dataset.get(&id).await?;
                     item.mimetype = mimetype;
                     item.size = size;
                     item.metadata = metadata.unwrap_or(item.metadata);
@@ -249,7 +298,7 @@ impl Dataset {
                 }
                 None => {
                     let item = Item {
-                        id: dataset.store.new_id()?,
+                        id: dataset.store.new_id().await?,
                         dataset: dataset.name.clone(),
                         name,
                         dir,
@@ -275,7 +324,7 @@ impl Dataset {
         let metadata = parse_metadata(metadata)?;
         let (id, cause) = (id.to_string(), cause.cloned());
         self.change(move |dataset| async move {
-            let mut item = dataset.get(&id)?;
+            let mut item = dataset.get(&id).await?;
             item.metadata = metadata;
             item.updated_ms = now_ms();
             dataset.store.commit(Action::Updated, &item, cause.as_ref()).await?;
@@ -298,8 +347,8 @@ impl Dataset {
         }
         let (id, name, reference, cause) = (id.to_string(), name.to_string(), reference.to_string(), cause.cloned());
         self.change(move |dataset| async move {
-            dataset.get(&reference)?;
-            let mut item = dataset.get(&id)?;
+            dataset.get(&reference).await?;
+            let mut item = dataset.get(&id).await?;
             if item.modalities.iter().any(|m| m.name == name && m.reference == reference) {
                 return Ok(item); // Nothing changes: no `updated` event.
             }
@@ -318,7 +367,7 @@ impl Dataset {
         let (id, cause) = (id.to_string(), cause.cloned());
         let deleted = self
             .change(move |dataset| async move {
-                let Some(item) = dataset.store.get(&id)? else { return Ok(None) };
+                let Some(item) = dataset.store.get(&id).await? else { return Ok(None) };
                 dataset.store.commit(Action::Deleted, &item, cause.as_ref()).await?;
                 Ok(Some(item.id))
             })
@@ -330,8 +379,8 @@ impl Dataset {
     }
 
     /// Items matching `filter`, at most `limit` (1 to 1000) after `cursor`, in id order.
-    pub fn list(&self, filter: &ItemFilter, cursor: Option<&str>, limit: u32) -> Result<ItemPage, ItemsError> {
-        self.store.list(filter, cursor, (limit as usize).clamp(1, 1000))
+    pub async fn list(&self, filter: &ItemFilter, cursor: Option<&str>, limit: u32) -> Result<ItemPage, ItemsError> {
+        self.store.list(filter, cursor, (limit as usize).clamp(1, 1000)).await
     }
 
     /// Add annotations to an item, all or none.
@@ -345,11 +394,11 @@ impl Dataset {
         }
         let id = id.to_string();
         self.change(move |dataset| async move {
-            dataset.get(&id)?;
+            dataset.get(&id).await?;
             let now = now_ms();
             let mut added = Vec::new();
             for (geometry, label, confidence, model) in new {
-                let id = dataset.store.new_id()?;
+                let id = dataset.store.new_id().await?;
                 added.push(Annotation { id, geometry, label, confidence, model, created_ms: now });
             }
             dataset.store.add_annotations(&id, &added).await?;
@@ -359,9 +408,9 @@ impl Dataset {
     }
 
     /// The item's annotations, in the order they were added.
-    pub fn annotations(&self, id: &str) -> Result<Vec<Annotation>, ItemsError> {
-        self.get(id)?;
-        self.store.annotations(id)
+    pub async fn annotations(&self, id: &str) -> Result<Vec<Annotation>, ItemsError> {
+        self.get(id).await?;
+        self.store.annotations(id).await
     }
 
     /// Delete one annotation of an item.

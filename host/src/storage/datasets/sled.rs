@@ -13,8 +13,8 @@ use std::sync::Arc;
 use sled::Transactional;
 
 use super::{
-    Action, Annotation, Cause, DatasetBackend, DatasetStore, Item, ItemEvent, ItemFilter, ItemPage, ItemsError,
-    StagedBytes, storage,
+    Action, Annotation, Cause, DatasetBackend, DatasetStore, Item, ItemBytes, ItemEvent, ItemFilter, ItemPage,
+    ItemsError, StagedBytes, storage,
 };
 use crate::files::{Staged, blocking};
 use crate::store::Store;
@@ -32,8 +32,9 @@ impl SledDatasets {
     }
 }
 
+#[async_trait::async_trait]
 impl DatasetBackend for SledDatasets {
-    fn pending_events(&self, app: &str, limit: usize) -> Result<Vec<(Vec<u8>, ItemEvent)>, ItemsError> {
+    async fn pending_events(&self, app: &str, limit: usize) -> Result<Vec<(Vec<u8>, ItemEvent)>, ItemsError> {
         let events = events_tree(&self.store, app).map_err(storage)?;
         let entries = events.iter().take(limit);
         entries
@@ -44,9 +45,10 @@ impl DatasetBackend for SledDatasets {
             .collect()
     }
 
-    fn open(&self, app: &str, name: &str) -> Result<Arc<dyn DatasetStore>, ItemsError> {
+    async fn open(&self, app: &str, name: &str) -> Result<Arc<dyn DatasetStore>, ItemsError> {
         let files = self.items_dir.join(app).join(name);
-        crate::files::create_dir_all_synced(&files).map_err(storage)?;
+        let folder = files.clone();
+        blocking(move || crate::files::create_dir_all_synced(&folder)).await.map_err(storage)?;
         let store = &self.store;
         Ok(Arc::new(SledDataset {
             items: store.tree(&format!("items/{app}/{name}")).map_err(storage)?,
@@ -82,17 +84,17 @@ fn item_file(files: &Path, id: &str) -> Result<PathBuf, ItemsError> {
 
 #[async_trait::async_trait]
 impl DatasetStore for SledDataset {
-    fn get(&self, id: &str) -> Result<Option<Item>, ItemsError> {
+    async fn get(&self, id: &str) -> Result<Option<Item>, ItemsError> {
         let bytes = self.items.get(id.as_bytes()).map_err(storage)?;
         bytes.map(|b| serde_json::from_slice(&b).map_err(storage)).transpose()
     }
 
-    fn id_at(&self, path: &str) -> Result<Option<String>, ItemsError> {
+    async fn id_at(&self, path: &str) -> Result<Option<String>, ItemsError> {
         let id = self.paths.get(path.as_bytes()).map_err(storage)?;
         Ok(id.map(|id| String::from_utf8_lossy(&id).into_owned()))
     }
 
-    fn list(&self, filter: &ItemFilter, cursor: Option<&str>, limit: usize) -> Result<ItemPage, ItemsError> {
+    async fn list(&self, filter: &ItemFilter, cursor: Option<&str>, limit: usize) -> Result<ItemPage, ItemsError> {
         let start = match cursor {
             Some(c) => std::ops::Bound::Excluded(c.as_bytes().to_vec()),
             None => std::ops::Bound::Unbounded,
@@ -112,7 +114,7 @@ impl DatasetStore for SledDataset {
         Ok(ItemPage { items, cursor: None })
     }
 
-    fn annotations(&self, id: &str) -> Result<Vec<Annotation>, ItemsError> {
+    async fn annotations(&self, id: &str) -> Result<Vec<Annotation>, ItemsError> {
         self.annotations
             .scan_prefix(format!("{id}/"))
             .values()
@@ -120,28 +122,24 @@ impl DatasetStore for SledDataset {
             .collect()
     }
 
-    fn read(&self, id: &str, cap: u64) -> Result<Result<Vec<u8>, u64>, ItemsError> {
-        use std::io::Read;
-        let file = std::fs::File::open(item_file(&self.files, id)?).map_err(|e| match e.kind() {
+    async fn read(&self, id: &str, cap: u64) -> Result<Result<ItemBytes, u64>, ItemsError> {
+        let file = tokio::fs::File::open(item_file(&self.files, id)?).await.map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => ItemsError::NoSuchItem(id.into()),
             _ => storage(e),
         })?;
-        let size = file.metadata().map_err(storage)?.len();
+        let size = file.metadata().await.map_err(storage)?.len();
         if size > cap {
             return Ok(Err(size));
         }
-        let mut data = Vec::with_capacity(size as usize);
-        // `take` also bounds a file that grew since its size was read.
-        file.take(size).read_to_end(&mut data).map_err(storage)?;
-        Ok(Ok(data))
+        Ok(Ok(ItemBytes { size, reader: Box::pin(file) }))
     }
 
-    fn new_id(&self) -> Result<String, ItemsError> {
+    async fn new_id(&self) -> Result<String, ItemsError> {
         Ok(format!("{:016x}", self.store.next_id().map_err(storage)?))
     }
 
-    fn lock(&self) -> Arc<tokio::sync::Mutex<()>> {
-        self.lock.clone()
+    async fn lock(&self) -> Result<Box<dyn Send>, ItemsError> {
+        Ok(Box::new(self.lock.clone().lock_owned().await))
     }
 
     async fn stage(&self, data: Vec<u8>) -> Result<Box<dyn StagedBytes>, ItemsError> {

@@ -18,17 +18,17 @@ fn actions(events: &[ItemEvent]) -> Vec<(Action, &str)> {
 /// Upload creates then updates by path; metadata and links change the record; each change
 /// writes its event with it; delete removes the item, its bytes and annotations.
 pub(crate) async fn check_item_life(backend: &dyn DatasetBackend, events: Events<'_>) {
-    let photos = Dataset::new(backend, "app", "photos").unwrap();
+    let photos = Dataset::new(backend, "app", "photos").await.unwrap();
     let cause = Cause { trigger: "t".into(), execution: "e".into() };
     let item = photos.upload("/a", "x.png", None, b"one".to_vec(), None, None).await.unwrap();
     assert_eq!((item.mimetype.as_str(), item.size, &item.metadata), ("image/png", 3, &json!({})));
     let again = photos.upload("/a/", "x.png", Some("Image/PNG"), b"second".to_vec(), None, Some(&cause)).await;
     let again = again.unwrap();
     assert_eq!((again.id.as_str(), again.size, again.created_ms), (item.id.as_str(), 6, item.created_ms));
-    assert_eq!(photos.download(&item.id).unwrap(), b"second");
-    assert_eq!(photos.download_at_most(&item.id, 2).unwrap(), Err(6));
+    assert_eq!(photos.download(&item.id).await.unwrap(), b"second");
+    assert_eq!(photos.download_at_most(&item.id, 2).await.unwrap(), Err(6));
     let updated = photos.update_metadata(&item.id, r#"{"k": 1}"#, None).await.unwrap();
-    assert_eq!(photos.get(&item.id).unwrap().metadata, json!({ "k": 1 }));
+    assert_eq!(photos.get(&item.id).await.unwrap().metadata, json!({ "k": 1 }));
     assert_eq!(updated.metadata, json!({ "k": 1 }));
     let kept = photos.upload("/a", "x.png", None, b"third".to_vec(), None, None).await.unwrap();
     assert_eq!(kept.metadata, json!({ "k": 1 }), "metadata is replaced only when given");
@@ -51,16 +51,16 @@ pub(crate) async fn check_item_life(backend: &dyn DatasetBackend, events: Events
         .unwrap();
     let bad = photos.add_annotations(&item.id, vec![(Geometry::Classification, "x".into(), Some(2.0), None)]).await;
     assert!(matches!(bad, Err(ItemsError::Invalid(_))));
-    assert_eq!(photos.annotations(&item.id).unwrap(), added);
+    assert_eq!(photos.annotations(&item.id).await.unwrap(), added);
     photos.delete_annotation(&item.id, &added[1].id).await.unwrap();
     let gone = photos.delete_annotation(&item.id, &added[1].id).await;
     assert_eq!(gone, Err(ItemsError::NoSuchItem(format!("{}/{}", item.id, added[1].id))));
-    assert_eq!(photos.annotations(&item.id).unwrap(), added[..1]);
+    assert_eq!(photos.annotations(&item.id).await.unwrap(), added[..1]);
     photos.delete(&item.id, None).await.unwrap();
     photos.delete(&item.id, None).await.unwrap();
-    assert_eq!(photos.get(&item.id), Err(ItemsError::NoSuchItem(item.id.clone())));
-    assert_eq!(photos.download(&item.id), Err(ItemsError::NoSuchItem(item.id.clone())));
-    assert_eq!(photos.annotations(&item.id), Err(ItemsError::NoSuchItem(item.id.clone())));
+    assert_eq!(photos.get(&item.id).await, Err(ItemsError::NoSuchItem(item.id.clone())));
+    assert_eq!(photos.download(&item.id).await, Err(ItemsError::NoSuchItem(item.id.clone())));
+    assert_eq!(photos.annotations(&item.id).await, Err(ItemsError::NoSuchItem(item.id.clone())));
     let recreated = photos.upload("/a", "x.png", None, b"new".to_vec(), None, None).await.unwrap();
     assert_ne!(recreated.id, item.id, "a deleted path is free again");
     assert!(recreated.modalities.is_empty());
@@ -87,7 +87,7 @@ pub(crate) async fn check_item_life(backend: &dyn DatasetBackend, events: Events
 
 /// Arguments that break the rules change nothing.
 pub(crate) async fn check_refused(backend: &dyn DatasetBackend, events: Events<'_>) {
-    let data = Dataset::new(backend, "app", "refused").unwrap();
+    let data = Dataset::new(backend, "app", "refused").await.unwrap();
     for (dir, name) in [("a", "x"), ("/a/../b", "x"), ("/", ""), ("/", "a/b")] {
         let upload = data.upload(dir, name, None, b"x".to_vec(), None, None).await;
         assert!(matches!(upload, Err(ItemsError::Invalid(_))), "{dir} {name}");
@@ -97,13 +97,13 @@ pub(crate) async fn check_refused(backend: &dyn DatasetBackend, events: Events<'
     let bad_metadata = data.upload("/", "x", None, b"x".to_vec(), Some("[1]"), None).await;
     assert!(matches!(bad_metadata, Err(ItemsError::Invalid(_))));
     assert_eq!(data.update_metadata("ab", "{}", None).await, Err(ItemsError::NoSuchItem("ab".into())));
-    assert!(data.list(&ItemFilter::default(), None, 10).unwrap().items.is_empty());
+    assert!(data.list(&ItemFilter::default(), None, 10).await.unwrap().items.is_empty());
     assert!(events().is_empty());
 }
 
 /// Listing filters by folder, mimetype and metadata and pages with a cursor, in id order.
 pub(crate) async fn check_list(backend: &dyn DatasetBackend) {
-    let data = Dataset::new(backend, "app", "listed").unwrap();
+    let data = Dataset::new(backend, "app", "listed").await.unwrap();
     let mut pngs = Vec::new();
     for i in 0..5 {
         let meta = format!(r#"{{"i": {i}}}"#);
@@ -114,7 +114,7 @@ pub(crate) async fn check_list(backend: &dyn DatasetBackend) {
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
-        let page = data.list(&images, cursor.as_deref(), 2).unwrap();
+        let page = data.list(&images, cursor.as_deref(), 2).await.unwrap();
         assert!(page.items.len() <= 2);
         seen.extend(page.items.into_iter().map(|i| i.id));
         match page.cursor {
@@ -124,17 +124,17 @@ pub(crate) async fn check_list(backend: &dyn DatasetBackend) {
     }
     assert_eq!(seen, pngs);
     let third = ItemFilter { dir: Some("/p".into()), metadata: vec![("i".into(), json!(3))], ..Default::default() };
-    let found = data.list(&third, None, 100).unwrap();
+    let found = data.list(&third, None, 100).await.unwrap();
     assert_eq!((found.items.len(), found.cursor), (1, None));
     assert_eq!(found.items[0].id, pngs[3]);
-    assert_eq!(data.list(&ItemFilter::default(), None, 1000).unwrap().items.len(), 10);
+    assert_eq!(data.list(&ItemFilter::default(), None, 1000).await.unwrap().items.len(), 10);
 }
 
 /// Uploads racing to one path make one item (one `created`, then `updated`); racing to
 /// different paths, each makes its own.
 pub(crate) async fn check_racing_uploads(backend: &dyn DatasetBackend, events: Events<'_>) {
-    let data = Dataset::new(backend, "app", "raced").unwrap();
-    let other = Dataset::new(backend, "app", "raced").unwrap();
+    let data = Dataset::new(backend, "app", "raced").await.unwrap();
+    let other = Dataset::new(backend, "app", "raced").await.unwrap();
     let (a, b) = tokio::join!(
         data.upload("/", "same", None, b"a".to_vec(), None, None),
         other.upload("/", "same", None, b"b".to_vec(), None, None),
@@ -149,7 +149,7 @@ pub(crate) async fn check_racing_uploads(backend: &dyn DatasetBackend, events: E
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 8);
-    assert_eq!(data.list(&ItemFilter::default(), None, 100).unwrap().items.len(), 9);
+    assert_eq!(data.list(&ItemFilter::default(), None, 100).await.unwrap().items.len(), 9);
     let events = events();
     let created = events.iter().filter(|e| e.action == Action::Created).count();
     assert_eq!((created, events.len()), (9, 10), "one path: one created and one updated");
@@ -158,14 +158,14 @@ pub(crate) async fn check_racing_uploads(backend: &dyn DatasetBackend, events: E
 /// Items, bytes and annotations written through one backend are there when another opens the
 /// same data.
 pub(crate) async fn check_durable(first: Arc<dyn DatasetBackend>, reopen: impl FnOnce() -> Arc<dyn DatasetBackend>) {
-    let data = Dataset::new(&*first, "app", "kept").unwrap();
+    let data = Dataset::new(&*first, "app", "kept").await.unwrap();
     let item = data.upload("/", "x.txt", None, b"kept".to_vec(), Some(r#"{"k": 1}"#), None).await.unwrap();
     let notes = data.add_annotations(&item.id, vec![(Geometry::Classification, "a".into(), None, None)]).await;
     drop((data, first));
-    let data = Dataset::new(&*reopen(), "app", "kept").unwrap();
-    assert_eq!(data.get(&item.id).unwrap(), item);
-    assert_eq!(data.download(&item.id).unwrap(), b"kept");
-    assert_eq!(data.annotations(&item.id).unwrap(), notes.unwrap());
+    let data = Dataset::new(&*reopen(), "app", "kept").await.unwrap();
+    assert_eq!(data.get(&item.id).await.unwrap(), item);
+    assert_eq!(data.download(&item.id).await.unwrap(), b"kept");
+    assert_eq!(data.annotations(&item.id).await.unwrap(), notes.unwrap());
 }
 
 mod sled {

@@ -15,6 +15,13 @@ fn cluster() -> &'static (LocalCluster, tempfile::TempDir) {
     })
 }
 
+/// A second connection to the cluster of `nats`, in its namespace: another node.
+pub(crate) async fn another_node(nats: &Nats) -> Nats {
+    let mut options = NatsOptions::parse(&cluster().0.backend()).unwrap();
+    options.namespace = nats.namespace.clone();
+    Nats::connect(&options).await.expect("connect to the local NATS cluster")
+}
+
 /// A connection to the shared cluster in a namespace of its own (nothing another test made is
 /// visible), with three replicas.
 pub(crate) async fn nats() -> Nats {
