@@ -30,9 +30,3 @@ pub(crate) async fn nats() -> Nats {
     Nats::connect(&options).await.expect("connect to the local NATS cluster")
 }
 
-/// Another connection in the namespace of `nats`: another node of the same deployment.
-pub(crate) async fn another_node(nats: &Nats) -> Nats {
-    let mut options = NatsOptions::parse(&cluster().0.backend()).unwrap();
-    options.namespace = nats.namespace.clone();
-    Nats::connect(&options).await.expect("connect to the local NATS cluster")
-}
