@@ -149,3 +149,52 @@ async fn sled_backend_behaves() {
     cas_race(kv.clone()).await;
     increments_race(kv).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_backend_behaves() {
+    let kv: Arc<dyn KvBackend> = Arc::new(super::nats::NatsKv::new(crate::storage::nats::testing::nats().await));
+    get_put_delete(&*kv).await;
+    compare_and_swap(&*kv).await;
+    list_pages(&*kv).await;
+    batches(&*kv).await;
+    cas_race(kv.clone()).await;
+    increments_race(kv).await;
+}
+
+/// Two nodes (two connections) share the stores: a write through one is read through the other,
+/// racing increments from both lose nothing, and a batch is seen whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_nodes_share_stores() {
+    let one = crate::storage::nats::testing::nats().await;
+    let two = crate::storage::nats::testing::another_node(&one).await;
+    let nodes = [super::nats::NatsKv::new(one), super::nats::NatsKv::new(two)];
+    let stores = [nodes[0].open("app", "shared").await.unwrap(), nodes[1].open("app", "shared").await.unwrap()];
+    stores[0].put("k", b("from one")).await.unwrap();
+    assert_eq!(value(&*stores[1], "k").await, Some(b("from one")));
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            tokio::spawn(async move {
+                for _ in 0..25 {
+                    store.increment("n", 1).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(stores[1].increment("n", 0).await.unwrap(), 200);
+    let batch: Vec<(String, Bytes)> = (0..50).map(|i| (format!("b/{i:02}"), b("new"))).collect();
+    let writer = {
+        let store = stores[0].clone();
+        tokio::spawn(async move { store.put_many(batch).await.unwrap() })
+    };
+    while !writer.is_finished() {
+        let seen = stores[1].get_many((0..50).map(|i| format!("b/{i:02}")).collect(), 1 << 20).await.unwrap();
+        let written = seen.iter().filter(|(_, e)| e.is_some()).count();
+        assert!(written == 0 || written == 50, "a batch is seen whole, not {written} of 50 keys");
+    }
+    writer.await.unwrap();
+    assert_eq!(stores[1].list("b/", None, PAGE).await.unwrap().keys.len(), 50);
+}

@@ -38,3 +38,11 @@ pub(crate) async fn nats() -> Nats {
     options.namespace = format!("t{}", super::random_id());
     Nats::connect(&options).await.expect("connect to the local NATS cluster")
 }
+
+/// A second connection to the cluster of `nats`, in its namespace: another node of the same
+/// deployment.
+pub(crate) async fn another_node(nats: &Nats) -> Nats {
+    let mut options = NatsOptions::parse(&cluster().0.backend()).unwrap();
+    options.namespace = nats.namespace.clone();
+    Nats::connect(&options).await.expect("connect to the local NATS cluster")
+}
