@@ -213,15 +213,7 @@ impl KvStore for NatsStore {
     async fn list(&self, prefix: &str, cursor: Option<&str>, limit: usize) -> Result<KeyPage, KvError> {
         let limit = limit.clamp(1, PAGE);
         let keys = self.consistent(|| async { self.bucket.keys().await.map_err(self.failed("listing")) }).await?;
-        let mut keys: Vec<String> = keys
-            .into_iter()
-            .filter(|k| k.starts_with(prefix) && cursor.is_none_or(|c| k.as_str() > c))
-            .take(limit + 1)
-            .collect();
-        let cursor = (keys.len() > limit).then(|| {
-            keys.truncate(limit);
-            keys[limit - 1].clone()
-        });
+        let (keys, cursor) = crate::storage::page_of(keys, prefix, cursor, limit);
         Ok(KeyPage { keys, cursor })
     }
 
