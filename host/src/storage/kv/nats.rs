@@ -322,4 +322,31 @@ mod tests {
         assert_eq!((read_id, read), (id, changes.into_iter().collect::<Vec<_>>()));
         assert_eq!(decode_intent(&Bytes::from("short")), None);
     }
+
+    /// A batch whose writer died after committing it, before or while writing its keys, is
+    /// finished by the next node to open the store, or by the next read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crashed_batch_is_finished_by_the_next_node() {
+        let nats = crate::storage::nats::testing::nats().await;
+        let store = NatsKv::new(nats.clone()).open("app", "crash").await.unwrap();
+        store.put("old", Bytes::from("1")).await.unwrap();
+        let log = EventLog::open_named(&nats, nats.name("KVI", &["app", "crash"])).await.unwrap();
+        let commit = |changes: &[(&str, Option<&str>)]| {
+            let id = random_id();
+            let changes: BTreeMap<String, Option<Bytes>> =
+                changes.iter().map(|(k, v)| (k.to_string(), v.map(|v: &str| Bytes::copy_from_slice(v.as_bytes())))).collect();
+            let log = log.clone();
+            async move { log.append(&id, PublishMessage::build().payload(encode_intent(&id, &changes))).await.unwrap() }
+        };
+        commit(&[("old", None), ("new", Some("2"))]).await;
+        let node = crate::storage::nats::testing::another_node(&nats).await;
+        let other = NatsKv::new(node).open("app", "crash").await.unwrap();
+        assert!(log.pending(1).await.unwrap().is_empty(), "opening the store finished the batch");
+        assert_eq!(other.get("new").await.unwrap().map(|e| e.value), Some(Bytes::from("2")));
+        assert_eq!(other.get("old").await.unwrap(), None);
+        commit(&[("new", Some("3")), ("third", Some("4"))]).await;
+        let found = store.get_many(vec!["new".into(), "third".into()], 1 << 10).await.unwrap();
+        let values: Vec<_> = found.into_iter().map(|(_, e)| e.map(|e| e.value)).collect();
+        assert_eq!(values, [Some(Bytes::from("3")), Some(Bytes::from("4"))], "a reader finished the batch");
+    }
 }

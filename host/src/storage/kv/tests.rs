@@ -185,16 +185,22 @@ async fn nats_nodes_share_stores() {
         task.await.unwrap();
     }
     assert_eq!(stores[1].increment("n", 0).await.unwrap(), 200);
-    let batch: Vec<(String, Bytes)> = (0..50).map(|i| (format!("b/{i:02}"), b("new"))).collect();
+    let keys: Vec<String> = (0..100).map(|i| format!("b/{i:03}")).collect();
     let writer = {
-        let store = stores[0].clone();
-        tokio::spawn(async move { store.put_many(batch).await.unwrap() })
+        let (store, keys) = (stores[0].clone(), keys.clone());
+        tokio::spawn(async move {
+            for round in 0..5 {
+                store.put_many(keys.iter().map(|k| (k.clone(), b(&format!("round {round}")))).collect()).await.unwrap();
+            }
+        })
     };
-    while !writer.is_finished() {
-        let seen = stores[1].get_many((0..50).map(|i| format!("b/{i:02}")).collect(), 1 << 20).await.unwrap();
-        let written = seen.iter().filter(|(_, e)| e.is_some()).count();
-        assert!(written == 0 || written == 50, "a batch is seen whole, not {written} of 50 keys");
+    let mut reads = 0;
+    while !writer.is_finished() || reads == 0 {
+        let seen = stores[1].get_many(keys.clone(), 1 << 20).await.unwrap();
+        let first = &seen[0].1.as_ref().map(|e| &e.value);
+        assert!(seen.iter().all(|(_, e)| &e.as_ref().map(|e| &e.value) == first), "a batch is seen whole");
+        reads += 1;
     }
     writer.await.unwrap();
-    assert_eq!(stores[1].list("b/", None, PAGE).await.unwrap().keys.len(), 50);
+    assert_eq!(stores[1].list("b/", None, PAGE).await.unwrap().keys, keys);
 }
