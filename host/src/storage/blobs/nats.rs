@@ -17,13 +17,16 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use async_nats::jetstream::object_store::{GetErrorKind, InfoErrorKind, ObjectInfo, ObjectMetadata, ObjectStore};
 use async_nats::jetstream::stream::{self, DiscardPolicy, LastRawMessageErrorKind};
 use base64::Engine;
+use bytes::{Buf, Bytes, BytesMut};
 use base64::engine::general_purpose::URL_SAFE;
 use futures_util::TryStreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::sync::mpsc;
 
 use super::{BlobBackend, BlobError, Bucket, ListPage, MAX_PAGE, Object, Reader, Stat, from_bytes, validate_key};
 use crate::storage::nats::{Nats, NatsError};
@@ -209,9 +212,8 @@ impl Bucket for NatsBucket {
         if size == 0 {
             return Ok(Object { size, reader: from_bytes(Vec::new()) });
         }
-        // Object stores have no range reads: the bytes before `offset` are read and dropped.
-        let reader = Skip { inner: Box::pin(object), left: offset };
-        Ok(Object { size, reader: Box::pin(reader.take(size)) })
+        let stream = Streamed { store: self.store.clone(), key: key.into(), offset, size };
+        Ok(Object { size, reader: Box::pin(ObjectReader::Idle(Some((object, stream)))) })
     }
 
     async fn write(&self, key: &str, mut data: Reader) -> Result<(), BlobError> {
@@ -254,24 +256,91 @@ impl Bucket for NatsBucket {
     }
 }
 
-/// A reader that drops the first `left` bytes of `inner`.
-struct Skip {
-    inner: Reader,
-    left: u64,
+/// How long a read may wait for the next chunk before checking that its object is still there.
+const STALL: Duration = Duration::from_secs(1);
+
+/// What to stream of an object.
+struct Streamed {
+    store: ObjectStore,
+    key: String,
+    /// Bytes to drop first: object stores have no range reads.
+    offset: u64,
+    /// Bytes to hand out after them.
+    size: u64,
 }
 
-impl AsyncRead for Skip {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        while self.left > 0 {
-            let mut scratch = [0u8; 16 << 10];
-            let n = scratch.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
-            let mut dropped = ReadBuf::new(&mut scratch[..n]);
-            ready!(self.inner.as_mut().poll_read(cx, &mut dropped))?;
-            if dropped.filled().is_empty() {
-                return Poll::Ready(Ok(()));
+impl Streamed {
+    /// Send the bytes of `object` as chunks until the reader goes away. When the object is
+    /// replaced or removed, the chunks still to come are purged and would never arrive: a read
+    /// that waits longer than [`STALL`] checks that the object is the same, and fails if not.
+    async fn send(self, object: async_nats::jetstream::object_store::Object, chunks: mpsc::Sender<std::io::Result<Bytes>>) {
+        let nuid = object.info().nuid.clone();
+        let (mut skip, mut object) = (self.offset, object.take(self.offset + self.size));
+        loop {
+            let mut chunk = BytesMut::with_capacity(CHUNK);
+            // Cancel-safe: a read that is still pending has taken no bytes.
+            let read = match tokio::time::timeout(STALL, object.read_buf(&mut chunk)).await {
+                Ok(Ok(0)) => return,
+                Ok(read) => read.map(|_| chunk.freeze()),
+                Err(_) => match self.store.info(&self.key).await {
+                    Ok(info) if !info.deleted && info.nuid == nuid => continue,
+                    _ => Err(std::io::Error::other(format!(
+                        "object {:?} was replaced or removed while it was read",
+                        self.key
+                    ))),
+                },
+            };
+            let read = match read {
+                Ok(mut chunk) if skip > 0 => {
+                    let dropped = chunk.len().min(usize::try_from(skip).unwrap_or(usize::MAX));
+                    skip -= dropped as u64;
+                    chunk.advance(dropped);
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    Ok(chunk)
+                }
+                other => other,
+            };
+            let failed = read.is_err();
+            if chunks.send(read).await.is_err() || failed {
+                return;
             }
-            self.left -= dropped.filled().len() as u64;
         }
-        self.inner.as_mut().poll_read(cx, buf)
+    }
+}
+
+/// An object streamed by a task, started on the first poll (nothing is read before).
+enum ObjectReader {
+    /// Not polled yet.
+    Idle(Option<(async_nats::jetstream::object_store::Object, Streamed)>),
+    /// Chunks arrive from the task; `chunk` is what is not handed out yet.
+    Reading { chunks: mpsc::Receiver<std::io::Result<Bytes>>, chunk: Bytes },
+}
+
+impl AsyncRead for ObjectReader {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        loop {
+            match &mut *self {
+                ObjectReader::Idle(object) => {
+                    let (object, streamed) = object.take().expect("an idle reader holds its object");
+                    let (sender, chunks) = mpsc::channel(2);
+                    tokio::spawn(streamed.send(object, sender));
+                    *self = ObjectReader::Reading { chunks, chunk: Bytes::new() };
+                }
+                ObjectReader::Reading { chunks, chunk } => {
+                    if !chunk.is_empty() {
+                        let n = buf.remaining().min(chunk.len());
+                        buf.put_slice(&chunk.split_to(n));
+                        return Poll::Ready(Ok(()));
+                    }
+                    match ready!(chunks.poll_recv(cx)) {
+                        Some(Ok(next)) => *chunk = next,
+                        Some(Err(e)) => return Poll::Ready(Err(e)),
+                        None => return Poll::Ready(Ok(())),
+                    }
+                }
+            }
+        }
     }
 }

@@ -159,3 +159,25 @@ async fn nats_nodes_share_buckets() {
         assert!(written <= 1 && !(exist[0] && exist[1]), "round {round}: {written} writes succeeded, {exist:?}");
     }
 }
+
+/// A reader still streaming an object that is replaced meanwhile gets the old bytes, or an
+/// error once the old chunks are purged: never the new bytes, and it does not wait forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_reader_of_a_replaced_object_never_hangs() {
+    use tokio::io::AsyncReadExt;
+    let blobs = super::nats::NatsBlobs::new(crate::storage::nats::testing::nats().await);
+    let bucket = blobs.open("app", "replaced").await.unwrap();
+    bucket.write("big", from_bytes(vec![1u8; 8 << 20])).await.unwrap();
+    let mut object = bucket.read("big", 0, u64::MAX).await.unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    object.reader.read_exact(&mut first).await.unwrap();
+    bucket.write("big", from_bytes(vec![2u8; 8 << 20])).await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), object.reader.read_to_end(&mut rest)).await;
+    match read.expect("the reader does not hang") {
+        // The old chunks had all reached this node before they were purged.
+        Ok(_) => assert_eq!(rest.len(), 7 << 20),
+        Err(error) => assert!(error.to_string().contains("replaced or removed"), "{error}"),
+    }
+    assert!(rest.iter().all(|b| *b == 1), "only old bytes");
+}
