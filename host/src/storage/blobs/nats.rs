@@ -213,7 +213,7 @@ impl Bucket for NatsBucket {
             return Ok(Object { size, reader: from_bytes(Vec::new()) });
         }
         let stream = Streamed { store: self.store.clone(), key: key.into(), offset, size };
-        Ok(Object { size, reader: Box::pin(ObjectReader::Idle(Some((object, stream)))) })
+        Ok(Object { size, reader: Box::pin(ObjectReader::Idle(Some(Box::new((object, stream))))) })
     }
 
     async fn write(&self, key: &str, mut data: Reader) -> Result<(), BlobError> {
@@ -313,7 +313,7 @@ impl Streamed {
 /// An object streamed by a task, started on the first poll (nothing is read before).
 enum ObjectReader {
     /// Not polled yet.
-    Idle(Option<(async_nats::jetstream::object_store::Object, Streamed)>),
+    Idle(Option<Box<(async_nats::jetstream::object_store::Object, Streamed)>>),
     /// Chunks arrive from the task; `chunk` is what is not handed out yet.
     Reading { chunks: mpsc::Receiver<std::io::Result<Bytes>>, chunk: Bytes },
 }
@@ -323,7 +323,7 @@ impl AsyncRead for ObjectReader {
         loop {
             match &mut *self {
                 ObjectReader::Idle(object) => {
-                    let (object, streamed) = object.take().expect("an idle reader holds its object");
+                    let (object, streamed) = *object.take().expect("an idle reader holds its object");
                     let (sender, chunks) = mpsc::channel(2);
                     tokio::spawn(streamed.send(object, sender));
                     *self = ObjectReader::Reading { chunks, chunk: Bytes::new() };
