@@ -17,7 +17,11 @@
 //!   every key was written);
 //! - `get_many` and `list` read several keys: they settle, read, and read again when an intent
 //!   was appended meanwhile (the log's last sequence moved), so they never answer a half-written
-//!   batch.
+//!   batch (while batches of the store commit back to back, they wait for a gap).
+//!
+//! Costs: a read or write is one round trip more than the bucket's own (the empty intent log is
+//! checked), `get_many` and `list` three more, a batch three more plus its keys' writes (in
+//! parallel), and `list` reads every key of the store (JetStream keeps no key order).
 //!
 //! What it cannot promise: a node that stalls for more than the duplicate window between
 //! reading an intent and writing one of its keys can write that key again over a newer value;
