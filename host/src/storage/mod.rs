@@ -33,6 +33,26 @@ where
     }
 }
 
+/// One page of `sorted` keys: those starting with `prefix` after `cursor`, at most `limit`, and
+/// the cursor of the next page (the page's last key) when more follow.
+pub(crate) fn page_of(
+    sorted: impl IntoIterator<Item = String>,
+    prefix: &str,
+    cursor: Option<&str>,
+    limit: usize,
+) -> (Vec<String>, Option<String>) {
+    let mut page: Vec<String> = sorted
+        .into_iter()
+        .filter(|k| k.starts_with(prefix) && cursor.is_none_or(|c| k.as_str() > c))
+        .take(limit + 1)
+        .collect();
+    let cursor = (page.len() > limit).then(|| {
+        page.truncate(limit);
+        page[limit - 1].clone()
+    });
+    (page, cursor)
+}
+
 /// Check a resource name (queue, topic, ...) by the rule of [`crate::names::ResourceName`].
 fn check_name(name: &str) -> Result<(), String> {
     name.parse::<crate::names::ResourceName>().map(drop)

@@ -203,17 +203,8 @@ impl LocalBucket {
         let mut keys = Vec::new();
         walk(&self.dir, "", &mut keys).map_err(|e| BlobError::Io(format!("listing {prefix:?}: {e}")))?;
         keys.sort();
-        let limit = (limit as usize).clamp(1, MAX_PAGE);
-        let mut page: Vec<String> = keys
-            .into_iter()
-            .filter(|k| k.starts_with(prefix) && cursor.is_none_or(|c| k.as_str() > c))
-            .take(limit + 1)
-            .collect();
-        let cursor = (page.len() > limit).then(|| {
-            page.truncate(limit);
-            page[limit - 1].clone()
-        });
-        Ok(ListPage { keys: page, cursor })
+        let (keys, cursor) = crate::storage::page_of(keys, prefix, cursor, (limit as usize).clamp(1, MAX_PAGE));
+        Ok(ListPage { keys, cursor })
     }
 }
 

@@ -1,7 +1,8 @@
 //! Blobs: objects of bytes under `/`-separated keys in named buckets, one namespace per app.
 //!
 //! [`BlobBackend`] opens a [`Bucket`]; the embedded implementation is [`local::LocalBlobs`], one
-//! folder per bucket. Objects are read and written as streams, never needing a whole object in
+//! folder per bucket, the networked one [`nats::NatsBlobs`], one JetStream object store per
+//! bucket. Objects are read and written as streams, never needing a whole object in
 //! one buffer, so a networked object store can sit behind the same traits.
 
 use std::pin::Pin;
@@ -11,6 +12,7 @@ use tokio::io::AsyncRead;
 
 mod keys;
 pub mod local;
+pub mod nats;
 #[cfg(test)]
 pub(crate) mod tests;
 

@@ -117,3 +117,67 @@ async fn local_backend_behaves() {
     list_pages(&blobs).await;
     assert!(dir.path().join("buckets/app/b/a").is_file(), "objects are files at BUCKETS/APP/BUCKET/KEY");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_backend_behaves() {
+    let blobs = super::nats::NatsBlobs::new(crate::storage::nats::testing::nats().await);
+    write_read_delete(&blobs).await;
+    streams(&blobs).await;
+    key_rules(&blobs).await;
+    list_pages(&blobs).await;
+}
+
+/// Two nodes (two connections) share buckets: what one writes, 16 MiB included, the other reads
+/// back byte for byte; racing writes of a key and of a key in its folder never both succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_nodes_share_buckets() {
+    let one = crate::storage::nats::testing::nats().await;
+    let two = crate::storage::nats::testing::another_node(&one).await;
+    let nodes = [super::nats::NatsBlobs::new(one), super::nats::NatsBlobs::new(two)];
+    let buckets = [nodes[0].open("app", "shared").await.unwrap(), nodes[1].open("app", "shared").await.unwrap()];
+    let big: Vec<u8> = (0..16u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    buckets[0].write("big", from_bytes(big.clone())).await.unwrap();
+    assert_eq!(buckets[1].stat("big").await.unwrap().size, big.len() as u64);
+    assert_eq!(read(&*buckets[1], "big").await.unwrap(), big);
+    let part = buckets[1].read("big", (9 << 20) + 5, 1000).await.unwrap();
+    assert_eq!(read_to_vec("big", part).await.unwrap(), big[(9 << 20) + 5..][..1000]);
+    for round in 0..8 {
+        let (object, inner) = (format!("r{round}"), format!("r{round}/x"));
+        let writes = [(0, object.clone()), (1, inner.clone())].map(|(node, key)| {
+            let bucket = buckets[node].clone();
+            tokio::spawn(async move { bucket.write(&key, from_bytes(b"x")).await })
+        });
+        let mut written = 0;
+        for write in writes {
+            match write.await.unwrap() {
+                Ok(()) => written += 1,
+                Err(BlobError::ObjectInTheWay { .. } | BlobError::FolderInTheWay { .. }) => {}
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        let exist = [buckets[0].exists(&object).await.unwrap(), buckets[1].exists(&inner).await.unwrap()];
+        assert!(written <= 1 && !(exist[0] && exist[1]), "round {round}: {written} writes succeeded, {exist:?}");
+    }
+}
+
+/// A reader still streaming an object that is replaced meanwhile gets the old bytes, or an
+/// error once the old chunks are purged: never the new bytes, and it does not wait forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_reader_of_a_replaced_object_never_hangs() {
+    use tokio::io::AsyncReadExt;
+    let blobs = super::nats::NatsBlobs::new(crate::storage::nats::testing::nats().await);
+    let bucket = blobs.open("app", "replaced").await.unwrap();
+    bucket.write("big", from_bytes(vec![1u8; 8 << 20])).await.unwrap();
+    let mut object = bucket.read("big", 0, u64::MAX).await.unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    object.reader.read_exact(&mut first).await.unwrap();
+    bucket.write("big", from_bytes(vec![2u8; 8 << 20])).await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), object.reader.read_to_end(&mut rest)).await;
+    match read.expect("the reader does not hang") {
+        // The old chunks had all reached this node before they were purged.
+        Ok(_) => assert_eq!(rest.len(), 7 << 20),
+        Err(error) => assert!(error.to_string().contains("replaced or removed"), "{error}"),
+    }
+    assert!(rest.iter().all(|b| *b == 1), "only old bytes");
+}

@@ -1,14 +1,15 @@
 //! Key-value stores: one store per (app, store name), keys are strings, values are bytes.
 //!
-//! [`KvBackend`] opens a [`KvStore`]; the embedded implementation is [`sled::SledKv`]. The traits
-//! are shaped for a networked store: a read returns a [`Revision`] and writes can be conditional
-//! on it (compare-and-swap), keys are listed in pages with a cursor, and every acknowledged write
-//! is durable. Counters written by [`KvStore::increment`] are 8-byte little-endian signed integers.
+//! [`KvBackend`] opens a [`KvStore`]; the embedded implementation is [`sled::SledKv`], the
+//! networked one [`nats::NatsKv`]. The traits are shaped for a networked store: a read returns a
+//! [`Revision`] and writes can be conditional on it (compare-and-swap), keys are listed in pages
+//! with a cursor, and every acknowledged write is durable. Counters written by [`KvStore::increment`] are 8-byte little-endian signed integers.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub mod nats;
 pub mod sled;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -149,3 +149,58 @@ async fn sled_backend_behaves() {
     cas_race(kv.clone()).await;
     increments_race(kv).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_backend_behaves() {
+    let kv: Arc<dyn KvBackend> = Arc::new(super::nats::NatsKv::new(crate::storage::nats::testing::nats().await));
+    get_put_delete(&*kv).await;
+    compare_and_swap(&*kv).await;
+    list_pages(&*kv).await;
+    batches(&*kv).await;
+    cas_race(kv.clone()).await;
+    increments_race(kv).await;
+}
+
+/// Two nodes (two connections) share the stores: a write through one is read through the other,
+/// racing increments from both lose nothing, and a batch is seen whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_nodes_share_stores() {
+    let one = crate::storage::nats::testing::nats().await;
+    let two = crate::storage::nats::testing::another_node(&one).await;
+    let nodes = [super::nats::NatsKv::new(one), super::nats::NatsKv::new(two)];
+    let stores = [nodes[0].open("app", "shared").await.unwrap(), nodes[1].open("app", "shared").await.unwrap()];
+    stores[0].put("k", b("from one")).await.unwrap();
+    assert_eq!(value(&*stores[1], "k").await, Some(b("from one")));
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            tokio::spawn(async move {
+                for _ in 0..25 {
+                    store.increment("n", 1).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(stores[1].increment("n", 0).await.unwrap(), 200);
+    let keys: Vec<String> = (0..100).map(|i| format!("b/{i:03}")).collect();
+    let writer = {
+        let (store, keys) = (stores[0].clone(), keys.clone());
+        tokio::spawn(async move {
+            for round in 0..5 {
+                store.put_many(keys.iter().map(|k| (k.clone(), b(&format!("round {round}")))).collect()).await.unwrap();
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() || reads == 0 {
+        let seen = stores[1].get_many(keys.clone(), 1 << 20).await.unwrap();
+        let first = &seen[0].1.as_ref().map(|e| &e.value);
+        assert!(seen.iter().all(|(_, e)| &e.as_ref().map(|e| &e.value) == first), "a batch is seen whole");
+        reads += 1;
+    }
+    writer.await.unwrap();
+    assert_eq!(stores[1].list("b/", None, PAGE).await.unwrap().keys, keys);
+}

@@ -64,12 +64,30 @@ impl Bucket {
 
     /// Set `key` to `value`; its new revision.
     pub async fn put(&self, key: &str, value: Bytes) -> Result<u64, NatsError> {
-        self.write(key, PublishMessage::build().payload(value)).await
+        self.write(key, Some(value), &super::random_id()).await
     }
 
     /// Remove `key` (absent is fine).
     pub async fn delete(&self, key: &str) -> Result<(), NatsError> {
-        self.write(key, delete_marker()).await.map(drop)
+        self.write(key, None, &super::random_id()).await.map(drop)
+    }
+
+    /// Set `key` to `value` (`None`: remove it) under the message id `id`: another write with
+    /// the same id in the next two minutes (the stream's duplicate window), from any node, is
+    /// dropped as a duplicate. Its revision (the first write's when it is one).
+    pub async fn write(&self, key: &str, value: Option<Bytes>, id: &str) -> Result<u64, NatsError> {
+        let subject = self.subject(key);
+        let message = match value {
+            Some(value) => PublishMessage::build().payload(value),
+            None => delete_marker(),
+        }
+        .message_id(id);
+        // A retry after a lost acknowledgement has the same id, so it is not written twice.
+        let ack = self
+            .nats
+            .retry(|| async { self.nats.js.send_publish(subject.clone(), message.clone()).await?.await })
+            .await?;
+        Ok(ack.sequence)
     }
 
     /// Set `key` to `value` if its revision is still `expected` (`None`: absent): `Ok(revision)`
@@ -108,18 +126,6 @@ impl Bucket {
     /// The bucket's name.
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// Publish a write of `key`, retried under one message id so that a retry after a lost
-    /// acknowledgement is not written twice.
-    async fn write(&self, key: &str, message: PublishMessage) -> Result<u64, NatsError> {
-        let subject = self.subject(key);
-        let message = message.message_id(super::random_id());
-        let ack = self
-            .nats
-            .retry(|| async { self.nats.js.send_publish(subject.clone(), message.clone()).await?.await })
-            .await?;
-        Ok(ack.sequence)
     }
 
     /// A compare-and-swap on the bucket's last sequence (see the module docs).

@@ -19,7 +19,11 @@ impl EventLog {
     /// The log of `kind` (`ITEMS` for item events, `TOPICS` for published events) of `app`,
     /// created on first use.
     pub async fn open(nats: &Nats, kind: &str, app: &str) -> Result<EventLog, NatsError> {
-        let name = nats.name(kind, &[app]);
+        EventLog::open_named(nats, nats.name(kind, &[app])).await
+    }
+
+    /// The log in stream `name` (a name made by [`Nats::name`]), created on first use.
+    pub async fn open_named(nats: &Nats, name: String) -> Result<EventLog, NatsError> {
         let config = stream::Config {
             subjects: vec![format!("{name}.events")],
             name: name.clone(),
@@ -67,6 +71,17 @@ impl EventLog {
             }
         }
         Ok(events)
+    }
+
+    /// The sequence of the last event appended (accepted or not; 0 before the first): it
+    /// changes whenever an event is appended.
+    pub async fn last_sequence(&self) -> Result<u64, NatsError> {
+        self.nats
+            .retry(|| {
+                let mut stream = self.stream.clone();
+                async move { stream.info().await.map(|i| i.state.last_sequence) }
+            })
+            .await
     }
 
     /// Remove the event with sequence `sequence` (absent is fine).

@@ -29,4 +29,3 @@ pub(crate) async fn nats() -> Nats {
     options.namespace = format!("t{}", super::random_id());
     Nats::connect(&options).await.expect("connect to the local NATS cluster")
 }
-
