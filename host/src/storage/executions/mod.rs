@@ -9,6 +9,7 @@
 
 mod backend;
 mod cancel;
+mod nats;
 mod record;
 mod sled;
 mod switch;
@@ -21,15 +22,21 @@ use tokio::sync::Notify;
 
 pub use self::backend::{EventLog, EventRef, ExecutionBackend};
 pub use self::cancel::CancelError;
+pub use self::nats::NatsExecutions;
 pub use self::record::{Execution, ExecutionFilter, Status, error_json};
 pub use self::sled::{PRUNE_AFTER_WRITES, PRUNE_EVERY, PRUNE_FIRST, Retention, SledExecutions, WRITE_BATCH_EVERY};
 pub(crate) use self::switch::Cancel;
 pub use crate::clock::now_ms;
 use crate::outcome::Logs;
 
-/// How long a claim on a queued execution holds on a store shared by several nodes. Claims are
-/// not renewed yet: the embedded store ignores the time (a claim ends with the process).
-const CLAIM_TTL: Duration = Duration::from_secs(60);
+/// How long a claim on a queued execution holds without a renewal: on a store shared by several
+/// nodes, the work of a node that died is picked up by another within about this long (the
+/// dispatchers of the others try to claim every queued execution at each poll).
+pub const CLAIM_TTL: Duration = Duration::from_secs(15);
+
+/// How often the claim of a running execution is renewed: a third of [`CLAIM_TTL`], so that two
+/// renewals may fail (a NATS leader election takes a few seconds) before the claim is lost.
+pub const CLAIM_RENEW_EVERY: Duration = Duration::from_secs(5);
 
 /// Why the execution store failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -200,6 +207,42 @@ impl Executions {
             self.release_here(key);
         }
         claimed
+    }
+
+    /// Keep the store's claim on `key` (taken by [`Executions::claim_store`]) while the work it
+    /// names runs: renews it every [`CLAIM_RENEW_EVERY`], never returns. Run it beside the work
+    /// (`select!`), which drops it when done.
+    pub(crate) async fn keep_claimed(&self, key: &str) {
+        loop {
+            tokio::time::sleep(CLAIM_RENEW_EVERY).await;
+            match self.backend.renew(key, CLAIM_TTL).await {
+                Ok(true) => {}
+                // Another node may run it now: delivery stays at least once, as after a crash.
+                Ok(false) => tracing::warn!(key, "the claim on a running execution was lost"),
+                Err(error) => tracing::warn!(%error, key, "cannot renew the claim on a running execution"),
+            }
+        }
+    }
+
+    /// Claim `key` in the store for `ttl`, never released (the claim of a schedule tick: one node
+    /// fires it): true for the one claimant.
+    pub(crate) async fn claim_for(&self, key: &str, ttl: Duration) -> Result<bool, ExecutionsError> {
+        self.backend.claim(key, ttl).await
+    }
+
+    /// When schedule `schedule` (`APP/NAME`) last fired.
+    pub(crate) async fn last_fire(&self, schedule: &str) -> Result<Option<u64>, ExecutionsError> {
+        self.backend.last_fire(schedule).await
+    }
+
+    /// Keep `fire_ms` as the last fire time of `schedule` (unless a later one is kept).
+    pub(crate) async fn save_fire(&self, schedule: &str, fire_ms: u64) -> Result<(), ExecutionsError> {
+        self.backend.save_fire(schedule, fire_ms).await
+    }
+
+    /// Woken when this node writes an item or topic event (see [`ExecutionBackend::new_events`]).
+    pub(crate) fn new_events(&self) -> &Notify {
+        self.backend.new_events()
     }
 
     /// Whether this process holds the claim on `key`.

@@ -77,8 +77,11 @@ impl EventLog {
             .retry(|| async {
                 match self.stream.delete_message(sequence).await {
                     Ok(_) => Ok(()),
-                    // Deleted already (by another node accepting it, or an earlier try).
-                    Err(e) if e.to_string().contains("error code 10043)") => Ok(()),
+                    // Deleted already (by another node accepting it, or an earlier try): 10043,
+                    // or 10057 when another node deletes it at the same moment.
+                    Err(e) if ["error code 10043)", "error code 10057)"].iter().any(|c| e.to_string().contains(c)) => {
+                        Ok(())
+                    }
                     Err(e) => Err(e),
                 }
             })
