@@ -9,6 +9,7 @@
 
 mod backend;
 mod cancel;
+mod claims;
 mod nats;
 mod record;
 mod sled;
@@ -69,6 +70,9 @@ pub struct Executions {
     lines: std::sync::Mutex<BTreeMap<String, BTreeSet<String>>>,
     /// Woken when an execution leaves its line.
     line_moved: Notify,
+    /// Lines whose store claim this process holds (see [`Executions::claim_store`]); locked
+    /// while one is claimed or released, so that two tasks of a line never race for it.
+    held_lines: tokio::sync::Mutex<BTreeSet<String>>,
 }
 
 /// Keeps an attempt's output readable through [`Executions::logs`] until dropped.
@@ -100,6 +104,7 @@ impl Executions {
             running: Default::default(),
             lines: Default::default(),
             line_moved: Notify::new(),
+            held_lines: Default::default(),
         }
     }
 
@@ -182,54 +187,6 @@ impl Executions {
         self.backend.queued_ids().await
     }
 
-    /// Claim `key` (an execution id) for a task of this process: true if no task here held it,
-    /// and until [`Executions::release`] no other task here gets it. The claim holds the switch
-    /// that cancels the execution. The store's claim is taken next, by
-    /// [`Executions::claim_store`].
-    pub(crate) fn claim(&self, key: &str) -> bool {
-        let mut running = self.running.lock().unwrap();
-        if running.contains_key(key) {
-            return false;
-        }
-        running.insert(key.to_string(), Arc::default());
-        true
-    }
-
-    /// Take the store's claim on `key`, claimed by this process already: true if no one else
-    /// holds it (on a shared store, another node may run it). Without it, this process's claim
-    /// is given up.
-    pub(crate) async fn claim_store(&self, key: &str) -> bool {
-        let claimed = self.backend.claim(key, CLAIM_TTL).await.unwrap_or_else(|error| {
-            tracing::warn!(%error, key, "cannot claim an execution");
-            false
-        });
-        if !claimed {
-            self.release_here(key);
-        }
-        claimed
-    }
-
-    /// Keep the store's claim on `key` (taken by [`Executions::claim_store`]) while the work it
-    /// names runs: renews it every [`CLAIM_RENEW_EVERY`], never returns. Run it beside the work
-    /// (`select!`), which drops it when done.
-    pub(crate) async fn keep_claimed(&self, key: &str) {
-        loop {
-            tokio::time::sleep(CLAIM_RENEW_EVERY).await;
-            match self.backend.renew(key, CLAIM_TTL).await {
-                Ok(true) => {}
-                // Another node may run it now: delivery stays at least once, as after a crash.
-                Ok(false) => tracing::warn!(key, "the claim on a running execution was lost"),
-                Err(error) => tracing::warn!(%error, key, "cannot renew the claim on a running execution"),
-            }
-        }
-    }
-
-    /// Claim `key` in the store for `ttl`, never released (the claim of a schedule tick: one node
-    /// fires it): true for the one claimant.
-    pub(crate) async fn claim_for(&self, key: &str, ttl: Duration) -> Result<bool, ExecutionsError> {
-        self.backend.claim(key, ttl).await
-    }
-
     /// When schedule `schedule` (`APP/NAME`) last fired.
     pub(crate) async fn last_fire(&self, schedule: &str) -> Result<Option<u64>, ExecutionsError> {
         self.backend.last_fire(schedule).await
@@ -243,48 +200,6 @@ impl Executions {
     /// Woken when this node writes an item or topic event (see [`ExecutionBackend::new_events`]).
     pub(crate) fn new_events(&self) -> &Notify {
         self.backend.new_events()
-    }
-
-    /// Whether this process holds the claim on `key`.
-    pub(crate) fn is_claimed(&self, key: &str) -> bool {
-        self.running.lock().unwrap().contains_key(key)
-    }
-
-    /// Give up the claim on `key`, here and in the store; it also leaves any line it waited in.
-    pub(crate) async fn release(&self, key: &str) {
-        if let Err(error) = self.backend.release(key).await {
-            tracing::warn!(%error, key, "cannot release the claim on an execution");
-        }
-        self.release_here(key);
-    }
-
-    /// Give up this process's claim on `key`, and leave any line it waited in.
-    fn release_here(&self, key: &str) {
-        self.running.lock().unwrap().remove(key);
-        let mut lines = self.lines.lock().unwrap();
-        lines.values_mut().for_each(|ids| {
-            ids.remove(key);
-        });
-        lines.retain(|_, ids| !ids.is_empty());
-        drop(lines);
-        self.line_moved.notify_waiters();
-    }
-
-    /// Put claimed execution `id` in `line`: executions of a line run one at a time, in id order.
-    pub(crate) fn join_line(&self, line: &str, id: &str) {
-        self.lines.lock().unwrap().entry(line.to_string()).or_default().insert(id.to_string());
-    }
-
-    /// Wait until `id` is the oldest execution of `line` still to run.
-    pub(crate) async fn wait_turn(&self, line: &str, id: &str) {
-        loop {
-            let moved = self.line_moved.notified();
-            let first = self.lines.lock().unwrap().get(line).and_then(|ids| ids.first().cloned());
-            if first.is_none_or(|first| first == id) {
-                return;
-            }
-            moved.await;
-        }
     }
 
     /// Wait until every record written so far is on disk.

@@ -88,7 +88,7 @@ async fn an_event_taken_by_a_dead_node_is_written_by_another() {
     let taken = json!({ "ids": [id], "written": false, "taken_ms": now_ms() - 60_000 });
     accepted.put(&format!("TOPICS/app/{}", key.key), Bytes::from(taken.to_string())).await.unwrap();
     alive.accept_event(key.as_ref(), &[record(alive.as_ref(), "x")]).await.unwrap();
-    assert_eq!(alive.queued_ids().await.unwrap(), [id.clone()], "the dead node's id");
+    assert_eq!(alive.queued_ids().await.unwrap(), [id.as_str()], "the dead node's id");
     assert_eq!(alive.get(&id).await.unwrap().unwrap().function, "f.x");
     assert!(log.pending(10).await.unwrap().is_empty());
 }
@@ -179,4 +179,31 @@ impl Event {
     fn as_ref(&self) -> EventRef<'_> {
         EventRef { log: self.log, app: "app", key: self.key.as_bytes() }
     }
+}
+
+/// Serial calls of one function run on one node at a time: the node that claimed their line
+/// runs them (in order, one at a time), the others wait for it to leave the line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_at_a_time_runs_a_line_of_serial_calls() {
+    use crate::storage::executions::Executions;
+    let (one, two) = testing::two_nodes().await;
+    let a = Executions::new(NatsExecutions::new(one, Retention::default()));
+    let b = Executions::new(NatsExecutions::new(two, Retention::default()));
+    let [first, second, third] = ["1", "2", "3"].map(|id| format!("{id:0>24}"));
+    for (node, id) in [(&a, &first), (&b, &second), (&a, &third)] {
+        assert!(node.claim(id));
+        node.join_line("app/f.x", id);
+    }
+    assert!(a.claim_store(&first).await);
+    assert!(!b.claim_store(&second).await, "node a holds the line");
+    assert!(a.claim_store(&third).await, "a holds the line for all of its calls");
+    a.release(&first).await;
+    assert!(b.claim(&second));
+    b.join_line("app/f.x", &second);
+    assert!(!b.claim_store(&second).await, "a still runs one of the line");
+    a.release(&third).await;
+    assert!(b.claim(&second));
+    b.join_line("app/f.x", &second);
+    assert!(b.claim_store(&second).await, "free once a left the line");
+    b.release(&second).await;
 }
