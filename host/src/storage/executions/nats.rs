@@ -6,11 +6,13 @@
 //! claims of item triggers → the id of the execution holding it), `claims` (claims with an
 //! expiry), `accepted` (the outbox of accepted events) and `fires` (last schedule fire times).
 //!
-//! Lists and pruning scan every key of the index (O(records) per page): a JetStream bucket
-//! lists its keys only whole, in no order.
+//! Records and logs over a message's size are kept in pieces (see [`pieces`]). Lists and
+//! pruning scan every key of the index (O(records) per page): a JetStream bucket lists its keys
+//! only whole, in no order.
 
 mod accept;
 mod claims;
+mod pieces;
 mod records;
 mod writer;
 

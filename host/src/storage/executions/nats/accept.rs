@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{NatsExecutions, nats_error};
+use super::{NatsExecutions, nats_error, pieces};
 use crate::storage::executions::{EventLog, EventRef, Execution, ExecutionsError, now_ms, storage};
 use crate::storage::nats::event_sequence;
 
@@ -117,9 +117,11 @@ impl NatsExecutions {
                 let bytes = Bytes::from(serde_json::to_vec(record).map_err(storage)?);
                 let index = super::records::index_key(record);
                 buckets.index.put(&index, Bytes::new()).await.map_err(nats_error("index an execution"))?;
-                let created = buckets.records.put_if(&record.id, None, bytes).await;
-                if let Err(Some((written, _))) = created.map_err(nats_error("write an execution"))? {
+                let failed = nats_error("write an execution");
+                let head = pieces::store(&buckets.records, &record.id, bytes).await.map_err(&failed)?;
+                if let Err(Some((head, _))) = buckets.records.put_if(&record.id, None, head).await.map_err(&failed)? {
                     // Written already (and maybe changed since): keep only its own entry.
+                    let written = pieces::load(&buckets.records, &record.id, &head).await.map_err(&failed)?;
                     let written: Execution = serde_json::from_slice(&written).map_err(storage)?;
                     if super::records::index_key(&written) != index {
                         buckets.index.delete(&index).await.map_err(nats_error("index an execution"))?;

@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use super::{NatsExecutions, nats_error};
+use super::{NatsExecutions, nats_error, pieces};
 use crate::outcome::Logs;
 use crate::storage::executions::{Execution, ExecutionFilter, ExecutionsError, format_attempt, storage};
 
@@ -45,14 +45,14 @@ impl Entry<'_> {
 impl NatsExecutions {
     /// The record with this id, as stored (records waiting in the batch are not looked at).
     pub(super) async fn read(&self, id: &str) -> Result<Option<Execution>, ExecutionsError> {
-        let found = self.buckets().await?.records.get(id).await.map_err(nats_error("read an execution"))?;
-        found.map(|(bytes, _)| serde_json::from_slice(&bytes).map_err(storage)).transpose()
+        let found = pieces::get(&self.buckets().await?.records, id).await.map_err(nats_error("read an execution"))?;
+        found.map(|bytes| serde_json::from_slice(&bytes).map_err(storage)).transpose()
     }
 
     /// The stored logs of execution `id`.
     pub(super) async fn read_logs(&self, id: &str) -> Result<Option<String>, ExecutionsError> {
-        let found = self.buckets().await?.logs.get(id).await.map_err(nats_error("read execution logs"))?;
-        Ok(found.map(|(bytes, _)| String::from_utf8_lossy(&bytes).into_owned()))
+        let found = pieces::get(&self.buckets().await?.logs, id).await.map_err(nats_error("read execution logs"))?;
+        Ok(found.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
     }
 
     /// Store a record with its index entry (and optionally append an attempt's logs). Only the
@@ -78,14 +78,14 @@ impl NatsExecutions {
         let buckets = self.buckets().await?;
         let bytes = Bytes::from(serde_json::to_vec(record).map_err(storage)?);
         buckets.index.put(&index_key(record), Bytes::new()).await.map_err(nats_error("index an execution"))?;
-        buckets.records.put(&record.id, bytes).await.map_err(nats_error("write an execution"))?;
+        pieces::put(&buckets.records, &record.id, bytes).await.map_err(nats_error("write an execution"))?;
         Ok(())
     }
 
     /// Replace the logs of execution `id`.
     pub(super) async fn write_logs(&self, id: &str, text: String) -> Result<(), ExecutionsError> {
         let logs = &self.buckets().await?.logs;
-        logs.put(id, Bytes::from(text)).await.map_err(nats_error("write execution logs"))?;
+        pieces::put(logs, id, Bytes::from(text)).await.map_err(nats_error("write execution logs"))?;
         Ok(())
     }
 
@@ -122,8 +122,8 @@ impl NatsExecutions {
     pub(super) async fn delete(&self, record: &Execution) -> Result<(), ExecutionsError> {
         let buckets = self.buckets().await?;
         let failed = nats_error("delete an execution");
-        buckets.records.delete(&record.id).await.map_err(&failed)?;
-        buckets.logs.delete(&record.id).await.map_err(&failed)?;
+        pieces::delete(&buckets.records, &record.id).await.map_err(&failed)?;
+        pieces::delete(&buckets.logs, &record.id).await.map_err(&failed)?;
         buckets.index.delete(&index_key(record)).await.map_err(&failed)?;
         Ok(())
     }

@@ -207,3 +207,23 @@ async fn one_node_at_a_time_runs_a_line_of_serial_calls() {
     assert!(b.claim_store(&second).await, "free once a left the line");
     b.release(&second).await;
 }
+
+/// Records and logs larger than a NATS message are kept in pieces, and deleted with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_and_logs_of_any_size() {
+    let executions = NatsExecutions::new(testing::nats().await, Retention { max_count: 0, ..Retention::default() });
+    let big = "x".repeat(700 * 1024);
+    let mut record = Execution { input: json!([big]), ..record(executions.as_ref(), "big") };
+    let output = Logs { stdout: "y".repeat(1500 * 1024), ..Logs::default() };
+    executions.put(&record, Some((&output, 1))).await.unwrap();
+    assert_eq!(executions.get(&record.id).await.unwrap().as_ref(), Some(&record));
+    let logs = executions.logs(&record.id).await.unwrap().unwrap();
+    assert!(logs.len() > 1500 * 1024 && logs.starts_with("--- attempt 1 ---\n[stdout]\nyyy"));
+    record.finish_with(Ok(&json!(1)));
+    executions.put(&record, None).await.unwrap();
+    assert_eq!(executions.prune().await.unwrap(), 1);
+    assert_eq!(executions.get(&record.id).await.unwrap(), None);
+    let buckets = executions.buckets().await.unwrap();
+    assert!(buckets.records.keys().await.unwrap().is_empty(), "no piece left");
+    assert!(buckets.logs.keys().await.unwrap().is_empty(), "no piece left");
+}
