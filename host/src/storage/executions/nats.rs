@@ -56,8 +56,11 @@ pub struct NatsExecutions {
     logs: tokio::sync::Mutex<HashMap<(&'static str, String), EventLog>>,
     /// Woken whenever a record is written by this node (other nodes' writes are polled).
     changed: Notify,
-    /// Woken when this node writes an event (see [`ExecutionBackend::new_events`]).
+    /// Woken when any node appends to an event log of this namespace (see
+    /// [`NatsExecutions::watch_events`]).
     new_events: Notify,
+    /// The subscription that rings `new_events`, started by the first look at it.
+    watcher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Records of finished direct calls not written yet, written in batches by a task.
     pending: std::sync::Mutex<Vec<(Execution, Logs)>>,
     /// Held while a batch is written, so that a reader that wrote what was pending never misses
@@ -89,6 +92,7 @@ impl NatsExecutions {
             logs: Default::default(),
             changed: Notify::new(),
             new_events: Notify::new(),
+            watcher: Default::default(),
             pending: Default::default(),
             writing: Default::default(),
             wake: Notify::new(),
@@ -129,6 +133,36 @@ impl NatsExecutions {
         let log = EventLog::open(&self.nats, kind, app).await.map_err(nats_error("open an event log"))?;
         logs.insert((kind, app.to_string()), log.clone());
         Ok(log)
+    }
+}
+
+impl NatsExecutions {
+    /// Ring `new_events` whenever an event is appended to an item or topic log of this
+    /// namespace, by any node: JetStream publishes are core NATS messages too, so a plain
+    /// subscription sees them, and triggers start at once rather than at their next poll. Started
+    /// once, on the current runtime.
+    fn watch_events(&self) {
+        let mut watcher = self.watcher.lock().unwrap();
+        if watcher.is_some() || self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let logs = [self.nats.name("ITEMS", &[]) + "_", self.nats.name("TOPICS", &[]) + "_"];
+        let (client, me) = (self.nats.client.clone(), self.me.clone());
+        *watcher = Some(runtime.spawn(async move {
+            use futures_util::StreamExt;
+            // Event logs' subjects are `STREAM.events` (see `EventLog`).
+            let mut appended = match client.subscribe("*.events").await {
+                Ok(subscription) => subscription,
+                Err(error) => return tracing::warn!(%error, "cannot watch the event logs: triggers poll"),
+            };
+            while let Some(message) = appended.next().await {
+                if logs.iter().any(|log| message.subject.starts_with(log.as_str())) {
+                    let Some(executions) = me.upgrade() else { return };
+                    executions.new_events.notify_waiters();
+                }
+            }
+        }));
     }
 }
 
@@ -244,7 +278,10 @@ impl ExecutionBackend for NatsExecutions {
         self.save_fire_now(schedule, fire_ms).await
     }
 
+    /// Rung by every append to an item or topic log, by any node (see
+    /// [`NatsExecutions::watch_events`]).
     fn new_events(&self) -> &Notify {
+        self.watch_events();
         &self.new_events
     }
 

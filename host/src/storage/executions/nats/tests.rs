@@ -227,3 +227,19 @@ async fn records_and_logs_of_any_size() {
     assert!(buckets.records.keys().await.unwrap().is_empty(), "no piece left");
     assert!(buckets.logs.keys().await.unwrap().is_empty(), "no piece left");
 }
+
+/// An event appended by one node wakes the triggers of every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_appended_anywhere_wake_every_node() {
+    let (one, two) = testing::two_nodes().await;
+    let log = nats::EventLog::open(&one, "TOPICS", "app").await.unwrap();
+    let watching = NatsExecutions::new(two, Retention::default());
+    watching.new_events();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let woken = watching.new_events().notified();
+    tokio::pin!(woken);
+    woken.as_mut().enable();
+    event(&log, EventLog::Topics, "e").await;
+    tokio::time::timeout(Duration::from_secs(5), woken).await.expect("woken by the append");
+    watching.close();
+}

@@ -95,13 +95,15 @@ impl NatsExecutions {
         self.changed.notify_waiters();
     }
 
-    /// Stop the background task and write what waits: at once on a multi-threaded runtime, else
+    /// Stop the background tasks and write what waits: at once on a multi-threaded runtime, else
     /// by a task of the current runtime.
     pub(super) fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         self.wake.notify_one();
-        if let Some(task) = self.task.lock().unwrap().take() {
-            task.abort();
+        for task in [&self.task, &self.watcher] {
+            if let Some(task) = task.lock().unwrap().take() {
+                task.abort();
+            }
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let Some(me) = self.me.upgrade() else { return };
