@@ -31,6 +31,9 @@ pub enum EventLog {
     Topics,
 }
 
+/// What takes the cancel requests of other nodes (see [`ExecutionBackend::on_cancel_request`]).
+pub type CancelRequests = Box<dyn Fn(&str) + Send + Sync>;
+
 /// A store of execution records and of the queue of executions still to run.
 #[async_trait]
 pub trait ExecutionBackend: Send + Sync {
@@ -102,6 +105,15 @@ pub trait ExecutionBackend: Send + Sync {
 
     /// Keep `fire_ms` as the last fire time of `schedule`, unless a later one is kept already.
     async fn save_fire(&self, schedule: &str, fire_ms: u64) -> Result<(), ExecutionsError>;
+
+    /// Ask whichever node runs execution `id` to stop it: the handler that every node sharing
+    /// the store set with [`ExecutionBackend::on_cancel_request`] gets `id`, at most once (a node
+    /// cut off at that moment misses it). Where one process runs everything there is no one else
+    /// to ask.
+    async fn request_cancel(&self, id: &str) -> Result<(), ExecutionsError>;
+
+    /// Hand the id of every cancel request made by any node to `handler`, from now on.
+    fn on_cancel_request(&self, handler: CancelRequests);
 
     /// Woken when this node writes an item or topic event, so that triggers see it at once
     /// (events written by other nodes are found by polling).

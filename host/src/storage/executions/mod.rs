@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-pub use self::backend::{EventLog, EventRef, ExecutionBackend};
+pub use self::backend::{CancelRequests, EventLog, EventRef, ExecutionBackend};
 pub use self::cancel::CancelError;
 pub use self::nats::NatsExecutions;
 pub use self::record::{Execution, ExecutionFilter, Status, error_json};
@@ -65,7 +65,7 @@ pub struct Executions {
     live: std::sync::Mutex<HashMap<String, (u32, LiveLogs)>>,
     /// Claims held by this process (queued executions with a task here, by id), with the
     /// switch that cancels each.
-    running: std::sync::Mutex<HashMap<String, Arc<Cancel>>>,
+    running: Arc<std::sync::Mutex<HashMap<String, Arc<Cancel>>>>,
     /// Executions that run one at a time, by line (`app/function` of serial calls), in id order.
     lines: std::sync::Mutex<BTreeMap<String, BTreeSet<String>>>,
     /// Woken when an execution leaves its line.
@@ -98,10 +98,17 @@ fn found<T>(read: Result<Option<T>, ExecutionsError>) -> Option<T> {
 impl Executions {
     /// The executions kept in `backend`.
     pub fn new(backend: Arc<dyn ExecutionBackend>) -> Executions {
+        let running: Arc<std::sync::Mutex<HashMap<String, Arc<Cancel>>>> = Arc::default();
+        let here = running.clone();
+        backend.on_cancel_request(Box::new(move |id| {
+            if let Some(cancel) = here.lock().unwrap().get(id) {
+                cancel.request();
+            }
+        }));
         Executions {
             backend,
             live: Default::default(),
-            running: Default::default(),
+            running,
             lines: Default::default(),
             line_moved: Notify::new(),
             held_lines: Default::default(),

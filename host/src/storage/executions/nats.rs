@@ -57,9 +57,11 @@ pub struct NatsExecutions {
     /// Woken whenever a record is written by this node (other nodes' writes are polled).
     changed: Notify,
     /// Woken when any node appends to an event log of this namespace (see
-    /// [`NatsExecutions::watch_events`]).
+    /// [`NatsExecutions::watch`]).
     new_events: Notify,
-    /// The subscription that rings `new_events`, started by the first look at it.
+    /// Takes the cancel requests of every node.
+    cancel_requests: std::sync::OnceLock<super::CancelRequests>,
+    /// The subscriptions to what other nodes announce (see [`NatsExecutions::watch`]).
     watcher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Records of finished direct calls not written yet, written in batches by a task.
     pending: std::sync::Mutex<Vec<(Execution, Logs)>>,
@@ -92,6 +94,7 @@ impl NatsExecutions {
             logs: Default::default(),
             changed: Notify::new(),
             new_events: Notify::new(),
+            cancel_requests: Default::default(),
             watcher: Default::default(),
             pending: Default::default(),
             writing: Default::default(),
@@ -137,32 +140,43 @@ impl NatsExecutions {
 }
 
 impl NatsExecutions {
-    /// Ring `new_events` whenever an event is appended to an item or topic log of this
-    /// namespace, by any node: JetStream publishes are core NATS messages too, so a plain
-    /// subscription sees them, and triggers start at once rather than at their next poll. Started
-    /// once, on the current runtime.
-    fn watch_events(&self) {
+    /// Start watching what other nodes announce, once, on the current runtime: appends to the
+    /// item and topic logs of this namespace ring `new_events` (JetStream publishes are core NATS
+    /// messages too, so a plain subscription sees them, and triggers start at once rather than at
+    /// their next poll), and cancel requests go to the handler of `on_cancel_request`.
+    fn watch(&self) {
         let mut watcher = self.watcher.lock().unwrap();
         if watcher.is_some() || self.stopping.load(Ordering::Acquire) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let logs = [self.nats.name("ITEMS", &[]) + "_", self.nats.name("TOPICS", &[]) + "_"];
+        let cancels = self.cancel_subject();
         let (client, me) = (self.nats.client.clone(), self.me.clone());
         *watcher = Some(runtime.spawn(async move {
             use futures_util::StreamExt;
             // Event logs' subjects are `STREAM.events` (see `EventLog`).
-            let mut appended = match client.subscribe("*.events").await {
-                Ok(subscription) => subscription,
-                Err(error) => return tracing::warn!(%error, "cannot watch the event logs: triggers poll"),
+            let subscribed = futures_util::future::try_join(client.subscribe("*.events"), client.subscribe(cancels.clone()));
+            let mut heard = match subscribed.await {
+                Ok((appended, cancelled)) => futures_util::stream::select(appended, cancelled),
+                Err(error) => return tracing::warn!(%error, "cannot watch other nodes: triggers poll, cancels stay here"),
             };
-            while let Some(message) = appended.next().await {
-                if logs.iter().any(|log| message.subject.starts_with(log.as_str())) {
-                    let Some(executions) = me.upgrade() else { return };
+            while let Some(message) = heard.next().await {
+                let Some(executions) = me.upgrade() else { return };
+                if message.subject.as_str() == cancels {
+                    if let Some(handler) = executions.cancel_requests.get() {
+                        handler(&String::from_utf8_lossy(&message.payload));
+                    }
+                } else if logs.iter().any(|log| message.subject.starts_with(log.as_str())) {
                     executions.new_events.notify_waiters();
                 }
             }
         }));
+    }
+
+    /// The subject of cancel requests.
+    fn cancel_subject(&self) -> String {
+        self.nats.name("EXEC", &["cancel"])
     }
 }
 
@@ -258,7 +272,9 @@ impl ExecutionBackend for NatsExecutions {
         self.buckets().await?.queue.keys().await.map_err(nats_error("read the execution queue"))
     }
 
+    /// Also starts listening to cancel requests: a node that claims work may run it.
     async fn claim(&self, key: &str, ttl: Duration) -> Result<bool, ExecutionsError> {
+        self.watch();
         self.claim_now(key, ttl).await
     }
 
@@ -278,10 +294,21 @@ impl ExecutionBackend for NatsExecutions {
         self.save_fire_now(schedule, fire_ms).await
     }
 
+    /// Sent to every node (core NATS: a node cut off at that moment misses it).
+    async fn request_cancel(&self, id: &str) -> Result<(), ExecutionsError> {
+        let subject = self.cancel_subject();
+        let payload = bytes::Bytes::copy_from_slice(id.as_bytes());
+        self.nats.client.publish(subject, payload).await.map_err(|e| storage(format!("request a cancel: {e}")))
+    }
+
+    fn on_cancel_request(&self, handler: super::CancelRequests) {
+        let _ = self.cancel_requests.set(handler);
+    }
+
     /// Rung by every append to an item or topic log, by any node (see
-    /// [`NatsExecutions::watch_events`]).
+    /// [`NatsExecutions::watch`]).
     fn new_events(&self) -> &Notify {
-        self.watch_events();
+        self.watch();
         &self.new_events
     }
 

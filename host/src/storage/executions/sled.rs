@@ -23,7 +23,7 @@ pub use self::writer::{PRUNE_AFTER_WRITES, WRITE_BATCH_EVERY};
 use crate::files::blocking;
 use crate::outcome::Logs;
 use crate::storage::executions::{
-    EventLog, EventRef, Execution, ExecutionBackend, ExecutionFilter, ExecutionsError, Status, format_attempt, storage,
+    CancelRequests, EventLog, EventRef, Execution, ExecutionBackend, ExecutionFilter, ExecutionsError, Status, format_attempt, storage,
 };
 use crate::store::Store;
 
@@ -289,6 +289,12 @@ impl ExecutionBackend for SledExecutions {
         self.fires.fetch_and_update(schedule, later).map_err(storage)?;
         Ok(())
     }
+
+    async fn request_cancel(&self, _id: &str) -> Result<(), ExecutionsError> {
+        Ok(())
+    }
+
+    fn on_cancel_request(&self, _handler: CancelRequests) {}
 
     fn new_events(&self) -> &Notify {
         &self.store.new_events

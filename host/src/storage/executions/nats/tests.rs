@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
@@ -242,4 +243,29 @@ async fn events_appended_anywhere_wake_every_node() {
     event(&log, EventLog::Topics, "e").await;
     tokio::time::timeout(Duration::from_secs(5), woken).await.expect("woken by the append");
     watching.close();
+}
+
+/// Cancelling on one node an execution another node runs interrupts it there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaches_the_node_running_the_execution() {
+    use crate::storage::executions::Executions;
+    let (one, two) = testing::two_nodes().await;
+    let a = Arc::new(Executions::new(NatsExecutions::new(one, Retention::default())));
+    let b = Executions::new(NatsExecutions::new(two, Retention::default()));
+    let mut record = Execution::queued(a.new_id().unwrap(), "app", "f.x", "async", json!([]));
+    record.status = Status::Running;
+    a.enqueue(&record).await.unwrap();
+    assert!(a.claim(&record.id) && a.claim_store(&record.id).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let running = tokio::spawn({
+        let (a, mut record) = (a.clone(), record.clone());
+        async move {
+            a.cancel_handle(&record.id).unwrap().wait().await;
+            record.finish_with(Err(&crate::outcome::CallError::Cancelled));
+            a.put(&record, None).await.unwrap();
+        }
+    });
+    let cancelled = b.cancel(&record.id).await.unwrap();
+    assert_eq!(cancelled.status, Status::Cancelled);
+    running.await.unwrap();
 }
