@@ -81,8 +81,9 @@ struct Dispatcher {
 impl Dispatcher {
     async fn run(self, mut stop: watch::Receiver<bool>) {
         loop {
-            // Registered before looking, so an event written meanwhile is not missed. Events
-            // written by other nodes sharing the store are found at the next poll.
+            // Registered before looking, so an event written meanwhile is not missed. The poll
+            // finds what no one announced: work a node that died left behind, events of other
+            // nodes where the store does not announce them.
             let new_events = self.executions.new_events().notified();
             tokio::pin!(new_events);
             new_events.as_mut().enable();
