@@ -109,7 +109,9 @@ impl Dispatcher {
             Err(error) => return tracing::error!(%error, "cannot read the execution queue"),
         };
         for id in ids {
-            if self.executions.is_claimed(&id) {
+            // Running here, or lately found running on another node (tried again in a while,
+            // so that the work of a node that died is taken over).
+            if self.executions.is_claimed(&id) || self.executions.refused_lately(&id) {
                 continue;
             }
             let Some(record) = self.executions.get(&id).await else { continue };

@@ -4,9 +4,13 @@
 //! across nodes, the line itself is claimed, so that one node at a time runs a line.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{CLAIM_RENEW_EVERY, CLAIM_TTL, Executions, ExecutionsError};
+
+/// How long the dispatcher leaves an execution whose claim another node holds before it tries
+/// again: a node that died leaves its work for about [`CLAIM_TTL`] plus this.
+const CLAIM_RETRY: Duration = Duration::from_secs(1);
 
 /// The store's key of the claim on a line of serial calls.
 fn line_key(line: &str) -> String {
@@ -43,10 +47,25 @@ impl Executions {
             tracing::warn!(%error, key, "cannot claim an execution");
             false
         });
+        {
+            let mut refused = self.refused.lock().unwrap();
+            if claimed {
+                refused.remove(key);
+            } else {
+                refused.retain(|_, at| at.elapsed() < CLAIM_RETRY);
+                refused.insert(key.to_string(), Instant::now());
+            }
+        }
         if !claimed {
             self.release_here(key).await;
         }
         claimed
+    }
+
+    /// Whether the store's claim on `key` was refused less than [`CLAIM_RETRY`] ago (another
+    /// node holds it): the dispatcher leaves it until then.
+    pub(crate) fn refused_lately(&self, key: &str) -> bool {
+        self.refused.lock().unwrap().get(key).is_some_and(|at| at.elapsed() < CLAIM_RETRY)
     }
 
     /// Keep the store's claims on `key` and its line (taken by [`Executions::claim_store`])

@@ -73,6 +73,8 @@ pub struct Executions {
     /// Lines whose store claim this process holds (see [`Executions::claim_store`]); locked
     /// while one is claimed or released, so that two tasks of a line never race for it.
     held_lines: tokio::sync::Mutex<BTreeSet<String>>,
+    /// When the store last refused the claim on a key, for keys refused lately.
+    refused: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
 /// Keeps an attempt's output readable through [`Executions::logs`] until dropped.
@@ -112,6 +114,7 @@ impl Executions {
             lines: Default::default(),
             line_moved: Notify::new(),
             held_lines: Default::default(),
+            refused: Default::default(),
         }
     }
 

@@ -72,6 +72,8 @@ pub struct NatsExecutions {
     wake: Notify,
     /// The batch writer and pruner, started by the first record handed over.
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The runtime it runs on.
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
     stopping: AtomicBool,
 }
 
@@ -100,6 +102,7 @@ impl NatsExecutions {
             writing: Default::default(),
             wake: Notify::new(),
             task: Default::default(),
+            runtime: Default::default(),
             stopping: Default::default(),
         })
     }

@@ -42,6 +42,7 @@ impl NatsExecutions {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return tracing::error!("execution records handed over outside a tokio runtime: not written");
         };
+        let _ = self.runtime.set(runtime.clone());
         let me = self.me.clone();
         *task = Some(runtime.spawn(async move {
             let mut next_prune = tokio::time::Instant::now() + PRUNE_FIRST;
@@ -96,7 +97,8 @@ impl NatsExecutions {
     }
 
     /// Stop the background tasks and write what waits: at once on a multi-threaded runtime, else
-    /// by a task of the current runtime.
+    /// by a task of the current runtime (outside any, of the runtime the writer ran on, if it
+    /// still runs: blocking on it could hang on a runtime shutting down).
     pub(super) fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         self.wake.notify_one();
@@ -105,12 +107,17 @@ impl NatsExecutions {
                 task.abort();
             }
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let Some(me) = self.me.upgrade() else { return };
-        if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
-            tokio::task::block_in_place(|| runtime.block_on(me.write_pending()));
-        } else {
-            runtime.spawn(async move { me.write_pending().await });
+        match tokio::runtime::Handle::try_current() {
+            Ok(current) if current.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| current.block_on(me.write_pending()));
+            }
+            Ok(current) => drop(current.spawn(async move { me.write_pending().await })),
+            Err(_) => {
+                if let Some(runtime) = self.runtime.get() {
+                    drop(runtime.spawn(async move { me.write_pending().await }));
+                }
+            }
         }
     }
 
