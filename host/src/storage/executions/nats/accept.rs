@@ -6,10 +6,10 @@
 //! winner's execution ids and whether they are all written. The winner writes its records
 //! (with their `once` claims and queue entries), marks the entry written, then removes the
 //! event from its log. A node that loses waits for the entry to be marked written, then removes
-//! the event too (removing it twice is fine). If the winner dies before marking it, the entry
-//! stays unwritten: after [`OUTBOX_GRACE`] another node writes the same records under the
-//! winner's ids, creating only those not written yet (so a record already running is never set
-//! back to queued), and carries on. Entries are kept for [`OUTBOX_KEEP`] after the event went,
+//! the event too (removing it twice is fine). If the winner dies (or fails) before marking it,
+//! the entry stays unwritten: after [`OUTBOX_GRACE`] another node (the winner itself at once)
+//! writes the same records under the winner's ids, creating only those not written yet (so a
+//! record already running is never set back to queued), and carries on. Entries are kept for [`OUTBOX_KEEP`] after the event went,
 //! so a node that read the event just before it went cannot accept it again.
 
 use std::time::Duration;
@@ -35,6 +35,9 @@ struct Outbox {
     ids: Vec<String>,
     /// Whether they are all written.
     written: bool,
+    /// The node that took it.
+    #[serde(default)]
+    node: u32,
     /// When the entry was taken, ms since the epoch.
     taken_ms: u64,
 }
@@ -67,7 +70,7 @@ impl NatsExecutions {
         let failed = nats_error("accept an event");
         let entry = format!("{}/{}/{key}", kind(event.log), event.app);
         let ids = records.iter().map(|r| r.id.clone()).collect();
-        let mine = Outbox { ids, written: false, taken_ms: now_ms() };
+        let mine = Outbox { ids, written: false, taken_ms: now_ms(), node: self.node };
         let mut current = match accepted.put_if(&entry, None, mine.bytes()).await.map_err(&failed)? {
             Ok(revision) => {
                 self.write_accepted(records, false).await?;
@@ -83,8 +86,9 @@ impl NatsExecutions {
             if theirs.written {
                 break;
             }
-            if now_ms().saturating_sub(theirs.taken_ms) > OUTBOX_GRACE.as_millis() as u64 {
-                // Its node died writing: write the same executions, under its ids.
+            // Taken by this node (an earlier try that failed), or by a node that died writing:
+            // write the same executions, under its ids.
+            if theirs.node == self.node || now_ms().saturating_sub(theirs.taken_ms) > OUTBOX_GRACE.as_millis() as u64 {
                 let replayed: Vec<Execution> = records
                     .iter()
                     .zip(&theirs.ids)

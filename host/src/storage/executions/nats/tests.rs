@@ -269,3 +269,27 @@ async fn a_cancel_reaches_the_node_running_the_execution() {
     assert_eq!(cancelled.status, Status::Cancelled);
     running.await.unwrap();
 }
+
+/// With the host's claim ttl: the execution of a node that stopped renewing (killed) is taken
+/// over by another node once the ttl passed; one whose node renews it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_executions_are_taken_over_after_the_claim_ttl() {
+    use crate::storage::executions::{CLAIM_TTL, Executions};
+    let (one, two) = testing::two_nodes().await;
+    let a = Arc::new(Executions::new(NatsExecutions::new(one, Retention::default())));
+    let b = Executions::new(NatsExecutions::new(two, Retention::default()));
+    let [dead, alive] = ["d", "a"].map(|_| a.new_id().unwrap());
+    for id in [&dead, &alive] {
+        assert!(a.claim(id) && a.claim_store(id).await);
+    }
+    let renewing = tokio::spawn({
+        let (a, alive) = (a.clone(), alive.clone());
+        async move { a.keep_claimed(&alive).await }
+    });
+    assert!(b.claim(&dead) && !b.claim_store(&dead).await, "held by a");
+    assert!(b.refused_lately(&dead), "the dispatcher leaves it for a while");
+    tokio::time::sleep(CLAIM_TTL + Duration::from_millis(500)).await;
+    assert!(b.claim(&dead) && b.claim_store(&dead).await, "taken over once a's claim expired");
+    assert!(b.claim(&alive) && !b.claim_store(&alive).await, "still renewed by a");
+    renewing.abort();
+}
