@@ -308,8 +308,8 @@ impl ExecutionBackend for NatsExecutions {
         let _ = self.cancel_requests.set(handler);
     }
 
-    /// Rung by every append to an item or topic log, by any node (see
-    /// [`NatsExecutions::watch`]).
+    /// Rung by every append to an item or topic log of this namespace, by any node: a
+    /// subscription to the logs' subjects, started by the first call.
     fn new_events(&self) -> &Notify {
         self.watch();
         &self.new_events
