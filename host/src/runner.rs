@@ -88,10 +88,12 @@ pub(crate) fn start(executions: &Arc<Executions>, function: Function, record: Ex
         if !executions.claim_store(&id).await {
             return;
         }
-        // Renewed while it runs: a claim that expires is taken over by another node.
+        // Renewed while it runs. A claim lost (this node cut off from the store for most of
+        // the claim's ttl) stops it here, before another node may take it over; the record is
+        // left to that node.
         let executed = tokio::select! {
             executed = execute(&executions, &function, origin, record) => executed,
-            () = executions.keep_claimed(&id) => unreachable!("keeping a claim never ends"),
+            () = executions.keep_claimed(&id) => Ok(()),
         };
         if let Err(error) = executed {
             tracing::error!(%error, execution = %id, "execution bookkeeping failed");

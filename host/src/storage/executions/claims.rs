@@ -69,19 +69,29 @@ impl Executions {
     }
 
     /// Keep the store's claims on `key` and its line (taken by [`Executions::claim_store`])
-    /// while the work runs: renews them every [`CLAIM_RENEW_EVERY`], never returns. Run it
-    /// beside the work (`select!`), which drops it when done.
+    /// while the work runs: renews them every [`CLAIM_RENEW_EVERY`]. Returns only when the claim
+    /// on `key` is lost: another node took it, or renewals failed for so long that it expires
+    /// before the next try (so that the work stops here before another node may start it).
+    /// Run it beside the work (`select!`), which drops it when done, and stop the work when
+    /// it returns.
     pub(crate) async fn keep_claimed(&self, key: &str) {
+        let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(CLAIM_RENEW_EVERY).await;
-            let line = self.line_of(key).map(|line| line_key(&line));
-            for key in [Some(key), line.as_deref()].into_iter().flatten() {
-                match self.backend.renew(key, CLAIM_TTL).await {
-                    Ok(true) => {}
-                    // Another node may run it now: delivery stays at least once, as after a crash.
-                    Ok(false) => tracing::warn!(key, "the claim on a running execution was lost"),
-                    Err(error) => tracing::warn!(%error, key, "cannot renew the claim on a running execution"),
-                }
+            // Bounded: a store that does not answer must not hold the check below off.
+            match tokio::time::timeout(CLAIM_RENEW_EVERY, self.backend.renew(key, CLAIM_TTL)).await {
+                Ok(Ok(true)) => renewed = Instant::now(),
+                Ok(Ok(false)) => return tracing::warn!(key, "the claim on a running execution was taken over"),
+                Ok(Err(error)) => tracing::warn!(%error, key, "cannot renew the claim on a running execution"),
+                Err(_) => tracing::warn!(key, "no answer renewing the claim on a running execution"),
+            }
+            if renewed.elapsed() + CLAIM_RENEW_EVERY >= CLAIM_TTL {
+                return tracing::warn!(key, "the claim on a running execution expires: not renewed for too long");
+            }
+            if let Some(line) = self.line_of(key).map(|line| line_key(&line))
+                && let Err(error) = self.backend.renew(&line, CLAIM_TTL).await
+            {
+                tracing::warn!(%error, line, "cannot renew the claim on a line of serial calls");
             }
         }
     }

@@ -32,6 +32,9 @@ fn run_key(id: &str) -> Vec<u8> {
     format!("run/{id}").into_bytes()
 }
 
+/// How long after it expired a claim is forgotten.
+const FORGET_CLAIMS_AFTER: Duration = Duration::from_secs(3600);
+
 /// Execution records and the execution queue in sled.
 pub struct SledExecutions {
     /// This backend, for reads handed to the blocking pool.
@@ -262,7 +265,9 @@ impl ExecutionBackend for SledExecutions {
             return Ok(false);
         }
         if claims.len() >= 1024 && claims.len().is_power_of_two() {
-            claims.retain(|_, until| *until > now);
+            // Long expired only: a claim whose renewal is late (a stalled runtime) stays its
+            // holder's, as no other task of the process can claim it meanwhile.
+            claims.retain(|_, until| *until + FORGET_CLAIMS_AFTER > now);
         }
         claims.insert(key.to_string(), now + ttl);
         Ok(true)

@@ -293,3 +293,16 @@ async fn a_dead_nodes_executions_are_taken_over_after_the_claim_ttl() {
     assert!(b.claim(&alive) && !b.claim_store(&alive).await, "still renewed by a");
     renewing.abort();
 }
+
+/// A node whose claim was taken over stops keeping it (and the runner stops the work).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeping_a_claim_ends_when_another_node_took_it() {
+    use crate::storage::executions::{CLAIM_RENEW_EVERY, Executions};
+    let backend = NatsExecutions::new(testing::nats().await, Retention::default());
+    let executions = Executions::new(backend.clone());
+    let id = executions.new_id().unwrap();
+    assert!(executions.claim(&id) && executions.claim_store(&id).await);
+    let claims = &backend.buckets().await.unwrap().claims;
+    claims.put(&id, Bytes::from(format!("{} 00000000", now_ms() + 60_000))).await.unwrap();
+    tokio::time::timeout(CLAIM_RENEW_EVERY * 2, executions.keep_claimed(&id)).await.expect("lost at the next renewal");
+}
