@@ -159,10 +159,13 @@ impl NatsExecutions {
         *watcher = Some(runtime.spawn(async move {
             use futures_util::StreamExt;
             // Event logs' subjects are `STREAM.events` (see `EventLog`).
-            let subscribed = futures_util::future::try_join(client.subscribe("*.events"), client.subscribe(cancels.clone()));
+            let subscribed =
+                futures_util::future::try_join(client.subscribe("*.events"), client.subscribe(cancels.clone()));
             let mut heard = match subscribed.await {
                 Ok((appended, cancelled)) => futures_util::stream::select(appended, cancelled),
-                Err(error) => return tracing::warn!(%error, "cannot watch other nodes: triggers poll, cancels stay here"),
+                Err(error) => {
+                    return tracing::warn!(%error, "cannot watch other nodes: triggers poll, cancels stay here");
+                }
             };
             while let Some(message) = heard.next().await {
                 let Some(executions) = me.upgrade() else { return };

@@ -23,7 +23,8 @@ pub use self::writer::{PRUNE_AFTER_WRITES, WRITE_BATCH_EVERY};
 use crate::files::blocking;
 use crate::outcome::Logs;
 use crate::storage::executions::{
-    CancelRequests, EventLog, EventRef, Execution, ExecutionBackend, ExecutionFilter, ExecutionsError, Status, format_attempt, storage,
+    CancelRequests, EventLog, EventRef, Execution, ExecutionBackend, ExecutionFilter, ExecutionsError, Status,
+    format_attempt, storage,
 };
 use crate::store::Store;
 

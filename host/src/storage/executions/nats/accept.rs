@@ -64,7 +64,8 @@ impl NatsExecutions {
         records: &[Execution],
     ) -> Result<(), ExecutionsError> {
         let key = String::from_utf8_lossy(event.key);
-        let sequence = event_sequence(event.key).ok_or_else(|| storage(format!("event key `{key}`: not a sequence")))?;
+        let sequence =
+            event_sequence(event.key).ok_or_else(|| storage(format!("event key `{key}`: not a sequence")))?;
         let log = self.event_log(kind(event.log), event.app).await?;
         let accepted = &self.buckets().await?.accepted;
         let failed = nats_error("accept an event");

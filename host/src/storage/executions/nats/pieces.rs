@@ -37,7 +37,8 @@ pub(super) async fn load(bucket: &Bucket, key: &str, head: &Bytes) -> Result<Byt
     match head.first() {
         Some(b'=') => Ok(head.slice(1..)),
         Some(b'+') => {
-            let count: usize = std::str::from_utf8(&head[1..]).ok().and_then(|n| n.parse().ok()).ok_or_else(|| bad(key))?;
+            let count: usize =
+                std::str::from_utf8(&head[1..]).ok().and_then(|n| n.parse().ok()).ok_or_else(|| bad(key))?;
             let mut value = BytesMut::new();
             for n in 0..count {
                 let (chunk, _) = bucket.get(&piece(key, n)).await?.ok_or_else(|| bad(key))?;

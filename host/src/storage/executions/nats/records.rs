@@ -28,8 +28,13 @@ pub(super) struct Entry<'a> {
 /// The fields of an index key, if it is one.
 pub(super) fn entry(key: &str) -> Option<Entry<'_>> {
     let mut parts = key.split('\0');
-    let entry =
-        Entry { app: parts.next()?, id: parts.next()?, function: parts.next()?, trigger: parts.next()?, status: parts.next()? };
+    let entry = Entry {
+        app: parts.next()?,
+        id: parts.next()?,
+        function: parts.next()?,
+        trigger: parts.next()?,
+        status: parts.next()?,
+    };
     parts.next().is_none().then_some(entry)
 }
 

@@ -42,7 +42,10 @@ async fn two_nodes_accept_an_event_once() {
     let log = nats::EventLog::open(&one, "ITEMS", "app").await.unwrap();
     let nodes = [NatsExecutions::new(one, Retention::default()), NatsExecutions::new(two, Retention::default())];
     let held = Execution { claim: Some("once/t/held".into()), ..record(nodes[0].as_ref(), "held") };
-    nodes[0].accept_event(event(&log, EventLog::Items, "first").await.as_ref(), std::slice::from_ref(&held)).await.unwrap();
+    nodes[0]
+        .accept_event(event(&log, EventLog::Items, "first").await.as_ref(), std::slice::from_ref(&held))
+        .await
+        .unwrap();
     for round in 0..5 {
         let key = event(&log, EventLog::Items, &format!("e{round}")).await;
         let accepting = nodes.iter().map(|node| {
