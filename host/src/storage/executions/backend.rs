@@ -115,8 +115,8 @@ pub trait ExecutionBackend: Send + Sync {
     /// Hand the id of every cancel request made by any node to `handler`, from now on.
     fn on_cancel_request(&self, handler: CancelRequests);
 
-    /// Woken when this node writes an item or topic event, so that triggers see it at once
-    /// (events written by other nodes are found by polling).
+    /// Woken when an item or topic event is written (by this node, or by any node where a
+    /// shared store announces it), so that triggers see it at once; triggers poll for the rest.
     fn new_events(&self) -> &Notify;
 
     /// Wait until everything written so far survives a crash.

@@ -32,12 +32,13 @@ use crate::outcome::Logs;
 
 /// How long a claim on a queued execution holds without a renewal: on a store shared by several
 /// nodes, the work of a node that died is picked up by another within about this long (the
-/// dispatchers of the others try to claim every queued execution at each poll).
+/// dispatchers of the others try to claim a queued execution again a second after each refusal).
 pub const CLAIM_TTL: Duration = Duration::from_secs(15);
 
-/// How often the claim of a running execution is renewed: a third of [`CLAIM_TTL`], so that two
-/// renewals may fail (a NATS leader election takes a few seconds) before the claim is lost.
-pub const CLAIM_RENEW_EVERY: Duration = Duration::from_secs(5);
+/// How often the claim of a running execution is renewed (each try waits this long at most):
+/// a fifth of [`CLAIM_TTL`], so that the store may not answer for about 9 s (a NATS leader
+/// election takes about 6) before the node gives the execution up.
+pub const CLAIM_RENEW_EVERY: Duration = Duration::from_secs(3);
 
 /// Why the execution store failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -207,7 +208,7 @@ impl Executions {
         self.backend.save_fire(schedule, fire_ms).await
     }
 
-    /// Woken when this node writes an item or topic event (see [`ExecutionBackend::new_events`]).
+    /// Woken when an item or topic event is written (see [`ExecutionBackend::new_events`]).
     pub(crate) fn new_events(&self) -> &Notify {
         self.backend.new_events()
     }
