@@ -7,7 +7,9 @@
 //! arguments refer to (`{"$execution": ID}`), and for a `concurrency` slot of its function (and
 //! for a pause to end). A failed attempt is retried after the [`Retry`] of its record, until its
 //! attempts are used up. An execution found queued or running when triggers start (its host
-//! stopped) runs again: delivery is at least once.
+//! stopped) runs again: delivery is at least once. On a store shared by several nodes, the
+//! store's claim on a running execution is renewed while it runs, so that exactly one node runs
+//! it; when its node dies, the claim expires and another node's dispatcher takes it over.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,7 +88,14 @@ pub(crate) fn start(executions: &Arc<Executions>, function: Function, record: Ex
         if !executions.claim_store(&id).await {
             return;
         }
-        if let Err(error) = execute(&executions, &function, origin, record).await {
+        // Renewed while it runs. A claim lost (this node cut off from the store for most of
+        // the claim's ttl) stops it here, before another node may take it over; the record is
+        // left to that node.
+        let executed = tokio::select! {
+            executed = execute(&executions, &function, origin, record) => executed,
+            () = executions.keep_claimed(&id) => Ok(()),
+        };
+        if let Err(error) = executed {
             tracing::error!(%error, execution = %id, "execution bookkeeping failed");
         }
         executions.release(&id).await;

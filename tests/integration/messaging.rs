@@ -279,6 +279,8 @@ fn topics_fan_out_to_every_subscription_with_their_own_retries() {
 fn schedules_fire_on_time_and_report_missed_fires_instead_of_replaying_them() {
     // A schedule last fired 10 s ago: the host was "down" for ~9 fires of `every = "1s"`.
     let data = tempfile::tempdir().unwrap();
+    // The first use builds every test guest (seconds): before the clock starts, not after.
+    let manifest = manifest(MESSAGING);
     {
         let host = Host::builder().data_dir(data.path()).build().unwrap();
         let fires = host.store().tree("schedule-fires").unwrap();
@@ -288,7 +290,7 @@ fn schedules_fire_on_time_and_report_missed_fires_instead_of_replaying_them() {
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let host = Host::builder().data_dir(data.path()).build().unwrap();
-    let app = host.load(manifest(MESSAGING)).unwrap();
+    let app = host.load(manifest).unwrap();
     let triggers = {
         let _entered = runtime.enter();
         host::triggers::Triggers::start(&host, &[&app]).unwrap()

@@ -1,9 +1,10 @@
 //! `[[trigger.item]]`: turns item events into queued executions.
 //!
-//! Accepting an event is atomic (one sled transaction in the embedded store): the event is
-//! removed and one queued execution per matching trigger is written (for `once` triggers,
-//! together with a claim on the (trigger, item) pair, so a second execution is never made while
-//! one is pending or has succeeded; the claim is released if the execution fails for good).
+//! Accepting an event is atomic (one sled transaction in the embedded store, an outbox on NATS,
+//! so that nodes accepting one event at once make its executions once): the event is removed
+//! and one queued execution per matching trigger is written (for `once` triggers, together with
+//! a claim on the (trigger, item) pair, so a second execution is never made while one is pending
+//! or has succeeded; the claim is released if the execution fails for good).
 //! Changes made by triggered executions fire no triggers, so triggers cannot loop.
 //! [`crate::runner`] runs the executions, with the trigger's retry policy.
 

@@ -16,7 +16,6 @@ use tokio::task::JoinHandle;
 
 use crate::manifest::ManifestError;
 use crate::storage::executions::Executions;
-use crate::store::Store;
 use crate::{App, Error, Function, Host, runner};
 
 /// How often the dispatcher looks for work when nothing woke it.
@@ -41,7 +40,6 @@ impl Triggers {
             .flat_map(|app| app.functions().iter().map(|f| ((app.name().to_string(), f.name().to_string()), f.clone())))
             .collect();
         let dispatcher = Dispatcher {
-            store: host.store().clone(),
             executions: host.executions().clone(),
             functions,
             items: items::arm(host, apps)?,
@@ -73,7 +71,6 @@ impl Drop for Triggers {
 
 /// Turns item and topic events into queued executions and starts every queued execution.
 struct Dispatcher {
-    store: Arc<Store>,
     executions: Arc<Executions>,
     /// Every function of the apps, by (app, `function.export`).
     functions: HashMap<(String, String), Function>,
@@ -84,8 +81,10 @@ struct Dispatcher {
 impl Dispatcher {
     async fn run(self, mut stop: watch::Receiver<bool>) {
         loop {
-            // Registered before looking, so an event written meanwhile is not missed.
-            let new_events = self.store.new_events.notified();
+            // Registered before looking, so an event written meanwhile is not missed. The poll
+            // finds what no one announced: work a node that died left behind, events of other
+            // nodes where the store does not announce them.
+            let new_events = self.executions.new_events().notified();
             tokio::pin!(new_events);
             new_events.as_mut().enable();
             if let Err(error) = items::accept(&self.executions, &self.items).await {
@@ -110,7 +109,9 @@ impl Dispatcher {
             Err(error) => return tracing::error!(%error, "cannot read the execution queue"),
         };
         for id in ids {
-            if self.executions.is_claimed(&id) {
+            // Running here, or lately found running on another node (tried again in a while,
+            // so that the work of a node that died is taken over).
+            if self.executions.is_claimed(&id) || self.executions.refused_lately(&id) {
                 continue;
             }
             let Some(record) = self.executions.get(&id).await else { continue };

@@ -1,11 +1,12 @@
 //! `[[trigger.schedule]]`: calls a function at the times of an `every` interval or a `cron`
 //! expression, with `scheduled-ms` (the fire time) and `missed` (fires skipped before it).
 //!
-//! The last fire time of each schedule is kept in the store. After the host was down, only the
-//! latest missed fire runs, with the number skipped before it in `missed` (and in a warning):
-//! missed fires are reported, not replayed in a storm. A fire is a queued execution (trigger =
-//! the schedule's name) written before the fire time is, so a crash may repeat a fire but never
-//! loses one.
+//! The last fire time of each schedule is kept in the execution store. After the host was down,
+//! only the latest missed fire runs, with the number skipped before it in `missed` (and in a
+//! warning): missed fires are reported, not replayed in a storm. A fire is a queued execution
+//! (trigger = the schedule's name) written before the fire time is, so a crash may repeat a fire
+//! but never loses one. Every node sharing the store runs the timers; each fire is claimed first
+//! (`tick/APP/SCHEDULE/FIRE_MS`), so one node queues it and the others skip that tick.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,16 +24,14 @@ pub(super) struct Timer {
     spec: ScheduleTrigger,
     function: Function,
     executions: Arc<Executions>,
-    /// Last fire time by `APP/SCHEDULE`.
-    fires: sled::Tree,
 }
+
+/// How long the claim of a fire holds: long past the moment every node's timer reaches it, and
+/// short enough that the claims of frequent schedules do not pile up.
+const TICK_CLAIM: Duration = Duration::from_secs(600);
 
 /// The schedules of `apps`, checked.
 pub(super) fn arm(host: &Host, apps: &[&App]) -> Result<Vec<Timer>, Error> {
-    let fires = host
-        .store()
-        .tree("schedule-fires")
-        .map_err(|e| Error::DataDir { path: host.data_dir().into(), message: e.to_string() })?;
     let mut armed = Vec::new();
     for app in apps {
         for spec in &app.manifest().schedule_triggers {
@@ -53,7 +52,6 @@ pub(super) fn arm(host: &Host, apps: &[&App]) -> Result<Vec<Timer>, Error> {
                 spec: spec.clone(),
                 function,
                 executions: host.executions().clone(),
-                fires: fires.clone(),
             });
         }
     }
@@ -65,18 +63,19 @@ impl Timer {
         format!("{}/{}", self.app, self.spec.name)
     }
 
-    fn last_fire(&self) -> Option<u64> {
-        let bytes = self.fires.get(self.key()).ok()??;
-        Some(u64::from_be_bytes(bytes.as_ref().try_into().ok()?))
-    }
-
     /// Fire at every due time until `stop` turns true.
     pub(super) async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut last = self.last_fire();
+        let mut last = match self.executions.last_fire(&self.key()).await {
+            Ok(last) => last,
+            Err(error) => {
+                tracing::error!(%error, schedule = %self.spec.name, "cannot read the last fire time");
+                None
+            }
+        };
         if last.is_none() {
             // First start: fires count from now on.
             last = Some(now_ms());
-            self.save(now_ms());
+            self.save(now_ms()).await;
         }
         loop {
             let due = self.spec.schedule.due(last, now_ms());
@@ -99,7 +98,11 @@ impl Timer {
         }
     }
 
+    /// Queue the fire at `fire_ms`, unless another node sharing the store claimed it.
     async fn fire(&self, fire_ms: u64, missed: u64) -> Result<(), ExecutionsError> {
+        if !self.executions.claim_for(&format!("tick/{}/{fire_ms}", self.key()), TICK_CLAIM).await? {
+            return Ok(());
+        }
         let input = json!({ "scheduled-ms": fire_ms, "missed": missed });
         let record = Execution {
             max_attempts: self.spec.attempts,
@@ -107,13 +110,13 @@ impl Timer {
             ..Execution::queued(self.executions.new_id()?, &self.app, self.function.name(), &self.spec.name, input)
         };
         self.executions.enqueue(&record).await?;
-        self.save(fire_ms);
+        self.save(fire_ms).await;
         runner::start(&self.executions, self.function.clone(), record);
         Ok(())
     }
 
-    fn save(&self, fire_ms: u64) {
-        if let Err(error) = self.fires.insert(self.key(), &fire_ms.to_be_bytes()) {
+    async fn save(&self, fire_ms: u64) {
+        if let Err(error) = self.executions.save_fire(&self.key(), fire_ms).await {
             tracing::error!(%error, schedule = %self.spec.name, "cannot save the last fire time");
         }
     }

@@ -1,6 +1,7 @@
 //! `[[trigger.topic]]`: hands every published event to each subscription of its topic.
 //!
-//! Accepting an event is atomic (one sled transaction in the embedded store): the event leaves
+//! Accepting an event is atomic (one sled transaction in the embedded store, an outbox on NATS,
+//! so that nodes accepting one event at once make its executions once): the event leaves
 //! the app's topic log and one queued execution per subscription is written, so each
 //! subscription's delivery is durable on its own and retried by its own policy. Events of a
 //! topic without subscriptions are dropped.

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
 
 use super::{Execution, ExecutionFilter, ExecutionsError};
 use crate::outcome::Logs;
@@ -29,6 +30,9 @@ pub enum EventLog {
     /// Events published to an app's topics (`[[trigger.topic]]`).
     Topics,
 }
+
+/// What takes the cancel requests of other nodes (see [`ExecutionBackend::on_cancel_request`]).
+pub type CancelRequests = Box<dyn Fn(&str) + Send + Sync>;
 
 /// A store of execution records and of the queue of executions still to run.
 #[async_trait]
@@ -80,15 +84,40 @@ pub trait ExecutionBackend: Send + Sync {
     /// Ids of every execution in the queue, oldest first.
     async fn queued_ids(&self) -> Result<Vec<String>, ExecutionsError>;
 
-    /// Claim `key` for the caller: true when no one else holds it. Exactly one claimant at a
-    /// time runs the work `key` names (a queued execution, a schedule tick). A claim lasts until
-    /// [`ExecutionBackend::release`], or `ttl` after it was taken on a store shared by several
-    /// nodes, so that the work of a node that died is picked up by another; the holder renews it
-    /// by claiming again before then.
+    /// Claim `key` for the caller: true when no one holds it (a second claim of a held key is
+    /// refused, even from the holder). Exactly one claimant at a time runs the work `key` names
+    /// (a queued execution, a schedule tick). A claim lasts until [`ExecutionBackend::release`]
+    /// or until `ttl` passes without a [`ExecutionBackend::renew`], so that the work of a node
+    /// that died is picked up by another.
     async fn claim(&self, key: &str, ttl: Duration) -> Result<bool, ExecutionsError>;
+
+    /// Extend the caller's claim on `key` to `ttl` from now: false when the caller no longer
+    /// holds it (it expired and another claimant took it, or it was released). Renewal is apart
+    /// from [`ExecutionBackend::claim`] so that a holder never mistakes a second claimant of its
+    /// own process for itself.
+    async fn renew(&self, key: &str, ttl: Duration) -> Result<bool, ExecutionsError>;
 
     /// Give up the claim on `key`.
     async fn release(&self, key: &str) -> Result<(), ExecutionsError>;
+
+    /// When schedule `schedule` (`APP/NAME`) last fired, ms since the Unix epoch.
+    async fn last_fire(&self, schedule: &str) -> Result<Option<u64>, ExecutionsError>;
+
+    /// Keep `fire_ms` as the last fire time of `schedule`, unless a later one is kept already.
+    async fn save_fire(&self, schedule: &str, fire_ms: u64) -> Result<(), ExecutionsError>;
+
+    /// Ask whichever node runs execution `id` to stop it: the handler that every node sharing
+    /// the store set with [`ExecutionBackend::on_cancel_request`] gets `id`, at most once (a node
+    /// cut off at that moment misses it). Where one process runs everything there is no one else
+    /// to ask.
+    async fn request_cancel(&self, id: &str) -> Result<(), ExecutionsError>;
+
+    /// Hand the id of every cancel request made by any node to `handler`, from now on.
+    fn on_cancel_request(&self, handler: CancelRequests);
+
+    /// Woken when an item or topic event is written (by this node, or by any node where a
+    /// shared store announces it), so that triggers see it at once; triggers poll for the rest.
+    fn new_events(&self) -> &Notify;
 
     /// Wait until everything written so far survives a crash.
     async fn durable(&self) -> Result<(), ExecutionsError>;

@@ -46,8 +46,10 @@ impl Executions {
             self.release(id).await;
             return Ok(ended?);
         }
-        if let Some(cancel) = self.cancel_handle(id) {
-            cancel.request();
+        match self.cancel_handle(id) {
+            Some(cancel) => cancel.request(),
+            // Another node may run it.
+            None => self.backend.request_cancel(id).await?,
         }
         self.wait(id, CANCEL_WAIT).await.ok_or_else(|| CancelError::Unknown(id.to_string()))
     }

@@ -9,6 +9,8 @@
 
 mod backend;
 mod cancel;
+mod claims;
+mod nats;
 mod record;
 mod sled;
 mod switch;
@@ -19,17 +21,24 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-pub use self::backend::{EventLog, EventRef, ExecutionBackend};
+pub use self::backend::{CancelRequests, EventLog, EventRef, ExecutionBackend};
 pub use self::cancel::CancelError;
+pub use self::nats::NatsExecutions;
 pub use self::record::{Execution, ExecutionFilter, Status, error_json};
 pub use self::sled::{PRUNE_AFTER_WRITES, PRUNE_EVERY, PRUNE_FIRST, Retention, SledExecutions, WRITE_BATCH_EVERY};
 pub(crate) use self::switch::Cancel;
 pub use crate::clock::now_ms;
 use crate::outcome::Logs;
 
-/// How long a claim on a queued execution holds on a store shared by several nodes. Claims are
-/// not renewed yet: the embedded store ignores the time (a claim ends with the process).
-const CLAIM_TTL: Duration = Duration::from_secs(60);
+/// How long a claim on a queued execution holds without a renewal: on a store shared by several
+/// nodes, the work of a node that died is picked up by another within about this long (the
+/// dispatchers of the others try to claim a queued execution again a second after each refusal).
+pub const CLAIM_TTL: Duration = Duration::from_secs(15);
+
+/// How often the claim of a running execution is renewed (each try waits this long at most):
+/// a fifth of [`CLAIM_TTL`], so that the store may not answer for about 9 s (a NATS leader
+/// election takes about 6) before the node gives the execution up.
+pub const CLAIM_RENEW_EVERY: Duration = Duration::from_secs(3);
 
 /// Why the execution store failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,11 +66,16 @@ pub struct Executions {
     live: std::sync::Mutex<HashMap<String, (u32, LiveLogs)>>,
     /// Claims held by this process (queued executions with a task here, by id), with the
     /// switch that cancels each.
-    running: std::sync::Mutex<HashMap<String, Arc<Cancel>>>,
+    running: Arc<std::sync::Mutex<HashMap<String, Arc<Cancel>>>>,
     /// Executions that run one at a time, by line (`app/function` of serial calls), in id order.
     lines: std::sync::Mutex<BTreeMap<String, BTreeSet<String>>>,
     /// Woken when an execution leaves its line.
     line_moved: Notify,
+    /// Lines whose store claim this process holds (see [`Executions::claim_store`]); locked
+    /// while one is claimed or released, so that two tasks of a line never race for it.
+    held_lines: tokio::sync::Mutex<BTreeSet<String>>,
+    /// When the store last refused the claim on a key, for keys refused lately.
+    refused: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
 /// Keeps an attempt's output readable through [`Executions::logs`] until dropped.
@@ -87,12 +101,21 @@ fn found<T>(read: Result<Option<T>, ExecutionsError>) -> Option<T> {
 impl Executions {
     /// The executions kept in `backend`.
     pub fn new(backend: Arc<dyn ExecutionBackend>) -> Executions {
+        let running: Arc<std::sync::Mutex<HashMap<String, Arc<Cancel>>>> = Arc::default();
+        let here = running.clone();
+        backend.on_cancel_request(Box::new(move |id| {
+            if let Some(cancel) = here.lock().unwrap().get(id) {
+                cancel.request();
+            }
+        }));
         Executions {
             backend,
             live: Default::default(),
-            running: Default::default(),
+            running,
             lines: Default::default(),
             line_moved: Notify::new(),
+            held_lines: Default::default(),
+            refused: Default::default(),
         }
     }
 
@@ -175,73 +198,19 @@ impl Executions {
         self.backend.queued_ids().await
     }
 
-    /// Claim `key` (an execution id) for a task of this process: true if no task here held it,
-    /// and until [`Executions::release`] no other task here gets it. The claim holds the switch
-    /// that cancels the execution. The store's claim is taken next, by
-    /// [`Executions::claim_store`].
-    pub(crate) fn claim(&self, key: &str) -> bool {
-        let mut running = self.running.lock().unwrap();
-        if running.contains_key(key) {
-            return false;
-        }
-        running.insert(key.to_string(), Arc::default());
-        true
+    /// When schedule `schedule` (`APP/NAME`) last fired.
+    pub(crate) async fn last_fire(&self, schedule: &str) -> Result<Option<u64>, ExecutionsError> {
+        self.backend.last_fire(schedule).await
     }
 
-    /// Take the store's claim on `key`, claimed by this process already: true if no one else
-    /// holds it (on a shared store, another node may run it). Without it, this process's claim
-    /// is given up.
-    pub(crate) async fn claim_store(&self, key: &str) -> bool {
-        let claimed = self.backend.claim(key, CLAIM_TTL).await.unwrap_or_else(|error| {
-            tracing::warn!(%error, key, "cannot claim an execution");
-            false
-        });
-        if !claimed {
-            self.release_here(key);
-        }
-        claimed
+    /// Keep `fire_ms` as the last fire time of `schedule` (unless a later one is kept).
+    pub(crate) async fn save_fire(&self, schedule: &str, fire_ms: u64) -> Result<(), ExecutionsError> {
+        self.backend.save_fire(schedule, fire_ms).await
     }
 
-    /// Whether this process holds the claim on `key`.
-    pub(crate) fn is_claimed(&self, key: &str) -> bool {
-        self.running.lock().unwrap().contains_key(key)
-    }
-
-    /// Give up the claim on `key`, here and in the store; it also leaves any line it waited in.
-    pub(crate) async fn release(&self, key: &str) {
-        if let Err(error) = self.backend.release(key).await {
-            tracing::warn!(%error, key, "cannot release the claim on an execution");
-        }
-        self.release_here(key);
-    }
-
-    /// Give up this process's claim on `key`, and leave any line it waited in.
-    fn release_here(&self, key: &str) {
-        self.running.lock().unwrap().remove(key);
-        let mut lines = self.lines.lock().unwrap();
-        lines.values_mut().for_each(|ids| {
-            ids.remove(key);
-        });
-        lines.retain(|_, ids| !ids.is_empty());
-        drop(lines);
-        self.line_moved.notify_waiters();
-    }
-
-    /// Put claimed execution `id` in `line`: executions of a line run one at a time, in id order.
-    pub(crate) fn join_line(&self, line: &str, id: &str) {
-        self.lines.lock().unwrap().entry(line.to_string()).or_default().insert(id.to_string());
-    }
-
-    /// Wait until `id` is the oldest execution of `line` still to run.
-    pub(crate) async fn wait_turn(&self, line: &str, id: &str) {
-        loop {
-            let moved = self.line_moved.notified();
-            let first = self.lines.lock().unwrap().get(line).and_then(|ids| ids.first().cloned());
-            if first.is_none_or(|first| first == id) {
-                return;
-            }
-            moved.await;
-        }
+    /// Woken when an item or topic event is written (see [`ExecutionBackend::new_events`]).
+    pub(crate) fn new_events(&self) -> &Notify {
+        self.backend.new_events()
     }
 
     /// Wait until every record written so far is on disk.

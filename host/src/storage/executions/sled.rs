@@ -1,18 +1,18 @@
 //! The embedded [`ExecutionBackend`]: sled trees in the host's store. Trees: `executions`
 //! (id → record), `execution-logs` (id → text), `execution-index` (ids by app, function,
 //! trigger and status), `execution-queue` (`run/ID` for every queued execution not final yet,
-//! queued or running when the host stopped; and the claims of `once` item triggers). Records
-//! of direct calls are written in batches by a thread; another deletes what [`Retention`] does
-//! not keep.
+//! queued or running when the host stopped; and the claims of `once` item triggers),
+//! `schedule-fires` (`APP/SCHEDULE` → last fire time). Records of direct calls are written in
+//! batches by a thread; another deletes what [`Retention`] does not keep.
 
 mod index;
 mod retention;
 mod writer;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
@@ -23,7 +23,8 @@ pub use self::writer::{PRUNE_AFTER_WRITES, WRITE_BATCH_EVERY};
 use crate::files::blocking;
 use crate::outcome::Logs;
 use crate::storage::executions::{
-    EventLog, EventRef, Execution, ExecutionBackend, ExecutionFilter, ExecutionsError, Status, format_attempt, storage,
+    CancelRequests, EventLog, EventRef, Execution, ExecutionBackend, ExecutionFilter, ExecutionsError, Status,
+    format_attempt, storage,
 };
 use crate::store::Store;
 
@@ -31,6 +32,9 @@ use crate::store::Store;
 fn run_key(id: &str) -> Vec<u8> {
     format!("run/{id}").into_bytes()
 }
+
+/// How long after it expired a claim is forgotten.
+const FORGET_CLAIMS_AFTER: Duration = Duration::from_secs(3600);
 
 /// Execution records and the execution queue in sled.
 pub struct SledExecutions {
@@ -40,6 +44,8 @@ pub struct SledExecutions {
     logs: sled::Tree,
     index: sled::Tree,
     queue: sled::Tree,
+    /// Last fire time of each schedule (`APP/SCHEDULE` → ms, big-endian).
+    fires: sled::Tree,
     store: Arc<Store>,
     retention: Retention,
     /// Woken whenever a record changes.
@@ -59,8 +65,9 @@ pub struct SledExecutions {
     stopping: AtomicBool,
     /// Records read from their bytes (see [`SledExecutions::decoded`]).
     decoded: AtomicU64,
-    /// Keys claimed: one process owns the store, so claims live in its memory.
-    claims: std::sync::Mutex<HashSet<String>>,
+    /// Keys claimed, with when each claim expires: one process owns the store, so claims live
+    /// in its memory.
+    claims: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 impl SledExecutions {
@@ -70,12 +77,14 @@ impl SledExecutions {
     pub fn open(store: &Arc<Store>, retention: Retention) -> Result<Arc<SledExecutions>, sled::Error> {
         let (records, logs) = (store.tree("executions")?, store.tree("execution-logs")?);
         let (index, queue) = (store.tree("execution-index")?, store.tree("execution-queue")?);
+        let fires = store.tree("schedule-fires")?;
         let executions = Arc::new_cyclic(|me| SledExecutions {
             me: me.clone(),
             records,
             logs,
             index,
             queue,
+            fires,
             store: store.clone(),
             retention,
             changed: Notify::new(),
@@ -177,7 +186,8 @@ impl SledExecutions {
     }
 }
 
-/// Claims are held in this process (a claim ends with the process, so the `ttl` is not needed).
+/// Claims are held in this process: a claim ends with the process, or when its `ttl` passes
+/// without a renewal (so that claims of schedule ticks, never released, do not pile up).
 #[async_trait]
 impl ExecutionBackend for SledExecutions {
     fn new_id(&self) -> Result<String, ExecutionsError> {
@@ -249,13 +259,51 @@ impl ExecutionBackend for SledExecutions {
         Ok(ids.map(|id| String::from_utf8_lossy(&id).into_owned()).collect())
     }
 
-    async fn claim(&self, key: &str, _ttl: Duration) -> Result<bool, ExecutionsError> {
-        Ok(self.claims.lock().unwrap().insert(key.to_string()))
+    async fn claim(&self, key: &str, ttl: Duration) -> Result<bool, ExecutionsError> {
+        let now = Instant::now();
+        let mut claims = self.claims.lock().unwrap();
+        if claims.get(key).is_some_and(|until| *until > now) {
+            return Ok(false);
+        }
+        if claims.len() >= 1024 && claims.len().is_power_of_two() {
+            // Long expired only: a claim whose renewal is late (a stalled runtime) stays its
+            // holder's, as no other task of the process can claim it meanwhile.
+            claims.retain(|_, until| *until + FORGET_CLAIMS_AFTER > now);
+        }
+        claims.insert(key.to_string(), now + ttl);
+        Ok(true)
+    }
+
+    async fn renew(&self, key: &str, ttl: Duration) -> Result<bool, ExecutionsError> {
+        // Holders are not told apart: in one process, `Executions::claim` keeps a key to one task.
+        Ok(self.claims.lock().unwrap().get_mut(key).map(|until| *until = Instant::now() + ttl).is_some())
     }
 
     async fn release(&self, key: &str) -> Result<(), ExecutionsError> {
         self.claims.lock().unwrap().remove(key);
         Ok(())
+    }
+
+    async fn last_fire(&self, schedule: &str) -> Result<Option<u64>, ExecutionsError> {
+        let bytes = self.fires.get(schedule).map_err(storage)?;
+        Ok(bytes.and_then(|b| Some(u64::from_be_bytes(b.as_ref().try_into().ok()?))))
+    }
+
+    async fn save_fire(&self, schedule: &str, fire_ms: u64) -> Result<(), ExecutionsError> {
+        let decode = |bytes: &[u8]| Some(u64::from_be_bytes(bytes.try_into().ok()?));
+        let later = |old: Option<&[u8]>| Some(old.and_then(decode).unwrap_or(0).max(fire_ms).to_be_bytes().to_vec());
+        self.fires.fetch_and_update(schedule, later).map_err(storage)?;
+        Ok(())
+    }
+
+    async fn request_cancel(&self, _id: &str) -> Result<(), ExecutionsError> {
+        Ok(())
+    }
+
+    fn on_cancel_request(&self, _handler: CancelRequests) {}
+
+    fn new_events(&self) -> &Notify {
+        &self.store.new_events
     }
 
     async fn durable(&self) -> Result<(), ExecutionsError> {

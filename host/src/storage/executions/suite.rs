@@ -110,11 +110,18 @@ async fn the_queue(backend: &dyn ExecutionBackend) {
     backend.durable().await.unwrap();
 }
 
-/// One claimant at a time; a released claim can be taken again.
+/// One claimant at a time; the holder renews it; a released claim can be taken again; an
+/// expired one too.
 async fn claims_are_exclusive(backend: &dyn ExecutionBackend) {
     let ttl = Duration::from_secs(30);
     assert!(backend.claim("claim-1", ttl).await.unwrap());
     assert!(!backend.claim("claim-1", ttl).await.unwrap(), "held already");
+    assert!(backend.renew("claim-1", ttl).await.unwrap(), "renewed by its holder");
+    assert!(!backend.claim("claim-1", ttl).await.unwrap(), "still held once renewed");
+    assert!(!backend.renew("claim-3", ttl).await.unwrap(), "no claim to renew");
+    assert!(backend.claim("claim-4", Duration::from_millis(1)).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(backend.claim("claim-4", ttl).await.unwrap(), "taken again once expired");
     assert!(backend.claim("claim-2", ttl).await.unwrap(), "claims are by key");
     backend.release("claim-1").await.unwrap();
     assert!(backend.claim("claim-1", ttl).await.unwrap(), "free again once released");

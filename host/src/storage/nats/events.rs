@@ -90,8 +90,8 @@ impl EventLog {
             .retry(|| async {
                 match self.stream.delete_message(sequence).await {
                     Ok(_) => Ok(()),
-                    // Deleted already (by another node accepting it, or an earlier try): 10043
-                    // inside the stream, 10057 below its first message.
+                    // Deleted already (by another node accepting it at the same moment, or an
+                    // earlier try): 10043 inside the stream, 10057 below its first message.
                     Err(e) if ["error code 10043)", "error code 10057)"].iter().any(|c| e.to_string().contains(c)) => {
                         Ok(())
                     }

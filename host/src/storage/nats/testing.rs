@@ -29,3 +29,11 @@ pub(crate) async fn nats() -> Nats {
     options.namespace = format!("t{}", super::random_id());
     Nats::connect(&options).await.expect("connect to the local NATS cluster")
 }
+
+/// Two connections to the shared cluster in one fresh namespace: two nodes of one deployment.
+pub(crate) async fn two_nodes() -> (Nats, Nats) {
+    let mut options = NatsOptions::parse(&cluster().0.backend()).unwrap();
+    options.namespace = format!("t{}", super::random_id());
+    let connect = || async { Nats::connect(&options).await.expect("connect to the local NATS cluster") };
+    (connect().await, connect().await)
+}
