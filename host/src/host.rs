@@ -96,10 +96,10 @@ impl Host {
         store.flush().map_err(|e| Error::DataDir { path: self.inner.data_dir.clone(), message: e.to_string() })
     }
 
-    /// The embedded sled store under the embedded backends (the triggers' event logs and
-    /// schedule fires are still read from it directly).
-    pub fn store(&self) -> &Arc<Store> {
-        self.inner.store.as_ref().expect("TEMP: the embedded store")
+    /// The embedded sled store, when the host uses the embedded backends (for tests and tools
+    /// that inspect its trees).
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.inner.store.as_ref()
     }
 
     /// Load an app from its manifest: compile (or fetch from cache) every component and prepare it

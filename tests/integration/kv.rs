@@ -88,7 +88,7 @@ async fn batches_and_their_memory_cap() {
 async fn values_bigger_than_the_memory_limit_are_not_copied_for_the_guest() {
     let (_data, host, app) = app(KV);
     // Written by something with more memory than `kv` (16 MiB): here, the host itself.
-    let tree = host.store().kv_tree("kv", "default").unwrap();
+    let tree = host.store().unwrap().kv_tree("kv", "default").unwrap();
     tree.insert("huge", vec![1u8; 20 << 20]).unwrap();
     match call(&app, "kv.get", json!(["huge"])).await {
         Err(Error::Call(CallError::MemoryLimit { limit, requested })) => {

@@ -26,7 +26,7 @@ fn bodies(messages: &Value) -> Vec<(String, u64)> {
 }
 
 fn count(host: &Host, key: &str) -> u64 {
-    let tree = host.store().kv_tree("messaging", "seen").unwrap();
+    let tree = host.store().unwrap().kv_tree("messaging", "seen").unwrap();
     // `increment` keeps counters as little-endian i64.
     tree.get(key).unwrap().map_or(0, |v| i64::from_le_bytes(v.as_ref().try_into().unwrap()) as u64)
 }
@@ -283,7 +283,7 @@ fn schedules_fire_on_time_and_report_missed_fires_instead_of_replaying_them() {
     let manifest = manifest(MESSAGING);
     {
         let host = Host::builder().data_dir(data.path()).build().unwrap();
-        let fires = host.store().tree("schedule-fires").unwrap();
+        let fires = host.store().unwrap().tree("schedule-fires").unwrap();
         let ten_seconds_ago = host::executions::now_ms() / 1000 * 1000 - 10_000;
         fires.insert("messaging/every-second", &ten_seconds_ago.to_be_bytes()).unwrap();
         host.flush().unwrap();

@@ -8,12 +8,14 @@ use super::{DEFAULT_DATA_DIR, Host, Inner};
 use crate::Error;
 use crate::capabilities::Services;
 use crate::engine::Runtime;
-use crate::executions::{ExecutionBackend, Executions, Retention, SledExecutions};
+use crate::executions::{ExecutionBackend, Executions, NatsExecutions, Retention, SledExecutions};
 use crate::storage::blobs::local::LocalBlobs;
-use crate::storage::datasets::SledDatasets;
+use crate::storage::blobs::nats::NatsBlobs;
+use crate::storage::datasets::{NatsDatasets, SledDatasets};
+use crate::storage::kv::nats::NatsKv;
 use crate::storage::kv::sled::SledKv;
-use crate::storage::queues::{Queues, SledQueues};
-use crate::storage::topics::{SledTopics, Topics};
+use crate::storage::queues::{NatsQueues, Queues, SledQueues};
+use crate::storage::topics::{NatsTopics, SledTopics, Topics};
 use crate::storage::nats::Nats;
 use crate::store::Store;
 
@@ -65,7 +67,7 @@ impl HostBuilder {
         crate::files::create_dir_all_synced(&data_dir).map_err(|e| data_error(&data_dir, e))?;
         let (store, executions, services) = match self.nats {
             Some(nats) => {
-                let (executions, services) = nats_backends(&nats, self.retention);
+                let (executions, services) = nats_backends(&nats, self.retention, &data_dir);
                 (None, executions, services)
             }
             None => {
@@ -113,8 +115,17 @@ fn embedded_backends(
 
 /// The NATS backends: every store in the JetStream cluster, shared by every host connected to
 /// it. Nothing is read or written before first use.
-fn nats_backends(nats: &Nats, retention: Retention) -> (Arc<dyn ExecutionBackend>, Services) {
-    todo!("wired at merge: {} {}", nats.replicas, retention.max_count)
+fn nats_backends(nats: &Nats, retention: Retention, data_dir: &Path) -> (Arc<dyn ExecutionBackend>, Services) {
+    let services = Services {
+        kv: Arc::new(NatsKv::new(nats.clone())),
+        blobs: Arc::new(NatsBlobs::new(nats.clone())),
+        datasets: Arc::new(NatsDatasets::new(nats.clone())),
+        topics: Topics::new(Arc::new(NatsTopics::new(nats.clone()))),
+        queues: Arc::new(Queues::new(Arc::new(NatsQueues::new(nats.clone())))),
+        buckets_root: data_dir.join("buckets"),
+        models: Arc::default(),
+    };
+    (NatsExecutions::new(nats.clone(), retention), services)
 }
 
 /// Remove the temporary files of item uploads and bucket writes that a crash interrupted. Done
