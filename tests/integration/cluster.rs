@@ -111,8 +111,6 @@ fn executions(addr: SocketAddr, app: &str, trigger: &str) -> Vec<Value> {
 #[test]
 fn three_nodes_share_state_and_run_each_piece_of_work_once() {
     let cluster = Cluster::start(&[MESSAGING, COUNTER, PROBE]);
-    let started = Instant::now();
-
     // A KV write through node 0 is read through node 1.
     let key = "/v1/apps/messaging/kv/seen/greeting";
     assert_eq!(send(cluster.addr(0), "PUT", key, &[], b"hello from node 0").status, 204);
@@ -155,7 +153,7 @@ fn three_nodes_share_state_and_run_each_piece_of_work_once() {
     assert!(messages.values().all(|&n| n == 1), "each message handled once: {redelivered} redeliveries");
     wait_until("the queue is empty", Duration::from_secs(30), || {
         let stats = send(cluster.addr(0), "GET", "/v1/apps/messaging/queues/jobs", &[], b"").json();
-        stats == json!({ "ready": 0, "waiting": 0 })
+        (stats["ready"].clone(), stats["waiting"].clone()) == (json!(0), json!(0))
     });
 
     wait_until("each event reached both subscriptions", Duration::from_secs(60), || {
@@ -174,7 +172,7 @@ fn three_nodes_share_state_and_run_each_piece_of_work_once() {
     let succeeded = |records: &[Value]| -> BTreeMap<String, usize> {
         let mut per_item = BTreeMap::new();
         for record in records.iter().filter(|r| r["status"] == "succeeded") {
-            *per_item.entry(record["input"]["id"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+            *per_item.entry(record["item"][1].as_str().unwrap_or_default().to_string()).or_default() += 1;
         }
         per_item
     };
@@ -187,18 +185,26 @@ fn three_nodes_share_state_and_run_each_piece_of_work_once() {
     assert!(per_item.values().all(|&n| n == 1), "each item succeeded exactly once");
     assert_eq!(runs.len(), 100, "no item ran twice");
 
-    // The 1-second schedule, running on three nodes, fired once per tick.
-    std::thread::sleep(Duration::from_secs(2));
+    // The 1-second schedule, running on three nodes, fired once per tick: no tick twice, and
+    // (nearly) every tick of the time the nodes ran.
     let ticks = executions(cluster.addr(2), "messaging", "every-second");
-    let elapsed = started.elapsed().as_secs();
     let fire_times: Vec<u64> = ticks.iter().map(|r| r["input"]["scheduled-ms"].as_u64().unwrap()).collect();
     let distinct: BTreeSet<u64> = fire_times.iter().copied().collect();
     assert_eq!(distinct.len(), fire_times.len(), "a tick fired twice: {fire_times:?}");
-    assert!(
-        fire_times.len() as u64 >= elapsed.saturating_sub(3) && fire_times.len() as u64 <= elapsed + 1,
-        "{} fires in {elapsed} s",
-        fire_times.len()
-    );
+    let (first, last) = (distinct.first().unwrap(), distinct.last().unwrap());
+    let span = (last - first) / 1000 + 1;
+    eprintln!("schedule: {} fires in {span} ticks across 3 nodes", fire_times.len());
+    assert!(span >= 10 && fire_times.len() as u64 * 10 >= span * 9, "{} fires in {span} ticks", fire_times.len());
+}
+
+/// Sets its flag when dropped: a load thread stops even when the test panics meanwhile (a scope
+/// waits for its threads before the panic goes on).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Writes through every node of `addrs` until `stop`: the keys acknowledged (204) go to `acknowledged`.
@@ -214,6 +220,8 @@ fn write_load(addrs: Vec<SocketAddr>, stop: &AtomicBool, acknowledged: &Mutex<Ve
                         acknowledged.lock().unwrap().push(key);
                     }
                     n += 1;
+                    // About 100 writes a second per node: load, not a flood to verify for minutes.
+                    std::thread::sleep(Duration::from_millis(10));
                 }
             });
         }
@@ -242,8 +250,8 @@ fn a_killed_host_node_leaves_its_work_to_the_others_and_loses_no_acknowledged_wr
     std::thread::scope(|scope| {
         let addrs = (0..3).map(|i| cluster.addr(i)).collect();
         scope.spawn(|| write_load(addrs, &stop, &acknowledged));
+        let _stop = StopOnDrop(&stop);
         std::thread::sleep(Duration::from_secs(2));
-        stop.store(true, Ordering::Relaxed);
     });
     let handled_before = counters(cluster.addr(0), "messaging", "seen", "msg/").len();
     cluster.kill(1);
@@ -270,12 +278,12 @@ fn a_killed_nats_server_loses_nothing_acknowledged() {
     std::thread::scope(|scope| {
         let addrs = (0..3).map(|i| cluster.addr(i)).collect();
         scope.spawn(|| write_load(addrs, &stop, &acknowledged));
+        let _stop = StopOnDrop(&stop);
         std::thread::sleep(Duration::from_secs(1));
         cluster.nats.kill(0);
         std::thread::sleep(Duration::from_secs(4));
         cluster.nats.restart(0).unwrap();
         std::thread::sleep(Duration::from_secs(1));
-        stop.store(true, Ordering::Relaxed);
     });
     let acknowledged = acknowledged.into_inner().unwrap();
     eprintln!("{} writes acknowledged while a NATS server died and came back", acknowledged.len());

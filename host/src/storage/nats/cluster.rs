@@ -24,7 +24,7 @@ pub struct LocalCluster {
 }
 
 /// How long a cluster may take to elect its JetStream leader.
-const READY_WITHIN: Duration = Duration::from_secs(30);
+const READY_WITHIN: Duration = Duration::from_secs(60);
 
 impl LocalCluster {
     /// Start `size` nodes with their configs, store dirs and logs under `dir`, and wait until
@@ -91,7 +91,11 @@ impl LocalCluster {
         let start = Instant::now();
         loop {
             let running = self.nodes.iter().filter(|n| n.process.is_some());
-            let healthy = running.clone().all(|n| http_get(n.monitor, "/healthz").is_some_and(|b| b.contains("ok")));
+            // JetStream up on every node; a restarted node catches up on its streams afterwards,
+            // while their leaders serve (full health would wait for every stream's catch-up).
+            let healthy = running
+                .clone()
+                .all(|n| http_get(n.monitor, "/healthz?js-enabled-only=true").is_some_and(|b| b.contains("ok")));
             let leader = running.into_iter().any(|n| {
                 http_get(n.monitor, "/jsz").is_some_and(|body| {
                     serde_json::from_str::<serde_json::Value>(&body)
