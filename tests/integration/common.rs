@@ -150,9 +150,13 @@ impl ServeProcess {
         for m in manifests {
             command.arg("-f").arg(manifest(m));
         }
-        let mut child = command.stderr(std::process::Stdio::null()).spawn().unwrap();
+        // Its log goes to a file in the data dir, shown if it exits before listening.
+        let log = data.join("serve.log");
+        let mut child = command.stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
         while std::net::TcpStream::connect(addr).is_err() {
-            assert!(child.try_wait().unwrap().is_none(), "host serve exited");
+            if child.try_wait().unwrap().is_some() {
+                panic!("host serve exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         ServeProcess { child, addr }
