@@ -239,7 +239,7 @@ fn a_killed_host_node_leaves_its_work_to_the_others_and_loses_no_acknowledged_wr
     // Two jobs and four messages per node, within each node's `concurrency` (4) and `timeout` (10s).
     let jobs: Vec<String> = (0..6)
         .map(|i| {
-            let body: Vec<u8> = format!("sleep:{}", 3000 + i).into_bytes();
+            let body: Vec<u8> = format!("sleep:{}", 5000 + i).into_bytes();
             let message = json!({ "message": { "id": format!("j{i}"), "body": body, "attempt": 1, "lease": "" } });
             let path = "/v1/apps/messaging/functions/messaging.handle?async=true";
             let answer = post(cluster.any(i), path, message.to_string().as_bytes());
@@ -257,7 +257,12 @@ fn a_killed_host_node_leaves_its_work_to_the_others_and_loses_no_acknowledged_wr
         let addrs = (0..3).map(|i| cluster.addr(i)).collect();
         scope.spawn(|| write_load(addrs, &stop, &acknowledged));
         let _stop = StopOnDrop(&stop);
-        std::thread::sleep(Duration::from_secs(1));
+        // Node 1 took jobs 1 and 4 (round robin) and runs them at once: kill it mid-run.
+        wait_until("node 1 runs one of its jobs", Duration::from_secs(60), || {
+            [&jobs[1], &jobs[4]].iter().any(|id| {
+                send(cluster.addr(0), "GET", &format!("/v1/executions/{id}"), &[], b"").json()["status"] == "running"
+            })
+        });
         cluster.kill(1);
         let killed = acknowledged.lock().unwrap().len();
         wait_until("more writes are acknowledged after the kill", Duration::from_secs(60), || {

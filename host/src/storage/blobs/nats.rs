@@ -93,7 +93,7 @@ impl NatsBucket {
             allow_direct: false,
             ..Default::default()
         };
-        let stream = nats.retry(|| nats.js.get_or_create_stream(config.clone())).await?;
+        let stream = nats.stream(config.clone()).await?;
         let store = nats.retry(|| nats.js.get_object_store(&name)).await?;
         Ok(NatsBucket { nats: nats.clone(), store, stream, name })
     }

@@ -50,7 +50,7 @@ impl Bucket {
             num_replicas: nats.replicas,
             ..Default::default()
         };
-        let stream = nats.retry(|| nats.js.get_or_create_stream(config.clone())).await?;
+        let stream = nats.stream(config.clone()).await?;
         let store = nats.retry(|| nats.js.get_key_value(name)).await?;
         Ok(Bucket { nats: nats.clone(), store, stream, name: name.to_string() })
     }

@@ -32,7 +32,7 @@ impl EventLog {
             max_message_size: -1,
             ..Default::default()
         };
-        let stream = nats.retry(|| nats.js.get_or_create_stream(config.clone())).await?;
+        let stream = nats.stream(config.clone()).await?;
         Ok(EventLog { nats: nats.clone(), stream, subject: format!("{name}.events") })
     }
 

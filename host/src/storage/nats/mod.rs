@@ -8,10 +8,12 @@
 //! [`cluster::LocalCluster`] runs a cluster of `nats-server` processes on loopback for tests,
 //! benchmarks and the README's local setup.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, stream};
 
 mod bucket;
 pub mod cluster;
@@ -97,6 +99,8 @@ pub struct Nats {
     /// Copies kept of every stream created.
     pub replicas: usize,
     namespace: String,
+    /// One lock per stream name being opened, see [`Nats::stream`].
+    opening: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl std::fmt::Debug for Nats {
@@ -149,7 +153,13 @@ impl Nats {
         {
             return Err(failed(format!("JetStream: {error}")));
         }
-        Ok(Nats { client, js, replicas: options.replicas, namespace: options.namespace.clone() })
+        Ok(Nats {
+            client,
+            js,
+            replicas: options.replicas,
+            namespace: options.namespace.clone(),
+            opening: Arc::default(),
+        })
     }
 
     /// The name of a stream or bucket of `kind` for `parts` (an app, a store, ...): the
@@ -161,6 +171,18 @@ impl Nats {
             name.push_str(&encode_name(part));
         }
         name
+    }
+
+    /// The stream of `config`, created if missing. Tasks of this process opening the same stream
+    /// take turns: racing creations of one new stream made all but one wait for the request
+    /// timeout (5 s) on a 2.9 cluster, which a first call of a function on a fresh store paid.
+    pub async fn stream(&self, config: stream::Config) -> Result<stream::Stream, NatsError> {
+        let lock = self.opening.lock().expect("stream lock map").entry(config.name.clone()).or_default().clone();
+        let _turn = lock.lock().await;
+        if let Ok(stream) = self.js.get_stream(&config.name).await {
+            return Ok(stream);
+        }
+        self.retry(|| self.js.get_or_create_stream(config.clone())).await
     }
 
     /// Run `op` until it succeeds, retrying failures that a cluster recovers from by itself

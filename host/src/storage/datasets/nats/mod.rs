@@ -197,7 +197,7 @@ async fn open_objects(nats: &Nats, name: &str) -> Result<ObjectStore, crate::sto
         max_message_size: -1,
         ..Default::default()
     };
-    nats.retry(|| nats.js.get_or_create_stream(config.clone())).await?;
+    nats.stream(config.clone()).await?;
     nats.retry(|| nats.js.get_object_store(name)).await
 }
 

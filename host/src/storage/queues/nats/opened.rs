@@ -128,7 +128,7 @@ impl Opened {
             ..Default::default()
         };
         let stream =
-            nats.retry(|| nats.js.get_or_create_stream(config.clone())).await.map_err(|e| failed("stream", e))?;
+            nats.stream(config.clone()).await.map_err(|e| failed("stream", e))?;
         let consumer_config = consumer::pull::Config {
             durable_name: Some(CONSUMER.to_string()),
             ack_policy: AckPolicy::Explicit,
@@ -153,8 +153,7 @@ impl Opened {
             max_message_size: -1,
             ..Default::default()
         };
-        let records = nats
-            .retry(|| nats.js.get_or_create_stream(records_config.clone()))
+        let records = nats.stream(records_config.clone())
             .await
             .map_err(|e| failed("records", e))?;
         let secret =
