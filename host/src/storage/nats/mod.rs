@@ -112,6 +112,9 @@ impl std::fmt::Debug for Nats {
 /// How long a request waits for its answer before it is retried.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a stream creation may take before it is tried again.
+const CREATE_TIMEOUT: Duration = Duration::from_millis(750);
+
 /// How long transient failures (a stream leader being elected, a node restarting) are retried.
 pub const RETRY_FOR: Duration = Duration::from_secs(20);
 
@@ -173,16 +176,25 @@ impl Nats {
         name
     }
 
-    /// The stream of `config`, created if missing. Tasks of this process opening the same stream
-    /// take turns: racing creations of one new stream made all but one wait for the request
-    /// timeout (5 s) on a 2.9 cluster, which a first call of a function on a fresh store paid.
+    /// The stream of `config`, created if missing. Racing creations of one new stream (tasks of
+    /// this process, or other nodes) made all but one wait for the request timeout (5 s) on a
+    /// 2.9 cluster, which the first calls on a fresh store paid: tasks of this process take
+    /// turns, and a creation not answered soon is abandoned for a fresh lookup.
     pub async fn stream(&self, config: stream::Config) -> Result<stream::Stream, NatsError> {
         let lock = self.opening.lock().expect("stream lock map").entry(config.name.clone()).or_default().clone();
         let _turn = lock.lock().await;
-        if let Ok(stream) = self.js.get_stream(&config.name).await {
-            return Ok(stream);
-        }
-        self.retry(|| self.js.get_or_create_stream(config.clone())).await
+        // Nodes creating one stream at once: a creation whose answer does not come soon is
+        // abandoned, and the stream looked up again (another node's creation made it).
+        self.retry(|| async {
+            if let Ok(stream) = self.js.get_stream(&config.name).await {
+                return Ok(stream);
+            }
+            match tokio::time::timeout(CREATE_TIMEOUT, self.js.get_or_create_stream(config.clone())).await {
+                Ok(created) => created.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("creating stream {}: timed out", config.name)),
+            }
+        })
+        .await
     }
 
     /// Run `op` until it succeeds, retrying failures that a cluster recovers from by itself
