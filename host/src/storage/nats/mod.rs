@@ -228,7 +228,20 @@ impl Nats {
 /// Whether a failure is one a cluster recovers from by itself.
 pub fn transient(error: &str) -> bool {
     let error = error.to_ascii_lowercase();
-    ["timed out", "timeout", "no responders", "503", "no stream found", "not connected", "disconnected", "leader", "broken pipe", "connection"]
+    [
+        "timed out",
+        "timeout",
+        "no responders",
+        "503",
+        "no stream found",
+        "not connected",
+        "disconnected",
+        "leader",
+        "broken pipe",
+        "connection",
+        // A cluster that just formed, or lost a server, before its peers are known again.
+        "no suitable peers",
+    ]
         .iter()
         .any(|marker| error.contains(marker))
 }
