@@ -32,7 +32,10 @@ use host::storage::queues::{NatsQueues, QueueBackend, QueueSettings, Queues, Sle
 type Error = Box<dyn std::error::Error>;
 
 fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v} is not a number"))).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")))
+        .unwrap_or(default)
 }
 
 /// Mean and 99th percentile, in microseconds, of `n` runs of `op`.
@@ -83,7 +86,12 @@ async fn rows(kv: &dyn KvBackend, queues: Arc<dyn QueueBackend>, n: usize) -> Ve
         }
     })
     .await;
-    vec![("KV set", set.0, set.1), ("KV get", get.0, get.1), ("KV increment", increment.0, increment.1), ("queue send→receive→complete", message.0, message.1)]
+    vec![
+        ("KV set", set.0, set.1),
+        ("KV get", get.0, get.1),
+        ("KV increment", increment.0, increment.1),
+        ("queue send→receive→complete", message.0, message.1),
+    ]
 }
 
 async fn ops(nats: &Nats, n: usize) {
@@ -92,7 +100,10 @@ async fn ops(nats: &Nats, n: usize) {
     let sled = rows(&SledKv::new(store.clone()), Arc::new(SledQueues::new(store)), n).await;
     let networked = rows(&NatsKv::new(nats.clone()), Arc::new(NatsQueues::new(nats.clone())), n).await;
     println!("\n{n} operations each, one after another (µs)");
-    println!("{:<30} {:>10} {:>10} {:>10} {:>10} {:>8}", "operation", "sled mean", "sled p99", "NATS mean", "NATS p99", "ratio");
+    println!(
+        "{:<30} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "operation", "sled mean", "sled p99", "NATS mean", "NATS p99", "ratio"
+    );
     for ((name, s_mean, s_p99), (_, n_mean, n_p99)) in sled.iter().zip(&networked) {
         println!("{name:<30} {s_mean:>10.1} {s_p99:>10.1} {n_mean:>10.1} {n_p99:>10.1} {:>7.1}x", n_mean / s_mean);
     }
@@ -140,7 +151,11 @@ fn start_nodes(count: usize, backend: &str, cache: &Path, manifests: &[PathBuf])
 fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), Error> {
     use std::io::{Read, Write};
     let mut stream = TcpStream::connect(addr)?;
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
     stream.write_all(body)?;
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer)?;
@@ -172,10 +187,17 @@ fn calls(nodes: &Nodes, secs: usize, script: &Path) -> Result<(f64, bool), Error
     for run in runs {
         let text = String::from_utf8_lossy(&run?.stdout).into_owned();
         let number = |prefix: &str| -> f64 {
-            text.lines().find_map(|l| l.trim().strip_prefix(prefix)).and_then(|r| r.split_whitespace().next()?.parse().ok()).unwrap_or(0.0)
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(prefix))
+                .and_then(|r| r.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0.0)
         };
         total += number("Requests/sec:");
-        let requests = text.lines().find_map(|l| l.split_once(" requests in ")).and_then(|(n, _)| n.trim().parse::<i64>().ok()).unwrap_or(0);
+        let requests = text
+            .lines()
+            .find_map(|l| l.split_once(" requests in "))
+            .and_then(|(n, _)| n.trim().parse::<i64>().ok())
+            .unwrap_or(0);
         ok_calls += requests - number("Non-2xx or 3xx responses:") as i64;
     }
     // wrk counts a call cut off at the end of its time as not made; the server may have done it.
@@ -207,15 +229,22 @@ fn queue_throughput(nodes: &Nodes, run: usize, count: usize) -> Result<f64, Erro
 }
 
 fn nodes(backend: &str, root: &Path) -> Result<(), Error> {
-    let (count, secs, messages) = (env_number("BENCH_NODES", 3), env_number("BENCH_SECS", 8), env_number("BENCH_MESSAGES", 500));
+    let (count, secs, messages) =
+        (env_number("BENCH_NODES", 3), env_number("BENCH_SECS", 8), env_number("BENCH_MESSAGES", 500));
     let manifests = [root.join("examples/counter/host.toml"), root.join("tests/guests/messaging/host.toml")];
     for manifest in &manifests {
         host::build::build(&host::manifest::Manifest::load(manifest)?)?;
     }
     let cache = tempfile::tempdir()?;
     let script = cache.path().join("increment.lua");
-    std::fs::write(&script, "wrk.method = \"POST\"\nwrk.body = '[\"bench-hits\", 1]'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n")?;
-    println!("\n{:<6} {:>14} {:>10} {:>16} {:>14} {:>10}", "nodes", "increments/s", "per node", "all counted", "messages/s", "per node");
+    std::fs::write(
+        &script,
+        "wrk.method = \"POST\"\nwrk.body = '[\"bench-hits\", 1]'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+    )?;
+    println!(
+        "\n{:<6} {:>14} {:>10} {:>16} {:>14} {:>10}",
+        "nodes", "increments/s", "per node", "all counted", "messages/s", "per node"
+    );
     let mut base = None;
     for (run, n) in [1, count].into_iter().enumerate() {
         let nodes = start_nodes(n, backend, cache.path(), &manifests)?;

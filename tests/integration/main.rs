@@ -2,8 +2,8 @@
 //! `examples/` and `tests/guests/`, a real sled store and real bucket folders.
 
 mod browsers;
-mod cluster;
 mod cli;
+mod cluster;
 mod common;
 mod crash;
 mod dashboard;

@@ -14,9 +14,9 @@ use crate::storage::blobs::nats::NatsBlobs;
 use crate::storage::datasets::{NatsDatasets, SledDatasets};
 use crate::storage::kv::nats::NatsKv;
 use crate::storage::kv::sled::SledKv;
+use crate::storage::nats::Nats;
 use crate::storage::queues::{NatsQueues, Queues, SledQueues};
 use crate::storage::topics::{NatsTopics, SledTopics, Topics};
-use crate::storage::nats::Nats;
 use crate::store::Store;
 
 /// Configures a [`Host`].
@@ -30,7 +30,12 @@ pub struct HostBuilder {
 
 impl HostBuilder {
     pub(super) fn new() -> HostBuilder {
-        HostBuilder { data_dir: PathBuf::from(DEFAULT_DATA_DIR), cache_dir: None, retention: Retention::default(), nats: None }
+        HostBuilder {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            cache_dir: None,
+            retention: Retention::default(),
+            nats: None,
+        }
     }
 
     /// Keep every store (key-value, buckets, items, queues, topics, executions, schedules) in
@@ -71,7 +76,7 @@ impl HostBuilder {
                 (None, executions, services)
             }
             None => {
-                let (store, executions, services) = embedded_backends(&data_dir, self.retention)?;
+                let (store, (executions, services)) = embedded_backends(&data_dir, self.retention)?;
                 (Some(store), executions, services)
             }
         };
@@ -82,19 +87,22 @@ impl HostBuilder {
     }
 }
 
+/// The execution store and the services of a host's backends.
+type Backends = (Arc<dyn ExecutionBackend>, Services);
+
 fn data_error(data_dir: &Path, message: impl ToString) -> Error {
     Error::DataDir { path: data_dir.to_path_buf(), message: message.to_string() }
 }
 
 /// The embedded backends: the sled store and folders of the data dir, which one host at a time
 /// may use (the store's lock says so).
-fn embedded_backends(
-    data_dir: &Path,
-    retention: Retention,
-) -> Result<(Arc<Store>, Arc<dyn ExecutionBackend>, Services), Error> {
+fn embedded_backends(data_dir: &Path, retention: Retention) -> Result<(Arc<Store>, Backends), Error> {
     let store = Store::open(&data_dir.join("db")).map_err(|e| match e {
         sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
-            data_error(data_dir, format!("{io}; is another `host` process using it? Use `--data` to pick another folder"))
+            data_error(
+                data_dir,
+                format!("{io}; is another `host` process using it? Use `--data` to pick another folder"),
+            )
         }
         e => data_error(data_dir, e),
     })?;
@@ -110,12 +118,12 @@ fn embedded_backends(
         buckets_root: data_dir.join("buckets"),
         models: Arc::default(),
     };
-    Ok((store, executions, services))
+    Ok((store, (executions, services)))
 }
 
 /// The NATS backends: every store in the JetStream cluster, shared by every host connected to
 /// it. Nothing is read or written before first use.
-fn nats_backends(nats: &Nats, retention: Retention, data_dir: &Path) -> (Arc<dyn ExecutionBackend>, Services) {
+fn nats_backends(nats: &Nats, retention: Retention, data_dir: &Path) -> Backends {
     let services = Services {
         kv: Arc::new(NatsKv::new(nats.clone())),
         blobs: Arc::new(NatsBlobs::new(nats.clone())),

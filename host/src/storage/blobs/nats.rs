@@ -22,8 +22,8 @@ use std::time::Duration;
 use async_nats::jetstream::object_store::{GetErrorKind, InfoErrorKind, ObjectInfo, ObjectMetadata, ObjectStore};
 use async_nats::jetstream::stream::{self, DiscardPolicy, LastRawMessageErrorKind};
 use base64::Engine;
-use bytes::{Buf, Bytes, BytesMut};
 use base64::engine::general_purpose::URL_SAFE;
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::TryStreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::sync::mpsc;
@@ -273,7 +273,11 @@ impl Streamed {
     /// Send the bytes of `object` as chunks until the reader goes away. When the object is
     /// replaced or removed, the chunks still to come are purged and would never arrive: a read
     /// that waits longer than [`STALL`] checks that the object is the same, and fails if not.
-    async fn send(self, object: async_nats::jetstream::object_store::Object, chunks: mpsc::Sender<std::io::Result<Bytes>>) {
+    async fn send(
+        self,
+        object: async_nats::jetstream::object_store::Object,
+        chunks: mpsc::Sender<std::io::Result<Bytes>>,
+    ) {
         let nuid = object.info().nuid.clone();
         let (mut skip, mut object) = (self.offset, object.take(self.offset + self.size));
         loop {

@@ -337,8 +337,10 @@ mod tests {
         let log = EventLog::open_named(&nats, nats.name("KVI", &["app", "crash"])).await.unwrap();
         let commit = |changes: &[(&str, Option<&str>)]| {
             let id = random_id();
-            let changes: BTreeMap<String, Option<Bytes>> =
-                changes.iter().map(|(k, v)| (k.to_string(), v.map(|v: &str| Bytes::copy_from_slice(v.as_bytes())))).collect();
+            let changes: BTreeMap<String, Option<Bytes>> = changes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.map(|v: &str| Bytes::copy_from_slice(v.as_bytes()))))
+                .collect();
             let log = log.clone();
             async move { log.append(&id, PublishMessage::build().payload(encode_intent(&id, &changes))).await.unwrap() }
         };

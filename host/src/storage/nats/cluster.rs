@@ -50,7 +50,13 @@ impl LocalCluster {
                     routes.join(", ")
                 ),
             )?;
-            nodes.push(Node { client: *client, monitor: *monitor, config, log: dir.join(format!("n{i}.log")), process: None });
+            nodes.push(Node {
+                client: *client,
+                monitor: *monitor,
+                config,
+                log: dir.join(format!("n{i}.log")),
+                process: None,
+            });
         }
         let mut cluster = LocalCluster { binary: binary.to_path_buf(), nodes };
         for i in 0..size {

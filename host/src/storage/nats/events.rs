@@ -3,9 +3,9 @@
 //! its key); accepting an event deletes its message, so what is pending is what the stream still
 //! holds.
 
+use super::{Nats, NatsError};
 use async_nats::jetstream::message::{PublishMessage, StreamMessage};
 use async_nats::jetstream::stream::{self, LastRawMessageErrorKind};
-use super::{Nats, NatsError};
 
 /// One app's event log of one kind.
 #[derive(Clone)]

@@ -242,8 +242,8 @@ pub fn transient(error: &str) -> bool {
         // A cluster that just formed, or lost a server, before its peers are known again.
         "no suitable peers",
     ]
-        .iter()
-        .any(|marker| error.contains(marker))
+    .iter()
+    .any(|marker| error.contains(marker))
 }
 
 /// A name part escaped for stream and bucket names, which allow only `[A-Za-z0-9_-]`: other

@@ -127,8 +127,7 @@ impl Opened {
             max_message_size: -1,
             ..Default::default()
         };
-        let stream =
-            nats.stream(config.clone()).await.map_err(|e| failed("stream", e))?;
+        let stream = nats.stream(config.clone()).await.map_err(|e| failed("stream", e))?;
         let consumer_config = consumer::pull::Config {
             durable_name: Some(CONSUMER.to_string()),
             ack_policy: AckPolicy::Explicit,
@@ -153,9 +152,7 @@ impl Opened {
             max_message_size: -1,
             ..Default::default()
         };
-        let records = nats.stream(records_config.clone())
-            .await
-            .map_err(|e| failed("records", e))?;
+        let records = nats.stream(records_config.clone()).await.map_err(|e| failed("records", e))?;
         let secret =
             secret(nats, &records, &format!("{records_name}.secret")).await.map_err(|e| failed("secret", e))?;
         Ok(Opened {
