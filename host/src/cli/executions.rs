@@ -49,10 +49,11 @@ enum ExecutionsCommand {
     },
 }
 
-/// One line of the table: id, status, function, trigger, attempt, milliseconds.
-fn row(out: &mut impl Write, cells: [&str; 6]) -> std::io::Result<()> {
+/// One line of the table: id (in a column `width` wide), status, function, trigger, attempt,
+/// milliseconds.
+fn row(out: &mut impl Write, width: usize, cells: [&str; 6]) -> std::io::Result<()> {
     let [id, status, function, trigger, attempt, ms] = cells;
-    writeln!(out, "{id:<16}  {status:<10}  {function:<28}  {trigger:<16}  {attempt:>7}  {ms:>9}")
+    writeln!(out, "{id:<width$}  {status:<10}  {function:<28}  {trigger:<16}  {attempt:>7}  {ms:>9}")
 }
 
 impl Executions {
@@ -77,14 +78,16 @@ impl Executions {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        row(out, ["ID", "STATUS", "FUNCTION", "TRIGGER", "ATTEMPT", "MS"])?;
         let text = |value: &Value| value.as_str().unwrap_or("").to_string();
+        // Ids are 16 characters on the embedded store, 24 on NATS (made by each node).
+        let width = records.iter().map(|r| text(&r["id"]).len()).max().unwrap_or(0).max(16);
+        row(out, width, ["ID", "STATUS", "FUNCTION", "TRIGGER", "ATTEMPT", "MS"])?;
         for r in &records {
             let ms = r["finished_ms"].as_u64().zip(r["started_ms"].as_u64()).map(|(f, s)| (f - s).to_string());
             let function = format!("{}/{}", text(&r["app"]), text(&r["function"]));
             let attempt = format!("{}/{}", r["attempt"], r["max_attempts"]);
             let (id, status, trigger) = (text(&r["id"]), text(&r["status"]), text(&r["trigger"]));
-            row(out, [&id, &status, &function, &trigger, &attempt, &ms.unwrap_or_default()])?;
+            row(out, width, [&id, &status, &function, &trigger, &attempt, &ms.unwrap_or_default()])?;
         }
         Ok(ExitCode::SUCCESS)
     }

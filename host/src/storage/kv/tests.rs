@@ -141,18 +141,16 @@ pub(crate) async fn batches(kv: &dyn KvBackend) {
 async fn sled_backend_behaves() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(crate::store::Store::open(&dir.path().join("db")).unwrap());
-    let kv: Arc<dyn KvBackend> = Arc::new(super::sled::SledKv::new(store));
-    get_put_delete(&*kv).await;
-    compare_and_swap(&*kv).await;
-    list_pages(&*kv).await;
-    batches(&*kv).await;
-    cas_race(kv.clone()).await;
-    increments_race(kv).await;
+    suite(Arc::new(super::sled::SledKv::new(store))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nats_backend_behaves() {
-    let kv: Arc<dyn KvBackend> = Arc::new(super::nats::NatsKv::new(crate::storage::nats::testing::nats().await));
+    suite(Arc::new(super::nats::NatsKv::new(crate::storage::nats::testing::nats().await))).await;
+}
+
+/// Every check above, on `kv`.
+async fn suite(kv: Arc<dyn KvBackend>) {
     get_put_delete(&*kv).await;
     compare_and_swap(&*kv).await;
     list_pages(&*kv).await;
