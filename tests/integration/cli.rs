@@ -333,3 +333,28 @@ fn async_calls_return_an_execution_id_to_follow() {
     assert_eq!(out.status.code(), Some(2), "--async needs --remote");
     drop(server);
 }
+
+#[test]
+fn a_bad_or_unreachable_backend_is_named() {
+    let data = tempfile::tempdir().unwrap();
+    let hello = crate::common::manifest(crate::common::HELLO);
+    let call =
+        |backend: &str| host(data.path(), &["--backend", backend, "call", "-f", hello.to_str().unwrap(), "hello.noop"]);
+    let bad = call("redis://127.0.0.1:6379");
+    assert_eq!(bad.status.code(), Some(2), "bad input");
+    assert!(
+        text(&bad.stderr).contains("backend `redis://127.0.0.1:6379`: expected `nats://HOST:PORT"),
+        "{}",
+        text(&bad.stderr)
+    );
+    assert_eq!(call("nats://127.0.0.1").status.code(), Some(2));
+    // Nothing listens on port 1: the error names the address, and nothing was written.
+    let unreachable = call("nats://127.0.0.1:1");
+    assert_eq!(unreachable.status.code(), Some(1));
+    assert!(
+        text(&unreachable.stderr).contains("cannot connect to NATS at nats://127.0.0.1:1"),
+        "{}",
+        text(&unreachable.stderr)
+    );
+    assert!(!data.path().join("db").exists(), "no embedded store was opened");
+}

@@ -55,7 +55,7 @@ pub struct BackendArgs {
     /// Keep every store (key-value, buckets, items, queues, topics, executions, schedules) in a
     /// NATS JetStream cluster, shared with every host using it, instead of the data dir:
     /// `nats://HOST:PORT[,HOST:PORT...]`.
-    #[arg(long, global = true, env = "HOST_BACKEND", value_name = "nats://HOST:PORT,...")]
+    #[arg(long, global = true, env = "HOST_BACKEND", value_name = "nats://HOST:PORT,...", value_parser = backend)]
     backend: Option<String>,
     /// NATS authentication token (prefer `HOST_NATS_TOKEN`: arguments show up in `ps`).
     #[arg(long, global = true, env = "HOST_NATS_TOKEN", hide_env_values = true, requires = "backend")]
@@ -69,6 +69,11 @@ pub struct BackendArgs {
     /// PEM file of the CA that signed the NATS servers' certificates (turns TLS on).
     #[arg(long, global = true, env = "HOST_NATS_CA", value_name = "FILE", requires = "backend")]
     nats_ca: Option<PathBuf>,
+}
+
+/// A `--backend` value, checked when the arguments are parsed (bad input: exit status 2).
+fn backend(spec: &str) -> Result<String, String> {
+    NatsOptions::parse(spec).map(|_| spec.to_string())
 }
 
 impl BackendArgs {
