@@ -13,9 +13,8 @@
 //! one write succeeds; the other removes its new object and fails with the conflict (both may
 //! fail).
 
-use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -29,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::sync::mpsc;
 
 use super::{BlobBackend, BlobError, Bucket, ListPage, MAX_PAGE, Object, Reader, Stat, from_bytes, validate_key};
-use crate::storage::nats::{Nats, NatsError};
+use crate::storage::nats::{Nats, NatsError, OpenCache};
 
 /// Bytes per chunk (message) of an object.
 const CHUNK: usize = 128 << 10;
@@ -37,14 +36,14 @@ const CHUNK: usize = 128 << 10;
 /// Buckets as JetStream object stores.
 pub struct NatsBlobs {
     nats: Nats,
-    /// Buckets opened so far, by (app, bucket): opening one costs a few round trips.
-    open: Mutex<HashMap<(String, String), Arc<NatsBucket>>>,
+    /// Buckets opened so far, by (app, bucket).
+    open: OpenCache<(String, String), Arc<NatsBucket>>,
 }
 
 impl NatsBlobs {
     /// Buckets on the cluster of `nats`; nothing is created before a bucket is opened.
     pub fn new(nats: Nats) -> NatsBlobs {
-        NatsBlobs { nats, open: Mutex::default() }
+        NatsBlobs { nats, open: OpenCache::default() }
     }
 }
 
@@ -52,14 +51,11 @@ impl NatsBlobs {
 impl BlobBackend for NatsBlobs {
     async fn open(&self, app: &str, bucket: &str) -> Result<Arc<dyn Bucket>, BlobError> {
         let id = (app.to_string(), bucket.to_string());
-        if let Some(open) = self.open.lock().expect("blob cache lock").get(&id) {
-            return Ok(open.clone());
-        }
-        let opened = NatsBucket::open(&self.nats, app, bucket)
-            .await
-            .map_err(|e| BlobError::Open { bucket: bucket.into(), message: e.to_string() })?;
-        // Two tasks may open the same bucket at once: both are fine, the first one is kept.
-        Ok(self.open.lock().expect("blob cache lock").entry(id).or_insert(Arc::new(opened)).clone())
+        let opened = self.open.get_or_open(id, || async {
+            let opened = NatsBucket::open(&self.nats, app, bucket).await;
+            opened.map(Arc::new).map_err(|e| BlobError::Open { bucket: bucket.into(), message: e.to_string() })
+        });
+        Ok(opened.await?)
     }
 }
 

@@ -27,15 +27,15 @@
 //! reading an intent and writing one of its keys can write that key again over a newer value;
 //! and a batch must fit in one NATS message (the server's `max_payload`, 1 MiB by default).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_nats::jetstream::message::PublishMessage;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::{Entry, KeyPage, KvBackend, KvError, KvStore, PAGE, Revision, Swap, counter};
-use crate::storage::nats::{Bucket, EventLog, Nats, NatsError, random_id};
+use crate::storage::nats::{Bucket, EventLog, Nats, NatsError, OpenCache, random_id};
 
 /// Reads and key writes of a batch in flight at once.
 const PARALLEL: usize = 16;
@@ -43,14 +43,14 @@ const PARALLEL: usize = 16;
 /// Key-value stores as JetStream buckets.
 pub struct NatsKv {
     nats: Nats,
-    /// Stores opened so far, by (app, store): opening one costs a few round trips.
-    open: Mutex<HashMap<(String, String), Arc<NatsStore>>>,
+    /// Stores opened so far, by (app, store).
+    open: OpenCache<(String, String), Arc<NatsStore>>,
 }
 
 impl NatsKv {
     /// Stores on the cluster of `nats`; nothing is created before a store is opened.
     pub fn new(nats: Nats) -> NatsKv {
-        NatsKv { nats, open: Mutex::default() }
+        NatsKv { nats, open: OpenCache::default() }
     }
 }
 
@@ -58,12 +58,9 @@ impl NatsKv {
 impl KvBackend for NatsKv {
     async fn open(&self, app: &str, store: &str) -> Result<Arc<dyn KvStore>, KvError> {
         let id = (app.to_string(), store.to_string());
-        if let Some(open) = self.open.lock().expect("kv cache lock").get(&id) {
-            return Ok(open.clone());
-        }
-        let opened = Arc::new(NatsStore::open(&self.nats, app, store).await?);
-        // Two tasks may open the same store at once: both are fine, the first one is kept.
-        Ok(self.open.lock().expect("kv cache lock").entry(id).or_insert(opened).clone())
+        let opened =
+            self.open.get_or_open(id, || async { NatsStore::open(&self.nats, app, store).await.map(Arc::new) });
+        Ok(opened.await?)
     }
 }
 

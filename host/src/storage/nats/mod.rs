@@ -18,9 +18,11 @@ use async_nats::jetstream::{self, stream};
 mod bucket;
 pub mod cluster;
 mod events;
+mod open_cache;
 
 pub use bucket::{Bucket, Versioned, decode_key, encode_key};
 pub use events::{EventLog, event_key, event_sequence};
+pub use open_cache::OpenCache;
 
 /// Why talking to NATS failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

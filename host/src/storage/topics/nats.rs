@@ -3,15 +3,12 @@
 //! body. An event's id is its stream sequence as 16 hex digits ([`event_key`]), so ids sort in
 //! publishing order and the execution store accepts an event by its id.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use async_nats::jetstream::message::{PublishMessage, StreamMessage};
 use bytes::Bytes;
 
 use super::{PublishError, TopicBackend, TopicEvent};
 use crate::clock::now_ms;
-use crate::storage::nats::{EventLog, Nats, event_key, event_sequence, random_id};
+use crate::storage::nats::{EventLog, Nats, OpenCache, event_key, event_sequence, random_id};
 
 /// Header: the topic an event was published to.
 const TOPIC: &str = "Topic";
@@ -24,24 +21,18 @@ const PUBLISHED: &str = "Published-Ms";
 pub struct NatsTopics {
     nats: Nats,
     /// The logs opened so far, by app.
-    logs: Mutex<HashMap<String, EventLog>>,
+    logs: OpenCache<String, EventLog>,
 }
 
 impl NatsTopics {
     /// The topic logs on `nats` (each app's is created when first used).
     pub fn new(nats: Nats) -> NatsTopics {
-        NatsTopics { nats, logs: Mutex::default() }
+        NatsTopics { nats, logs: OpenCache::default() }
     }
 
     async fn log(&self, app: &str) -> Result<EventLog, PublishError> {
-        if let Some(log) = self.logs.lock().unwrap().get(app) {
-            return Ok(log.clone());
-        }
-        let log = EventLog::open(&self.nats, "TOPICS", app)
-            .await
-            .map_err(|e| PublishError::Storage(format!("opening the topic log of app `{app}`: {e}")))?;
-        self.logs.lock().unwrap().insert(app.to_string(), log.clone());
-        Ok(log)
+        let open = || async { EventLog::open(&self.nats, "TOPICS", app).await.map_err(|e| failed("opening", app, e)) };
+        self.logs.get_or_open(app.to_string(), open).await
     }
 }
 

@@ -29,7 +29,7 @@ use super::{
     ItemsError, StagedBytes, storage,
 };
 use crate::clock::now_ms;
-use crate::storage::nats::{Bucket, EventLog, Nats, event_key, random_id};
+use crate::storage::nats::{Bucket, EventLog, Nats, OpenCache, event_key, random_id};
 
 mod claim;
 #[cfg(test)]
@@ -56,8 +56,8 @@ pub struct NatsDatasets {
     nats: Nats,
     /// Datasets opened by this node, so that its changes of one dataset take turns here before
     /// they contend for the dataset's lock across nodes.
-    open: Mutex<HashMap<(String, String), Arc<NatsDataset>>>,
-    logs: Mutex<HashMap<String, EventLog>>,
+    open: OpenCache<(String, String), Arc<NatsDataset>>,
+    logs: OpenCache<String, EventLog>,
     /// When each app's datasets were last swept.
     swept: Mutex<HashMap<String, Instant>>,
     /// When each app's datasets were last swept for orphaned bytes.
@@ -79,8 +79,8 @@ impl NatsDatasets {
     pub fn new(nats: Nats) -> NatsDatasets {
         NatsDatasets {
             nats,
-            open: Mutex::default(),
-            logs: Mutex::default(),
+            open: OpenCache::default(),
+            logs: OpenCache::default(),
             swept: Mutex::default(),
             orphans_swept: Mutex::default(),
         }
@@ -88,30 +88,31 @@ impl NatsDatasets {
 
     /// The item event log of `app`.
     async fn log(&self, app: &str) -> Result<EventLog, ItemsError> {
-        if let Some(log) = self.logs.lock().expect("not poisoned").get(app) {
-            return Ok(log.clone());
-        }
-        let log = EventLog::open(&self.nats, "ITEMS", app).await.map_err(storage)?;
-        Ok(self.logs.lock().expect("not poisoned").entry(app.to_string()).or_insert(log).clone())
+        let open = || async { EventLog::open(&self.nats, "ITEMS", app).await.map_err(storage) };
+        self.logs.get_or_open(app.to_string(), open).await
     }
 }
 
 #[async_trait::async_trait]
 impl DatasetBackend for NatsDatasets {
     async fn open(&self, app: &str, name: &str) -> Result<Arc<dyn DatasetStore>, ItemsError> {
-        let key = (app.to_string(), name.to_string());
-        if let Some(dataset) = self.open.lock().expect("not poisoned").get(&key) {
-            return Ok(dataset.clone());
-        }
-        let bucket_name = self.nats.name("DATASET", &[app, name]);
-        let writer = writer(&self.nats, name, &bucket_name, self.log(app).await?).await?;
-        let dataset =
-            Arc::new(NatsDataset { nats: self.nats.clone(), writer, turn: Arc::default(), installed: Arc::default() });
-        if dataset.writer.bucket.get(claim::OUTBOX).await.map_err(storage)?.is_some() {
-            // A change a node left half done: taking the lock finishes it.
-            drop(dataset.lock().await?);
-        }
-        Ok(self.open.lock().expect("not poisoned").entry(key).or_insert(dataset).clone())
+        let open = || async {
+            let bucket_name = self.nats.name("DATASET", &[app, name]);
+            let writer = writer(&self.nats, name, &bucket_name, self.log(app).await?).await?;
+            let dataset = Arc::new(NatsDataset {
+                nats: self.nats.clone(),
+                writer,
+                turn: Arc::default(),
+                installed: Arc::default(),
+            });
+            if dataset.writer.bucket.get(claim::OUTBOX).await.map_err(storage)?.is_some() {
+                // A change a node left half done: taking the lock finishes it.
+                drop(dataset.lock().await?);
+            }
+            Ok(dataset)
+        };
+        let dataset: Arc<dyn DatasetStore> = self.open.get_or_open((app.to_string(), name.to_string()), open).await?;
+        Ok(dataset)
     }
 
     async fn pending_events(&self, app: &str, limit: usize) -> Result<Vec<(Vec<u8>, ItemEvent)>, ItemsError> {

@@ -117,7 +117,7 @@ async fn small_upload_latency() {
 /// The dataset `name` of app `app` as `node` opened it.
 async fn opened(node: &NatsDatasets, name: &str) -> Arc<super::NatsDataset> {
     node.open("app", name).await.unwrap();
-    node.open.lock().unwrap().get(&("app".to_string(), name.to_string())).unwrap().clone()
+    node.open.get(&("app".to_string(), name.to_string())).unwrap()
 }
 
 /// An intent that sets item `item`'s metadata, as a node that died would have left it.
