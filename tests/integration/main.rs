@@ -24,3 +24,4 @@ mod server;
 mod storage;
 mod train_classifier;
 mod values;
+mod web;
