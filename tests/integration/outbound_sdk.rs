@@ -1,0 +1,136 @@
+//! What a guest's outbound HTTP through `guest-sdk::http` may not reach, with model-api's
+//! `predict` fetching its image by URL from `web::WebServer`s on loopback: a host not in the
+//! grant, a granted name that resolves to loopback without a grant of the address, and a redirect
+//! from a granted server to an ungranted one (refused at the second hop). Also
+//! [`granting`]: an example's manifest with the grants a test's servers need.
+
+use std::path::{Path, PathBuf};
+
+use host::{CallError, Error};
+use serde_json::{Value, json};
+
+use crate::common::{MODEL_API, app, manifest, skimage_image};
+use crate::web::{Response, WebServer};
+
+/// A copy of an example's manifest with grants for a test's servers.
+pub struct Granted {
+    /// The copy, as a manifest path the test helpers take (it is absolute).
+    pub path: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Manifest `relative` copied to a temporary folder (its paths made absolute, its build commands
+/// dropped: the guests are built by [`manifest`]), with `function`'s `grants.http` set to
+/// `origins` and `extra` (TOML, e.g. an `[outbound]` table) merged into it.
+pub fn granting(relative: &str, function: &str, origins: &[String], extra: &str) -> Granted {
+    let original = manifest(relative);
+    let base = original.parent().unwrap();
+    let mut doc: toml::Table = toml::from_str(&std::fs::read_to_string(&original).unwrap()).unwrap();
+    let absolute = |value: &mut toml::Value| {
+        let path = base.join(value.as_str().unwrap());
+        *value = toml::Value::String(path.to_str().unwrap().into());
+    };
+    for (name, spec) in doc["function"].as_table_mut().unwrap() {
+        let spec = spec.as_table_mut().unwrap();
+        absolute(spec.get_mut("source").unwrap());
+        spec.remove("build");
+        spec.remove("build-inputs");
+        if name == function {
+            let grants = spec.entry("grants").or_insert_with(|| toml::Table::new().into());
+            let origins = origins.iter().map(|o| toml::Value::String(o.clone())).collect();
+            grants.as_table_mut().unwrap().insert("http".into(), toml::Value::Array(origins));
+        }
+    }
+    for model in doc.get_mut("model").and_then(|m| m.as_table_mut()).into_iter().flat_map(|m| m.values_mut()) {
+        model.get_mut("path").map(absolute);
+    }
+    doc.get_mut("site").and_then(|site| site.get_mut("dir")).map(absolute);
+    doc.extend(toml::from_str::<toml::Table>(extra).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("host.toml");
+    std::fs::write(&path, toml::to_string(&doc).unwrap()).unwrap();
+    Granted { path: path.to_str().unwrap().into(), _dir: dir }
+}
+
+/// `http://ADDR`, the origin of a test server, as a grant entry.
+pub fn origin(server: &WebServer) -> String {
+    format!("http://{}", server.addr())
+}
+
+/// A server answering the astronaut at `/astronaut.png`, 404 elsewhere.
+pub fn image_server() -> WebServer {
+    let png = std::fs::read(skimage_image("astronaut.png")).unwrap();
+    WebServer::start(move |request| match request.path.as_str() {
+        "/astronaut.png" => Response::ok(png.clone()).header("content-type", "image/png"),
+        _ => Response::new(404, "not here"),
+    })
+}
+
+/// model-api's `predict` with `url`, in an app loaded from `manifest`: its JSON answer, or the
+/// guest's error text.
+async fn predict_url(manifest: &Path, url: &str) -> Result<Value, String> {
+    let (_data, _host, app) = app(manifest.to_str().unwrap());
+    match app.function("model-api.predict").unwrap().call(json!({ "url": url })).await {
+        Ok(value) => Ok(value),
+        Err(Error::Call(CallError::Guest { value })) => Err(value.as_str().unwrap().to_string()),
+        Err(other) => panic!("expected predict's answer or its error, got {other:?}"),
+    }
+}
+
+/// The guest's message for a request to `url` that the host refused.
+fn denied(url: &str) -> String {
+    format!(
+        "url: HTTP request to {url} denied (http-request-denied): the function's `grants.http` does not allow this \
+         scheme, host and port, or the address the host resolves to"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_not_in_the_grant_is_refused_before_connecting() {
+    let (granted, other) = (image_server(), image_server());
+    let manifest = granting(MODEL_API, "model-api", &[origin(&granted)], "");
+    let path = PathBuf::from(&manifest.path);
+
+    let faces = predict_url(&path, &granted.url("/astronaut.png")).await.unwrap();
+    assert_eq!(faces["faces"].as_array().map(Vec::len), Some(1), "{faces}");
+    let url = other.url("/astronaut.png");
+    assert_eq!(predict_url(&path, &url).await, Err(denied(&url)));
+    assert_eq!(granted.requests().len(), 1);
+    assert!(other.requests().is_empty(), "the ungranted server was never reached");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_granted_name_resolving_to_loopback_needs_the_address_granted() {
+    let server = image_server();
+    let port = server.addr().port();
+    let name = format!("http://images.test:{port}");
+    let resolve = format!("[outbound]\nresolve = {{ \"images.test:{port}\" = \"{}\" }}", server.addr());
+    let url = format!("{name}/astronaut.png");
+
+    let name_only = granting(MODEL_API, "model-api", std::slice::from_ref(&name), &resolve);
+    assert_eq!(predict_url(Path::new(&name_only.path), &url).await, Err(denied(&url)));
+    assert!(server.requests().is_empty(), "nothing connected to the loopback address");
+
+    // Granting the address too lets the name through, to the same server.
+    let both = granting(MODEL_API, "model-api", &[name.clone(), origin(&server)], &resolve);
+    let faces = predict_url(Path::new(&both.path), &url).await.unwrap();
+    assert_eq!(faces["faces"].as_array().map(Vec::len), Some(1), "{faces}");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].header("host"), Some(format!("images.test:{port}").as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_to_an_ungranted_host_is_refused_at_the_second_hop() {
+    let elsewhere = image_server();
+    let target = elsewhere.url("/astronaut.png");
+    let moved = target.clone();
+    let granted = WebServer::start(move |_| Response::redirect(&moved));
+    let manifest = granting(MODEL_API, "model-api", &[origin(&granted)], "");
+
+    let first = granted.url("/moved.png");
+    assert_eq!(predict_url(Path::new(&manifest.path), &first).await, Err(denied(&target)));
+    let hops: Vec<(String, String)> = granted.requests().into_iter().map(|r| (r.method, r.path)).collect();
+    assert_eq!(hops, [("GET".to_string(), "/moved.png".to_string())], "the first hop reached the granted server");
+    assert!(elsewhere.requests().is_empty(), "the second hop was refused before connecting");
+}
