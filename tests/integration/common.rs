@@ -29,6 +29,7 @@ pub const NN_PROBE: &str = "tests/guests/nn-probe/host.toml";
 pub const MODEL_API: &str = "examples/model-api/host.toml";
 pub const MESSAGING: &str = "tests/guests/messaging/host.toml";
 pub const REMOTE_MAP: &str = "examples/remote-map/host.toml";
+pub const REMOTE_ANNOTATE: &str = "examples/remote-annotate/host.toml";
 pub const TRAIN_CLASSIFIER: &str = "examples/train-classifier/host.toml";
 pub const PYTHON_HELLO: &str = "examples/python-hello/host.toml";
 pub const JS_HELLO: &str = "examples/js-hello/host.toml";
@@ -55,6 +56,7 @@ pub fn manifest(relative: &str) -> PathBuf {
             NN_PROBE,
             MESSAGING,
             REMOTE_MAP,
+            REMOTE_ANNOTATE,
             TRAIN_CLASSIFIER,
             PYTHON_HELLO,
             JS_HELLO,
