@@ -52,6 +52,7 @@ async fn fetch(
 async fn granted_hosts_are_reached_and_everything_else_is_refused_before_connecting() {
     let server = WebServer::start(|request| match request.path.as_str() {
         "/moved" => Response::redirect("http://elsewhere.test/"),
+        "/very-slow" => Response { delay_headers: Duration::from_secs(3), ..Response::ok("late") },
         _ => Response::ok(format!("{} {} {}", request.method, request.path, String::from_utf8_lossy(&request.body))),
     });
     let port = server.addr().port();
@@ -67,6 +68,7 @@ async fn granted_hosts_are_reached_and_everything_else_is_refused_before_connect
                 &format!("grants = {{ http = [\"http://api.test:{port}\", \"http://127.0.0.1:*\"] }}"),
             ),
             ("nothing", ""),
+            ("hasty", &format!("grants = {{ http = [\"http://127.0.0.1:{port}\"] }}\nlimits = {{ timeout = \"1s\" }}")),
         ],
         &format!("resolve = {{ \"api.test:{port}\" = \"127.0.0.1:{port}\" }}"),
     );
@@ -107,9 +109,14 @@ async fn granted_hosts_are_reached_and_everything_else_is_refused_before_connect
     // request, checked like any other).
     assert_eq!(fetch(&app, "granted", "GET", &server.url("/moved"), None).await.0, Ok(json!([302, ""])));
 
+    // A request is bounded by its call's timeout too (the first-byte timeout is 30 s here).
+    let slow =
+        app.function("hasty.fetch").unwrap().invoke(&json!(["GET", server.url("/very-slow"), null])).await.unwrap();
+    assert_eq!(slow.outcome(), "timeout");
+
     // Only the granted requests reached the server.
     let paths: Vec<String> = server.requests().iter().map(|r| r.path.clone()).collect();
-    assert_eq!(paths, ["/echo?x=1", "/named", "/moved"]);
+    assert_eq!(paths, ["/echo?x=1", "/named", "/moved", "/very-slow"]);
     let metrics = host.metrics().prometheus();
     for line in [
         "host_outbound_requests_total{app=\"outbound\",function=\"granted\",host=\"127.0.0.1\",outcome=\"ok\"} 2",
