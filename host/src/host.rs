@@ -24,8 +24,11 @@ use crate::store::{CommitStats, Store};
 use crate::triggers::http::HttpHandler;
 
 mod builder;
+mod variables;
 
 pub use builder::HostBuilder;
+use variables::Secrets;
+pub use variables::VariableError;
 
 /// Default data dir, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = ".host";
@@ -46,6 +49,8 @@ struct Inner {
     executions: Arc<Executions>,
     /// The backends and shared state every function's capability contexts are built from.
     services: Services,
+    /// The secrets file's values, when the host has one.
+    secrets: Option<Secrets>,
 }
 
 impl Drop for Inner {
@@ -103,10 +108,11 @@ impl Host {
         self.inner.store.as_ref()
     }
 
-    /// Load an app from its manifest: compile (or fetch from cache) every component and prepare it
-    /// for fast instantiation.
+    /// Load an app from its manifest: resolve its `[variables]` (see [`HostBuilder::secrets_file`]),
+    /// compile (or fetch from cache) every component and prepare it for fast instantiation.
     pub fn load(&self, manifest: impl AsRef<Path>) -> Result<App, Error> {
         let manifest = Manifest::load(manifest)?;
+        let values = variables::resolve(&manifest, self.inner.secrets.as_ref(), |name| std::env::var_os(name))?;
         let runtime = &self.inner.runtime;
         let model_specs = Arc::new(manifest.models.clone());
         let queue_specs = Arc::new(manifest.queues.clone());
@@ -132,7 +138,7 @@ impl Host {
                 app: &manifest.app,
                 function: name,
                 grants: &Arc::new(spec.grants.clone()),
-                config: &spec.config,
+                config: &variables::render_config(&spec.config, &values),
                 model_specs: &model_specs,
                 queue_specs: &queue_specs,
                 outbound: &outbound,

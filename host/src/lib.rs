@@ -53,7 +53,7 @@ use std::path::PathBuf;
 
 pub use crate::call::Guest;
 pub use crate::function::Function;
-pub use crate::host::{App, DEFAULT_DATA_DIR, Host, HostBuilder};
+pub use crate::host::{App, DEFAULT_DATA_DIR, Host, HostBuilder, VariableError};
 pub use crate::invocation::CallReport;
 pub use crate::map::{MapCalls, MapInputs, MapOutcome, outcome_json};
 pub use crate::outcome::{CallError, Logs};
@@ -120,6 +120,9 @@ pub enum Error {
     /// The networked backend cannot be reached.
     #[error(transparent)]
     Backend(#[from] storage::nats::NatsError),
+    /// An app's `[variables]` cannot be given values, or the secrets file cannot be used.
+    #[error(transparent)]
+    Variable(#[from] VariableError),
 }
 
 /// The callable exports of a component file, read from its own type information. `cache_dir`

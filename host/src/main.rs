@@ -20,6 +20,10 @@ struct Cli {
     /// share one, so that each component is compiled once.
     #[arg(long, global = true, env = "HOST_CACHE", value_name = "DIR")]
     cache: Option<PathBuf>,
+    /// TOML file of values for the apps' `[variables]` (`name = "value"` lines); refused when
+    /// group or others can read it. `HOST_VAR_<NAME>` environment variables override it.
+    #[arg(long, global = true, env = "HOST_SECRETS", value_name = "FILE")]
+    secrets: Option<PathBuf>,
     #[command(flatten)]
     backend: cli::BackendArgs,
     #[command(subcommand)]
@@ -64,17 +68,19 @@ fn main() -> ExitCode {
         }
         Err(error) => {
             eprintln!("error: {error:#}");
-            let bad_input = error
-                .downcast_ref::<Error>()
-                .is_some_and(|e| matches!(e, Error::Manifest(_) | Error::UnknownFunction { .. } | Error::Argument(_)))
-                || error.downcast_ref::<serde_json::Error>().is_some();
+            let bad_input = error.downcast_ref::<Error>().is_some_and(|e| {
+                matches!(
+                    e,
+                    Error::Manifest(_) | Error::UnknownFunction { .. } | Error::Argument(_) | Error::Variable(_)
+                )
+            }) || error.downcast_ref::<serde_json::Error>().is_some();
             ExitCode::from(if bad_input { 2 } else { 1 })
         }
     }
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let context = cli::Context::new(&cli.data, cli.cache, cli.backend)?;
+    let context = cli::Context::new(&cli.data, cli.cache, cli.secrets, cli.backend)?;
     let out = &mut std::io::stdout().lock();
     // The one runtime of the process: calls run in parallel on it, and `serve` serves on it.
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -31,11 +31,20 @@ pub struct Context {
 }
 
 impl Context {
-    /// The context for data dir `data`, the cache `cache` (default: `cache` in the data dir)
-    /// and the backend `backend`.
-    pub fn new(data: &Path, cache: Option<PathBuf>, backend: BackendArgs) -> anyhow::Result<Context> {
+    /// The context for data dir `data`, the cache `cache` (default: `cache` in the data dir),
+    /// the secrets file `secrets` and the backend `backend`.
+    pub fn new(
+        data: &Path,
+        cache: Option<PathBuf>,
+        secrets: Option<PathBuf>,
+        backend: BackendArgs,
+    ) -> anyhow::Result<Context> {
         let cache = cache.unwrap_or_else(|| data.join("cache"));
-        Ok(Context { local: Host::builder().data_dir(data).cache_dir(&cache), cache, backend: backend.options()? })
+        let mut local = Host::builder().data_dir(data).cache_dir(&cache);
+        if let Some(secrets) = secrets {
+            local = local.secrets_file(secrets);
+        }
+        Ok(Context { local, cache, backend: backend.options()? })
     }
 
     /// Open the local host `builder` configures, on the backend of `--backend`.

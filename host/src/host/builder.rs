@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{DEFAULT_DATA_DIR, Host, Inner};
+use super::{DEFAULT_DATA_DIR, Host, Inner, Secrets};
 use crate::Error;
 use crate::capabilities::Services;
 use crate::engine::Runtime;
@@ -26,6 +26,7 @@ pub struct HostBuilder {
     cache_dir: Option<PathBuf>,
     retention: Retention,
     nats: Option<Nats>,
+    secrets: Option<PathBuf>,
 }
 
 impl HostBuilder {
@@ -35,6 +36,7 @@ impl HostBuilder {
             cache_dir: None,
             retention: Retention::default(),
             nats: None,
+            secrets: None,
         }
     }
 
@@ -65,8 +67,18 @@ impl HostBuilder {
         self
     }
 
+    /// Read values of the apps' `[variables]` from the TOML file `path` (`name = "value"` lines),
+    /// when [`Host::build`](HostBuilder::build) runs: it fails when group or others can read the
+    /// file. The environment (`HOST_VAR_<NAME>`) overrides the file; a variable's `default` is
+    /// used when neither has it.
+    pub fn secrets_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.secrets = Some(path.into());
+        self
+    }
+
     /// Create the data dir if needed, open the backends and start the engine.
     pub fn build(self) -> Result<Host, Error> {
+        let secrets = self.secrets.as_deref().map(Secrets::read).transpose()?;
         let data_dir = self.data_dir;
         let cache_dir = self.cache_dir.unwrap_or_else(|| data_dir.join("cache"));
         crate::files::create_dir_all_synced(&data_dir).map_err(|e| data_error(&data_dir, e))?;
@@ -82,7 +94,7 @@ impl HostBuilder {
         };
         let runtime = Runtime::new(cache_dir).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let executions = Arc::new(Executions::new(executions));
-        let inner = Inner { runtime, store, data_dir, metrics: Arc::default(), executions, services };
+        let inner = Inner { runtime, store, data_dir, metrics: Arc::default(), executions, services, secrets };
         Ok(Host { inner: Arc::new(inner) })
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Each section is read as written (a `Raw*` type whose serde errors name the key and the line),
 //! then checked on its own (a `check` that names the key path), in this order: models, functions
-//! (whose grants name models), triggers and HTTP routes (which name functions), site, queues.
+//! (whose grants name models), variables (which config templates name), triggers and HTTP routes
+//! (which name functions), site, queues.
 //! `golden.rs` pins the exact text of every error class (`tests/manifest/*.toml`).
 
 use std::collections::BTreeMap;
@@ -34,6 +35,7 @@ mod outbound;
 mod queues;
 mod triggers;
 mod units;
+mod variables;
 
 pub use self::function::{FunctionSpec, Limits, MAX_MEMORY, RecordMode};
 pub use self::grants::{BucketsGrant, DatasetsGrant, Grants, KvGrant, ModelsGrant, QueuesGrant, TopicsGrant};
@@ -45,6 +47,7 @@ pub use self::outbound::{
 pub use self::queues::QueueSpec;
 pub use self::triggers::{ItemTrigger, QueueTrigger, ScheduleTrigger, TopicTrigger};
 pub use self::units::{MAX_TIMEOUT, parse_bytes};
+pub use self::variables::{Piece, VariableSpec, render, template};
 pub use crate::names::{DEAD_LETTER_SUFFIX, ResourceName};
 
 /// A manifest could not be read or is invalid.
@@ -95,6 +98,8 @@ pub struct Manifest {
     pub schedule_triggers: Vec<ScheduleTrigger>,
     /// `[outbound]`: how functions reach the hosts their `grants.http` lists.
     pub outbound: OutboundSpec,
+    /// `[variables]`: values given at load time that config values name as `{{ name }}`.
+    pub variables: BTreeMap<String, VariableSpec>,
 }
 
 /// The whole file as written.
@@ -112,6 +117,8 @@ struct RawManifest {
     #[serde(default)]
     queue: BTreeMap<ResourceName, queues::RawQueue>,
     outbound: Option<outbound::RawOutbound>,
+    #[serde(default)]
+    variables: BTreeMap<variables::VariableName, variables::RawVariable>,
 }
 
 /// `[app]`.
@@ -153,6 +160,8 @@ impl Manifest {
         if functions.is_empty() {
             return Err("no functions: add a `[function.NAME]` table with a `source`".into());
         }
+        let variables = variables::check(raw.variables)?;
+        variables::check_config(&functions, &variables)?;
         let triggers = raw.trigger.check(&functions)?;
         let queues = raw.queue.into_iter().map(|(n, q)| (n.0, QueueSpec::from(q))).collect();
         let outbound = raw.outbound.map(|o| o.check(base)).transpose()?.unwrap_or_default();
@@ -169,6 +178,7 @@ impl Manifest {
             topic_triggers: triggers.topic,
             schedule_triggers: triggers.schedule,
             outbound,
+            variables,
         })
     }
 
