@@ -91,8 +91,8 @@ impl fmt::Display for Error {
             Self::InvalidHeader { name } => write!(f, "invalid or forbidden request header {name:?}"),
             Self::Request { url, code: ErrorCode::HttpRequestDenied } => write!(
                 f,
-                "HTTP request to {url} denied (http-request-denied): the function's `grants.http` does not allow this \
-                 scheme, host and port, or the address the host resolves to"
+                "HTTP request to {url} denied (http-request-denied): the function's `grants.http` does not allow it \
+                 (the call's logs say why)"
             ),
             Self::Request { url, code } => write!(f, "HTTP request to {url} failed ({})", describe(code)),
             Self::TooManyRedirects { url } => write!(f, "HTTP request to {url}: more than {MAX_REDIRECTS} redirects"),

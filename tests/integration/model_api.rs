@@ -165,7 +165,7 @@ fn predict_fetches_its_image_by_url_from_a_granted_host() {
         _ => Response::new(404, "not here"),
     });
     let granted = granting(MODEL_API, "model-api", &[origin(&images)], "");
-    let served = serve_apps(&[&granted.path], ServerConfig::default(), Duration::from_secs(5));
+    let served = serve_apps(&[granted.path.as_str()], ServerConfig::default(), Duration::from_secs(5));
     let by_url = |path: &str, headers: &[&str]| call(&served, "predict", headers, json!({ "url": images.url(path) }));
 
     // The same face as from the bytes; the PNG answer too; a redirect on the granted host is followed.
@@ -187,7 +187,10 @@ fn predict_fetches_its_image_by_url_from_a_granted_host() {
     let neither = call(&served, "predict", &[], json!({}));
     assert_eq!(neither.json()["error"], "no image: give `image` (PNG or JPEG bytes) or a `url` to fetch it from");
     let relative = call(&served, "predict", &[], json!({ "url": "/astronaut.png" }));
-    assert_eq!(relative.json()["error"], r#"url: invalid URL "/astronaut.png": expected an absolute URL, `http://` or `https://`"#);
+    assert_eq!(
+        relative.json()["error"],
+        r#"url: invalid URL "/astronaut.png": expected an absolute URL, `http://` or `https://`"#
+    );
 
     // The example as shipped grants public image hosts only: the loopback server is refused.
     let shipped = serve();

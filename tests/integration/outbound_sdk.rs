@@ -4,9 +4,9 @@
 //! from a granted server to an ungranted one (refused at the second hop). Also
 //! [`granting`]: an example's manifest with the grants a test's servers need.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use host::{CallError, Error};
+use host::CallError;
 use serde_json::{Value, json};
 
 use crate::common::{MODEL_API, app, manifest, skimage_image};
@@ -30,21 +30,26 @@ pub fn granting(relative: &str, function: &str, origins: &[String], extra: &str)
         let path = base.join(value.as_str().unwrap());
         *value = toml::Value::String(path.to_str().unwrap().into());
     };
-    for (name, spec) in doc["function"].as_table_mut().unwrap() {
+    for (name, spec) in doc.get_mut("function").and_then(|f| f.as_table_mut()).unwrap() {
         let spec = spec.as_table_mut().unwrap();
         absolute(spec.get_mut("source").unwrap());
         spec.remove("build");
         spec.remove("build-inputs");
         if name == function {
-            let grants = spec.entry("grants").or_insert_with(|| toml::Table::new().into());
+            let grants = spec.entry("grants").or_insert(toml::Value::Table(toml::Table::new()));
             let origins = origins.iter().map(|o| toml::Value::String(o.clone())).collect();
             grants.as_table_mut().unwrap().insert("http".into(), toml::Value::Array(origins));
         }
     }
-    for model in doc.get_mut("model").and_then(|m| m.as_table_mut()).into_iter().flat_map(|m| m.values_mut()) {
-        model.get_mut("path").map(absolute);
+    let models = doc.get_mut("model").and_then(|m| m.as_table_mut());
+    for path in
+        models.into_iter().flat_map(|m| m.iter_mut().map(|(_, model)| model)).filter_map(|model| model.get_mut("path"))
+    {
+        absolute(path);
     }
-    doc.get_mut("site").and_then(|site| site.get_mut("dir")).map(absolute);
+    if let Some(dir) = doc.get_mut("site").and_then(|site| site.get_mut("dir")) {
+        absolute(dir);
+    }
     doc.extend(toml::from_str::<toml::Table>(extra).unwrap());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("host.toml");
@@ -66,22 +71,24 @@ pub fn image_server() -> WebServer {
     })
 }
 
-/// model-api's `predict` with `url`, in an app loaded from `manifest`: its JSON answer, or the
-/// guest's error text.
-async fn predict_url(manifest: &Path, url: &str) -> Result<Value, String> {
+/// model-api's `predict` with `url`, in an app loaded from `manifest`: its JSON answer or the
+/// guest's error text, and what the call wrote to stderr (the host's notes on its requests).
+async fn predict_url(manifest: &Path, url: &str) -> (Result<Value, String>, String) {
     let (_data, _host, app) = app(manifest.to_str().unwrap());
-    match app.function("model-api.predict").unwrap().call(json!({ "url": url })).await {
+    let report = app.function("model-api.predict").unwrap().invoke(&json!({ "url": url })).await.unwrap();
+    let result = match report.result {
         Ok(value) => Ok(value),
-        Err(Error::Call(CallError::Guest { value })) => Err(value.as_str().unwrap().to_string()),
-        Err(other) => panic!("expected predict's answer or its error, got {other:?}"),
-    }
+        Err(CallError::Guest { value }) => Err(value.as_str().unwrap().to_string()),
+        Err(other) => panic!("expected predict's answer or its error, got {other}"),
+    };
+    (result, report.logs.stderr)
 }
 
 /// The guest's message for a request to `url` that the host refused.
 fn denied(url: &str) -> String {
     format!(
-        "url: HTTP request to {url} denied (http-request-denied): the function's `grants.http` does not allow this \
-         scheme, host and port, or the address the host resolves to"
+        "url: HTTP request to {url} denied (http-request-denied): the function's `grants.http` does not allow it \
+         (the call's logs say why)"
     )
 }
 
@@ -89,12 +96,19 @@ fn denied(url: &str) -> String {
 async fn a_host_not_in_the_grant_is_refused_before_connecting() {
     let (granted, other) = (image_server(), image_server());
     let manifest = granting(MODEL_API, "model-api", &[origin(&granted)], "");
-    let path = PathBuf::from(&manifest.path);
+    let path = Path::new(&manifest.path);
 
-    let faces = predict_url(&path, &granted.url("/astronaut.png")).await.unwrap();
+    let (faces, _) = predict_url(path, &granted.url("/astronaut.png")).await;
+    let faces = faces.unwrap();
     assert_eq!(faces["faces"].as_array().map(Vec::len), Some(1), "{faces}");
     let url = other.url("/astronaut.png");
-    assert_eq!(predict_url(&path, &url).await, Err(denied(&url)));
+    let (answer, logs) = predict_url(path, &url).await;
+    assert_eq!(answer, Err(denied(&url)));
+    let note = format!(
+        "GET http://{} refused (HTTP-request-denied): not in grants.http of function `model-api`",
+        other.addr()
+    );
+    assert!(logs.contains(&note), "{logs}");
     assert_eq!(granted.requests().len(), 1);
     assert!(other.requests().is_empty(), "the ungranted server was never reached");
 }
@@ -108,16 +122,19 @@ async fn a_granted_name_resolving_to_loopback_needs_the_address_granted() {
     let url = format!("{name}/astronaut.png");
 
     let name_only = granting(MODEL_API, "model-api", std::slice::from_ref(&name), &resolve);
-    assert_eq!(predict_url(Path::new(&name_only.path), &url).await, Err(denied(&url)));
+    let (answer, logs) = predict_url(Path::new(&name_only.path), &url).await;
+    assert_eq!(answer, Err(denied(&url)));
+    let note = "it resolves to 127.0.0.1, an internal address that grants.http of function `model-api` does not name";
+    assert!(logs.contains(note), "{logs}");
     assert!(server.requests().is_empty(), "nothing connected to the loopback address");
 
     // Granting the address too lets the name through, to the same server.
     let both = granting(MODEL_API, "model-api", &[name.clone(), origin(&server)], &resolve);
-    let faces = predict_url(Path::new(&both.path), &url).await.unwrap();
+    let (faces, _) = predict_url(Path::new(&both.path), &url).await;
+    let faces = faces.unwrap();
     assert_eq!(faces["faces"].as_array().map(Vec::len), Some(1), "{faces}");
-    let requests = server.requests();
-    assert_eq!(requests.len(), 1);
-    assert_eq!(requests[0].header("host"), Some(format!("images.test:{port}").as_str()));
+    let paths: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/astronaut.png"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -128,9 +145,11 @@ async fn a_redirect_to_an_ungranted_host_is_refused_at_the_second_hop() {
     let granted = WebServer::start(move |_| Response::redirect(&moved));
     let manifest = granting(MODEL_API, "model-api", &[origin(&granted)], "");
 
-    let first = granted.url("/moved.png");
-    assert_eq!(predict_url(Path::new(&manifest.path), &first).await, Err(denied(&target)));
-    let hops: Vec<(String, String)> = granted.requests().into_iter().map(|r| (r.method, r.path)).collect();
-    assert_eq!(hops, [("GET".to_string(), "/moved.png".to_string())], "the first hop reached the granted server");
+    let (answer, logs) = predict_url(Path::new(&manifest.path), &granted.url("/moved.png")).await;
+    assert_eq!(answer, Err(denied(&target)));
+    let hops = [format!("GET {}: 302 in ", origin(&granted)), format!("GET {} refused", origin(&elsewhere))];
+    assert!(hops.iter().all(|hop| logs.contains(hop.as_str())), "{logs}");
+    let reached: Vec<(String, String)> = granted.requests().into_iter().map(|r| (r.method, r.path)).collect();
+    assert_eq!(reached, [("GET".to_string(), "/moved.png".to_string())], "the first hop reached the granted server");
     assert!(elsewhere.requests().is_empty(), "the second hop was refused before connecting");
 }

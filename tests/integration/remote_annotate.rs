@@ -131,7 +131,8 @@ fn the_boxes_the_api_answers_become_annotations() {
     for item in &items {
         let run = app.finished(item);
         assert_eq!(run.status, Status::Succeeded, "{run:#?}");
-        let answered = boxes()["boxes"].as_array().unwrap().iter().map(|b| {
+        let answer = boxes();
+        let answered = answer["boxes"].as_array().unwrap().iter().map(|b| {
             let mut b = b.clone();
             b.as_object_mut().unwrap().entry("confidence").or_insert(Value::Null);
             b

@@ -183,7 +183,7 @@ fn the_trainer_downloads_its_dataset_archive_from_a_granted_url() {
     let granted = WebServer::start(serve_archive.clone());
     let manifest = granting(TRAIN_CLASSIFIER, "train-classifier", &[origin(&granted)], "");
     let data = tempfile::tempdir().unwrap();
-    let server = ServeProcess::start(data.path(), None, &[&manifest.path]);
+    let server = ServeProcess::start(data.path(), None, &[manifest.path.as_str()]);
     let addr = server.addr;
 
     // The requester only stores the URL; the trainer downloads and unpacks it, then trains.
@@ -197,7 +197,10 @@ fn the_trainer_downloads_its_dataset_archive_from_a_granted_url() {
     for line in [
         format!("{id}: Loading Images..."),
         format!("{id}: Downloaded {size} bytes from {url}: 300 images into `digits/`"),
-        format!("{id}: Images processed! Classes found: {:?}. Building model...", (0..10).map(|d| d.to_string()).collect::<Vec<_>>()),
+        format!(
+            "{id}: Images processed! Classes found: {:?}. Building model...",
+            (0..10).map(|d| d.to_string()).collect::<Vec<_>>()
+        ),
     ] {
         assert!(logs.contains(&line), "{line:?} missing from {logs}");
     }
@@ -214,7 +217,8 @@ fn the_trainer_downloads_its_dataset_archive_from_a_granted_url() {
     let url = elsewhere.url("/datasets/digits.tar.gz");
     let id = call(addr, "request-training", json!({ "dataset": url, "epochs": 5 }));
     let failed = trained(addr, id.as_str().unwrap());
-    let denied = format!("Training failed: downloading the dataset: HTTP request to {url} denied (http-request-denied): ");
+    let denied =
+        format!("Training failed: downloading the dataset: HTTP request to {url} denied (http-request-denied): ");
     assert!(failed.starts_with(&denied), "{failed}");
     assert!(elsewhere.requests().is_empty(), "the ungranted server was never reached");
 }

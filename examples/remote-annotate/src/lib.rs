@@ -3,9 +3,9 @@
 //! config `api_key` (a secret variable of the manifest, filled in by the host) and writes the
 //! boxes the API answers as `box` annotations.
 
+use guest_sdk::config;
 use guest_sdk::http::Request;
 use guest_sdk::items::{AnnotationInput, Dataset, Geometry, Rect};
-use guest_sdk::config;
 use serde::Deserialize;
 
 wit_bindgen::generate!({

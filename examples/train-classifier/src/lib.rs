@@ -77,7 +77,13 @@ fn is_url(dataset: &str) -> bool {
 fn archive_folder(url: &str) -> String {
     let path = url.split(['?', '#']).next().unwrap_or_default();
     let file = path.rsplit('/').next().unwrap_or_default();
-    let stem: String = file.split('.').next().unwrap_or_default().chars().filter(|c| c.is_ascii_alphanumeric() || "-_".contains(*c)).collect();
+    let stem: String = file
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_".contains(*c))
+        .collect();
     if stem.is_empty() { "dataset".into() } else { stem }
 }
 
@@ -96,7 +102,10 @@ fn download(id: &str, bucket: &Bucket, url: &str) -> Result<String, String> {
     for image in &images {
         bucket.write(&format!("{folder}/{}/{}", image.class, image.file), &image.bytes).map_err(text)?;
     }
-    set_status(id, &format!("Downloaded {} bytes from {url}: {} images into `{folder}/`", response.body.len(), images.len()))?;
+    set_status(
+        id,
+        &format!("Downloaded {} bytes from {url}: {} images into `{folder}/`", response.body.len(), images.len()),
+    )?;
     Ok(folder)
 }
 
