@@ -9,6 +9,10 @@
 //! bytes, or a URL to fetch it from (a host granted in `grants.http`). Config: `model` (default
 //! `blazeface`), `min_confidence` (default 0.5, until `train` stores one).
 
+// The generated `predict` export takes its arguments lowered (image, url, threshold and accept,
+// each an option): more than clippy likes.
+#![allow(clippy::too_many_arguments)]
+
 mod calibrate;
 
 use guest_sdk::http;
