@@ -30,6 +30,7 @@ mod golden;
 mod grants;
 mod http;
 mod models;
+mod outbound;
 mod queues;
 mod triggers;
 mod units;
@@ -38,6 +39,9 @@ pub use self::function::{FunctionSpec, Limits, MAX_MEMORY, RecordMode};
 pub use self::grants::{BucketsGrant, DatasetsGrant, Grants, KvGrant, ModelsGrant, QueuesGrant, TopicsGrant};
 pub use self::http::{HttpRoute, RESERVED_ROUTES, Site};
 pub use self::models::{ModelSource, ModelSpec};
+pub use self::outbound::{
+    AllowedHost, HostPattern, HttpGrant, OutboundSpec, PortPattern, default_port, is_internal, parse_ip,
+};
 pub use self::queues::QueueSpec;
 pub use self::triggers::{ItemTrigger, QueueTrigger, ScheduleTrigger, TopicTrigger};
 pub use self::units::{MAX_TIMEOUT, parse_bytes};
@@ -89,6 +93,8 @@ pub struct Manifest {
     pub topic_triggers: Vec<TopicTrigger>,
     /// `[[trigger.schedule]]` entries, in manifest order.
     pub schedule_triggers: Vec<ScheduleTrigger>,
+    /// `[outbound]`: how functions reach the hosts their `grants.http` lists.
+    pub outbound: OutboundSpec,
 }
 
 /// The whole file as written.
@@ -105,6 +111,7 @@ struct RawManifest {
     model: BTreeMap<ResourceName, models::RawModel>,
     #[serde(default)]
     queue: BTreeMap<ResourceName, queues::RawQueue>,
+    outbound: Option<outbound::RawOutbound>,
 }
 
 /// `[app]`.
@@ -148,6 +155,7 @@ impl Manifest {
         }
         let triggers = raw.trigger.check(&functions)?;
         let queues = raw.queue.into_iter().map(|(n, q)| (n.0, QueueSpec::from(q))).collect();
+        let outbound = raw.outbound.map(|o| o.check(base)).transpose()?.unwrap_or_default();
         Ok(Manifest {
             path: path.to_path_buf(),
             app: raw.app.name.0,
@@ -160,6 +168,7 @@ impl Manifest {
             queue_triggers: triggers.queue,
             topic_triggers: triggers.topic,
             schedule_triggers: triggers.schedule,
+            outbound,
         })
     }
 
