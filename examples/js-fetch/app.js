@@ -43,7 +43,7 @@ function httpErrors(body) {
   }
 }
 
-/** GETs `url`, blocking until the whole body has arrived; a failure throws an `HttpError`. */
+/** GETs `url`, blocking until the whole body has arrived; a failure throws an `HttpError` or a string. */
 function get(url) {
   const future = httpErrors(() => handle(request(url)));
   future.subscribe().block();
@@ -61,8 +61,9 @@ function get(url) {
       const failure = error.payload;
       if (failure?.tag === "closed") break;
       if (failure?.tag !== "last-operation-failed") throw error;
-      // The body broke off: the host tells why (e.g. HTTP-response-body-size).
-      throw new HttpError(httpErrorCode(failure.val) ?? { tag: "internal-error", val: failure.val.toDebugString() });
+      // The body broke off: an error-code when there is one, else the host's words.
+      const code = httpErrorCode(failure.val);
+      throw code ? new HttpError(code) : failure.val.toDebugString();
     }
   }
   const body = new Uint8Array(chunks.reduce((n, chunk) => n + chunk.length, 0));

@@ -10,8 +10,6 @@ import wit_world
 from componentize_py_types import Err
 from wit_world.imports import outgoing_handler, streams
 from wit_world.imports.types import (
-    ErrorCode_HttpRequestUriInvalid,
-    ErrorCode_InternalError,
     Fields,
     OutgoingRequest,
     Scheme_Http,
@@ -31,8 +29,13 @@ def wit_name(error_code) -> str:
     return "-".join(w.upper() if w in ACRONYMS else w for w in words)
 
 
+def failed(error_code) -> Err:
+    """The `Err` our export fails with for a `wasi:http` error-code: its WIT case name."""
+    return Err(wit_name(error_code))
+
+
 def request(url: str) -> OutgoingRequest:
-    """A GET of `url`; a URL the request cannot hold raises `Err(HTTP-request-URI-invalid)`."""
+    """A GET of `url`; a URL the request cannot hold raises `Err("HTTP-request-URI-invalid")`."""
     parts = urlsplit(url)
     schemes = {"http": Scheme_Http(), "https": Scheme_Https()}
     request = OutgoingRequest(Fields())
@@ -41,19 +44,23 @@ def request(url: str) -> OutgoingRequest:
         request.set_authority(parts.netloc)
         request.set_path_with_query((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
     except Err:
-        raise Err(ErrorCode_HttpRequestUriInvalid())
+        raise Err("HTTP-request-URI-invalid")
     return request
 
 
 def get(url: str) -> tuple[int, bytes]:
-    """GETs `url`, blocking until the whole body has arrived; a failure raises `Err(error-code)`."""
-    future = outgoing_handler.handle(request(url), None)
+    """GETs `url`, blocking until the whole body has arrived; a failure raises `Err(message)`."""
+    outgoing = request(url)
+    try:
+        future = outgoing_handler.handle(outgoing, None)
+    except Err as error:
+        raise failed(error.value)
     future.subscribe().block()
     # Ready now, so `get` answers some(ok(response-or-error-code)) (the outer result is an error
     # only for a response taken already).
     response = future.get().value
     if isinstance(response, Err):
-        raise response
+        raise failed(response.value)
     with response.value as response, response.consume() as body, body.stream() as stream:
         data = bytearray()
         while True:
@@ -62,15 +69,13 @@ def get(url: str) -> tuple[int, bytes]:
             except Err as error:
                 if isinstance(error.value, streams.StreamError_Closed):
                     return response.status(), bytes(data)
-                # The body broke off: the host tells why (e.g. HTTP-response-body-size).
+                # The body broke off: an error-code when there is one, else the host's words.
                 failure = error.value.value
-                raise Err(http_error_code(failure) or ErrorCode_InternalError(failure.to_debug_string()))
+                code = http_error_code(failure)
+                raise failed(code) if code is not None else Err(failure.to_debug_string())
 
 
 class WitWorld(wit_world.WitWorld):
     def fetch_text(self, url: str) -> str:
-        try:
-            status, body = get(url)
-        except Err as error:
-            raise Err(wit_name(error.value))
+        status, body = get(url)
         return f"{status} {body.decode()}"
