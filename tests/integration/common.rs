@@ -34,6 +34,8 @@ pub const TRAIN_CLASSIFIER: &str = "examples/train-classifier/host.toml";
 pub const PYTHON_HELLO: &str = "examples/python-hello/host.toml";
 pub const JS_HELLO: &str = "examples/js-hello/host.toml";
 pub const C_HELLO: &str = "examples/c-hello/host.toml";
+pub const PYTHON_FETCH: &str = "examples/python-fetch/host.toml";
+pub const JS_FETCH: &str = "examples/js-fetch/host.toml";
 pub const PYTHON_SANDBOX: &str = "tests/guests/python-sandbox/host.toml";
 pub const OUTBOUND: &str = "tests/guests/outbound/host.toml";
 
@@ -62,6 +64,8 @@ pub fn manifest(relative: &str) -> PathBuf {
             PYTHON_HELLO,
             JS_HELLO,
             C_HELLO,
+            PYTHON_FETCH,
+            JS_FETCH,
             PYTHON_SANDBOX,
             OUTBOUND,
         ] {

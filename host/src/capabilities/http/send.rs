@@ -256,6 +256,9 @@ async fn connect(
         }
     }
     let stream = stream.ok_or(last)?;
+    // Requests go out as head and body in separate writes; without this the body waits for the
+    // head's acknowledgement (Nagle).
+    let _ = stream.set_nodelay(true);
     if target.scheme != "https" {
         return Ok(Box::new(stream));
     }
