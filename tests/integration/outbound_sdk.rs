@@ -1,8 +1,8 @@
 //! What a guest's outbound HTTP through `guest-sdk::http` may not reach, with model-api's
 //! `predict` fetching its image by URL from `web::WebServer`s on loopback: a host not in the
 //! grant, a granted name that resolves to loopback without a grant of the address, and a redirect
-//! from a granted server to an ungranted one (refused at the second hop). Also
-//! [`granting`]: an example's manifest with the grants a test's servers need.
+//! from a granted server to an ungranted one (refused at the second hop); and redirects end after
+//! five hops. Also [`granting`]: an example's manifest with the grants a test's servers need.
 
 use std::path::Path;
 
@@ -152,4 +152,19 @@ async fn a_redirect_to_an_ungranted_host_is_refused_at_the_second_hop() {
     let reached: Vec<(String, String)> = granted.requests().into_iter().map(|r| (r.method, r.path)).collect();
     assert_eq!(reached, [("GET".to_string(), "/moved.png".to_string())], "the first hop reached the granted server");
     assert!(elsewhere.requests().is_empty(), "the second hop was refused before connecting");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redirects_stop_after_five_hops() {
+    let looping = WebServer::start(|request| {
+        let hop: u32 = request.path.trim_start_matches("/hop/").parse().unwrap_or(0);
+        Response::redirect(&format!("/hop/{}", hop + 1))
+    });
+    let manifest = granting(MODEL_API, "model-api", &[origin(&looping)], "");
+
+    let url = looping.url("/hop/0");
+    let (answer, _) = predict_url(Path::new(&manifest.path), &url).await;
+    assert_eq!(answer, Err(format!("url: HTTP request to {url}: more than 5 redirects")));
+    let paths: Vec<String> = looping.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, (0..=5).map(|hop| format!("/hop/{hop}")).collect::<Vec<_>>(), "the first request and 5 hops");
 }
