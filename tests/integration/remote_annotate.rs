@@ -116,6 +116,9 @@ fn written(annotations: &[Annotation]) -> Vec<Written> {
         .collect()
 }
 
+/// Method, path, `authorization`, `content-type` and body of a request the API got.
+type Sent = (String, String, Option<String>, Option<String>, Vec<u8>);
+
 #[test]
 fn the_boxes_the_api_answers_become_annotations() {
     let api = detection_api();
@@ -142,7 +145,7 @@ fn the_boxes_the_api_answers_become_annotations() {
     }
 
     // The API got each image once, as it was uploaded, with the key from the secrets file.
-    let mut got: Vec<(String, String, Option<String>, Option<String>, Vec<u8>)> = api
+    let mut got: Vec<Sent> = api
         .requests()
         .into_iter()
         .map(|r| {
