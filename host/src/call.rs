@@ -14,7 +14,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
-use crate::capabilities::http::Http;
+use crate::capabilities::http::{Http, Outbound};
 use crate::capabilities::memory::Limiter;
 use crate::capabilities::{CallParts, Contexts, Parts};
 use crate::manifest::{Limits, RecordMode};
@@ -259,6 +259,12 @@ pub(crate) struct Sandbox {
     cancel: Option<Arc<Cancel>>,
 }
 
+/// The call's notes about its outbound requests, as lines of its stderr.
+fn notes_to(stderr: &Capture) -> crate::capabilities::http::Notes {
+    let stderr = stderr.clone();
+    Arc::new(move |note: &str| stderr.push(format!("[host] {note}\n").as_bytes()))
+}
+
 /// Every epoch tick, a running guest yields to the async executor (so a spinning guest cannot
 /// hold a worker thread that other calls, timers and store acknowledgements need) and is
 /// interrupted once its time is up or once `cancel` asks it to stop.
@@ -277,7 +283,7 @@ impl Sandbox {
         table.set_max_capacity(limits.table_entries as usize);
         let state = CallState {
             wasi: WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build(),
-            http: Http::default(),
+            http: Http::new(caps.get::<Outbound>(), notes_to(&stderr)),
             table,
             limiter: Limiter::new(limits.memory, limits.table_entries as usize),
             caps,

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use crate::Error;
 use crate::call::{CallTarget, Guest};
+use crate::capabilities::http::AppOutbound;
 use crate::capabilities::{Contexts, Services, Setup};
 use crate::engine::{self, Runtime};
 use crate::exports;
 use crate::function::Function;
-use crate::manifest::{Manifest, ModelSource};
+use crate::manifest::{Manifest, ManifestError, ModelSource};
 use crate::metrics::Metrics;
 use crate::models::Models;
 use crate::storage::blobs::BlobBackend;
@@ -115,6 +116,9 @@ impl Host {
         let runtime = &self.inner.runtime;
         let model_specs = Arc::new(manifest.models.clone());
         let queue_specs = Arc::new(manifest.queues.clone());
+        let outbound = AppOutbound::new(&manifest.outbound)
+            .map(Arc::new)
+            .map_err(|message| ManifestError::Invalid { path: manifest.path.clone(), message })?;
         let model_error = |message: String| Error::Model { path: manifest.path.clone(), message };
         for (name, spec) in model_specs.iter() {
             if spec.warm {
@@ -132,10 +136,13 @@ impl Host {
         for (name, spec) in &manifest.functions {
             let caps = Arc::new(Contexts::build(&Setup {
                 app: &manifest.app,
+                function: name,
                 grants: &Arc::new(spec.grants.clone()),
                 config: &variables::render_config(&spec.config, &values),
                 model_specs: &model_specs,
                 queue_specs: &queue_specs,
+                outbound: &outbound,
+                metrics: &self.inner.metrics,
                 services: &self.inner.services,
             }));
             let pre = runtime.load(&spec.source)?;

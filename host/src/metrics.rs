@@ -45,6 +45,7 @@ struct Recorded {
     calls: BTreeMap<(String, String, &'static str), u64>,
     latency: BTreeMap<(String, String), Histogram>,
     errors: BTreeMap<&'static str, u64>,
+    outbound: BTreeMap<(String, String, String, &'static str), u64>,
     recent: VecDeque<CallRecord>,
 }
 
@@ -106,6 +107,13 @@ impl Metrics {
         *self.recorded.lock().unwrap().errors.entry(code).or_default() += 1;
     }
 
+    /// Count an outbound HTTP request of `function` in `app` to `host` (a grant entry's host, or
+    /// `other`) that ended with `outcome` (`ok`, `denied`, or an error code).
+    pub fn record_outbound(&self, app: &str, function: &str, host: &str, outcome: &'static str) {
+        let key = (app.to_string(), function.to_string(), host.to_string(), outcome);
+        *self.recorded.lock().unwrap().outbound.entry(key).or_default() += 1;
+    }
+
     /// Calls so far of `function` in `app` that ended with `outcome`.
     pub fn calls(&self, app: &str, function: &str, outcome: &'static str) -> u64 {
         let r = self.recorded.lock().unwrap();
@@ -151,6 +159,17 @@ impl Metrics {
         out.push_str("# TYPE host_http_errors_total counter\n");
         for (code, n) in &r.errors {
             let _ = writeln!(out, "host_http_errors_total{{code=\"{code}\"}} {n}");
+        }
+        out.push_str("# HELP host_outbound_requests_total Outbound HTTP requests of functions by host and outcome.\n");
+        out.push_str("# TYPE host_outbound_requests_total counter\n");
+        for ((app, function, host, outcome), n) in &r.outbound {
+            let _ = writeln!(
+                out,
+                "host_outbound_requests_total{{app=\"{}\",function=\"{}\",host=\"{}\",outcome=\"{outcome}\"}} {n}",
+                escape(app),
+                escape(function),
+                escape(host)
+            );
         }
         out
     }

@@ -34,6 +34,7 @@ pub const PYTHON_HELLO: &str = "examples/python-hello/host.toml";
 pub const JS_HELLO: &str = "examples/js-hello/host.toml";
 pub const C_HELLO: &str = "examples/c-hello/host.toml";
 pub const PYTHON_SANDBOX: &str = "tests/guests/python-sandbox/host.toml";
+pub const OUTBOUND: &str = "tests/guests/outbound/host.toml";
 
 /// Absolute path of a manifest, with its guests built.
 pub fn manifest(relative: &str) -> PathBuf {
@@ -60,6 +61,7 @@ pub fn manifest(relative: &str) -> PathBuf {
             JS_HELLO,
             C_HELLO,
             PYTHON_SANDBOX,
+            OUTBOUND,
         ] {
             host::build::build(&Manifest::load(root().join(m)).unwrap()).expect("building test guests");
         }

@@ -18,6 +18,7 @@ mod messaging;
 mod model_api;
 mod nn;
 mod openapi;
+mod outbound;
 mod properties;
 mod remote_map;
 mod server;

@@ -2,7 +2,7 @@
 //! listener on a free loopback port, one thread per connection, answering each request with what
 //! the test's handler returns and keeping every request it got (method, path, headers, body).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

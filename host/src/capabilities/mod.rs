@@ -16,13 +16,13 @@ use std::sync::Arc;
 use wasmtime::component::{Linker, ResourceTable};
 
 use crate::manifest::{Grants, ModelSpec, QueueSpec};
+use crate::metrics::Metrics;
 use crate::models::Models;
 use crate::storage::blobs::BlobBackend;
 use crate::storage::datasets::{Cause, DatasetBackend};
 use crate::storage::kv::KvBackend;
 use crate::storage::topics::Topics;
 
-pub mod http;
 pub mod memory;
 
 /// Declares every capability's module and [`each`], the list of their context types in link
@@ -47,6 +47,7 @@ capabilities! {
     queues::Queues,
     topics::Topics,
     nn::Nn,
+    http::Outbound,
 }
 
 use memory::Limiter;
@@ -110,6 +111,8 @@ pub struct Services {
 pub struct Setup<'a> {
     /// The app the function belongs to (the namespace of its stores and buckets).
     pub app: &'a str,
+    /// The function's name.
+    pub function: &'a str,
     /// The function's grants from the manifest.
     pub grants: &'a Arc<Grants>,
     /// The function's `wasi:config` values from the manifest.
@@ -118,6 +121,10 @@ pub struct Setup<'a> {
     pub model_specs: &'a Arc<BTreeMap<String, ModelSpec>>,
     /// The app's `[queue.NAME]` entries.
     pub queue_specs: &'a Arc<BTreeMap<String, QueueSpec>>,
+    /// The app's `[outbound]` settings.
+    pub outbound: &'a Arc<http::AppOutbound>,
+    /// Where the function's calls are counted.
+    pub metrics: &'a Arc<Metrics>,
     /// The host's services.
     pub services: &'a Services,
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::models::ModelSpec;
+use super::outbound::HttpGrant;
 use crate::names::{ResourceName, dead_letters_of};
 
 /// Resources a function may open, by capability.
@@ -23,6 +24,8 @@ pub struct Grants {
     pub queues: QueuesGrant,
     /// Topics to publish to (`host:api/topics.publish`).
     pub topics: TopicsGrant,
+    /// Hosts to send HTTP requests to (`wasi:http/outgoing-handler`).
+    pub http: HttpGrant,
 }
 
 impl Grants {
@@ -170,6 +173,8 @@ pub(super) struct RawGrants {
     queues: QueuesGrant,
     #[serde(default)]
     topics: TopicsGrant,
+    #[serde(default)]
+    http: HttpGrant,
 }
 
 impl RawGrants {
@@ -183,6 +188,7 @@ impl RawGrants {
             models: ModelsGrant::check(self.models, self.models_from_bytes, &format!("{at}.models"), models)?,
             queues: self.queues,
             topics: self.topics,
+            http: self.http,
         })
     }
 }

@@ -31,6 +31,7 @@ mod golden;
 mod grants;
 mod http;
 mod models;
+mod outbound;
 mod queues;
 mod triggers;
 mod units;
@@ -40,6 +41,9 @@ pub use self::function::{FunctionSpec, Limits, MAX_MEMORY, RecordMode};
 pub use self::grants::{BucketsGrant, DatasetsGrant, Grants, KvGrant, ModelsGrant, QueuesGrant, TopicsGrant};
 pub use self::http::{HttpRoute, RESERVED_ROUTES, Site};
 pub use self::models::{ModelSource, ModelSpec};
+pub use self::outbound::{
+    AllowedHost, HostPattern, HttpGrant, OutboundSpec, PortPattern, default_port, is_internal, parse_ip,
+};
 pub use self::queues::QueueSpec;
 pub use self::triggers::{ItemTrigger, QueueTrigger, ScheduleTrigger, TopicTrigger};
 pub use self::units::{MAX_TIMEOUT, parse_bytes};
@@ -94,6 +98,8 @@ pub struct Manifest {
     pub schedule_triggers: Vec<ScheduleTrigger>,
     /// `[variables]`: values given at load time that config values name as `{{ name }}`.
     pub variables: BTreeMap<String, VariableSpec>,
+    /// `[outbound]`: how functions reach the hosts their `grants.http` lists.
+    pub outbound: OutboundSpec,
 }
 
 /// The whole file as written.
@@ -112,6 +118,7 @@ struct RawManifest {
     queue: BTreeMap<ResourceName, queues::RawQueue>,
     #[serde(default)]
     variables: BTreeMap<variables::VariableName, variables::RawVariable>,
+    outbound: Option<outbound::RawOutbound>,
 }
 
 /// `[app]`.
@@ -157,6 +164,7 @@ impl Manifest {
         variables::check_config(&functions, &variables)?;
         let triggers = raw.trigger.check(&functions)?;
         let queues = raw.queue.into_iter().map(|(n, q)| (n.0, QueueSpec::from(q))).collect();
+        let outbound = raw.outbound.map(|o| o.check(base)).transpose()?.unwrap_or_default();
         Ok(Manifest {
             path: path.to_path_buf(),
             app: raw.app.name.0,
@@ -170,6 +178,7 @@ impl Manifest {
             topic_triggers: triggers.topic,
             schedule_triggers: triggers.schedule,
             variables,
+            outbound,
         })
     }
 

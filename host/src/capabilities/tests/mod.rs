@@ -66,10 +66,13 @@ impl TestCall {
     fn new(services: &Services, grants: Grants, declared: Declared, memory: u64) -> TestCall {
         let setup = Setup {
             app: "app",
+            function: "f",
             grants: &Arc::new(grants),
             config: &declared.config,
             model_specs: &Arc::new(declared.models),
             queue_specs: &Arc::new(declared.queues),
+            outbound: &Arc::new(super::http::AppOutbound::new(&Default::default()).unwrap()),
+            metrics: &Arc::default(),
             services,
         };
         let contexts = Contexts::build(&setup);
