@@ -2,7 +2,8 @@
 //!
 //! [`bindings`] holds the raw `wit-bindgen` bindings of the `host:api/imports` world; the
 //! [`kv`], [`buckets`], [`items`], [`queues`], [`topics`], [`nn`] and [`config`] modules wrap them in small idiomatic types with
-//! typed errors and follow pagination cursors for you.
+//! typed errors and follow pagination cursors for you. [`http`] is a small blocking client over
+//! `wasi:http/outgoing-handler` (through the `wasip2` crate), for the hosts a function is granted.
 //!
 //! A guest generates bindings for its own world with exports only; the imports used through this
 //! crate are merged into the component when it is linked.
@@ -28,6 +29,7 @@
 
 pub mod buckets;
 pub mod config;
+pub mod http;
 pub mod items;
 pub mod kv;
 pub mod nn;

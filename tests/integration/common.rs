@@ -29,10 +29,13 @@ pub const NN_PROBE: &str = "tests/guests/nn-probe/host.toml";
 pub const MODEL_API: &str = "examples/model-api/host.toml";
 pub const MESSAGING: &str = "tests/guests/messaging/host.toml";
 pub const REMOTE_MAP: &str = "examples/remote-map/host.toml";
+pub const REMOTE_ANNOTATE: &str = "examples/remote-annotate/host.toml";
 pub const TRAIN_CLASSIFIER: &str = "examples/train-classifier/host.toml";
 pub const PYTHON_HELLO: &str = "examples/python-hello/host.toml";
 pub const JS_HELLO: &str = "examples/js-hello/host.toml";
 pub const C_HELLO: &str = "examples/c-hello/host.toml";
+pub const PYTHON_FETCH: &str = "examples/python-fetch/host.toml";
+pub const JS_FETCH: &str = "examples/js-fetch/host.toml";
 pub const PYTHON_SANDBOX: &str = "tests/guests/python-sandbox/host.toml";
 pub const OUTBOUND: &str = "tests/guests/outbound/host.toml";
 
@@ -56,10 +59,13 @@ pub fn manifest(relative: &str) -> PathBuf {
             NN_PROBE,
             MESSAGING,
             REMOTE_MAP,
+            REMOTE_ANNOTATE,
             TRAIN_CLASSIFIER,
             PYTHON_HELLO,
             JS_HELLO,
             C_HELLO,
+            PYTHON_FETCH,
+            JS_FETCH,
             PYTHON_SANDBOX,
             OUTBOUND,
         ] {

@@ -1,7 +1,8 @@
 //! Guests in Python, JavaScript and C beside the Rust one: the same calls give the same answers and
 //! the same errors through the library, the CLI and `host serve`; toolchain-internal exports stay
 //! hidden; WASI interfaces their runtimes import are linked, denied, and fail only the call that
-//! uses them; a second host does not compile them again.
+//! uses them; Python and JavaScript reach granted hosts through `wasi:http` and no other; a second
+//! host does not compile them again.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -14,14 +15,18 @@ use serde_json::{Value, json};
 
 use crate::cli::text;
 use crate::common::{
-    C_HELLO, HELLO, JS_HELLO, PYTHON_HELLO, PYTHON_SANDBOX, ServeProcess, compiled_cache, host, host_on, root,
+    C_HELLO, HELLO, JS_FETCH, JS_HELLO, PYTHON_FETCH, PYTHON_HELLO, PYTHON_SANDBOX, ServeProcess, compiled_cache, host,
+    host_on, root,
 };
 use crate::server::{send, serve_apps};
+use crate::web::{Response, WebServer};
 
 /// The greeter in Rust, Python, JavaScript and C.
 const GREETERS: [&str; 4] = [HELLO, PYTHON_HELLO, JS_HELLO, C_HELLO];
 /// The greeters that also use host capabilities (world `hello-plus`).
 const HELLO_PLUS: [&str; 2] = [PYTHON_HELLO, JS_HELLO];
+/// The outbound HTTP clients in Python and JavaScript (world `example:fetch/fetcher`).
+const FETCHERS: [&str; 2] = [PYTHON_FETCH, JS_FETCH];
 
 /// Calls that must fail on their types alone, before any guest runs.
 const BAD_ARGUMENTS: [&str; 5] = [
@@ -39,7 +44,7 @@ fn compiled(relative: &str) -> PathBuf {
     COMPILED.get_or_init(|| {
         let data = tempfile::tempdir().unwrap();
         let host = host_on(data.path());
-        for guest in GREETERS.iter().chain([&PYTHON_SANDBOX]) {
+        for guest in GREETERS.iter().chain(&FETCHERS).chain([&PYTHON_SANDBOX]) {
             host.load(crate::common::manifest(guest)).unwrap();
         }
     });
@@ -271,12 +276,28 @@ async fn wasi_imports_are_denied_at_use_and_fail_only_that_call() {
     assert_eq!(call(&greeter, "hello.greet", who).await.unwrap(), expected_greeting("After", 1));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn python_and_javascript_are_refused_hosts_not_granted_before_connecting() {
+    let server = WebServer::start(|_| Response::ok("must not be reached"));
+    let (_data, host) = host();
+    for fetcher in FETCHERS {
+        let app = host.load(compiled(fetcher)).unwrap();
+        let names: Vec<&str> = app.functions().iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["fetch.fetch-text"], "{fetcher}");
+        let refused = guest_error(call(&app, "fetch.fetch-text", json!([server.url("/")])).await);
+        assert_eq!(refused, json!("HTTP-request-denied"), "{fetcher}");
+        let bad_url = guest_error(call(&app, "fetch.fetch-text", json!(["not a url"])).await);
+        assert_eq!(bad_url, json!("HTTP-request-URI-invalid"), "{fetcher}");
+    }
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+}
+
 #[test]
 fn a_second_host_loads_the_big_components_without_compiling() {
     let data = tempfile::tempdir().unwrap();
     let host = host_on(data.path());
-    for greeter in GREETERS {
-        host.load(compiled(greeter)).unwrap();
+    for guest in GREETERS.iter().chain(&FETCHERS) {
+        host.load(compiled(guest)).unwrap();
     }
     assert_eq!(host.compilations(), 0, "a new host compiled a cached component again");
     let cached = |wasm: &Path| {
@@ -288,7 +309,46 @@ fn a_second_host_loads_the_big_components_without_compiling() {
             .flatten()
             .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
     };
-    for wasm in ["python-hello.wasm", "js-hello.wasm", "c-hello.wasm"] {
+    for wasm in ["python-hello.wasm", "js-hello.wasm", "c-hello.wasm", "python-fetch.wasm", "js-fetch.wasm"] {
         assert!(cached(&root().join("target/guests").join(wasm)), "{wasm} is not in the cache");
     }
+}
+
+/// A manifest in `dir` for the fetcher `relative`'s component, granted `http`, with response bodies
+/// capped at 1 KiB.
+fn granted(dir: &Path, relative: &str, http: &str) -> PathBuf {
+    let manifest = host::manifest::Manifest::load(compiled(relative)).unwrap();
+    let source = manifest.dir().join(&manifest.functions["fetch"].source);
+    let path = dir.join(format!("{}-granted.toml", manifest.app));
+    let text = format!(
+        "[app]\nname = \"{}-granted\"\n[outbound]\nmax-response-body = \"1KiB\"\n\
+         [function.fetch]\nsource = {source:?}\ngrants = {{ http = [{http:?}] }}\n",
+        manifest.app
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_and_javascript_reach_a_granted_host_and_no_other() {
+    let granted_server = WebServer::start(|request| match request.path.as_str() {
+        "/greeting?lang=fr" => Response::ok("bonjour ✓"),
+        "/big" => Response::ok(vec![b'x'; 4096]),
+        _ => Response::new(404, "no such page"),
+    });
+    let other = WebServer::start(|_| Response::ok("must not be reached"));
+    let (data, host) = host();
+    for fetcher in FETCHERS {
+        let app = host.load(granted(data.path(), fetcher, &format!("http://{}", granted_server.addr()))).unwrap();
+        let fetch = |url: String| call(&app, "fetch.fetch-text", json!([url]));
+        let page = fetch(granted_server.url("/greeting?lang=fr")).await.unwrap();
+        assert_eq!(page, json!("200 bonjour ✓"), "{fetcher}");
+        assert_eq!(fetch(granted_server.url("/missing")).await.unwrap(), json!("404 no such page"), "{fetcher}");
+        let big = guest_error(fetch(granted_server.url("/big")).await);
+        assert_eq!(big, json!("HTTP response body size exceeds limit: 1024 bytes"), "{fetcher}");
+        assert_eq!(guest_error(fetch(other.url("/")).await), json!("HTTP-request-denied"), "{fetcher}");
+    }
+    let seen: Vec<String> = granted_server.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    assert_eq!(seen, ["GET /greeting?lang=fr", "GET /missing", "GET /big"].repeat(2));
+    assert!(other.requests().is_empty(), "{:?}", other.requests());
 }

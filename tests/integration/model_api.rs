@@ -1,6 +1,7 @@
 //! The `model-api` example (the DEEPaaS V2 model API over BlazeFace) on a real `host serve` on
 //! loopback: its endpoints and OpenAPI schemas from WIT, predict as JSON or as a PNG with the
-//! boxes drawn by `Accept`, and train as a job that calibrates predict's threshold.
+//! boxes drawn by `Accept`, predict on an image fetched by URL from a granted host (a
+//! `web::WebServer` on loopback), and train as a job that calibrates predict's threshold.
 
 use std::time::Duration;
 
@@ -9,7 +10,9 @@ use host::server::ServerConfig;
 use serde_json::{Value, json};
 
 use crate::common::{MODEL_API, iou, skimage_image};
+use crate::outbound_sdk::{granting, origin};
 use crate::server::{Answer, Served, send, serve_apps};
+use crate::web::{Response, WebServer};
 
 /// Where the astronaut's face is (left, top, right, bottom).
 const ASTRONAUT_FACE: [f64; 4] = [180.0, 80.0, 274.0, 177.0];
@@ -77,7 +80,7 @@ fn endpoints_and_schemas_come_from_wit_and_predict_negotiates_its_answer() {
     let described = send(served.addr, "GET", &format!("{FUNCTIONS}/model-api.predict"), &[], b"").json();
     let params = &predict["requestBody"]["content"]["application/json"]["schema"];
     assert_eq!(params, &described["params"]);
-    for param in ["image", "min-confidence", "accept"] {
+    for param in ["image", "url", "min-confidence", "accept"] {
         assert!(params["properties"].get(param).is_some(), "{param} missing from {params}");
     }
     let result = &predict["responses"]["200"]["content"]["application/json"]["schema"];
@@ -150,6 +153,53 @@ fn endpoints_and_schemas_come_from_wit_and_predict_negotiates_its_answer() {
     assert_eq!(too_sure.json()["error"], "min-confidence: expected a number from 0 to 1, got 1.5");
     let untyped = call(&served, "predict", &[], json!({ "image": "x", "min-confidence": "high" }));
     assert_eq!(untyped.code(), (400, "bad-argument".into()));
+}
+
+#[test]
+fn predict_fetches_its_image_by_url_from_a_granted_host() {
+    let astronaut = image("astronaut.png");
+    let png = astronaut.clone();
+    let images = WebServer::start(move |request| match request.path.as_str() {
+        "/astronaut.png" => Response::ok(png.clone()).header("content-type", "image/png"),
+        "/old/astronaut.png" => Response::redirect("../astronaut.png"),
+        _ => Response::new(404, "not here"),
+    });
+    let granted = granting(MODEL_API, "model-api", &[origin(&images)], "");
+    let served = serve_apps(&[granted.path.as_str()], ServerConfig::default(), Duration::from_secs(5));
+    let by_url = |path: &str, headers: &[&str]| call(&served, "predict", headers, json!({ "url": images.url(path) }));
+
+    // The same face as from the bytes; the PNG answer too; a redirect on the granted host is followed.
+    let from_bytes = faces(&call(&served, "predict", &[], predict_args(&astronaut, json!({}))));
+    assert_eq!(faces(&by_url("/astronaut.png", &[])), from_bytes);
+    let drawn = by_url("/astronaut.png", &["Accept: image/png"]);
+    assert_eq!((drawn.status, drawn.header("content-type").as_deref()), (200, Some("image/png")), "{}", drawn.text());
+    assert_eq!(decode_png(&drawn.body).0, decode_png(&astronaut).0);
+    assert_eq!(faces(&by_url("/old/astronaut.png", &[])), from_bytes);
+    let paths: Vec<String> = images.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/astronaut.png", "/astronaut.png", "/old/astronaut.png", "/astronaut.png"]);
+
+    // Status errors and bad arguments are named.
+    let missing = by_url("/missing.png", &[]);
+    assert_eq!(missing.code(), (422, "guest-error".into()));
+    assert_eq!(missing.json()["error"], format!("url: GET {} answered 404", images.url("/missing.png")));
+    let both = call(&served, "predict", &[], predict_args(&astronaut, json!({ "url": images.url("/astronaut.png") })));
+    assert_eq!(both.json()["error"], "give the image as `image` (its bytes) or as `url`, not both");
+    let neither = call(&served, "predict", &[], json!({}));
+    assert_eq!(neither.json()["error"], "no image: give `image` (PNG or JPEG bytes) or a `url` to fetch it from");
+    let relative = call(&served, "predict", &[], json!({ "url": "/astronaut.png" }));
+    assert_eq!(
+        relative.json()["error"],
+        r#"url: invalid URL "/astronaut.png": expected an absolute URL, `http://` or `https://`"#
+    );
+
+    // The example as shipped grants public image hosts only: the loopback server is refused.
+    let shipped = serve();
+    let url = images.url("/astronaut.png");
+    let refused = call(&shipped, "predict", &[], json!({ "url": url }));
+    assert_eq!(refused.code(), (422, "guest-error".into()));
+    let message = refused.json()["error"].as_str().unwrap().to_string();
+    assert!(message.starts_with(&format!("url: HTTP request to {url} denied (http-request-denied): ")), "{message}");
+    assert_eq!(images.requests().len(), 5, "the refused request never reached the server");
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! The train-classifier example (Nitric's tutorial) through a real `host serve` process: the
 //! site in headless Chromium trains a model on scikit-learn's digits up to "Model Trained!", the
 //! saved ONNX model classifies held-out digits through `wasi:nn`, and a host killed during
-//! training delivers the task again after its restart and finishes it.
+//! training delivers the task again after its restart and finishes it. The trainer also
+//! downloads its dataset as a `.tar.gz` from a URL (the tutorial's download step) from a granted
+//! `web::WebServer` on loopback, and fails, saying why, for a URL the grant does not cover.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -11,7 +13,9 @@ use serde_json::{Value, json};
 use crate::common::{ServeProcess, TRAIN_CLASSIFIER, root};
 use crate::dashboard::{chromium, playwright};
 use crate::digits::{digits, png};
+use crate::outbound_sdk::{granting, origin};
 use crate::server::send;
+use crate::web::{Response, WebServer};
 
 const FUNCTIONS: &str = "/v1/apps/train-classifier/functions/train-classifier";
 
@@ -139,4 +143,82 @@ fn the_site_trains_a_classifier_that_survives_a_killed_host() {
     assert_eq!((queue["ready"].clone(), queue["waiting"].clone()), (json!(0), json!(0)));
     let model = send(addr, "GET", &format!("/v1/apps/train-classifier/buckets/datasets/{long}-model.onnx"), &[], b"");
     assert_eq!(model.status, 200);
+}
+
+/// The first `n` digits as a `.tar.gz` of `digits/CLASS/NNNN.png` (made with `tar`).
+fn digits_archive(n: usize) -> Vec<u8> {
+    let staging = tempfile::tempdir().unwrap();
+    for (i, (label, pixels)) in digits().iter().enumerate().take(n) {
+        let dir = staging.path().join("digits").join(label.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{i:04}.png")), png(pixels)).unwrap();
+    }
+    let archive = staging.path().join("digits.tar.gz");
+    let status = Command::new("tar").arg("czf").arg(&archive).arg("-C").arg(staging.path()).arg("digits").status();
+    assert!(status.unwrap().success(), "tar czf failed");
+    std::fs::read(archive).unwrap()
+}
+
+/// Polls training `id` until it is trained or failed; its last status.
+fn trained(addr: std::net::SocketAddr, id: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let now = status(addr, id);
+        if now == "Model Trained!" || now.starts_with("Training failed") {
+            return now;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "still `{now}`");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_trainer_downloads_its_dataset_archive_from_a_granted_url() {
+    let archive = digits_archive(300);
+    let size = archive.len();
+    let serve_archive = move |request: &crate::web::Request| match request.path.as_str() {
+        "/datasets/digits.tar.gz" => Response::ok(archive.clone()).header("content-type", "application/gzip"),
+        _ => Response::new(404, "not here"),
+    };
+    let granted = WebServer::start(serve_archive.clone());
+    let manifest = granting(TRAIN_CLASSIFIER, "train-classifier", &[origin(&granted)], "");
+    let data = tempfile::tempdir().unwrap();
+    let server = ServeProcess::start(data.path(), None, &[manifest.path.as_str()]);
+    let addr = server.addr;
+
+    // The requester only stores the URL; the trainer downloads and unpacks it, then trains.
+    let url = granted.url("/datasets/digits.tar.gz");
+    let id = call(addr, "request-training", json!({ "dataset": url, "epochs": 5 }));
+    let id = id.as_str().unwrap();
+    assert_eq!(trained(addr, id), "Model Trained!");
+    let trainer = send(addr, "GET", "/v1/executions?trigger=train-on-new-model", &[], b"").json();
+    let logs = send(addr, "GET", &format!("/v1/executions/{}/logs", trainer[0]["id"].as_str().unwrap()), &[], b"");
+    let logs = logs.text();
+    for line in [
+        format!("{id}: Loading Images..."),
+        format!("{id}: Downloaded {size} bytes from {url}: 300 images into `digits/`"),
+        format!(
+            "{id}: Images processed! Classes found: {:?}. Building model...",
+            (0..10).map(|d| d.to_string()).collect::<Vec<_>>()
+        ),
+    ] {
+        assert!(logs.contains(&line), "{line:?} missing from {logs}");
+    }
+    let requests: Vec<(String, String)> = granted.requests().into_iter().map(|r| (r.method, r.path)).collect();
+    assert_eq!(requests, [("GET".to_string(), "/datasets/digits.tar.gz".to_string())]);
+    let (label, pixels) = &digits()[0];
+    let key = format!("/v1/apps/train-classifier/buckets/datasets/digits/{label}/0000.png");
+    assert_eq!(send(addr, "GET", &key, &[], b"").body, png(pixels), "unpacked into the bucket");
+    let model = send(addr, "GET", &format!("/v1/apps/train-classifier/buckets/datasets/{id}-model.onnx"), &[], b"");
+    assert_eq!(model.status, 200);
+
+    // A URL on a server the grant does not name: the training fails, naming the refusal.
+    let elsewhere = WebServer::start(serve_archive);
+    let url = elsewhere.url("/datasets/digits.tar.gz");
+    let id = call(addr, "request-training", json!({ "dataset": url, "epochs": 5 }));
+    let failed = trained(addr, id.as_str().unwrap());
+    let denied =
+        format!("Training failed: downloading the dataset: HTTP request to {url} denied (http-request-denied): ");
+    assert!(failed.starts_with(&denied), "{failed}");
+    assert!(elsewhere.requests().is_empty(), "the ungranted server was never reached");
 }

@@ -5,11 +5,17 @@
 //! makes their REST endpoints and OpenAPI schemas from the WIT types. The model runs on the host
 //! through `wasi:nn` (`[model.blazeface]` in `host.toml`); `predict` answers JSON boxes or the
 //! image with the boxes drawn (PNG), and `train` calibrates the confidence threshold on a labelled
-//! dataset and stores it (KV store `model-api`) as `predict`'s default. Config: `model` (default
+//! dataset and stores it (KV store `model-api`) as `predict`'s default. `predict` takes the image's
+//! bytes, or a URL to fetch it from (a host granted in `grants.http`). Config: `model` (default
 //! `blazeface`), `min_confidence` (default 0.5, until `train` stores one).
+
+// The generated `predict` export takes its arguments lowered (image, url, threshold and accept,
+// each an option): more than clippy likes.
+#![allow(clippy::too_many_arguments)]
 
 mod calibrate;
 
+use guest_sdk::http;
 use guest_sdk::items::{Dataset, Filter, Geometry, Item};
 use guest_sdk::kv::Store;
 use vision::detector::{self, FaceDetector};
@@ -66,12 +72,23 @@ impl Guest for ModelApi {
         Ok(ModelInfo { name: detector.name().into(), description: blazeface::DESCRIPTION.into(), ready: true })
     }
 
-    fn predict(image: Vec<u8>, min_confidence: Option<f32>, accept: Option<String>) -> Result<Prediction, String> {
+    fn predict(
+        image: Option<Vec<u8>>,
+        url: Option<String>,
+        min_confidence: Option<f32>,
+        accept: Option<String>,
+    ) -> Result<Prediction, String> {
         let answer = Answer::negotiate(accept.as_deref())?;
         let min_confidence = match min_confidence {
             Some(c) if (0.0..=1.0).contains(&c) => c,
             Some(c) => return Err(format!("min-confidence: expected a number from 0 to 1, got {c}")),
             None => default_threshold()?,
+        };
+        let image = match (image, url) {
+            (Some(image), None) => image,
+            (None, Some(url)) => fetch(&url)?,
+            (Some(_), Some(_)) => return Err("give the image as `image` (its bytes) or as `url`, not both".into()),
+            (None, None) => return Err("no image: give `image` (PNG or JPEG bytes) or a `url` to fetch it from".into()),
         };
         let (_, mut picture) = codec::decode(&image).map_err(|e| format!("image: {e}"))?;
         let faces = FaceDetector::from_config()?.detect(&picture, min_confidence)?;
@@ -174,6 +191,15 @@ impl Answer {
             Err(format!("cannot answer with {accept:?}: predict answers with {JSON} or {PNG}"))
         }
     }
+}
+
+/// The image at `url` (DEEPaaS's `url` argument), fetched through the host's `wasi:http`.
+fn fetch(url: &str) -> Result<Vec<u8>, String> {
+    let response = http::get(url).map_err(|e| format!("url: {e}"))?;
+    if !response.is_success() {
+        return Err(format!("url: GET {} answered {}", response.url, response.status));
+    }
+    Ok(response.body)
 }
 
 /// `predict`'s threshold when it is not given: the one `train` stored, else config

@@ -4,15 +4,20 @@
 //! service (here a small neural network trained in the guest by the `classifier` crate, saved
 //! as ONNX), `status` its status updater; `classify` uses a trained model through the host's
 //! `wasi:nn`. Statuses overwrite each other in KV store `training-updates` under the training id,
-//! as in the tutorial, so the site polling `status` sees the latest.
+//! as in the tutorial, so the site polling `status` sees the latest. A dataset is a folder of
+//! bucket `datasets`, or the URL of a tar archive of one (the tutorial's download step), which
+//! the trainer fetches through the host's `wasi:http` and unpacks into the bucket.
 
 // The generated `topics.publish` import passes its arguments lowered: more than clippy likes.
 #![allow(clippy::too_many_arguments)]
+
+mod archive;
 
 use std::time::Duration;
 
 use classifier::{Mlp, TrainOptions};
 use guest_sdk::buckets::Bucket;
+use guest_sdk::http;
 use guest_sdk::kv::Store;
 use guest_sdk::nn::{Model, Tensor};
 use guest_sdk::queues::Queue;
@@ -62,6 +67,48 @@ fn dataset_files(bucket: &Bucket, dataset: &str) -> Result<Vec<(String, String)>
     Ok(files)
 }
 
+/// Whether a dataset is given as the URL of an archive rather than a folder of the bucket.
+fn is_url(dataset: &str) -> bool {
+    dataset.starts_with("http://") || dataset.starts_with("https://")
+}
+
+/// The folder of the bucket an archive at `url` unpacks into: its file name up to the first dot
+/// (the tutorial's `dataset_url.split('/')[-1].split('.')[0]`), `dataset` if that is empty.
+fn archive_folder(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or_default();
+    let file = path.rsplit('/').next().unwrap_or_default();
+    let stem: String = file
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_".contains(*c))
+        .collect();
+    if stem.is_empty() { "dataset".into() } else { stem }
+}
+
+/// Fetches the archive at `url` and writes its images to the bucket as `FOLDER/CLASS/FILE`;
+/// returns the folder.
+fn download(id: &str, bucket: &Bucket, url: &str) -> Result<String, String> {
+    let response = http::get(url).map_err(|e| format!("downloading the dataset: {e}"))?;
+    if !response.is_success() {
+        return Err(format!("downloading the dataset: GET {} answered {}", response.url, response.status));
+    }
+    let images = archive::images(&response.body).map_err(|e| format!("the archive at {url}: {e}"))?;
+    if images.is_empty() {
+        return Err(format!("the archive at {url} has no PNG or JPEG images in class folders (CLASS/FILE)"));
+    }
+    let folder = archive_folder(url);
+    for image in &images {
+        bucket.write(&format!("{folder}/{}/{}", image.class, image.file), &image.bytes).map_err(text)?;
+    }
+    set_status(
+        id,
+        &format!("Downloaded {} bytes from {url}: {} images into `{folder}/`", response.body.len(), images.len()),
+    )?;
+    Ok(folder)
+}
+
 /// The model input of an image (PNG or JPEG bytes).
 fn features(bytes: &[u8]) -> Result<[f32; classifier::INPUTS], String> {
     let (_, image) = vision::codec::decode(bytes)?;
@@ -71,7 +118,10 @@ fn features(bytes: &[u8]) -> Result<[f32; classifier::INPUTS], String> {
 impl Guest for TrainClassifier {
     fn request_training(dataset: String, epochs: Option<u32>) -> Result<String, String> {
         let bucket = Bucket::open(BUCKET).map_err(text)?;
-        if dataset_files(&bucket, &dataset)?.is_empty() {
+        if is_url(&dataset) {
+            // As in the tutorial, the requester only stores the URL: the trainer downloads it.
+            http::Url::parse(&dataset).map_err(|e| format!("dataset URL `{dataset}`: {e}"))?;
+        } else if dataset_files(&bucket, &dataset)?.is_empty() {
             return Err(format!("dataset `{dataset}`: no images under `{dataset}/CLASS/` in bucket `{BUCKET}`"));
         }
         let epochs = match epochs {
@@ -147,6 +197,10 @@ fn train(id: &str, epochs: usize) -> Result<(), String> {
     let bucket = Bucket::open(BUCKET).map_err(text)?;
     let dataset = String::from_utf8(bucket.read(&format!("{id}-url")).map_err(text)?).map_err(text)?;
     set_status(id, "Loading Images...")?;
+    let dataset = match is_url(&dataset) {
+        true => download(id, &bucket, &dataset)?,
+        false => dataset,
+    };
     let files = dataset_files(&bucket, &dataset)?;
     let mut classes: Vec<String> = files.iter().map(|(class, _)| class.clone()).collect();
     classes.sort();
@@ -186,3 +240,16 @@ fn train(id: &str, epochs: usize) -> Result<(), String> {
 }
 
 export!(TrainClassifier);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_archive_unpacks_into_its_file_name_up_to_the_first_dot() {
+        assert_eq!(archive_folder("https://h/x/flower_photos.tgz"), "flower_photos");
+        assert_eq!(archive_folder("http://127.0.0.1:8/digits.tar.gz?sig=a.b#f"), "digits");
+        assert_eq!(archive_folder("http://h/"), "dataset");
+        assert_eq!(archive_folder("http://h/../.tgz"), "dataset");
+    }
+}

@@ -97,10 +97,10 @@ pub struct Manifest {
     pub topic_triggers: Vec<TopicTrigger>,
     /// `[[trigger.schedule]]` entries, in manifest order.
     pub schedule_triggers: Vec<ScheduleTrigger>,
-    /// `[variables]`: values given at load time that config values name as `{{ name }}`.
-    pub variables: BTreeMap<String, VariableSpec>,
     /// `[outbound]`: how functions reach the hosts their `grants.http` lists.
     pub outbound: OutboundSpec,
+    /// `[variables]`: values given at load time that config values name as `{{ name }}`.
+    pub variables: BTreeMap<String, VariableSpec>,
 }
 
 /// The whole file as written.
@@ -117,9 +117,9 @@ struct RawManifest {
     model: BTreeMap<ResourceName, models::RawModel>,
     #[serde(default)]
     queue: BTreeMap<ResourceName, queues::RawQueue>,
+    outbound: Option<outbound::RawOutbound>,
     #[serde(default)]
     variables: BTreeMap<variables::VariableName, variables::RawVariable>,
-    outbound: Option<outbound::RawOutbound>,
 }
 
 /// `[app]`.
@@ -178,8 +178,8 @@ impl Manifest {
             queue_triggers: triggers.queue,
             topic_triggers: triggers.topic,
             schedule_triggers: triggers.schedule,
-            variables,
             outbound,
+            variables,
         })
     }
 
