@@ -150,8 +150,20 @@ impl ServeProcess {
         manifests: &[&str],
         args: &[&str],
     ) -> ServeProcess {
+        ServeProcess::start_in_env(data, addr, manifests, args, &[])
+    }
+
+    /// Like [`ServeProcess::start_with`], with more environment variables for the process.
+    pub fn start_in_env(
+        data: &Path,
+        addr: Option<std::net::SocketAddr>,
+        manifests: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ServeProcess {
         let addr = addr.unwrap_or_else(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap());
         let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+        command.envs(env.iter().copied());
         command.arg("--data").arg(data).arg("--cache").arg(compiled_cache());
         command.args(["serve", "--listen", &addr.to_string()]);
         command.args(args);

@@ -27,4 +27,5 @@ mod server;
 mod storage;
 mod train_classifier;
 mod values;
+mod variables;
 mod web;

@@ -158,6 +158,8 @@ pub(super) fn render_config(
     config: &BTreeMap<String, String>,
     values: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
+    // Every name has a value: the manifest checked that templates name declared variables, and
+    // `resolve` gave each of those one.
     let value = |name: &str| values.get(name).map_or("", String::as_str);
     config.iter().map(|(key, template)| (key.clone(), manifest::render(template, value))).collect()
 }

@@ -47,7 +47,8 @@ pub use self::outbound::{
 pub use self::queues::QueueSpec;
 pub use self::triggers::{ItemTrigger, QueueTrigger, ScheduleTrigger, TopicTrigger};
 pub use self::units::{MAX_TIMEOUT, parse_bytes};
-pub use self::variables::{Piece, VariableSpec, render, template};
+pub use self::variables::VariableSpec;
+pub(crate) use self::variables::render;
 pub use crate::names::{DEAD_LETTER_SUFFIX, ResourceName};
 
 /// A manifest could not be read or is invalid.

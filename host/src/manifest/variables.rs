@@ -79,7 +79,7 @@ pub(super) fn check(raw: BTreeMap<VariableName, RawVariable>) -> Result<BTreeMap
 
 /// A piece of a config value: literal text, or the variable a `{{ name }}` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Piece<'a> {
+enum Piece<'a> {
     /// Text kept as written.
     Text(&'a str),
     /// The value of this variable.
@@ -88,7 +88,7 @@ pub enum Piece<'a> {
 
 /// A config value split into text and `{{ name }}` references (spaces inside the braces are
 /// optional). There is no escape: a config value cannot contain `{{` other than as a reference.
-pub fn template(value: &str) -> Result<Vec<Piece<'_>>, String> {
+fn template(value: &str) -> Result<Vec<Piece<'_>>, String> {
     let mut pieces = Vec::new();
     let mut rest = value;
     while let Some(start) = rest.find("{{") {
@@ -110,9 +110,9 @@ pub fn template(value: &str) -> Result<Vec<Piece<'_>>, String> {
     Ok(pieces)
 }
 
-/// `value` with every `{{ name }}` replaced by `lookup(name)`; `value` is a config value of a
-/// checked manifest, so its templates are valid.
-pub fn render<'v>(value: &str, lookup: impl Fn(&str) -> &'v str) -> String {
+/// `value` with every `{{ name }}` replaced by `lookup(name)`. Only the host calls it, on config
+/// values of a manifest it parsed, whose templates were checked.
+pub(crate) fn render<'v>(value: &str, lookup: impl Fn(&str) -> &'v str) -> String {
     let pieces = template(value).expect("the manifest checked its templates");
     pieces
         .iter()
