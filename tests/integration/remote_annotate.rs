@@ -176,4 +176,9 @@ fn a_wrong_key_fails_the_execution_and_annotates_nothing() {
     let requests = api.requests();
     assert_eq!(requests.len(), 1, "one attempt: the trigger does not retry");
     assert_eq!(requests[0].header("authorization"), Some("Bearer not-the-key"));
+    // The execution's logs note the request (no header, no body); the key is in neither them nor
+    // the record.
+    let logs = app.runtime.block_on(app.host.executions().logs(&run.id)).unwrap();
+    assert!(logs.contains(&format!("[host] outbound POST http://{}: 401 in ", api.addr())), "{logs}");
+    assert!(!logs.contains("not-the-key") && !format!("{run:?}").contains("not-the-key"), "{logs}\n{run:?}");
 }

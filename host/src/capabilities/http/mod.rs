@@ -89,6 +89,13 @@ impl Capability for Outbound {
     }
 }
 
+impl Outbound {
+    /// The hosts the function may reach.
+    pub fn grant(&self) -> &HttpGrant {
+        &self.0.grant
+    }
+}
+
 /// The `wasi:http` state of one call.
 pub struct Http {
     ctx: WasiHttpCtx,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use wasmtime::component::{Resource, ResourceTable};
 
 use super::memory::Limiter;
-use super::{Contexts, Parts, Services, Setup, buckets, config, items, kv, nn, queues, topics};
+use super::{Contexts, Parts, Services, Setup, buckets, config, http, items, kv, nn, queues, topics};
 use crate::manifest::{BucketsGrant, Grants, KvGrant, ModelSpec, QueueSpec, ResourceName, TopicsGrant};
 use crate::storage::datasets::Cause;
 use crate::store::Store;
@@ -97,7 +97,9 @@ fn borrow<T: 'static>(owned: &Resource<T>) -> Resource<T> {
 fn contexts_are_built_only_for_what_a_function_is_granted() {
     let env = Env::new();
     let nothing = TestCall::new(&env.services, Grants::default(), Declared::default(), 1 << 20);
-    assert!(nothing.contexts.granted.is_empty(), "a function granted nothing holds no context");
+    // Only the outbound context, which refuses every request but counts it under the function.
+    assert_eq!(nothing.contexts.granted.len(), 1, "a function granted nothing holds no other context");
+    assert!(nothing.contexts.get::<http::Outbound>().is_some_and(|o| o.grant().is_empty()));
     let grants = Grants { kv: KvGrant(names(&["default"])), topics: TopicsGrant(names(&["t"])), ..Grants::default() };
     let config = BTreeMap::from([("k".to_string(), "v".to_string())]);
     let some = TestCall::new(&env.services, grants, Declared { config, ..Declared::default() }, 1 << 20);
