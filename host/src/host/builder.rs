@@ -68,8 +68,9 @@ impl HostBuilder {
     }
 
     /// Read values of the apps' `[variables]` from the TOML file `path` (`name = "value"` lines)
-    /// when [`HostBuilder::build`] runs, which fails when group or others can read the file. The environment (`HOST_VAR_<NAME>`) overrides the file; a variable's `default` is
-    /// used when neither has it.
+    /// when [`HostBuilder::build`] runs, which fails when group or others can read the file. The
+    /// environment (`HOST_VAR_<NAME>`) overrides the file; a variable's `default` is used when
+    /// neither has it.
     pub fn secrets_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.secrets = Some(path.into());
         self
