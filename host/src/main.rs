@@ -45,6 +45,7 @@ enum Command {
     #[command(subcommand)]
     Items(cli::items::ItemsCommand),
     Build(cli::build::Build),
+    New(cli::new::New),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +97,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Logs(command) => command.run(&context, out).await,
             Command::Items(command) => command.run(&context, out).await,
             Command::Build(command) => command.run(),
+            Command::New(command) => command.run(out),
         }
     })
 }

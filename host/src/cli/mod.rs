@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod items;
 pub mod logs;
 pub mod map;
+pub mod new;
 pub mod serve;
 pub mod target;
 pub mod wait;
