@@ -25,6 +25,7 @@ mod remote_annotate;
 mod remote_map;
 mod server;
 mod storage;
+mod templates;
 mod train_classifier;
 mod values;
 mod variables;
