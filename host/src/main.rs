@@ -45,6 +45,9 @@ enum Command {
     #[command(subcommand)]
     Items(cli::items::ItemsCommand),
     Build(cli::build::Build),
+    /// Hash tokens for a tokens file (`host serve --tokens`).
+    #[command(subcommand)]
+    Token(cli::token::TokenCommand),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Logs(command) => command.run(&context, out).await,
             Command::Items(command) => command.run(&context, out).await,
             Command::Build(command) => command.run(),
+            Command::Token(command) => command.run(out),
         }
     })
 }
