@@ -46,6 +46,9 @@ enum Command {
     Items(cli::items::ItemsCommand),
     Build(cli::build::Build),
     New(cli::new::New),
+    /// Hash tokens for a tokens file (`host serve --tokens`).
+    #[command(subcommand)]
+    Token(cli::token::TokenCommand),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +101,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Items(command) => command.run(&context, out).await,
             Command::Build(command) => command.run(),
             Command::New(command) => command.run(out),
+            Command::Token(command) => command.run(out),
         }
     })
 }

@@ -23,6 +23,7 @@ mod outbound_sdk;
 mod properties;
 mod remote_annotate;
 mod remote_map;
+mod scopes;
 mod server;
 mod storage;
 mod templates;

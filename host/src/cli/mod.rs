@@ -11,6 +11,7 @@ pub mod map;
 pub mod new;
 pub mod serve;
 pub mod target;
+pub mod token;
 pub mod wait;
 
 use std::io::Read;
@@ -151,14 +152,20 @@ impl TokenArgs {
             ),
             None => self.token,
         };
-        match token {
-            Some(t) if t.is_empty() => anyhow::bail!("the bearer token is empty"),
-            Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => {
-                anyhow::bail!("the bearer token must be printable ASCII without spaces")
-            }
-            token => Ok(token),
-        }
+        token.as_deref().map(check_token).transpose()?;
+        Ok(token)
     }
+}
+
+/// Refuse a bearer token that is empty or not printable ASCII without spaces.
+pub fn check_token(token: &str) -> anyhow::Result<()> {
+    if token.is_empty() {
+        anyhow::bail!("the bearer token is empty");
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        anyhow::bail!("the bearer token must be printable ASCII without spaces");
+    }
+    Ok(())
 }
 
 /// JSON given inline, read from stdin for `-`, or `null` when not given.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use host::executions::Retention;
 use host::server::ServerConfig;
+use host::server::scopes::{Token, read_tokens};
 use host::triggers::Triggers;
 
 use super::{Context, TokenArgs, load_app};
@@ -16,7 +17,8 @@ use super::{Context, TokenArgs, load_app};
 /// `[[trigger.http]]` routes and `[site]` folders, metrics (`/metrics`) and the dashboard (`/ui`).
 ///
 /// Without a token only loopback addresses are accepted. With one, `/v1`, `/metrics` and
-/// routes not marked `public` need `Authorization: Bearer <token>`.
+/// routes not marked `public` need `Authorization: Bearer <token>`; `--tokens` gives tokens
+/// limited to scopes (see `host token hash`).
 #[derive(clap::Args)]
 #[command(
     after_help = "Example:\n  host serve -f examples/hello/host.toml -f examples/counter/host.toml\n  curl -X POST localhost:8080/v1/apps/hello/functions/hello.greet -d '{\"who\": {\"name\": \"Ada\", \"age\": 36}}'\n  open http://localhost:8080/ui"
@@ -33,6 +35,10 @@ pub struct Serve {
     build: bool,
     #[command(flatten)]
     token: TokenArgs,
+    /// TOML file of tokens with scopes (`[[token]]` entries of `name`, `sha256`, `scopes`), read
+    /// at start; refused when group or others can read it. `--token` adds one `admin` token.
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
     #[command(flatten)]
     limits: ServeLimits,
     /// Delete execution records (and their logs) that finished longer ago than this.
@@ -86,9 +92,10 @@ fn parse_size(text: &str) -> Result<usize, String> {
 }
 
 impl ServeLimits {
-    fn config(self, token: Option<String>) -> ServerConfig {
+    fn config(self, token: Option<String>, tokens: Vec<Token>) -> ServerConfig {
         ServerConfig {
             token,
+            tokens,
             max_body: self.max_body,
             max_requests: self.max_requests,
             allowed_hosts: self.allowed_hosts,
@@ -104,16 +111,26 @@ impl Serve {
     /// Run the command until a signal; exit status 1 when requests were cut off at the end.
     pub async fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
         let (token, listen) = (self.token.resolve()?, self.listen);
-        if !listen.ip().is_loopback() && token.is_none() {
+        let tokens = match &self.tokens {
+            Some(path) => {
+                let tokens = read_tokens(path)?;
+                if tokens.is_empty() {
+                    anyhow::bail!("tokens file {} holds no `[[token]]` entry", path.display());
+                }
+                tokens
+            }
+            None => Vec::new(),
+        };
+        if !listen.ip().is_loopback() && token.is_none() && tokens.is_empty() {
             anyhow::bail!(
-                "refusing to listen on {listen} without a bearer token: anyone who can reach it could call every function; set HOST_TOKEN, --token-file or --token (or listen on 127.0.0.1)"
+                "refusing to listen on {listen} without a bearer token: anyone who can reach it could call every function; set HOST_TOKEN, --token-file, --token or --tokens (or listen on 127.0.0.1)"
             );
         }
         let retention = Retention { max_age: self.keep_executions_for, max_count: self.keep_executions };
         let host = context.open(context.local.clone().retention(retention)).await?;
         let apps =
             self.manifests.iter().map(|path| load_app(&host, path, self.build)).collect::<Result<Vec<_>, _>>()?;
-        let config = self.limits.config(token);
+        let config = self.limits.config(token, tokens);
         let triggers = Triggers::start(&host, &apps.iter().collect::<Vec<_>>())?;
         let router = host::server::router(&host, apps, config.clone())?;
         let listener =

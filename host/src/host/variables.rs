@@ -111,20 +111,11 @@ impl Secrets {
 }
 
 /// Refuse a secrets file that group or others may read.
-#[cfg(unix)]
 fn check_mode(path: &Path, metadata: &std::fs::Metadata) -> Result<(), VariableError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = metadata.permissions().mode() & 0o7777;
-    if mode & 0o044 != 0 {
-        return Err(VariableError::Readable { path: path.to_path_buf(), mode });
+    match crate::files::readable_by_others(metadata) {
+        Some(mode) => Err(VariableError::Readable { path: path.to_path_buf(), mode }),
+        None => Ok(()),
     }
-    Ok(())
-}
-
-/// Other systems have no mode bits to check.
-#[cfg(not(unix))]
-fn check_mode(_path: &Path, _metadata: &std::fs::Metadata) -> Result<(), VariableError> {
-    Ok(())
 }
 
 /// The value of every variable of `manifest`, from `env` (the process environment, passed in

@@ -1,20 +1,23 @@
-//! Authentication: the bearer token, and the dashboard's sessions.
+//! Authentication: the bearer tokens and their scopes, and the dashboard's sessions.
 //!
 //! The dashboard never keeps the token where a page's script can read it: it trades the token once
 //! for a session cookie that is `HttpOnly` (no script reads it) and `SameSite=Strict` (never sent
-//! with a request from another site). Sessions live in the server's memory and end with it.
+//! with a request from another site). Sessions live in the server's memory and end with it, and
+//! hold the scopes of the token they were opened with.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use axum::extract::RawPathParams;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 
-use super::{ApiError, Server, Shared};
+use super::routes::{Access, Route};
+use super::scopes::{Digest32, Grant, Token, digest};
+use super::{ApiError, Shared};
 
 /// The dashboard session cookie's name.
 const COOKIE: &str = "host_session";
@@ -25,66 +28,75 @@ const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Most dashboard sessions at once; the oldest goes first.
 const MAX_SESSIONS: usize = 1024;
 
-type Digest32 = [u8; 32];
-
-fn digest(secret: &[u8]) -> Digest32 {
-    Sha256::digest(secret).into()
-}
-
 /// Equal in constant time: both sides are digests of the same size, so neither the time nor an
 /// early exit tells anything about the secret's length or content.
 fn same(a: &Digest32, b: &Digest32) -> bool {
     a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The server's token (as a digest) and the dashboard sessions it has opened.
+/// The server's tokens (as digests, with their scopes) and the dashboard sessions they opened.
 pub(super) struct Auth {
-    token: Option<Digest32>,
-    /// Session id digest → when it ends.
-    sessions: Mutex<HashMap<Digest32, Instant>>,
+    tokens: Vec<Token>,
+    /// Session id digest → when it ends, and the scopes of the token that opened it.
+    sessions: Mutex<HashMap<Digest32, (Instant, Grant)>>,
 }
 
 impl Auth {
-    pub(super) fn new(token: Option<&str>) -> Auth {
-        Auth { token: token.map(|t| digest(t.as_bytes())), sessions: Mutex::new(HashMap::new()) }
+    /// No tokens: no auth, every request may do everything.
+    pub(super) fn new(tokens: Vec<Token>) -> Auth {
+        Auth { tokens, sessions: Mutex::new(HashMap::new()) }
     }
 
-    fn token_matches(&self, given: &str) -> bool {
-        self.token.as_ref().is_some_and(|t| same(t, &digest(given.as_bytes())))
+    /// The scopes of the token `given`, if it is one. Every token is compared, so the time
+    /// taken does not tell which one matched.
+    fn token_grant(&self, given: &str) -> Option<Grant> {
+        let given = digest(given.as_bytes());
+        self.tokens.iter().fold(None, |found, t| if same(&t.digest, &given) { Some(&t.scopes) } else { found }).cloned()
     }
 
-    /// Whether the request carries the bearer token or a live dashboard session (always true
-    /// without a token).
-    pub(super) fn authorized(&self, headers: &HeaderMap) -> bool {
-        if self.token.is_none() {
-            return true;
+    /// The scopes of the request's bearer token or live dashboard session (everything on a
+    /// server without tokens); `None` when it has neither.
+    pub(super) fn grant(&self, headers: &HeaderMap) -> Option<Grant> {
+        if self.tokens.is_empty() {
+            return Some(Grant::admin());
         }
         let bearer =
             headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         if let Some(given) = bearer {
-            return self.token_matches(given);
+            return self.token_grant(given);
         }
-        let Some(session) = session_cookie(headers) else { return false };
-        let id = digest(session.as_bytes());
+        let id = digest(session_cookie(headers)?.as_bytes());
         let now = Instant::now();
         let sessions = self.sessions.lock().expect("sessions lock");
-        sessions.iter().any(|(known, ends)| same(known, &id) && *ends > now)
+        sessions.iter().find(|(known, (ends, _))| same(known, &id) && *ends > now).map(|(_, (_, grant))| grant.clone())
     }
 
-    /// A new session id, remembered until it expires.
-    fn open_session(&self) -> Result<String, getrandom::Error> {
+    /// `Ok` when the request may use a route of `access` (of `app`): else `401` without a
+    /// valid token, `403` naming the missing scope with one.
+    pub(super) fn check(&self, headers: &HeaderMap, access: Access, app: Option<&str>) -> Result<(), ApiError> {
+        if access == Access::Public {
+            return Ok(());
+        }
+        let grant = self.grant(headers).ok_or_else(unauthorized)?;
+        grant.allows(access, app).map_err(|scope| {
+            ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this token lacks the scope {scope}"))
+        })
+    }
+
+    /// A new session id with `grant`, remembered until it expires.
+    fn open_session(&self, grant: Grant) -> Result<String, getrandom::Error> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes)?;
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let now = Instant::now();
         let mut sessions = self.sessions.lock().expect("sessions lock");
-        sessions.retain(|_, ends| *ends > now);
+        sessions.retain(|_, (ends, _)| *ends > now);
         if sessions.len() >= MAX_SESSIONS
-            && let Some(oldest) = sessions.iter().min_by_key(|(_, ends)| **ends).map(|(k, _)| *k)
+            && let Some(oldest) = sessions.iter().min_by_key(|(_, (ends, _))| *ends).map(|(k, _)| *k)
         {
             sessions.remove(&oldest);
         }
-        sessions.insert(digest(id.as_bytes()), now + SESSION_LIFETIME);
+        sessions.insert(digest(id.as_bytes()), (now + SESSION_LIFETIME, grant));
         Ok(id)
     }
 
@@ -112,15 +124,26 @@ pub(super) fn unauthorized() -> ApiError {
     )
 }
 
-/// Middleware of the protected paths.
-pub(super) async fn require_token(State(server): State<Shared>, request: Request, next: Next) -> Response {
-    if server.auth.authorized(request.headers()) { next.run(request).await } else { unauthorized().into_response() }
+/// Middleware of a route of the table: the request needs the route's scope, for the app in its
+/// path.
+pub(super) async fn require_scope(
+    State((server, route)): State<(Shared, Route)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let params = axum::RequestPartsExt::extract::<RawPathParams>(&mut parts).await.ok();
+    let app = params.as_ref().and_then(|p| p.iter().find(|(name, _)| *name == "app").map(|(_, value)| value));
+    match server.auth.check(&parts.headers, route.access(), app) {
+        Ok(()) => next.run(Request::from_parts(parts, body)).await,
+        Err(error) => error.into_response(),
+    }
 }
 
 /// `POST /ui/session` with `{"token": "..."}`: a session cookie for the dashboard and docs pages.
 /// Without a server token there is nothing to trade (204).
 pub(super) async fn login(State(server): State<Shared>, body: axum::body::Bytes) -> Response {
-    if server.auth.token.is_none() {
+    if server.auth.tokens.is_empty() {
         return StatusCode::NO_CONTENT.into_response();
     }
     let token = serde_json::from_slice::<serde_json::Value>(&body)
@@ -129,10 +152,10 @@ pub(super) async fn login(State(server): State<Shared>, body: axum::body::Bytes)
     let Some(token) = token else {
         return ApiError::bad_request("bad-request", "expected a JSON body `{\"token\": \"...\"}`").into_response();
     };
-    if !server.auth.token_matches(&token) {
+    let Some(grant) = server.auth.token_grant(&token) else {
         return unauthorized().into_response();
-    }
-    match server.auth.open_session() {
+    };
+    match server.auth.open_session(grant) {
         Ok(id) => {
             let cookie =
                 format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", SESSION_LIFETIME.as_secs());
@@ -154,11 +177,6 @@ pub(super) async fn logout(State(server): State<Shared>, headers: HeaderMap) -> 
     response
 }
 
-/// Whether a request of `server` may use non-public routes.
-pub(super) fn authorized(server: &Server, request: &Request) -> bool {
-    server.auth.authorized(request.headers())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,18 +187,18 @@ mod tests {
 
     #[test]
     fn token_and_sessions() {
-        let auth = Auth::new(Some("s3cret"));
-        assert!(auth.authorized(&headers(&[("authorization", "Bearer s3cret")])));
+        let auth = Auth::new(vec![Token::admin("s3cret")]);
+        assert_eq!(auth.grant(&headers(&[("authorization", "Bearer s3cret")])), Some(Grant::admin()));
         for wrong in ["Bearer s3cre", "Bearer s3cret2", "Bearer ", "s3cret"] {
-            assert!(!auth.authorized(&headers(&[("authorization", wrong)])), "{wrong}");
+            assert_eq!(auth.grant(&headers(&[("authorization", wrong)])), None, "{wrong}");
         }
-        assert!(!auth.authorized(&headers(&[])));
-        let id = auth.open_session().unwrap();
+        assert_eq!(auth.grant(&headers(&[])), None);
+        let id = auth.open_session(Grant::admin()).unwrap();
         let cookie = format!("a=b; {COOKIE}={id}");
-        assert!(auth.authorized(&headers(&[("cookie", &cookie)])));
-        assert!(!auth.authorized(&headers(&[("cookie", &format!("{COOKIE}={id}0"))])));
+        assert_eq!(auth.grant(&headers(&[("cookie", &cookie)])), Some(Grant::admin()));
+        assert_eq!(auth.grant(&headers(&[("cookie", &format!("{COOKIE}={id}0"))])), None);
         auth.close_session(&headers(&[("cookie", &cookie)]));
-        assert!(!auth.authorized(&headers(&[("cookie", &cookie)])));
-        assert!(Auth::new(None).authorized(&headers(&[])));
+        assert_eq!(auth.grant(&headers(&[("cookie", &cookie)])), None);
+        assert_eq!(Auth::new(Vec::new()).grant(&headers(&[])), Some(Grant::admin()));
     }
 }

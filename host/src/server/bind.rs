@@ -15,12 +15,12 @@ use serde_json::json;
 use super::routes::{Access, Route};
 use super::{Shared, api, auth, executions, items, openapi, operator, queues, topics};
 
-/// Every route of the table, those needing the token behind the auth check.
+/// Every route of the table, those needing a token behind the check of their scope.
 pub(super) fn table(server: &Shared) -> Router<Shared> {
     Route::ALL.iter().fold(Router::new(), |router, &route| {
         let mut handler = handler(route);
-        if route.access() == Access::Token {
-            handler = handler.route_layer(middleware::from_fn_with_state(server.clone(), auth::require_token));
+        if route.access() != Access::Public {
+            handler = handler.route_layer(middleware::from_fn_with_state((server.clone(), route), auth::require_scope));
         }
         router.route(route.template(), handler)
     })

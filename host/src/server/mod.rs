@@ -14,6 +14,7 @@ mod openapi;
 mod operator;
 mod queues;
 pub mod routes;
+pub mod scopes;
 mod site;
 mod topics;
 
@@ -48,8 +49,11 @@ pub const MAX_REQUESTS_LIMIT: usize = 1 << 20;
 /// How the server is set up.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Bearer token required on `/v1`, `/metrics` and non-public routes; `None`: no auth.
+    /// Bearer token required on `/v1`, `/metrics` and non-public routes, with every scope.
+    /// Without it and without `tokens`: no auth.
     pub token: Option<String>,
+    /// Tokens with scopes (`--tokens FILE`), besides `token`.
+    pub tokens: Vec<scopes::Token>,
     /// Largest request body, in bytes.
     pub max_body: usize,
     /// Most requests handled at once (1 to [`MAX_REQUESTS_LIMIT`]).
@@ -70,6 +74,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             token: None,
+            tokens: Vec::new(),
             max_body: MAX_BODY,
             max_requests: MAX_REQUESTS,
             allowed_hosts: Vec::new(),
@@ -274,7 +279,9 @@ pub fn router(host: &Host, apps: Vec<App>, config: ServerConfig) -> Result<Route
         host: host.clone(),
         apps: by_name,
         requests: Semaphore::new(config.max_requests),
-        auth: auth::Auth::new(config.token.as_deref()),
+        auth: auth::Auth::new(
+            config.token.iter().map(|t| scopes::Token::admin(t)).chain(config.tokens.clone()).collect(),
+        ),
         config,
         mounts,
     });
@@ -394,8 +401,9 @@ async fn mounted(State(server): State<Shared>, request: Request) -> Response {
     match mount {
         Mount::Site { site, .. } => site.serve(request.method(), &path),
         Mount::Route(handler) => {
-            if !handler.route().public && !auth::authorized(&server, &request) {
-                return auth::unauthorized().into_response();
+            let access = if handler.route().public { routes::Access::Public } else { routes::Access::Invoke };
+            if let Err(error) = server.auth.check(request.headers(), access, Some(&handler.guest().app)) {
+                return error.into_response();
             }
             serve_route(handler, request, server.config.max_body).await
         }

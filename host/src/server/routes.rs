@@ -6,13 +6,26 @@
 
 use http::Method;
 
-/// Who may use a route.
+/// Who may use a route: the scope a token needs for it (see `scopes`). Every route of the table
+/// names one, so no route can be added without deciding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Needs the server's bearer token or a dashboard session (when the server has a token).
-    Token,
     /// Open to everyone: health checks and the pages that ask for the token.
     Public,
+    /// Any valid token.
+    Any,
+    /// Any scope of the route's app (`app:NAME:invoke`, `read` or `write`).
+    AppAny,
+    /// `app:NAME:invoke` of the route's app.
+    Invoke,
+    /// `app:NAME:read` of the route's app.
+    Read,
+    /// `app:NAME:write` of the route's app.
+    Write,
+    /// `deploy`.
+    Deploy,
+    /// `admin`.
+    Admin,
 }
 
 /// Declares [`Route`] and its accessors from one list, so that a route cannot have a path
@@ -58,52 +71,52 @@ macro_rules! routes {
 }
 
 routes! {
-    ListApps: GET "/v1/apps", "list_apps", Token, "List apps with their functions";
-    ShowApp: GET "/v1/apps/{app}", "show_app", Token, "Describe one app";
-    DescribeFunction: GET "/v1/apps/{app}/functions/{function}", "describe", Token, "Describe a function";
-    Call: POST "/v1/apps/{app}/functions/{function}", "call", Token, "Call a function (now, as a job, or enqueued)";
-    Map: POST "/v1/apps/{app}/functions/{function}/map", "map", Token,
+    ListApps: GET "/v1/apps", "list_apps", Any, "List apps with their functions";
+    ShowApp: GET "/v1/apps/{app}", "show_app", AppAny, "Describe one app";
+    DescribeFunction: GET "/v1/apps/{app}/functions/{function}", "describe", AppAny, "Describe a function";
+    Call: POST "/v1/apps/{app}/functions/{function}", "call", Invoke, "Call a function (now, as a job, or enqueued)";
+    Map: POST "/v1/apps/{app}/functions/{function}/map", "map", Invoke,
         "Call a function once per input in parallel instances";
-    Starmap: POST "/v1/apps/{app}/functions/{function}/starmap", "starmap", Token,
+    Starmap: POST "/v1/apps/{app}/functions/{function}/starmap", "starmap", Invoke,
         "Call a function once per argument list in parallel instances";
-    Pause: POST "/v1/apps/{app}/functions/{function}/pause", "pause", Token, "Pause a function's component";
-    Resume: POST "/v1/apps/{app}/functions/{function}/resume", "resume", Token, "Resume a function's component";
-    RecentCalls: GET "/v1/calls", "recent_calls", Token, "The most recent calls, newest first";
-    ListKv: GET "/v1/apps/{app}/kv/{store}", "list_kv", Token, "List keys of a store";
-    GetKv: GET "/v1/apps/{app}/kv/{store}/{*key}", "get_kv", Token, "Read a value of a store";
-    PutKv: PUT "/v1/apps/{app}/kv/{store}/{*key}", "put_kv", Token, "Write a value of a store";
-    DeleteKv: DELETE "/v1/apps/{app}/kv/{store}/{*key}", "delete_kv", Token, "Delete a value of a store";
-    ListBucket: GET "/v1/apps/{app}/buckets/{bucket}", "list_bucket", Token, "List keys of a bucket";
-    GetObject: GET "/v1/apps/{app}/buckets/{bucket}/{*key}", "get_object", Token, "Read an object of a bucket";
-    PutObject: PUT "/v1/apps/{app}/buckets/{bucket}/{*key}", "put_object", Token, "Write an object of a bucket";
-    DeleteObject: DELETE "/v1/apps/{app}/buckets/{bucket}/{*key}", "delete_object", Token,
+    Pause: POST "/v1/apps/{app}/functions/{function}/pause", "pause", Write, "Pause a function's component";
+    Resume: POST "/v1/apps/{app}/functions/{function}/resume", "resume", Write, "Resume a function's component";
+    RecentCalls: GET "/v1/calls", "recent_calls", Admin, "The most recent calls, newest first";
+    ListKv: GET "/v1/apps/{app}/kv/{store}", "list_kv", Read, "List keys of a store";
+    GetKv: GET "/v1/apps/{app}/kv/{store}/{*key}", "get_kv", Read, "Read a value of a store";
+    PutKv: PUT "/v1/apps/{app}/kv/{store}/{*key}", "put_kv", Write, "Write a value of a store";
+    DeleteKv: DELETE "/v1/apps/{app}/kv/{store}/{*key}", "delete_kv", Write, "Delete a value of a store";
+    ListBucket: GET "/v1/apps/{app}/buckets/{bucket}", "list_bucket", Read, "List keys of a bucket";
+    GetObject: GET "/v1/apps/{app}/buckets/{bucket}/{*key}", "get_object", Read, "Read an object of a bucket";
+    PutObject: PUT "/v1/apps/{app}/buckets/{bucket}/{*key}", "put_object", Write, "Write an object of a bucket";
+    DeleteObject: DELETE "/v1/apps/{app}/buckets/{bucket}/{*key}", "delete_object", Write,
         "Delete an object of a bucket";
-    QueueStats: GET "/v1/apps/{app}/queues/{queue}", "queue", Token, "Messages ready and waiting in a queue";
-    Send: POST "/v1/apps/{app}/queues/{queue}", "send", Token, "Send a message to a queue";
-    Receive: POST "/v1/apps/{app}/queues/{queue}/receive", "receive", Token, "Lease messages of a queue";
-    Complete: POST "/v1/apps/{app}/queues/{queue}/complete", "complete", Token, "Remove a leased message";
-    Publish: POST "/v1/apps/{app}/topics/{topic}", "publish", Token, "Publish an event to a topic";
-    ListItems: GET "/v1/apps/{app}/datasets/{dataset}/items", "list_items", Token, "List items of a dataset";
-    Upload: POST "/v1/apps/{app}/datasets/{dataset}/items", "upload", Token, "Upload a file to a dataset";
-    ShowItem: GET "/v1/apps/{app}/datasets/{dataset}/items/{id}", "show_item", Token, "One item of a dataset";
-    DeleteItem: DELETE "/v1/apps/{app}/datasets/{dataset}/items/{id}", "delete_item", Token, "Delete an item";
-    Download: GET "/v1/apps/{app}/datasets/{dataset}/items/{id}/download", "download", Token,
+    QueueStats: GET "/v1/apps/{app}/queues/{queue}", "queue", Read, "Messages ready and waiting in a queue";
+    Send: POST "/v1/apps/{app}/queues/{queue}", "send", Write, "Send a message to a queue";
+    Receive: POST "/v1/apps/{app}/queues/{queue}/receive", "receive", Write, "Lease messages of a queue";
+    Complete: POST "/v1/apps/{app}/queues/{queue}/complete", "complete", Write, "Remove a leased message";
+    Publish: POST "/v1/apps/{app}/topics/{topic}", "publish", Write, "Publish an event to a topic";
+    ListItems: GET "/v1/apps/{app}/datasets/{dataset}/items", "list_items", Read, "List items of a dataset";
+    Upload: POST "/v1/apps/{app}/datasets/{dataset}/items", "upload", Write, "Upload a file to a dataset";
+    ShowItem: GET "/v1/apps/{app}/datasets/{dataset}/items/{id}", "show_item", Read, "One item of a dataset";
+    DeleteItem: DELETE "/v1/apps/{app}/datasets/{dataset}/items/{id}", "delete_item", Write, "Delete an item";
+    Download: GET "/v1/apps/{app}/datasets/{dataset}/items/{id}/download", "download", Read,
         "The bytes of an item";
-    Metadata: PUT "/v1/apps/{app}/datasets/{dataset}/items/{id}/metadata", "metadata", Token,
+    Metadata: PUT "/v1/apps/{app}/datasets/{dataset}/items/{id}/metadata", "metadata", Write,
         "Replace the metadata of an item";
-    Annotations: GET "/v1/apps/{app}/datasets/{dataset}/items/{id}/annotations", "annotations", Token,
+    Annotations: GET "/v1/apps/{app}/datasets/{dataset}/items/{id}/annotations", "annotations", Read,
         "Annotations of an item";
-    Annotate: POST "/v1/apps/{app}/datasets/{dataset}/items/{id}/annotations", "annotate", Token,
+    Annotate: POST "/v1/apps/{app}/datasets/{dataset}/items/{id}/annotations", "annotate", Write,
         "Add annotations to an item";
     Unannotate: DELETE "/v1/apps/{app}/datasets/{dataset}/items/{id}/annotations/{annotation}", "unannotate",
-        Token, "Delete an annotation of an item";
-    ListExecutions: GET "/v1/executions", "list_executions", Token, "Execution records, newest first";
-    ShowExecution: GET "/v1/executions/{id}", "show_execution", Token, "One execution record";
-    ExecutionLogs: GET "/v1/executions/{id}/logs", "execution_logs", Token, "What an execution printed";
-    CancelExecution: POST "/v1/executions/{id}/cancel", "cancel_execution", Token,
+        Write, "Delete an annotation of an item";
+    ListExecutions: GET "/v1/executions", "list_executions", Admin, "Execution records, newest first";
+    ShowExecution: GET "/v1/executions/{id}", "show_execution", Admin, "One execution record";
+    ExecutionLogs: GET "/v1/executions/{id}/logs", "execution_logs", Admin, "What an execution printed";
+    CancelExecution: POST "/v1/executions/{id}/cancel", "cancel_execution", Admin,
         "Cancel a queued or running execution: it ends `cancelled`";
-    OpenApi: GET "/v1/openapi.json", "openapi", Token, "This document";
-    Metrics: GET "/metrics", "metrics", Token, "Prometheus metrics";
+    OpenApi: GET "/v1/openapi.json", "openapi", Any, "This document";
+    Metrics: GET "/metrics", "metrics", Admin, "Prometheus metrics";
     Healthz: GET "/healthz", "healthz", Public, "Liveness";
     Login: POST "/ui/session", "login", Public, "Trade the token for a dashboard session cookie";
     Logout: DELETE "/ui/session", "logout", Public, "End the dashboard session";

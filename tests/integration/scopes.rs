@@ -1,0 +1,142 @@
+//! Tokens with scopes against a real `host serve`: every route of the table, with a token of each
+//! scope, for two apps, so that one app's scopes are shown not to reach the other.
+
+use std::os::unix::fs::PermissionsExt;
+
+use host::server::routes::{Access, Route};
+use host::server::scopes::hash_hex;
+
+use crate::common::{COUNTER, HELLO, ServeProcess};
+use crate::server::send;
+
+/// The scopes tried, each as its own token (the token is the scope's text with `:` as `-`).
+const SCOPES: [&str; 8] = [
+    "admin",
+    "deploy",
+    "app:counter:invoke",
+    "app:counter:read",
+    "app:counter:write",
+    "app:hello:invoke",
+    "app:hello:read",
+    "app:hello:write",
+];
+
+fn token_of(scope: &str) -> String {
+    format!("t0ken-{}", scope.replace(':', "-"))
+}
+
+/// The scope a route of `app` needs, stated here from its method and path, not taken from the
+/// table: `None` for a route any valid token may use.
+fn needed(route: Route, app: &str) -> Option<String> {
+    let template = route.template();
+    if !route.per_app() && !template.starts_with("/v1/apps/{app}") {
+        return match route {
+            Route::ListApps | Route::OpenApi => None,
+            _ => Some("admin".into()),
+        };
+    }
+    if template.ends_with("/functions/{function}") && route.method().as_str() == "GET" || route == Route::ShowApp {
+        return Some(format!("app:{app}:any"));
+    }
+    let level = match route {
+        Route::Call | Route::Map | Route::Starmap => "invoke",
+        _ if route.method().as_str() == "GET" => "read",
+        _ => "write",
+    };
+    Some(format!("app:{app}:{level}"))
+}
+
+fn allowed(scope: &str, need: Option<&str>) -> bool {
+    match need {
+        None => true,
+        Some(need) => {
+            scope == "admin"
+                || scope == need
+                || need.strip_suffix(":any").is_some_and(|app| scope.starts_with(&format!("{app}:")))
+        }
+    }
+}
+
+#[test]
+fn every_route_needs_its_scope_and_one_apps_scopes_do_not_reach_another() {
+    let data = tempfile::tempdir().unwrap();
+    let entries: String = SCOPES
+        .iter()
+        .map(|s| format!("[[token]]\nname = \"{s}\"\nsha256 = \"{}\"\nscopes = [\"{s}\"]\n", hash_hex(&token_of(s))))
+        .collect();
+    let file = data.path().join("tokens.toml");
+    std::fs::write(&file, entries).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let server = ServeProcess::start_with(data.path(), None, &[COUNTER, HELLO], &["--tokens", file.to_str().unwrap()]);
+    let mut checked = 0;
+    for &route in Route::ALL.iter().filter(|r| r.access() != Access::Public) {
+        for app in ["counter", "hello"] {
+            let function = if app == "counter" { "counter" } else { "hello.greet" };
+            let args: &[&str] = if route.template().starts_with("/v1/apps/{app}") {
+                &[app, function, "k", "k"]
+            } else {
+                &["0000000000000000000000000000"]
+            };
+            let path = route.path(&args[..route.template().matches('{').count()]);
+            let need = needed(route, app);
+            let method = route.method().to_string();
+            let anonymous = send(server.addr, &method, &path, &[], b"{}");
+            assert_eq!(anonymous.code(), (401, "unauthorized".into()), "{method} {path}");
+            for scope in SCOPES {
+                let bearer = format!("Authorization: Bearer {}", token_of(scope));
+                let answer = send(server.addr, &method, &path, &[&bearer], b"{}");
+                if allowed(scope, need.as_deref()) {
+                    assert!(![401, 403].contains(&answer.status), "{scope} on {method} {path}: {}", answer.text());
+                } else {
+                    let lacks = need.as_deref().unwrap().replace(":any", ":read");
+                    assert_eq!(answer.status, 403, "{scope} on {method} {path}: {}", answer.text());
+                    assert_eq!(answer.json()["message"], format!("this token lacks the scope {lacks}"));
+                    assert_eq!(answer.json()["code"], "forbidden");
+                }
+                checked += 1;
+            }
+            if !route.template().starts_with("/v1/apps/{app}") {
+                break;
+            }
+        }
+    }
+    assert!(checked > 500, "{checked}");
+    // A dashboard session keeps the scopes of the token it was opened with.
+    let login = format!("{{\"token\": \"{}\"}}", token_of("app:counter:read"));
+    let session = send(server.addr, "POST", "/ui/session", &["Content-Type: application/json"], login.as_bytes());
+    let cookie = session.header("set-cookie").unwrap();
+    let cookie = format!("Cookie: {}", cookie.split(';').next().unwrap());
+    let read = send(server.addr, "GET", &Route::ListKv.path(&["counter", "default"]), &[&cookie], b"");
+    assert_eq!(read.status, 200, "{}", read.text());
+    let write = send(server.addr, "PUT", &Route::PutKv.path(&["counter", "default", "k"]), &[&cookie], b"1");
+    assert_eq!(write.code(), (403, "forbidden".into()));
+    assert_eq!(send(server.addr, "GET", "/healthz", &[], b"").status, 200);
+}
+
+#[test]
+fn a_bad_tokens_file_is_refused_at_start_naming_the_entry_and_field() {
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("tokens.toml");
+    let serve = |text: &str, mode: u32| {
+        std::fs::write(&file, text).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_host"))
+            .arg("--data")
+            .arg(data.path())
+            .args(["serve", "--listen", "127.0.0.1:0", "--tokens", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let hex = hash_hex("s3cret-t0ken");
+    let good = format!("[[token]]\nname = \"ci\"\nsha256 = \"{hex}\"\nscopes = [\"app:counter:invoke\"]\n");
+    let (code, err) = serve(&good.replace("invoke", "run"), 0o600);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("token `ci`: field `scopes`: unknown scope \"app:counter:run\""), "{err}");
+    let (_, err) = serve(&good.replace(&hex, "abc"), 0o600);
+    assert!(err.contains("token `ci`: field `sha256`: expected 64 hex digits"), "{err}");
+    let (_, err) = serve(&good.replace("scopes =", "scope ="), 0o600);
+    assert!(err.contains("token `ci`: unknown field `scope`"), "{err}");
+    let (_, err) = serve(&good, 0o644);
+    assert!(err.contains("has mode 0644: group or others can read it"), "{err}");
+}
