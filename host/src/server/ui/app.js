@@ -68,12 +68,13 @@ $('#auth').addEventListener('submit', (event) => {
   const token = $('#token').value.trim();
   if (!token) return;
   $('#token').value = '';
+  // Hidden while the server decides; it comes back if the token is refused.
+  $('#auth').hidden = true;
   const body = JSON.stringify({ token });
   fetch(route('login'), { method: 'POST', headers: { 'content-type': 'application/json' }, body })
     .then((r) => {
       if (!r.ok) return askToken('That token was refused.', true);
       state.logins += 1;
-      $('#auth').hidden = true;
       state.needToken = false;
       refresh();
     }, (e) => askToken(`Cannot reach the server: ${e.message}`, true));
