@@ -376,12 +376,17 @@ impl Body for ResponseBody {
 
 /// The TLS client configuration: HTTP/1.1 over TLS 1.2 or 1.3, the system's roots and `extra`.
 pub(super) fn tls_config(extra: &[rustls::pki_types::CertificateDer<'static>]) -> Arc<rustls::ClientConfig> {
+    // The system's roots are read once per process, not once per app.
+    static NATIVE: std::sync::OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> = std::sync::OnceLock::new();
+    let native = NATIVE.get_or_init(|| {
+        let native = rustls_native_certs::load_native_certs();
+        if !native.errors.is_empty() {
+            tracing::warn!(errors = ?native.errors, "some of the system's TLS roots could not be read");
+        }
+        native.certs
+    });
     let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    if !native.errors.is_empty() {
-        tracing::warn!(errors = ?native.errors, "some of the system's TLS roots could not be read");
-    }
-    roots.add_parsable_certificates(native.certs);
+    roots.add_parsable_certificates(native.iter().cloned());
     roots.add_parsable_certificates(extra.iter().cloned());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
