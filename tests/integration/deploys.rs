@@ -213,3 +213,39 @@ fn swaps_under_load_fail_no_call_and_lose_or_double_no_event() {
         }
     }
 }
+
+/// With the NATS backend a deploy, a rollback and a removal through one node reach every node,
+/// and a node started later with an empty data dir fetches the bundles it runs from the cluster.
+#[test]
+fn a_deploy_through_one_node_reaches_every_node_of_a_cluster() {
+    use host::storage::nats::cluster::{LocalCluster, nats_server};
+    let dir = tempfile::tempdir().unwrap();
+    let nats = LocalCluster::start(&nats_server().unwrap(), dir.path(), 3).unwrap();
+    let backend = nats.backend();
+    let data: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let node = |i: usize| ServeProcess::start_with(data[i].path(), None, &[], &["--backend", &backend]);
+    let nodes: Vec<ServeProcess> = (0..3).map(node).collect();
+    let on_every_node = |what: &str, check: &dyn Fn(&ServeProcess) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !nodes.iter().all(check) {
+            assert!(std::time::Instant::now() < deadline, "not on every node after 30 s: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+
+    assert!(deploy(&nodes[0], &manifest(HELLO)).status.success());
+    on_every_node("hello v1", &|n| greet(n) == (200, json!("Hello, Ada! You are 36.")));
+    let other = variant(&dir.path().join("v2"), COUNTER, |t| t.replace("name = \"counter\"", "name = \"hello\""));
+    assert!(deploy(&nodes[2], &other).status.success());
+    on_every_node("hello v2", &|n| functions(n, "hello").contains(&"counter.increment".into()));
+    let versions = send(nodes[1].addr, "GET", "/v1/apps/hello/versions", &[], b"").json();
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 2, "{versions}");
+
+    assert!(host(&nodes[1], &["rollback", "hello", "1"]).status.success());
+    on_every_node("the rollback to v1", &|n| greet(n).0 == 200);
+    let late = node(3);
+    assert_eq!(greet(&late), (200, json!("Hello, Ada! You are 36.")), "a new node runs the deployed set at once");
+
+    assert!(host(&nodes[0], &["undeploy", "hello"]).status.success());
+    on_every_node("the removal", &|n| greet(n).0 == 404);
+}
