@@ -39,6 +39,7 @@ const LAYERS: &[(&str, u8)] = &[
     // 7 the embedding API and the triggers that start calls.
     ("host", 7),
     ("triggers", 7),
+    ("deploy", 7),
     ("lib", 7),
     // 8 thin layers over the library.
     ("server", 8),

@@ -28,6 +28,7 @@ pub mod call;
 pub mod capabilities;
 pub mod client;
 pub mod clock;
+pub mod deploy;
 pub mod engine;
 pub mod exports;
 mod files;

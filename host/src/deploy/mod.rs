@@ -1,0 +1,3 @@
+//! Deploying apps: bundles and where they travel.
+
+pub mod oci;
