@@ -1,6 +1,9 @@
 //! Bundles in a real OCI registry on loopback (`registry::Registry`): push, pull, and each way a
 //! pull is refused.
 
+use std::process::Command;
+
+use host::deploy::Bundle;
 use host::deploy::oci::{self, BUNDLE_MEDIA_TYPE, CONFIG_MEDIA_TYPE, OciError, RegistryAuth};
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::secrets::RegistryAuth as ClientAuth;
@@ -164,4 +167,55 @@ async fn a_stopped_registry_cannot_be_reached() {
         let prefix = format!("cannot reach the registry {} for `{reference}`: ", registry.host());
         assert!(message.starts_with(&prefix) && message.contains("refused"), "{message}");
     }
+}
+
+#[tokio::test]
+async fn host_push_sends_an_app_that_pulls_back_as_the_same_bundle() {
+    let registry = Registry::start();
+    let manifest = crate::common::manifest(crate::common::HELLO);
+    let reference = registry.reference("apps/hello:v1");
+    let output = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["push", &reference, "--no-build", "-f"])
+        .arg(&manifest)
+        .env_remove("HOST_REGISTRY_USER")
+        .env_remove("HOST_REGISTRY_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let packed = Bundle::pack(&manifest).unwrap();
+    let pulled = oci::pull_bundle(&reference, &ANONYMOUS).await.unwrap();
+    assert_eq!((pulled.app(), pulled.digest()), ("hello", packed.digest()));
+    // The line names the pushed manifest by digest, and that reference pulls the same bundle.
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let suffix = format!(" (hello, bundle {}, {} bytes)\n", packed.digest(), packed.bytes().len());
+    let pinned = stdout.strip_suffix(&suffix).unwrap_or_else(|| panic!("{stdout}"));
+    let manifest_digest = pinned.strip_prefix(&format!("{reference}@")).unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(manifest_digest.len(), "sha256:".len() + 64, "{stdout}");
+    let by_digest = format!("{}/apps/hello@{manifest_digest}", registry.host());
+    assert_eq!(oci::pull_bundle(&by_digest, &ANONYMOUS).await.unwrap().digest(), packed.digest());
+}
+
+#[test]
+fn host_push_refuses_a_bad_reference_and_half_given_credentials() {
+    let push = |reference: &str, env: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+        command.args(["push", reference, "--no-build", "-f", "/nonexistent/host.toml"]);
+        command.env_remove("HOST_REGISTRY_USER").env_remove("HOST_REGISTRY_PASSWORD").envs(env.iter().copied());
+        let output = command.output().unwrap();
+        (output.status.code(), String::from_utf8(output.stderr).unwrap())
+    };
+    assert_eq!(
+        push("hello:v1", &[]),
+        (
+            Some(2),
+            "error: bad registry reference `hello:v1`: no registry; expected REGISTRY/REPO:TAG or \
+             REGISTRY/REPO@sha256:HEX\n"
+                .to_string()
+        )
+    );
+    assert_eq!(
+        push("localhost:5000/apps/hello:v1", &[("HOST_REGISTRY_USER", "ci")]),
+        (Some(1), "error: set both HOST_REGISTRY_USER and HOST_REGISTRY_PASSWORD, or neither\n".to_string())
+    );
 }

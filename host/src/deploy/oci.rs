@@ -12,6 +12,8 @@ use oci_client::manifest::OciImageManifest;
 use oci_client::{Client, Reference};
 use sha2::{Digest as _, Sha256};
 
+use super::{Bundle, DeployError};
+
 /// The media type of a bundle's one layer: the bundle's tar as is.
 pub const BUNDLE_MEDIA_TYPE: &str = "application/vnd.host.bundle.v1.tar";
 /// The media type of a bundle's config blob, also the manifest's `artifactType`.
@@ -120,6 +122,14 @@ pub enum OciError {
         /// Its size as declared, or the bytes received before giving up.
         size: u64,
     },
+    /// The layer is not a bundle that [`Bundle::from_bytes`] accepts.
+    #[error("`{reference}` holds no usable bundle: {error}")]
+    BadBundle {
+        /// The reference.
+        reference: String,
+        /// Why the bundle was refused.
+        error: DeployError,
+    },
     /// Any other answer of the registry.
     #[error("registry error for `{reference}`: {reason}")]
     Registry {
@@ -185,6 +195,13 @@ pub async fn pull(reference: &str, auth: &RegistryAuth) -> Result<Vec<u8>, OciEr
     }
     check_digest(reference, &layer.digest, &bytes)?;
     Ok(bytes)
+}
+
+/// Pull the bundle at `reference` as [`pull`] does, and open it as a [`Bundle`] (for
+/// `host deploy REGISTRY/REPO:TAG`).
+pub async fn pull_bundle(reference: &str, auth: &RegistryAuth) -> Result<Bundle, OciError> {
+    let bytes = pull(reference, auth).await?;
+    Bundle::from_bytes(bytes).map_err(|error| OciError::BadBundle { reference: reference.to_string(), error })
 }
 
 /// `Ok` if `bytes` hash to `expected` (`sha256:HEX`).
