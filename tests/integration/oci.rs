@@ -219,3 +219,25 @@ fn host_push_refuses_a_bad_reference_and_half_given_credentials() {
         (Some(1), "error: set both HOST_REGISTRY_USER and HOST_REGISTRY_PASSWORD, or neither\n".to_string())
     );
 }
+
+#[tokio::test]
+async fn a_registry_with_a_password_takes_basic_credentials_and_refuses_others() {
+    let registry = Registry::start_with_password();
+    let reference = registry.reference("apps/hello:v1");
+    let (user, password) = crate::registry::USER;
+    let auth = RegistryAuth::Basic { user: user.into(), password: password.into() };
+    oci::push(&reference, "hello", &bundle(), &auth).await.unwrap();
+    assert_eq!(oci::pull(&reference, &auth).await.unwrap(), bundle());
+
+    let wrong = RegistryAuth::Basic { user: user.into(), password: "wrong".into() };
+    for auth in [ANONYMOUS, wrong] {
+        let error = oci::pull(&reference, &auth).await.unwrap_err();
+        assert!(matches!(error, OciError::Unauthorized { .. }), "{auth:?}: {error}");
+        let prefix = format!(
+            "the registry refused access to `{reference}` (set HOST_REGISTRY_USER and HOST_REGISTRY_PASSWORD): "
+        );
+        assert!(error.to_string().starts_with(&prefix), "{error}");
+        let error = oci::push(&reference, "hello", &bundle(), &auth).await.unwrap_err();
+        assert!(matches!(error, OciError::Unauthorized { .. }), "{auth:?}: {error}");
+    }
+}

@@ -11,24 +11,42 @@ use std::time::{Duration, Instant};
 use host::storage::nats::cluster::watchdog;
 
 /// A running `docker-registry serve`, killed when dropped (and by a watchdog if the test
-/// process dies first). Anonymous access, deletes enabled.
+/// process dies first). Deletes enabled.
 pub struct Registry {
     process: Option<Child>,
     addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
+/// The user [`Registry::start_with_password`] accepts, and its password.
+pub const USER: (&str, &str) = ("ci", "secret");
+
+/// `USER`'s htpasswd line (bcrypt is the only scheme the registry reads; cost 4 keeps it fast).
+const HTPASSWD: &str = "ci:$2b$04$sYuQi/Q8FpL5cBkJORYVFus64.UAzQl.5FaK.FnL4EhlBum6OD6w2\n";
+
 impl Registry {
-    /// Start one and wait until it accepts connections.
+    /// Start one with anonymous access and wait until it accepts connections.
     pub fn start() -> Registry {
+        Registry::start_with("")
+    }
+
+    /// Start one that accepts only [`USER`], with HTTP basic authentication.
+    pub fn start_with_password() -> Registry {
+        Registry::start_with("auth:\n  htpasswd:\n    realm: test\n    path: htpasswd\n")
+    }
+
+    /// Start one with `auth` added to its config.
+    fn start_with(auth: &str) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let config = dir.path().join("config.yml");
+        std::fs::write(dir.path().join("htpasswd"), HTPASSWD).unwrap();
+        let auth = auth.replace("path: htpasswd", &format!("path: {:?}", dir.path().join("htpasswd")));
         std::fs::write(
             &config,
             format!(
                 "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {:?}\n  \
-                 delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                 delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
                 dir.path().join("storage")
             ),
         )

@@ -22,6 +22,9 @@ pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.host.bundle.config.v1+json"
 /// memory.
 pub const MAX_BUNDLE_BYTES: u64 = 512 << 20;
 
+/// How long connecting to a registry may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The form a reference must have, for error messages.
 const EXPECTED_FORM: &str = "REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:HEX";
 
@@ -240,7 +243,8 @@ fn client(reference: &Reference) -> Client {
     // ring provider the rest of the host uses. `Err` means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let protocol = if is_loopback(reference.registry()) { ClientProtocol::Http } else { ClientProtocol::Https };
-    Client::new(ClientConfig { protocol, ..Default::default() })
+    // A registry that drops packets fails in seconds, not after the system's TCP timeout.
+    Client::new(ClientConfig { protocol, connect_timeout: Some(CONNECT_TIMEOUT), ..Default::default() })
 }
 
 /// If `error` is an unknown manifest, whether the repository is unknown too (registries answer
@@ -290,7 +294,9 @@ fn classify(reference: &str, parsed: &Reference, error: OciDistributionError) ->
             }
         }
         OciDistributionError::ImageManifestNotFoundError(_) => OciError::UnknownTag { reference },
-        e @ (OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_)) => {
+        e @ (OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_)
+        | OciDistributionError::ServerError { code: 401 | 403, .. }) => {
             OciError::Unauthorized { reference, reason: e.to_string() }
         }
         e => OciError::Registry { reference, reason: e.to_string() },
