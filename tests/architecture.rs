@@ -45,6 +45,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("server", 8),
     ("client", 8),
     ("build", 8),
+    ("watch", 8),
     // 9 the binary.
     ("cli", 9),
     ("main", 9),

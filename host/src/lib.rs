@@ -49,6 +49,7 @@ pub mod storage;
 pub mod store;
 pub mod triggers;
 pub mod values;
+pub mod watch;
 
 use std::path::PathBuf;
 

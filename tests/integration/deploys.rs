@@ -213,3 +213,84 @@ fn swaps_under_load_fail_no_call_and_lose_or_double_no_event() {
         }
     }
 }
+
+/// With the NATS backend a deploy, a rollback and a removal through one node reach every node,
+/// and a node started later with an empty data dir fetches the bundles it runs from the cluster.
+#[test]
+fn a_deploy_through_one_node_reaches_every_node_of_a_cluster() {
+    use host::storage::nats::cluster::{LocalCluster, nats_server};
+    let dir = tempfile::tempdir().unwrap();
+    let nats = LocalCluster::start(&nats_server().unwrap(), dir.path(), 3).unwrap();
+    let backend = nats.backend();
+    let data: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let node = |i: usize| ServeProcess::start_with(data[i].path(), None, &[], &["--backend", &backend]);
+    let nodes: Vec<ServeProcess> = (0..3).map(node).collect();
+    let on_every_node = |what: &str, check: &dyn Fn(&ServeProcess) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !nodes.iter().all(check) {
+            assert!(std::time::Instant::now() < deadline, "not on every node after 30 s: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+
+    assert!(deploy(&nodes[0], &manifest(HELLO)).status.success());
+    on_every_node("hello v1", &|n| greet(n) == (200, json!("Hello, Ada! You are 36.")));
+    let other = variant(&dir.path().join("v2"), COUNTER, |t| t.replace("name = \"counter\"", "name = \"hello\""));
+    assert!(deploy(&nodes[2], &other).status.success());
+    on_every_node("hello v2", &|n| functions(n, "hello").contains(&"counter.increment".into()));
+    let versions = send(nodes[1].addr, "GET", "/v1/apps/hello/versions", &[], b"").json();
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 2, "{versions}");
+
+    assert!(host(&nodes[1], &["rollback", "hello", "1"]).status.success());
+    on_every_node("the rollback to v1", &|n| greet(n).0 == 200);
+    let late = node(3);
+    assert_eq!(greet(&late), (200, json!("Hello, Ada! You are 36.")), "a new node runs the deployed set at once");
+
+    assert!(host(&nodes[0], &["undeploy", "hello"]).status.success());
+    on_every_node("the removal", &|n| greet(n).0 == 404);
+}
+
+/// `host serve --watch`: a change of a build input rebuilds and reloads the app; a manifest that
+/// does not parse or a build that fails is reported and the running version keeps serving.
+#[test]
+fn watch_rebuilds_and_reloads_and_keeps_the_old_version_on_failure() {
+    let data = tempfile::tempdir().unwrap();
+    let app = data.path().join("live");
+    std::fs::create_dir_all(&app).unwrap();
+    let wasm =
+        |name: &str| manifest(HELLO).parent().unwrap().join(format!("../../target/wasm32-wasip2/release/{name}.wasm"));
+    manifest(COUNTER);
+    std::fs::copy(wasm("hello"), app.join("input.wasm")).unwrap();
+    let good = "[app]\nname = \"live\"\n\n[function.hello]\nsource = \"app.wasm\"\nbuild = \"cp input.wasm app.wasm\"\nbuild-inputs = [\"input.wasm\"]\n";
+    std::fs::write(app.join("host.toml"), good).unwrap();
+    let server =
+        ServeProcess::start_with(data.path(), None, &[], &["--watch", "-f", app.join("host.toml").to_str().unwrap()]);
+    assert!(functions(&server, "live").contains(&"hello.greet".into()), "built (cp) at start");
+    let log = || std::fs::read_to_string(data.path().join("serve.log")).unwrap();
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "waited 30 s for {what}; log:\n{}", log());
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+
+    // Another component as the build input: rebuilt (copied) and swapped in.
+    std::fs::copy(wasm("counter"), app.join("input.wasm")).unwrap();
+    wait("the reload", &|| functions(&server, "live").contains(&"hello.increment".into()));
+
+    // A manifest that does not parse: reported, the running version keeps serving.
+    std::fs::write(app.join("host.toml"), "[app\nname = \"live\"\n").unwrap();
+    wait("the parse error", &|| log().contains("not reloaded, the running version keeps serving: invalid manifest"));
+    assert!(functions(&server, "live").contains(&"hello.increment".into()));
+
+    // A failing build: reported, and still the same version.
+    std::fs::write(app.join("host.toml"), good.replace("cp input.wasm app.wasm", "exit 3")).unwrap();
+    std::fs::copy(wasm("hello"), app.join("input.wasm")).unwrap();
+    wait("the build failure", &|| log().contains("build command `exit 3` (function `hello`) failed"));
+    assert!(functions(&server, "live").contains(&"hello.increment".into()));
+
+    // Fixed: rebuilt from the current input.
+    std::fs::write(app.join("host.toml"), good).unwrap();
+    wait("the reload after the fix", &|| functions(&server, "live").contains(&"hello.greet".into()));
+}

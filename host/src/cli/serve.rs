@@ -35,6 +35,11 @@ pub struct Serve {
     /// Run the manifests' build commands first.
     #[arg(long)]
     build: bool,
+    /// Rebuild and reload an app when its manifest, components or `build-inputs` change (and
+    /// build first, as `--build`). A failed build or load is reported; the running version
+    /// keeps serving.
+    #[arg(long)]
+    watch: bool,
     #[command(flatten)]
     token: TokenArgs,
     /// TOML file of tokens with scopes (`[[token]]` entries of `name`, `sha256`, `scopes`), read
@@ -138,7 +143,8 @@ impl Serve {
             true => Some(PathBuf::from("host.toml")).filter(|p| p.is_file()).into_iter().collect(),
             false => self.manifests,
         };
-        let apps = manifests.iter().map(|path| load_app(&host, path, self.build)).collect::<Result<Vec<_>, _>>()?;
+        let build = self.build || self.watch;
+        let apps = manifests.iter().map(|path| load_app(&host, path, build)).collect::<Result<Vec<_>, _>>()?;
         let config = self.limits.config(token, tokens);
         let running = Arc::new(Running::new(&host, apps)?);
         running.start().await?;
@@ -146,6 +152,7 @@ impl Serve {
         // Deployed apps start before the first request; a version that fails is logged and left.
         deployments.sync().await?;
         let syncing = deployments.keep_synced();
+        let watching = self.watch.then(|| tokio::spawn(host::watch::watch(host.clone(), running.clone(), manifests)));
         let router = host::server::router(deployments, config.clone())?;
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
@@ -154,6 +161,9 @@ impl Serve {
         tracing::info!("serving {count} app(s) on http://{addr}/v1/apps, dashboard http://{addr}/ui");
         let finished = host::server::serve(&host, listener, router, &config, shutdown_signal()).await?;
         syncing.abort();
+        if let Some(watching) = watching {
+            watching.abort();
+        }
         // Triggered executions still running are cut off; they run again at the next start.
         running.stop().await;
         tracing::info!("stopped");
