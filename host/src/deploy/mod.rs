@@ -4,6 +4,7 @@
 //! on a NATS cluster, reaches every node ([`Deployments::sync`]).
 
 pub mod bundle;
+pub mod oci;
 mod purge;
 pub mod running;
 mod versions;
