@@ -77,10 +77,7 @@ impl Auth {
         if access == Access::Public {
             return Ok(());
         }
-        let grant = self.grant(headers).ok_or_else(unauthorized)?;
-        grant.allows(access, app).map_err(|scope| {
-            ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this token lacks the scope {scope}"))
-        })
+        permit(&self.grant(headers).ok_or_else(unauthorized)?, access, app)
     }
 
     /// A new session id with `grant`, remembered until it expires.
@@ -116,6 +113,13 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
+/// `Ok` when `grant` opens `access` (of `app`), else `403 forbidden` naming the missing scope.
+pub(super) fn permit(grant: &Grant, access: Access, app: Option<&str>) -> Result<(), ApiError> {
+    grant.allows(access, app).map_err(|scope| {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this token lacks the scope {scope}"))
+    })
+}
+
 pub(super) fn unauthorized() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
@@ -134,8 +138,13 @@ pub(super) async fn require_scope(
     let (mut parts, body) = request.into_parts();
     let params = axum::RequestPartsExt::extract::<RawPathParams>(&mut parts).await.ok();
     let app = params.as_ref().and_then(|p| p.iter().find(|(name, _)| *name == "app").map(|(_, value)| value));
-    match server.auth.check(&parts.headers, route.access(), app) {
-        Ok(()) => next.run(Request::from_parts(parts, body)).await,
+    let grant = server.auth.grant(&parts.headers).ok_or_else(unauthorized);
+    match grant.and_then(|grant| permit(&grant, route.access(), app).map(|()| grant)) {
+        Ok(grant) => {
+            // Handlers that find the app in what they read (execution records) check it there.
+            parts.extensions.insert(grant);
+            next.run(Request::from_parts(parts, body)).await
+        }
         Err(error) => error.into_response(),
     }
 }
