@@ -341,3 +341,34 @@ fn a_bundle_pushed_to_a_registry_deploys_from_there() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(text(&missing.stderr).contains("apps/hello:nope"), "{}", text(&missing.stderr));
 }
+
+/// A call in flight when its app is swapped finishes on the version it started on; the next
+/// call gets the new version.
+#[test]
+fn a_call_in_flight_finishes_on_the_version_it_started_on() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServeProcess::start(data.path(), None, &[]);
+    let wasm =
+        manifest(crate::common::HOSTILE).parent().unwrap().join("../../../target/wasm32-wasip2/release/hostile.wasm");
+    let version = |function: &str| {
+        let dir = data.path().join(function);
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = format!(
+            "[app]\nname = \"naps\"\n\n[function.{function}]\nsource = \"{}\"\nlimits = {{ timeout = \"10s\" }}\n",
+            wasm.display()
+        );
+        std::fs::write(dir.join("host.toml"), text).unwrap();
+        dir.join("host.toml")
+    };
+    assert!(deploy(&server, &version("old")).status.success());
+    std::thread::scope(|scope| {
+        let in_flight = scope.spawn(|| send(server.addr, "POST", "/v1/apps/naps/functions/old.nap", &[], b"[8000]"));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(deploy(&server, &version("new")).status.success());
+        assert!(!in_flight.is_finished(), "the deploy waited for the call in flight");
+        let gone = send(server.addr, "POST", "/v1/apps/naps/functions/old.nap", &[], b"[1]");
+        assert_eq!(gone.code(), (404, "unknown-function".into()));
+        assert_eq!(in_flight.join().unwrap().status, 200, "the call in flight was cut off");
+    });
+    assert_eq!(send(server.addr, "POST", "/v1/apps/naps/functions/new.nap", &[], b"[1]").status, 200);
+}
