@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::public::{self, Openness};
 use super::routes::{Access, Route};
 use super::scopes::{Digest32, Grant, Token, digest};
 use super::{ApiError, Shared};
@@ -32,6 +33,15 @@ const MAX_SESSIONS: usize = 1024;
 /// early exit tells anything about the secret's length or content.
 fn same(a: &Digest32, b: &Digest32) -> bool {
     a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// How a request was let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Admitted {
+    /// By its token or session, or on a server without tokens: not rate limited.
+    Token,
+    /// Without a token, to something public: held to the app's rate limit.
+    Public,
 }
 
 /// The server's tokens (as digests, with their scopes) and the dashboard sessions they opened.
@@ -83,6 +93,29 @@ impl Auth {
         })
     }
 
+    /// How a request for a route of `access` (of `app`) is let in: by its token as [`Self::check`]
+    /// says, else without one when the route is `open`; a refusal of a public export in another
+    /// mode says that only its direct calls are public.
+    pub(super) fn admit(
+        &self,
+        headers: &HeaderMap,
+        access: Access,
+        app: Option<&str>,
+        open: Openness,
+    ) -> Result<Admitted, ApiError> {
+        match (self.check(headers, access, app), open) {
+            (Ok(()), _) => Ok(Admitted::Token),
+            (Err(_), Openness::Open) => Ok(Admitted::Public),
+            (Err(mut error), Openness::DirectOnly) => {
+                error.message.push_str(
+                    "; only direct calls of this function are public: jobs, enqueued calls, map and starmap need a token",
+                );
+                Err(error)
+            }
+            (Err(error), Openness::Closed) => Err(error),
+        }
+    }
+
     /// A new session id with `grant`, remembered until it expires.
     fn open_session(&self, grant: Grant) -> Result<String, getrandom::Error> {
         let mut bytes = [0u8; 32];
@@ -125,7 +158,7 @@ pub(super) fn unauthorized() -> ApiError {
 }
 
 /// Middleware of a route of the table: the request needs the route's scope, for the app in its
-/// path.
+/// path, unless it is a direct call or description of a public export (then it is rate limited).
 pub(super) async fn require_scope(
     State((server, route)): State<(Shared, Route)>,
     request: Request,
@@ -133,10 +166,12 @@ pub(super) async fn require_scope(
 ) -> Response {
     let (mut parts, body) = request.into_parts();
     let params = axum::RequestPartsExt::extract::<RawPathParams>(&mut parts).await.ok();
-    let app = params.as_ref().and_then(|p| p.iter().find(|(name, _)| *name == "app").map(|(_, value)| value));
-    match server.auth.check(&parts.headers, route.access(), app) {
+    let param = |wanted: &str| params.as_ref()?.iter().find(|(name, _)| *name == wanted).map(|(_, value)| value);
+    let (app, function) = (param("app"), param("function"));
+    let open = public::openness(&server, route, app, function, &parts.uri);
+    match public::admit(&server, &parts.headers, &parts.extensions, route.access(), app, open) {
         Ok(()) => next.run(Request::from_parts(parts, body)).await,
-        Err(error) => error.into_response(),
+        Err(refused) => refused,
     }
 }
 

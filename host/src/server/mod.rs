@@ -12,7 +12,9 @@ mod items;
 mod listen;
 mod openapi;
 mod operator;
+mod public;
 mod queues;
+mod ratelimit;
 pub mod routes;
 pub mod scopes;
 mod site;
@@ -126,6 +128,8 @@ struct Server {
     /// Routes and sites, most specific first.
     mounts: Vec<Mount>,
     requests: Semaphore,
+    /// Buckets of the clients calling without a token.
+    limiter: ratelimit::RateLimiter,
 }
 
 type Shared = Arc<Server>;
@@ -284,6 +288,7 @@ pub fn router(host: &Host, apps: Vec<App>, config: ServerConfig) -> Result<Route
         ),
         config,
         mounts,
+        limiter: ratelimit::RateLimiter::new(),
     });
     let max_body = server.config.max_body;
     Ok(bind::table(&server)
@@ -313,16 +318,8 @@ fn check_config(config: &ServerConfig) -> Result<(), ServerError> {
             return Err(ServerError::Config(format!("{name} {value:?}: expected more than 0 and at most 24h")));
         }
     }
-    for origin in &config.cors_origins {
-        let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
-            && !origin.ends_with('/')
-            && origin.is_ascii()
-            && !origin.contains(char::is_whitespace);
-        if !ok {
-            return Err(ServerError::Config(format!(
-                "cors-origin `{origin}`: expected an origin like `https://app.example.com` (scheme and host, no path)"
-            )));
-        }
+    if let Some(origin) = config.cors_origins.iter().find(|o| !crate::manifest::valid_origin(o)) {
+        return Err(ServerError::Config(format!("cors-origin `{origin}`: {}", crate::manifest::ORIGIN_EXPECTED)));
     }
     Ok(())
 }
@@ -401,9 +398,11 @@ async fn mounted(State(server): State<Shared>, request: Request) -> Response {
     match mount {
         Mount::Site { site, .. } => site.serve(request.method(), &path),
         Mount::Route(handler) => {
-            let access = if handler.route().public { routes::Access::Public } else { routes::Access::Invoke };
-            if let Err(error) = server.auth.check(request.headers(), access, Some(&handler.guest().app)) {
-                return error.into_response();
+            let app = &handler.guest().app;
+            let open = if handler.route().public { public::Openness::Open } else { public::Openness::Closed };
+            let (headers, extensions) = (request.headers(), request.extensions());
+            if let Err(refused) = public::admit(&server, headers, extensions, routes::Access::Invoke, Some(app), open) {
+                return refused;
             }
             serve_route(handler, request, server.config.max_body).await
         }
