@@ -177,7 +177,9 @@ impl Metrics {
                 escape(host)
             );
         }
-        out.push_str("# HELP host_rate_limited_total Requests without a token refused by the app's public rate limit.\n");
+        out.push_str(
+            "# HELP host_rate_limited_total Requests without a token refused by the app's public rate limit.\n",
+        );
         out.push_str("# TYPE host_rate_limited_total counter\n");
         for (app, n) in &r.rate_limited {
             let _ = writeln!(out, "host_rate_limited_total{{app=\"{}\"}} {n}", escape(app));

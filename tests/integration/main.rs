@@ -21,6 +21,7 @@ mod openapi;
 mod outbound;
 mod outbound_sdk;
 mod properties;
+mod public;
 mod remote_annotate;
 mod remote_map;
 mod scopes;

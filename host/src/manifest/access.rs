@@ -131,7 +131,8 @@ impl std::str::FromStr for RateLimit {
             )
         };
         let (count, unit) = text.split_once('/').ok_or_else(expected)?;
-        let count = count.trim().parse::<u32>().ok().filter(|c| (1..=MAX_RATE_COUNT).contains(c)).ok_or_else(expected)?;
+        let count =
+            count.trim().parse::<u32>().ok().filter(|c| (1..=MAX_RATE_COUNT).contains(c)).ok_or_else(expected)?;
         let per = match unit.trim() {
             "s" => Duration::from_secs(1),
             "min" => Duration::from_secs(60),
@@ -194,7 +195,10 @@ mod tests {
         assert_eq!("60/min".parse(), Ok(RateLimit::default()));
         assert_eq!("5/s".parse(), Ok(RateLimit { count: 5, per: Duration::from_secs(1) }));
         assert_eq!("1000 / h".parse(), Ok(RateLimit { count: 1000, per: Duration::from_secs(3600) }));
-        assert_eq!(["5/s", "60/min", "7/h"].map(|t| t.parse::<RateLimit>().unwrap().to_string()), ["5/s", "60/min", "7/h"]);
+        assert_eq!(
+            ["5/s", "60/min", "7/h"].map(|t| t.parse::<RateLimit>().unwrap().to_string()),
+            ["5/s", "60/min", "7/h"]
+        );
         for bad in ["60", "0/min", "60/day", "-1/s", "x/s", "1000001/s", "/min"] {
             let err = bad.parse::<RateLimit>().unwrap_err();
             assert!(err.starts_with(&format!("invalid rate `{bad}`: expected COUNT/UNIT")), "{err}");
@@ -206,7 +210,9 @@ mod tests {
         for ok in ["https://site.example.com", "http://127.0.0.1:8080", "http://localhost:3000"] {
             assert!(valid_origin(ok), "{ok}");
         }
-        for bad in ["site.example.com", "https://", "https://a.example/", "https://a.example/x", "ftp://a", "https://a b"] {
+        for bad in
+            ["site.example.com", "https://", "https://a.example/", "https://a.example/x", "ftp://a", "https://a b"]
+        {
             assert!(!valid_origin(bad), "{bad}");
         }
     }

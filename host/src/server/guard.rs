@@ -41,9 +41,8 @@ pub(super) async fn check(State(server): State<Shared>, request: Request, next: 
     let app_origins = app.and_then(|a| server.apps.get(a)).map_or(&[][..], |a| &a.manifest().access.cors_origins);
     let server_origins = if guarded { &server.config.cors_origins[..] } else { &[] };
     let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_string);
-    let allowed = origin
-        .as_deref()
-        .filter(|o| server_origins.iter().chain(app_origins).any(|c| c.eq_ignore_ascii_case(o)));
+    let allowed =
+        origin.as_deref().filter(|o| server_origins.iter().chain(app_origins).any(|c| c.eq_ignore_ascii_case(o)));
     if let Some(origin) = allowed {
         let origin = HeaderValue::from_str(origin).expect("checked ASCII");
         let response = if is_preflight(&request) { preflight(request.headers()) } else { next.run(request).await };

@@ -32,7 +32,13 @@ pub(super) enum Openness {
 }
 
 /// How open `route` is for `function` (its path parameter) of `app`, called with `uri`.
-pub(super) fn openness(server: &Server, route: Route, app: Option<&str>, function: Option<&str>, uri: &Uri) -> Openness {
+pub(super) fn openness(
+    server: &Server,
+    route: Route,
+    app: Option<&str>,
+    function: Option<&str>,
+    uri: &Uri,
+) -> Openness {
     let direct = match route {
         Route::Call => Query::<InvokeQuery>::try_from_uri(uri).is_ok_and(|q| q.direct()),
         Route::DescribeFunction => true,
