@@ -123,7 +123,7 @@ fn train_classifiers_site_works_without_a_token_on_a_token_protected_server() {
 
 /// A manifest in `dir` of app `open`: hello with every export public, hello-http on a public
 /// route, and `access`.
-fn open_app(dir: &std::path::Path, access: &str) -> String {
+pub fn open_app(dir: &std::path::Path, access: &str) -> String {
     manifest(HELLO);
     let release = root().join("target/wasm32-wasip2/release");
     let text = format!(
