@@ -169,9 +169,9 @@ pub(super) async fn require_scope(
     let param = |wanted: &str| params.as_ref()?.iter().find(|(name, _)| *name == wanted).map(|(_, value)| value);
     let (app, function) = (param("app"), param("function"));
     let open = public::openness(&server, route, app, function, &parts.uri);
-    match public::admit(&server, &parts.headers, &parts.extensions, route.access(), app, open) {
-        Ok(()) => next.run(Request::from_parts(parts, body)).await,
-        Err(refused) => refused,
+    match public::refusal(&server, &parts.headers, &parts.extensions, route.access(), app, open) {
+        Some(refused) => refused,
+        None => next.run(Request::from_parts(parts, body)).await,
     }
 }
 

@@ -62,30 +62,30 @@ pub(super) fn is_public(app: &App, function: &Function) -> bool {
     component.is_ok_and(|c| app.manifest().functions.get(c).is_some_and(|s| s.public.covers(&function.export().name)))
 }
 
-/// Let a request for a route of `access` (of `app`) in by its token, or without one when the
-/// route is `open`, held to the rate limit; else the answer refusing it.
-pub(super) fn admit(
+/// The answer refusing a request for a route of `access` (of `app`), or `None` when it may go
+/// on: by its token, or without one when the route is `open`, held to the rate limit.
+pub(super) fn refusal(
     server: &Server,
     headers: &HeaderMap,
     extensions: &Extensions,
     access: Access,
     app: Option<&str>,
     open: Openness,
-) -> Result<(), Response> {
+) -> Option<Response> {
     match server.auth.admit(headers, access, app, open) {
-        Ok(Admitted::Token) => Ok(()),
-        Ok(Admitted::Public) => limit(server, app.unwrap_or_default(), extensions),
-        Err(error) => Err(error.into_response()),
+        Ok(Admitted::Token) => None,
+        Ok(Admitted::Public) => over_limit(server, app.unwrap_or_default(), extensions),
+        Err(error) => Some(error.into_response()),
     }
 }
 
 /// Take one call of the client's bucket for `app`, or answer `429 rate-limited` with
 /// `Retry-After` in whole seconds. The client is the TCP peer (put there by `listen::serve`).
-fn limit(server: &Server, app: &str, extensions: &Extensions) -> Result<(), Response> {
+fn over_limit(server: &Server, app: &str, extensions: &Extensions) -> Option<Response> {
     // A router served some other way has no peer address: its clients share one bucket.
     let ip = extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
     let limit = server.apps.get(app).map(|a| a.manifest().access.public_rate_limit).unwrap_or_default();
-    let Err(wait) = server.limiter.take(app, ip, &limit, Instant::now()) else { return Ok(()) };
+    let wait = server.limiter.take(app, ip, &limit, Instant::now()).err()?;
     server.host.metrics().record_rate_limited(app);
     let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
     let message = format!(
@@ -97,5 +97,5 @@ fn limit(server: &Server, app: &str, extensions: &Extensions) -> Result<(), Resp
     };
     let mut response = error.into_response();
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    Err(response)
+    Some(response)
 }
