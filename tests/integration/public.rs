@@ -2,7 +2,8 @@
 //! train-classifier's site makes its calls without a token (the same requests its script sends),
 //! everything else of the app still needs one, one client past the app's `public-rate-limit` gets
 //! `429` with `Retry-After` while a token holder goes on, and pages of the app's `cors-origins`
-//! may call it while other origins are refused. Also: a public `[[trigger.http]]` route is
+//! may call it while other origins are refused; the site, in headless Chromium without the token,
+//! trains a model up to "Model Trained!". Also: a public `[[trigger.http]]` route is
 //! limited the same way, and a `public` list naming no export of the component is a load error.
 
 use std::time::Instant;
@@ -10,6 +11,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use crate::common::{HELLO, ServeProcess, TRAIN_CLASSIFIER, host, manifest, root};
+use crate::dashboard::{chromium, playwright};
 use crate::digits::{digits, png};
 use crate::server::{Answer, send};
 
@@ -119,6 +121,31 @@ fn train_classifiers_site_works_without_a_token_on_a_token_protected_server() {
     }
     let metrics = send(addr, "GET", "/metrics", &[&auth], b"").text();
     assert!(metrics.contains("host_rate_limited_total{app=\"train-classifier\"} 1\n"), "{metrics}");
+}
+
+#[test]
+fn the_site_trains_in_a_browser_on_a_token_protected_server() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServeProcess::start_with(data.path(), None, &[TRAIN_CLASSIFIER], &["--token", TOKEN]);
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    for (i, (label, pixels)) in digits().iter().take(300).enumerate() {
+        let key = format!("/v1/apps/train-classifier/buckets/datasets/digits/{label}/{i:04}.png");
+        assert_eq!(send(server.addr, "PUT", &key, &[&auth], &png(pixels)).status, 204, "{key}");
+    }
+    // The page knows no token: its calls go through because they are public.
+    let out = std::process::Command::new("node")
+        .arg(playwright().join("train.mjs"))
+        .arg(server.url())
+        .arg("digits")
+        .arg(root().join("target/ui/train-classifier-public.png"))
+        .env("CHROMIUM", chromium())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let summary: Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(summary["statuses"].as_array().unwrap().last(), Some(&json!("Model Trained!")), "{summary}");
+    assert_eq!(summary["id"], "model-0001");
 }
 
 /// A manifest in `dir` of app `open`: hello with every export public, hello-http on a public
