@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 
 use axum::extract::RawPathParams;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::public::{self, Openness};
 use super::routes::{Access, Route};
 use super::scopes::{Digest32, Grant, Token, digest};
-use super::{ApiError, Shared};
+use super::{ApiError, Server, Shared, ratelimit};
 
 /// The dashboard session cookie's name.
 const COOKIE: &str = "host_session";
@@ -37,7 +37,7 @@ fn same(a: &Digest32, b: &Digest32) -> bool {
 
 /// How a request was let in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Admitted {
+enum Admitted {
     /// By its token or session, or on a server without tokens: not rate limited.
     Token,
     /// Without a token, to something public: held to the app's rate limit.
@@ -96,7 +96,7 @@ impl Auth {
     /// How a request for a route of `access` (of `app`) is let in: by its token as [`Self::check`]
     /// says, else without one when the route is `open`; a refusal of a public export in another
     /// mode says that only its direct calls are public.
-    pub(super) fn admit(
+    fn admit(
         &self,
         headers: &HeaderMap,
         access: Access,
@@ -169,9 +169,26 @@ pub(super) async fn require_scope(
     let param = |wanted: &str| params.as_ref()?.iter().find(|(name, _)| *name == wanted).map(|(_, value)| value);
     let (app, function) = (param("app"), param("function"));
     let open = public::openness(&server, route, app, function, &parts.uri);
-    match public::refusal(&server, &parts.headers, &parts.extensions, route.access(), app, open) {
+    match refusal(&server, &parts.headers, &parts.extensions, route.access(), app, open) {
         Some(refused) => refused,
         None => next.run(Request::from_parts(parts, body)).await,
+    }
+}
+
+/// The answer refusing a request for a route of `access` (of `app`), or `None` when it may go
+/// on: by its token, or without one when the route is `open`, held to the rate limit.
+pub(super) fn refusal(
+    server: &Server,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    access: Access,
+    app: Option<&str>,
+    open: Openness,
+) -> Option<Response> {
+    match server.auth.admit(headers, access, app, open) {
+        Ok(Admitted::Token) => None,
+        Ok(Admitted::Public) => ratelimit::over_limit(server, app.unwrap_or_default(), extensions),
+        Err(error) => Some(error.into_response()),
     }
 }
 

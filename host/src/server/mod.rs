@@ -401,8 +401,7 @@ async fn mounted(State(server): State<Shared>, request: Request) -> Response {
             let app = &handler.guest().app;
             let open = if handler.route().public { public::Openness::Open } else { public::Openness::Closed };
             let (headers, extensions) = (request.headers(), request.extensions());
-            if let Some(refused) =
-                public::refusal(&server, headers, extensions, routes::Access::Invoke, Some(app), open)
+            if let Some(refused) = auth::refusal(&server, headers, extensions, routes::Access::Invoke, Some(app), open)
             {
                 return refused;
             }

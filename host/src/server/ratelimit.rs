@@ -1,13 +1,19 @@
 //! Token buckets per app and client address, for calls made without a token (public exports and
-//! public routes). Memory stays bounded: a bucket that has filled up again is the same as no
+//! public routes), and the `429 rate-limited` past them. Memory stays bounded: a bucket that has filled up again is the same as no
 //! bucket and is dropped when the map is pruned, and past [`MAX_CLIENTS`] the buckets idle the
 //! longest go first.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use axum::extract::ConnectInfo;
+use axum::http::{Extensions, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{ApiError, Server};
 use crate::manifest::RateLimit;
 
 /// Most buckets kept at once, over all apps.
@@ -120,6 +126,27 @@ impl State {
             }
         }
     }
+}
+
+/// Take one call of the client's bucket for `app`, or answer `429 rate-limited` with
+/// `Retry-After` in whole seconds. The client is the TCP peer (put there by `listen::serve`).
+pub(super) fn over_limit(server: &Server, app: &str, extensions: &Extensions) -> Option<Response> {
+    // A router served some other way has no peer address: its clients share one bucket.
+    let ip = extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let limit = server.apps.get(app).map(|a| a.manifest().access.public_rate_limit).unwrap_or_default();
+    let wait = server.limiter.take(app, ip, &limit, Instant::now()).err()?;
+    server.host.metrics().record_rate_limited(app);
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let message = format!(
+        "too many requests without a token from this address to app `{app}` (limit {limit}): retry in {seconds} s, or send a bearer token"
+    );
+    let error = ApiError {
+        extra: json!({ "retry_after": seconds }),
+        ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", message)
+    };
+    let mut response = error.into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    Some(response)
 }
 
 #[cfg(test)]
