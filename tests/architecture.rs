@@ -39,11 +39,13 @@ const LAYERS: &[(&str, u8)] = &[
     // 7 the embedding API and the triggers that start calls.
     ("host", 7),
     ("triggers", 7),
+    ("deploy", 7),
     ("lib", 7),
     // 8 thin layers over the library.
     ("server", 8),
     ("client", 8),
     ("build", 8),
+    ("watch", 8),
     // 9 the binary.
     ("cli", 9),
     ("main", 9),

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::SystemTime;
 
 use crate::manifest::Manifest;
 
@@ -84,17 +85,37 @@ pub fn build(manifest: &Manifest) -> Result<(), BuildError> {
 /// symbolic links followed).
 fn up_to_date(output: &Path, inputs: &[PathBuf], function: &str) -> Result<bool, BuildError> {
     let Ok(built) = std::fs::metadata(output).and_then(|m| m.modified()) else { return Ok(false) };
-    let mut pending: Vec<PathBuf> = inputs.to_vec();
-    while let Some(path) = pending.pop() {
-        let metadata = std::fs::metadata(&path)
-            .map_err(|_| BuildError::MissingInput { function: function.to_string(), path: path.clone() })?;
-        if metadata.is_dir() {
-            pending.extend(std::fs::read_dir(&path).into_iter().flatten().flatten().map(|entry| entry.path()));
-        } else if metadata.modified().is_ok_and(|changed| changed >= built) {
-            return Ok(false);
+    let stamp = Stamp::of(inputs).map_err(|path| BuildError::MissingInput { function: function.to_string(), path })?;
+    Ok(stamp.newest.is_none_or(|newest| newest < built))
+}
+
+/// The newest change among some files, and how many there are: a change, an addition or a
+/// removal changes the stamp.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// The latest modification time.
+    pub newest: Option<SystemTime>,
+    /// How many files.
+    pub files: usize,
+}
+
+impl Stamp {
+    /// The stamp of the files of `paths` (folders walked, symbolic links followed); a path that
+    /// does not exist is the error.
+    pub fn of(paths: &[PathBuf]) -> Result<Stamp, PathBuf> {
+        let mut stamp = Stamp::default();
+        let mut pending: Vec<PathBuf> = paths.to_vec();
+        while let Some(path) = pending.pop() {
+            let metadata = std::fs::metadata(&path).map_err(|_| path.clone())?;
+            if metadata.is_dir() {
+                pending.extend(std::fs::read_dir(&path).into_iter().flatten().flatten().map(|entry| entry.path()));
+            } else {
+                stamp.files += 1;
+                stamp.newest = stamp.newest.max(metadata.modified().ok());
+            }
         }
+        Ok(stamp)
     }
-    Ok(true)
 }
 
 /// The `--target` of a cargo command line, if any.

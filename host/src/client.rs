@@ -364,4 +364,25 @@ impl Client {
     pub async fn download(&self, app: &str, dataset: &str, id: &str) -> Reply<Bytes> {
         self.request(Method::GET, &Route::Download.path(&[app, dataset, id]), JSON, Vec::new()).await
     }
+
+    /// Deploy a bundle (`host deploy`) as the next version of `app`.
+    pub async fn deploy(&self, app: &str, bundle: Vec<u8>) -> Reply<Value> {
+        self.request_json(Method::PUT, &Route::Deploy.path(&[app]), "application/octet-stream", bundle).await
+    }
+
+    /// Every deployed version of `app` and the one running.
+    pub async fn versions(&self, app: &str) -> Reply<Value> {
+        self.request_json(Method::GET, &Route::Versions.path(&[app]), JSON, Vec::new()).await
+    }
+
+    /// Run `version` of `app` again (`None`: the one before the running one).
+    pub async fn rollback(&self, app: &str, version: Option<u64>) -> Reply<Value> {
+        let body = version.map(|v| serde_json::json!({ "version": v }).to_string()).unwrap_or_default();
+        self.request_json(Method::POST, &Route::Rollback.path(&[app]), JSON, body.into_bytes()).await
+    }
+
+    /// Stop the deployed `app` and forget its versions.
+    pub async fn undeploy(&self, app: &str) -> Reply<Bytes> {
+        self.request(Method::DELETE, &Route::Undeploy.path(&[app]), JSON, Vec::new()).await
+    }
 }

@@ -28,6 +28,7 @@ pub mod call;
 pub mod capabilities;
 pub mod client;
 pub mod clock;
+pub mod deploy;
 pub mod engine;
 pub mod exports;
 mod files;
@@ -48,6 +49,7 @@ pub mod storage;
 pub mod store;
 pub mod triggers;
 pub mod values;
+pub mod watch;
 
 use std::path::PathBuf;
 

@@ -46,6 +46,10 @@ enum Command {
     Items(cli::items::ItemsCommand),
     Build(cli::build::Build),
     New(cli::new::New),
+    Deploy(cli::deploy::Deploy),
+    Versions(cli::deploy::Versions),
+    Rollback(cli::deploy::Rollback),
+    Undeploy(cli::deploy::Undeploy),
     /// Hash tokens for a tokens file (`host serve --tokens`).
     #[command(subcommand)]
     Token(cli::token::TokenCommand),
@@ -101,6 +105,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Items(command) => command.run(&context, out).await,
             Command::Build(command) => command.run(),
             Command::New(command) => command.run(out),
+            Command::Deploy(command) => command.run(out).await,
+            Command::Versions(command) => command.run(out).await,
+            Command::Rollback(command) => command.run(out).await,
+            Command::Undeploy(command) => command.run(out).await,
             Command::Token(command) => command.run(out),
         }
     })

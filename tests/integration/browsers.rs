@@ -249,7 +249,9 @@ fn out_of_range_settings_are_errors_not_panics() {
         (ServerConfig { body_timeout: Duration::ZERO, ..ServerConfig::default() }, "body-timeout"),
         (ServerConfig { cors_origins: vec!["app.example/".into()], ..ServerConfig::default() }, "cors-origin"),
     ] {
-        let error = host::server::router(&host, Vec::new(), config).expect_err("refused").to_string();
+        let error = host::server::router(crate::common::deployments(&host, Vec::new()), config)
+            .expect_err("refused")
+            .to_string();
         assert!(error.contains(named), "{error}");
     }
 }

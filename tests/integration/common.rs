@@ -93,6 +93,14 @@ pub fn host() -> (tempfile::TempDir, Host) {
     (data, host)
 }
 
+/// The deployments of `host` serving `apps` (from files; their triggers are not started), as
+/// `host::server::router` takes them.
+pub fn deployments(host: &Host, apps: Vec<App>) -> std::sync::Arc<host::deploy::Deployments> {
+    let running = std::sync::Arc::new(host::deploy::Running::new(host, apps).unwrap());
+    let opened = tokio::runtime::Runtime::new().unwrap().block_on(host::deploy::Deployments::open(host, running));
+    std::sync::Arc::new(opened.unwrap())
+}
+
 /// A fresh host with one app loaded.
 pub fn app(relative: &str) -> (tempfile::TempDir, Host, App) {
     let (data, host) = host();

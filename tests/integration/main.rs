@@ -7,6 +7,7 @@ mod cluster;
 mod common;
 mod crash;
 mod dashboard;
+mod deploys;
 mod digits;
 mod executions;
 mod hostile;

@@ -30,6 +30,9 @@ fn token_of(scope: &str) -> String {
 /// table: `None` for a route any valid token may use.
 fn needed(route: Route, app: &str) -> Option<String> {
     let template = route.template();
+    if matches!(route, Route::Deploy | Route::Undeploy | Route::Versions | Route::Rollback) {
+        return Some("deploy".into());
+    }
     if !route.per_app() && !template.starts_with("/v1/apps/{app}") {
         return match route {
             Route::ListApps | Route::OpenApi => None,

@@ -47,7 +47,7 @@ pub fn serve_apps(manifests: &[&str], config: ServerConfig, grace: Duration) -> 
     let (data, host) = host();
     let apps = manifests.iter().map(|m| host.load(manifest(m)).unwrap());
     let config = ServerConfig { shutdown_grace: grace, ..config };
-    let router = host::server::router(&host, apps.collect(), config.clone()).unwrap();
+    let router = host::server::router(crate::common::deployments(&host, apps.collect()), config.clone()).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     listener.set_nonblocking(true).unwrap();

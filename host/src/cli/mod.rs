@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod call;
+pub mod deploy;
 pub mod executions;
 pub mod inspect;
 pub mod items;

@@ -3,13 +3,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use host::deploy::{Deployments, Running};
 use host::executions::Retention;
 use host::server::ServerConfig;
 use host::server::scopes::{Token, read_tokens};
-use host::triggers::Triggers;
 
 use super::{Context, TokenArgs, load_app};
 
@@ -24,8 +25,9 @@ use super::{Context, TokenArgs, load_app};
     after_help = "Example:\n  host serve -f examples/hello/host.toml -f examples/counter/host.toml\n  curl -X POST localhost:8080/v1/apps/hello/functions/hello.greet -d '{\"who\": {\"name\": \"Ada\", \"age\": 36}}'\n  open http://localhost:8080/ui"
 )]
 pub struct Serve {
-    /// App manifests; repeat for several apps.
-    #[arg(short = 'f', long = "file", default_value = "host.toml")]
+    /// App manifests; repeat for several apps. Without one: `host.toml` when there is one here.
+    /// Apps deployed to the data dir (`host deploy`) are served too.
+    #[arg(short = 'f', long = "file")]
     manifests: Vec<PathBuf>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -33,6 +35,11 @@ pub struct Serve {
     /// Run the manifests' build commands first.
     #[arg(long)]
     build: bool,
+    /// Rebuild and reload an app when its manifest, components or `build-inputs` change (and
+    /// build first, as `--build`). A failed build or load is reported; the running version
+    /// keeps serving.
+    #[arg(long)]
+    watch: bool,
     #[command(flatten)]
     token: TokenArgs,
     /// TOML file of tokens with scopes (`[[token]]` entries of `name`, `sha256`, `scopes`), read
@@ -55,6 +62,9 @@ struct ServeLimits {
     /// Largest request body, e.g. `16MiB`; a larger declared `Content-Length` gets `413` at once.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     max_body: usize,
+    /// Largest bundle `host deploy` may upload (`PUT /v1/apps/NAME`).
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    max_bundle: usize,
     /// Most requests handled at once (1 to 1048576); more get `503 overloaded`. `/healthz` is
     /// never refused.
     #[arg(long, default_value_t = host::server::MAX_REQUESTS, value_parser = parse_max_requests)]
@@ -97,6 +107,7 @@ impl ServeLimits {
             token,
             tokens,
             max_body: self.max_body,
+            max_bundle: self.max_bundle,
             max_requests: self.max_requests,
             allowed_hosts: self.allowed_hosts,
             cors_origins: self.cors_origins,
@@ -128,19 +139,33 @@ impl Serve {
         }
         let retention = Retention { max_age: self.keep_executions_for, max_count: self.keep_executions };
         let host = context.open(context.local.clone().retention(retention)).await?;
-        let apps =
-            self.manifests.iter().map(|path| load_app(&host, path, self.build)).collect::<Result<Vec<_>, _>>()?;
+        let manifests = match self.manifests.is_empty() {
+            true => Some(PathBuf::from("host.toml")).filter(|p| p.is_file()).into_iter().collect(),
+            false => self.manifests,
+        };
+        let build = self.build || self.watch;
+        let apps = manifests.iter().map(|path| load_app(&host, path, build)).collect::<Result<Vec<_>, _>>()?;
         let config = self.limits.config(token, tokens);
-        let triggers = Triggers::start(&host, &apps.iter().collect::<Vec<_>>())?;
-        let router = host::server::router(&host, apps, config.clone())?;
+        let running = Arc::new(Running::new(&host, apps)?);
+        running.start().await?;
+        let deployments = Arc::new(Deployments::open(&host, running.clone()).await?);
+        // Deployed apps start before the first request; a version that fails is logged and left.
+        deployments.sync().await?;
+        let syncing = deployments.keep_synced();
+        let watching = self.watch.then(|| tokio::spawn(host::watch::watch(host.clone(), running.clone(), manifests)));
+        let router = host::server::router(deployments, config.clone())?;
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
-        let count = self.manifests.len();
+        let count = running.snapshot().apps.len();
         tracing::info!("serving {count} app(s) on http://{addr}/v1/apps, dashboard http://{addr}/ui");
         let finished = host::server::serve(&host, listener, router, &config, shutdown_signal()).await?;
+        syncing.abort();
+        if let Some(watching) = watching {
+            watching.abort();
+        }
         // Triggered executions still running are cut off; they run again at the next start.
-        triggers.stop().await;
+        running.stop().await;
         tracing::info!("stopped");
         Ok(if finished { ExitCode::SUCCESS } else { ExitCode::from(1) })
     }

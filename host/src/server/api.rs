@@ -2,6 +2,8 @@
 //! (now, as jobs, serially, or mapped over many inputs), pause and resume them, and see the most
 //! recent calls.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -32,23 +34,25 @@ fn describe_app(app: &App) -> Value {
     })
 }
 
-/// The app named `name`, or a 404 naming the apps there are.
-pub(super) fn find<'a>(server: &'a Shared, name: &str) -> Result<&'a App, ApiError> {
-    server.apps.get(name).ok_or_else(|| ApiError {
-        extra: json!({ "available": server.apps.keys().collect::<Vec<_>>() }),
+/// The app named `name` as it runs now, or a 404 naming the apps there are.
+pub(super) fn find(server: &Shared, name: &str) -> Result<Arc<App>, ApiError> {
+    let snapshot = server.running().snapshot();
+    snapshot.apps.get(name).map(|s| s.app.clone()).ok_or_else(|| ApiError {
+        extra: json!({ "available": snapshot.apps.keys().collect::<Vec<_>>() }),
         ..ApiError::not_found("unknown-app", format!("no app `{name}`"))
     })
 }
 
 pub(super) async fn list_apps(State(server): State<Shared>) -> axum::Json<Value> {
-    axum::Json(Value::Array(server.apps.values().map(describe_app).collect()))
+    axum::Json(Value::Array(server.running().snapshot().apps.values().map(|s| describe_app(&s.app)).collect()))
 }
 
 pub(super) async fn show_app(
     State(server): State<Shared>,
     Path(app): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    Ok(axum::Json(describe_app(find(&server, &app)?)))
+    let app = find(&server, &app)?;
+    Ok(axum::Json(describe_app(&app)))
 }
 
 pub(super) async fn show_function(
@@ -56,7 +60,7 @@ pub(super) async fn show_function(
     Path((app, function)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let app = find(&server, &app)?;
-    Ok(axum::Json(describe_function(app, &app.function(&function)?)))
+    Ok(axum::Json(describe_function(&app, &app.function(&function)?)))
 }
 
 /// Turn a body rejection into a JSON error.
@@ -223,7 +227,7 @@ async fn run_many(function: Function, arg_sets: crate::MapInputs, stream: bool) 
 }
 
 fn set_paused(server: &Shared, app: &str, function: &str, paused: bool) -> Result<axum::Json<Value>, ApiError> {
-    let guest = find(server, app)?.guest(function)?;
+    let guest = find(server, app)?.guest(function)?.clone();
     guest.set_paused(paused);
     tracing::info!(app, function = guest.name(), paused, "function {}", if paused { "paused" } else { "resumed" });
     Ok(axum::Json(json!({ "app": app, "function": guest.name(), "paused": paused })))

@@ -13,7 +13,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use serde_json::json;
 
 use super::routes::{Access, Route};
-use super::{Shared, api, auth, executions, items, openapi, operator, queues, topics};
+use super::{Shared, api, auth, deploys, executions, items, openapi, operator, queues, topics};
 
 /// Every route of the table, those needing a token behind the check of their scope.
 pub(super) fn table(server: &Shared) -> Router<Shared> {
@@ -32,6 +32,10 @@ fn handler(route: Route) -> MethodRouter<Shared> {
     match route {
         Route::ListApps => on(method, api::list_apps),
         Route::ShowApp => on(method, api::show_app),
+        Route::Deploy => on(method, deploys::deploy),
+        Route::Undeploy => on(method, deploys::undeploy),
+        Route::Versions => on(method, deploys::versions),
+        Route::Rollback => on(method, deploys::rollback),
         Route::DescribeFunction => on(method, api::show_function),
         Route::Call => on(method, api::invoke),
         Route::Map => on(method, api::map),

@@ -34,11 +34,12 @@ pub(super) async fn check(State(server): State<Shared>, request: Request, next: 
     let guarded = ["/v1", "/ui", "/metrics"].iter().any(|p| under(&path, p));
     // The app whose API paths or `[[trigger.http]]` route this is: its `[access] cors-origins`
     // may call it too. On a route, only those: other origins reach the guest as they always did.
-    let app = if guarded { api_app(&path) } else { routed_app(&server, &path) };
+    let app = if guarded { api_app(&path).map(str::to_string) } else { routed_app(&server, &path) };
     if !guarded && app.is_none() {
         return secured(&path, next.run(request).await);
     }
-    let app_origins = app.and_then(|a| server.apps.get(a)).map_or(&[][..], |a| &a.manifest().access.cors_origins);
+    let served = app.and_then(|a| server.running().get(&a));
+    let app_origins = served.as_ref().map_or(&[][..], |s| &s.app.manifest().access.cors_origins[..]);
     let server_origins = if guarded { &server.config.cors_origins[..] } else { &[] };
     let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_string);
     let allowed =
@@ -73,10 +74,10 @@ fn api_app(path: &str) -> Option<&str> {
 
 /// The app whose `[[trigger.http]]` route answers `path` (not a `[site]`: static files need no
 /// CORS).
-fn routed_app<'a>(server: &'a Shared, path: &str) -> Option<&'a str> {
-    match server.mounts.iter().find(|m| m.matches(path))? {
-        Mount::Route(handler) => Some(&handler.guest().app),
-        Mount::Site { .. } => None,
+fn routed_app(server: &Shared, path: &str) -> Option<String> {
+    match server.mounts().list.iter().find(|m| m.matches(path))? {
+        Mount::Route(handler) => Some(handler.guest().app.clone()),
+        Mount::Site(_) => None,
     }
 }
 

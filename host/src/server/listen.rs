@@ -105,7 +105,9 @@ pub async fn serve(
 /// Refuse a declared body over the limit before reading it, and give the body `body_timeout`
 /// to arrive in full: past it the request ends with `408 body-timeout` and the connection closes.
 pub(super) async fn limit_body(State(server): State<Shared>, request: Request, next: Next) -> Response {
-    let max_body = server.config.max_body;
+    let deploy = request.method() == axum::http::Method::PUT
+        && request.uri().path().strip_prefix("/v1/apps/").is_some_and(|app| !app.contains('/'));
+    let max_body = if deploy { server.config.max_bundle } else { server.config.max_body };
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max_body as u64) {
         return ApiError::new(

@@ -6,6 +6,7 @@
 mod api;
 mod auth;
 mod bind;
+mod deploys;
 mod executions;
 mod guard;
 mod items;
@@ -20,8 +21,7 @@ pub mod scopes;
 mod site;
 mod topics;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::body::Body;
@@ -35,12 +35,16 @@ use tokio::sync::Semaphore;
 
 pub use listen::serve;
 
+use crate::deploy::{Deployments, Running};
 use crate::manifest::HttpRoute;
 use crate::triggers::http::HttpHandler;
-use crate::{App, CallError, Error, Host};
+use crate::{CallError, Error, Host};
 
 /// Default largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 16 << 20;
+
+/// Default largest bundle `PUT /v1/apps/NAME` accepts, in bytes.
+pub const MAX_BUNDLE: usize = 256 << 20;
 
 /// Default most requests handled at once; more get `503 overloaded`.
 pub const MAX_REQUESTS: usize = 1024;
@@ -56,8 +60,10 @@ pub struct ServerConfig {
     pub token: Option<String>,
     /// Tokens with scopes (`--tokens FILE`), besides `token`.
     pub tokens: Vec<scopes::Token>,
-    /// Largest request body, in bytes.
+    /// Largest request body, in bytes, but for bundles.
     pub max_body: usize,
+    /// Largest bundle a deploy may upload, in bytes.
+    pub max_bundle: usize,
     /// Most requests handled at once (1 to [`MAX_REQUESTS_LIMIT`]).
     pub max_requests: usize,
     /// Host names the server answers to besides IP addresses and `localhost` (DNS rebinding).
@@ -78,6 +84,7 @@ impl Default for ServerConfig {
             token: None,
             tokens: Vec::new(),
             max_body: MAX_BODY,
+            max_bundle: MAX_BUNDLE,
             max_requests: MAX_REQUESTS,
             allowed_hosts: Vec::new(),
             cors_origins: Vec::new(),
@@ -91,19 +98,6 @@ impl Default for ServerConfig {
 /// The apps could not be served together.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// Two manifests define the same app.
-    #[error("two manifests define the app `{0}`")]
-    DuplicateApp(String),
-    /// Two apps claim the same route.
-    #[error("route `{route}` of app `{app}` is already served by app `{other}`")]
-    RouteConflict {
-        /// The route.
-        route: String,
-        /// The app that claims it second.
-        app: String,
-        /// The app that claimed it first.
-        other: String,
-    },
     /// A setting is out of range.
     #[error("{0}")]
     Config(String),
@@ -122,14 +116,65 @@ pub enum ServerError {
 /// What every handler sees.
 struct Server {
     host: Host,
-    apps: BTreeMap<String, App>,
+    deployments: Arc<Deployments>,
     config: ServerConfig,
     auth: auth::Auth,
-    /// Routes and sites, most specific first.
-    mounts: Vec<Mount>,
+    /// Routes and sites of the running apps, rebuilt when they change.
+    mounts: RwLock<Arc<Mounts>>,
     requests: Semaphore,
     /// Buckets of the clients calling without a token.
     limiter: ratelimit::RateLimiter,
+}
+
+impl Server {
+    fn running(&self) -> &Running {
+        self.deployments.running()
+    }
+
+    /// The routes and sites of the apps running now.
+    fn mounts(&self) -> Arc<Mounts> {
+        let generation = self.running().snapshot().generation;
+        let mounts = self.mounts.read().expect("lock").clone();
+        if mounts.generation == generation {
+            return mounts;
+        }
+        // A site that cannot be opened was refused at start (a file app) or is part of a
+        // checked bundle; one that vanished since is left out and logged.
+        let rebuilt = Arc::new(Mounts::of(self.running()).unwrap_or_else(|error| {
+            tracing::error!(%error, "a site cannot be served");
+            Mounts { generation, list: Vec::new() }
+        }));
+        *self.mounts.write().expect("lock") = rebuilt.clone();
+        rebuilt
+    }
+}
+
+/// Routes and sites, most specific first, of one generation of the running apps.
+struct Mounts {
+    generation: u64,
+    list: Vec<Mount>,
+}
+
+impl Mounts {
+    fn of(running: &Running) -> Result<Mounts, ServerError> {
+        let snapshot = running.snapshot();
+        let mut list: Vec<Mount> = Vec::new();
+        for served in snapshot.apps.values() {
+            let app = &served.app;
+            list.extend(app.routes().iter().cloned().map(Mount::Route));
+            if let Some(s) = &app.manifest().site {
+                let site = site::Site::open(s).map_err(|e| ServerError::Site {
+                    app: app.name().into(),
+                    dir: s.dir.clone(),
+                    message: e.to_string(),
+                })?;
+                list.push(Mount::Site(site));
+            }
+        }
+        // Longest path first, routes before a site on the same path.
+        list.sort_by_key(|m| (std::cmp::Reverse(m.path().len()), matches!(m, Mount::Site(_))));
+        Ok(Mounts { generation: snapshot.generation, list })
+    }
 }
 
 type Shared = Arc<Server>;
@@ -137,29 +182,22 @@ type Shared = Arc<Server>;
 /// Something served outside the host's own paths.
 enum Mount {
     Route(HttpHandler),
-    Site { app: String, site: site::Site },
+    Site(site::Site),
 }
 
 impl Mount {
-    /// The path prefix (or exact path) it claims, for ordering and conflicts.
+    /// The path prefix (or exact path) it claims, for ordering.
     fn path(&self) -> &str {
         match self {
             Mount::Route(h) => h.route().prefix().unwrap_or(&h.route().route),
-            Mount::Site { site, .. } => site.route(),
-        }
-    }
-
-    fn app(&self) -> &str {
-        match self {
-            Mount::Route(h) => &h.guest().app,
-            Mount::Site { app, .. } => app,
+            Mount::Site(site) => site.route(),
         }
     }
 
     fn matches(&self, path: &str) -> bool {
         match self {
             Mount::Route(h) => h.route().matches(path),
-            Mount::Site { site, .. } => site.matches(path),
+            Mount::Site(site) => site.matches(path),
         }
     }
 }
@@ -247,47 +285,20 @@ impl From<CallError> for ApiError {
     }
 }
 
-/// The whole server for `apps`: API, routes, sites, metrics, dashboard.
-pub fn router(host: &Host, apps: Vec<App>, config: ServerConfig) -> Result<Router, ServerError> {
+/// The whole server for the apps of `deployments`: API, deploys, routes, sites, metrics,
+/// dashboard.
+pub fn router(deployments: Arc<Deployments>, config: ServerConfig) -> Result<Router, ServerError> {
     check_config(&config)?;
-    let mut by_name = BTreeMap::new();
-    let mut mounts: Vec<Mount> = Vec::new();
-    for app in apps {
-        let mut own: Vec<Mount> = app.routes().iter().cloned().map(Mount::Route).collect();
-        if let Some(s) = &app.manifest().site {
-            let site = site::Site::open(s).map_err(|e| ServerError::Site {
-                app: app.name().into(),
-                dir: s.dir.clone(),
-                message: e.to_string(),
-            })?;
-            own.push(Mount::Site { app: app.name().into(), site });
-        }
-        for mount in own {
-            if let Some(other) = mounts.iter().find(|m| m.path() == mount.path() && m.app() != mount.app()) {
-                return Err(ServerError::RouteConflict {
-                    route: mount.path().into(),
-                    app: mount.app().into(),
-                    other: other.app().into(),
-                });
-            }
-            mounts.push(mount);
-        }
-        let name = app.name().to_string();
-        if by_name.insert(name.clone(), app).is_some() {
-            return Err(ServerError::DuplicateApp(name));
-        }
-    }
-    // Longest path first, routes before a site on the same path.
-    mounts.sort_by_key(|m| (std::cmp::Reverse(m.path().len()), matches!(m, Mount::Site { .. })));
+    let mounts = Mounts::of(deployments.running())?;
     let server = Arc::new(Server {
-        host: host.clone(),
-        apps: by_name,
+        host: deployments.host().clone(),
+        deployments,
         requests: Semaphore::new(config.max_requests),
         auth: auth::Auth::new(
             config.token.iter().map(|t| scopes::Token::admin(t)).chain(config.tokens.clone()).collect(),
         ),
         config,
-        mounts,
+        mounts: RwLock::new(Arc::new(mounts)),
         limiter: ratelimit::RateLimiter::new(),
     });
     let max_body = server.config.max_body;
@@ -310,8 +321,10 @@ fn check_config(config: &ServerConfig) -> Result<(), ServerError> {
             config.max_requests
         )));
     }
-    if config.max_body == 0 {
-        return Err(ServerError::Config("max-body 0: expected at least 1 byte".into()));
+    for (name, value) in [("max-body", config.max_body), ("max-bundle", config.max_bundle)] {
+        if value == 0 {
+            return Err(ServerError::Config(format!("{name} 0: expected at least 1 byte")));
+        }
     }
     for (name, value) in [("header-timeout", config.header_timeout), ("body-timeout", config.body_timeout)] {
         if value.is_zero() || value > std::time::Duration::from_secs(24 * 3600) {
@@ -392,11 +405,12 @@ struct GuestAnswer;
 /// Requests outside the host's own paths: `[[trigger.http]]` routes, then `[site]` folders.
 async fn mounted(State(server): State<Shared>, request: Request) -> Response {
     let path = request.uri().path().to_string();
-    let Some(mount) = server.mounts.iter().find(|m| m.matches(&path)) else {
+    let mounts = server.mounts();
+    let Some(mount) = mounts.list.iter().find(|m| m.matches(&path)) else {
         return ApiError::not_found("not-found", format!("nothing is served at `{path}`")).into_response();
     };
     match mount {
-        Mount::Site { site, .. } => site.serve(request.method(), &path),
+        Mount::Site(site) => site.serve(request.method(), &path),
         Mount::Route(handler) => {
             let app = &handler.guest().app;
             let open = if handler.route().public { public::Openness::Open } else { public::Openness::Closed };

@@ -313,14 +313,15 @@ fn queue_and_topic_paths(app: &App, paths: &mut Map<String, Value>) {
 /// The OpenAPI 3.1 document for the loaded apps.
 pub(super) async fn document(State(server): State<Shared>) -> axum::Json<Value> {
     let mut paths = Map::new();
-    let names: Vec<&String> = server.apps.keys().collect();
+    let snapshot = server.running().snapshot();
+    let names: Vec<&String> = snapshot.apps.keys().collect();
     for &route in Route::ALL {
         if let Some(op) = host::operation_of(route, &names) {
             add(&mut paths, route, &[], op);
         }
     }
-    for app in server.apps.values() {
-        app_paths(app, &mut paths);
+    for served in snapshot.apps.values() {
+        app_paths(&served.app, &mut paths);
     }
     let mut doc = json!({
         "openapi": "3.1.0",
@@ -330,7 +331,7 @@ pub(super) async fn document(State(server): State<Shared>) -> axum::Json<Value> 
             "description": "Functions of the loaded apps, generated from their WIT types. Errors are JSON with a stable `code`.",
         },
         "tags": std::iter::once(json!({ "name": "host", "description": "The host itself: apps, calls, metrics" }))
-            .chain(server.apps.keys().map(|name| json!({ "name": name, "description": format!("App `{name}`: its functions, stores, buckets and routes") })))
+            .chain(snapshot.apps.keys().map(|name| json!({ "name": name, "description": format!("App `{name}`: its functions, stores, buckets and routes") })))
             .collect::<Vec<_>>(),
         "paths": paths,
         "components": {

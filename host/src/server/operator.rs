@@ -51,7 +51,7 @@ fn store_error(e: impl std::fmt::Display) -> ApiError {
 }
 
 async fn kv_store(server: &Shared, app: &str, store: &str) -> Result<std::sync::Arc<dyn KvStore>, ApiError> {
-    granted(find(server, app)?, "store", store)?;
+    granted(&*find(server, app)?, "store", store)?;
     server.host.kv().open(app, store).await.map_err(store_error)
 }
 
@@ -101,7 +101,7 @@ pub(super) async fn kv_delete(
 }
 
 async fn bucket(server: &Shared, app: &str, name: &str) -> Result<std::sync::Arc<dyn Bucket>, ApiError> {
-    granted(find(server, app)?, "bucket", name)?;
+    granted(&*find(server, app)?, "bucket", name)?;
     server.host.blobs().open(app, name).await.map_err(bucket_error)
 }
 

@@ -41,9 +41,9 @@ pub(super) fn openness(
         _ => return Openness::Closed,
     };
     let public = app
-        .and_then(|a| server.apps.get(a))
+        .and_then(|a| server.running().get(a))
         .zip(function)
-        .is_some_and(|(app, function)| app.function(function).is_ok_and(|f| is_public(app, &f)));
+        .is_some_and(|(served, function)| served.app.function(function).is_ok_and(|f| is_public(&served.app, &f)));
     match (public, direct) {
         (false, _) => Openness::Closed,
         (true, true) => Openness::Open,

@@ -133,7 +133,7 @@ impl State {
 pub(super) fn over_limit(server: &Server, app: &str, extensions: &Extensions) -> Option<Response> {
     // A router served some other way has no peer address: its clients share one bucket.
     let ip = extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-    let limit = server.apps.get(app).map(|a| a.manifest().access.public_rate_limit).unwrap_or_default();
+    let limit = server.running().get(app).map(|s| s.app.manifest().access.public_rate_limit).unwrap_or_default();
     let wait = server.limiter.take(app, ip, &limit, Instant::now()).err()?;
     server.host.metrics().record_rate_limited(app);
     let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;

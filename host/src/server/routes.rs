@@ -73,6 +73,12 @@ macro_rules! routes {
 routes! {
     ListApps: GET "/v1/apps", "list_apps", Any, "List apps with their functions";
     ShowApp: GET "/v1/apps/{app}", "show_app", AppAny, "Describe one app";
+    Deploy: PUT "/v1/apps/{app}", "deploy", Deploy,
+        "Deploy a bundle as the app's next version: checked, compiled, then swapped in without a restart";
+    Undeploy: DELETE "/v1/apps/{app}", "undeploy", Deploy, "Stop a deployed app and forget its versions (its data stays)";
+    Versions: GET "/v1/apps/{app}/versions", "versions", Deploy, "Every deployed version of an app, newest first";
+    Rollback: POST "/v1/apps/{app}/rollback", "rollback", Deploy,
+        "Run an earlier version again (by default the one before the running one)";
     DescribeFunction: GET "/v1/apps/{app}/functions/{function}", "describe", AppAny, "Describe a function";
     Call: POST "/v1/apps/{app}/functions/{function}", "call", Invoke, "Call a function (now, as a job, or enqueued)";
     Map: POST "/v1/apps/{app}/functions/{function}/map", "map", Invoke,
@@ -141,9 +147,9 @@ impl Route {
     }
 
     /// Whether the route lives under one app (`/v1/apps/{app}/...`): OpenAPI lists it per app and
-    /// per granted resource.
+    /// per granted resource. Deploy routes are not: their app need not run yet.
     pub fn per_app(self) -> bool {
-        self.template().starts_with("/v1/apps/{app}/")
+        self.template().starts_with("/v1/apps/{app}/") && self.access() != Access::Deploy
     }
 
     /// A script defining `ROUTES`, operation id to path template, for the dashboard and docs pages.

@@ -32,9 +32,28 @@ pub struct Triggers {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// The triggers of a set of apps, checked and ready to start.
+pub struct Armed {
+    dispatcher: Dispatcher,
+    consumers: Vec<queues::Consumer>,
+    timers: Vec<schedules::Timer>,
+}
+
+impl Armed {
+    /// Start them on the current tokio runtime.
+    pub fn start(self) -> Triggers {
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = vec![tokio::spawn(self.dispatcher.run(stopped.clone()))];
+        tasks.extend(self.consumers.into_iter().map(|c| tokio::spawn(c.run(stopped.clone()))));
+        tasks.extend(self.timers.into_iter().map(|t| tokio::spawn(t.run(stopped.clone()))));
+        Triggers { stop, tasks }
+    }
+}
+
 impl Triggers {
-    /// Check every trigger of the apps and start them on the current tokio runtime.
-    pub fn start(host: &Host, apps: &[&App]) -> Result<Triggers, Error> {
+    /// Check every trigger of the apps (their functions' signatures, their queues); nothing
+    /// runs until [`Armed::start`].
+    pub fn arm(host: &Host, apps: &[&App]) -> Result<Armed, Error> {
         let functions = apps
             .iter()
             .flat_map(|app| app.functions().iter().map(|f| ((app.name().to_string(), f.name().to_string()), f.clone())))
@@ -45,13 +64,12 @@ impl Triggers {
             items: items::arm(host, apps)?,
             topics: topics::arm(host, apps)?,
         };
-        let consumers = queues::arm(host, apps)?;
-        let timers = schedules::arm(host, apps)?;
-        let (stop, stopped) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(dispatcher.run(stopped.clone()))];
-        tasks.extend(consumers.into_iter().map(|c| tokio::spawn(c.run(stopped.clone()))));
-        tasks.extend(timers.into_iter().map(|t| tokio::spawn(t.run(stopped.clone()))));
-        Ok(Triggers { stop, tasks })
+        Ok(Armed { dispatcher, consumers: queues::arm(host, apps)?, timers: schedules::arm(host, apps)? })
+    }
+
+    /// Check every trigger of the apps and start them on the current tokio runtime.
+    pub fn start(host: &Host, apps: &[&App]) -> Result<Triggers, Error> {
+        Ok(Triggers::arm(host, apps)?.start())
     }
 
     /// Stop taking new work; executions already running finish on their own tasks.

@@ -23,6 +23,7 @@ pub(super) fn operation_of(route: Route, apps: &[&String]) -> Option<Value> {
             show["parameters"] = json!([{ "name": "app", "in": "path", "required": true, "schema": { "type": "string", "enum": apps } }]);
             show
         }
+        Route::Deploy | Route::Undeploy | Route::Versions | Route::Rollback => deploy(route),
         Route::RecentCalls => op(
             (
                 "200",
@@ -76,6 +77,68 @@ fn text(content_type: &str) -> Value {
     public(
         json!({ "200": { "description": "The file", "content": { content_type: { "schema": { "type": "string" } } } } }),
     )
+}
+
+/// `PUT|DELETE /v1/apps/{app}`, its versions and rollback: deploys without a restart.
+fn deploy(route: Route) -> Value {
+    let version = json!({ "type": "object", "required": ["app", "version", "digest", "size", "deployed_ms"], "properties": {
+        "app": { "type": "string" }, "version": { "type": "integer", "minimum": 1 },
+        "digest": { "type": "string", "description": "sha256:HEX of the bundle" },
+        "size": { "type": "integer" }, "deployed_ms": { "type": "integer" } } });
+    let not_deployed = ("404", "The app is not deployed (`not-deployed`)");
+    let from_file = ("409", "The app is served from a manifest file (`app-from-file`)");
+    let load = ("422", "The version does not load: compile, models, variables, triggers (`load-failed`)");
+    let op = |ok: (&str, Value), errors: &[(&str, &str)]| operation(route.summary().into(), "host", ok, errors);
+    let mut op = match route {
+        Route::Deploy => {
+            let mut deployed = version.clone();
+            deployed["properties"]["unchanged"] = json!({ "type": "boolean" });
+            let mut op = op(
+                ("201", json_response("The new version, now running", deployed.clone())),
+                &[
+                    ("200", "The bundle was the running version already (`unchanged`: true)"),
+                    ("400", "Not a bundle, or one of another app (`bad-bundle`, `wrong-app`)"),
+                    ("409", "Routes of another app, or an app served from a file (`route-conflict`, `app-from-file`)"),
+                    ("413", "Over `--max-bundle` (`body-too-large`)"),
+                    load,
+                ],
+            );
+            op["requestBody"] = json!({ "required": true, "description": "A bundle made by `host deploy` or `host push`: a tar of `host.toml`, components, model files and site.",
+                "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } });
+            op
+        }
+        Route::Undeploy => op(
+            ("204", json!({ "description": "Stopped; its versions are forgotten, its data stays" })),
+            &[not_deployed, from_file],
+        ),
+        Route::Versions => op(
+            (
+                "200",
+                json_response(
+                    "Newest first, and the version running on this node",
+                    json!({ "type": "object", "properties": {
+                "app": { "type": "string" }, "running": { "type": ["integer", "null"] },
+                "versions": { "type": "array", "items": version } } }),
+                ),
+            ),
+            &[not_deployed],
+        ),
+        _ => {
+            let mut op = op(
+                ("200", json_response("The version now running", version)),
+                &[
+                    ("404", "Not deployed, or no such version (`not-deployed`, `unknown-version`)"),
+                    ("409", "No earlier version, or an app from a file (`nothing-to-roll-back`, `app-from-file`)"),
+                    load,
+                ],
+            );
+            op["requestBody"] = json!({ "required": false, "content": { "application/json": { "schema": {
+                "type": "object", "properties": { "version": { "type": "integer", "description": "Default: the one before the running one" } } } } } });
+            op
+        }
+    };
+    op["parameters"] = path_params(&["app"]);
+    op
 }
 
 /// `/v1/executions...`: the records of calls, jobs and triggered runs.

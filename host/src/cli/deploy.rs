@@ -1,0 +1,171 @@
+//! `host deploy`, `host versions`, `host rollback`, `host undeploy`: apps on a running
+//! `host serve`, changed without a restart.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use host::client::{Client, Reply};
+use host::deploy::Bundle;
+
+use super::TokenArgs;
+
+/// The server these commands change.
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// The running `host serve`.
+    #[arg(long, env = "HOST_REMOTE", value_name = "URL", default_value = "http://127.0.0.1:8080")]
+    remote: String,
+    /// The bearer token sent (it needs the `deploy` scope).
+    #[command(flatten)]
+    token: TokenArgs,
+}
+
+impl ServerArgs {
+    fn client(self) -> anyhow::Result<Client> {
+        Ok(Client::new(&self.remote, self.token.resolve()?)?)
+    }
+}
+
+/// The server's answer, or its error as the command's (exit status 2 for bad input).
+fn answer<T>(reply: Reply<T>) -> anyhow::Result<Result<T, ExitCode>> {
+    Ok(reply?.map_err(|failure| {
+        eprintln!("error: {} ({}): {}", failure.code, failure.status, failure.message);
+        ExitCode::from(if failure.bad_input { 2 } else { 1 })
+    }))
+}
+
+/// `sha256:` and the first 12 hex digits.
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min("sha256:".len() + 12)]
+}
+
+/// Pack an app into one bundle (manifest, components, model files, site) and deploy it to a
+/// running server as the app's next version. The server checks and compiles it, then swaps it
+/// in: calls in flight finish on the old version, new calls get the new one. A bundle that does
+/// not load changes nothing. The app's build commands run first (skipped while up to date).
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  host deploy -f examples/hello/host.toml --remote http://127.0.0.1:8080")]
+pub struct Deploy {
+    /// The app manifest.
+    #[arg(short = 'f', long = "file", default_value = "host.toml")]
+    manifest: PathBuf,
+    /// Do not run the build commands.
+    #[arg(long)]
+    no_build: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+impl Deploy {
+    /// Run the command: one line on `out` naming the version now running.
+    pub async fn run(self, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+        if !self.no_build {
+            super::build_app(&self.manifest)?;
+        }
+        let bundle = Bundle::pack(&self.manifest)?;
+        let started = Instant::now();
+        let client = self.server.client()?;
+        let deployed = match answer(client.deploy(bundle.app(), bundle.bytes().to_vec()).await)? {
+            Ok(deployed) => deployed,
+            Err(code) => return Ok(code),
+        };
+        let what = if deployed["unchanged"] == true { "already running" } else { "deployed" };
+        writeln!(
+            out,
+            "{} version {} {what} ({}, {} bytes) in {} ms",
+            bundle.app(),
+            deployed["version"],
+            short(bundle.digest()),
+            bundle.bytes().len(),
+            started.elapsed().as_millis()
+        )?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// List the deployed versions of an app, newest first; `*` marks the one running.
+#[derive(clap::Args)]
+pub struct Versions {
+    /// The app.
+    app: String,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+impl Versions {
+    /// Run the command: the table on `out`.
+    pub async fn run(self, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+        let listed = match answer(self.server.client()?.versions(&self.app).await)? {
+            Ok(listed) => listed,
+            Err(code) => return Ok(code),
+        };
+        if self.json {
+            writeln!(out, "{listed:#}")?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        writeln!(out, "  {:>7}  {:<19}  {:>10}  deployed", "version", "digest", "bytes")?;
+        for version in listed["versions"].as_array().into_iter().flatten() {
+            let running = if version["version"] == listed["running"] { '*' } else { ' ' };
+            let when = version["deployed_ms"]
+                .as_i64()
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_default();
+            let digest = version["digest"].as_str().unwrap_or_default();
+            let (number, size) = (version["version"].to_string(), version["size"].to_string());
+            writeln!(out, "{running} {number:>7}  {:<19}  {size:>10}  {when}", short(digest))?;
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Run an earlier deployed version of an app again (by default the one before the running one).
+/// Like a deploy, it is compiled first and swapped in without a restart.
+#[derive(clap::Args)]
+pub struct Rollback {
+    /// The app.
+    app: String,
+    /// The version to run (see `host versions APP`).
+    version: Option<u64>,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+impl Rollback {
+    /// Run the command: one line on `out` naming the version now running.
+    pub async fn run(self, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+        let version = match answer(self.server.client()?.rollback(&self.app, self.version).await)? {
+            Ok(version) => version,
+            Err(code) => return Ok(code),
+        };
+        let digest = version["digest"].as_str().map(short).unwrap_or_default().to_string();
+        writeln!(out, "{} version {} running ({digest})", self.app, version["version"])?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Stop a deployed app and forget its versions. Its data (stores, buckets, items, records)
+/// stays, and a later deploy of the same name finds it.
+#[derive(clap::Args)]
+pub struct Undeploy {
+    /// The app.
+    app: String,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+impl Undeploy {
+    /// Run the command.
+    pub async fn run(self, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+        if let Err(code) = answer(self.server.client()?.undeploy(&self.app).await)? {
+            return Ok(code);
+        }
+        writeln!(out, "{} removed; its data stays", self.app)?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
