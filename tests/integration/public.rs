@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::common::{HELLO, ServeProcess, TRAIN_CLASSIFIER, host, manifest, root};
+use crate::common::{HELLO, ServeProcess, TRAIN_CLASSIFIER, host, manifest, python_tools, root};
 use crate::dashboard::{chromium, playwright};
 use crate::digits::{digits, png};
 use crate::server::{Answer, send};
@@ -40,6 +40,8 @@ fn train_classifiers_site_works_without_a_token_on_a_token_protected_server() {
     }
     // The site's page and its two calls, without a token.
     assert_eq!(send(addr, "GET", "/", &[], b"").status, 200);
+    // The client's bucket refills from its first call on.
+    let started = Instant::now();
     let requested = site_call(&server, "request-training", json!({ "dataset": "digits" }));
     assert_eq!((requested.status, requested.json()), (200, json!("model-0001")), "{}", requested.text());
     let status = site_call(&server, "status", json!({ "id": "model-0001" }));
@@ -72,6 +74,24 @@ fn train_classifiers_site_works_without_a_token_on_a_token_protected_server() {
         assert_eq!(refused.code(), (401, "unauthorized".into()), "{path}");
         assert_eq!(refused.json()["message"], only_direct, "{path}");
     }
+    // The OpenAPI document says so: no token or a bearer token for the public exports' calls and
+    // descriptions (with the 429 they may get), the document's bearer for the rest; and it is valid.
+    let doc = send(addr, "GET", "/v1/openapi.json", &[&auth], b"");
+    let paths = &doc.json()["paths"];
+    let either = json!([{}, { "bearer": [] }]);
+    for (export, security) in [("status", &either), ("request-training", &either), ("classify", &Value::Null)] {
+        let path = &paths[format!("{FUNCTIONS}.{export}")];
+        for method in ["post", "get"] {
+            assert_eq!(&path[method]["security"], security, "{method} {export}");
+            assert_eq!(path[method]["responses"]["429"].is_object(), !security.is_null(), "{method} {export}");
+        }
+        assert_eq!(paths[format!("{FUNCTIONS}.{export}/map")]["post"]["security"], Value::Null, "map {export}");
+    }
+    let file = data.path().join("openapi.json");
+    std::fs::write(&file, &doc.body).unwrap();
+    let out = std::process::Command::new(python_tools().join("openapi-spec-validator")).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
     let job = send(addr, "POST", &format!("{FUNCTIONS}.status?async=true"), &[&auth], br#"{"id": "model-0001"}"#);
     assert_eq!(job.status, 202, "with the token, jobs of a public export run: {}", job.text());
 
@@ -97,8 +117,7 @@ fn train_classifiers_site_works_without_a_token_on_a_token_protected_server() {
     assert_eq!(elsewhere.code(), (403, "cross-origin".into()));
 
     // The rate limit: 300 a minute per client, 4 taken above (request-training, status twice,
-    // describe), refilled at 5 a second while the loop runs.
-    let started = Instant::now();
+    // describe), refilled at 5 a second since.
     let mut allowed = 0;
     let limited = loop {
         let answer = site_call(&server, "status", json!({ "id": "model-0001" }));
