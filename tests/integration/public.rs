@@ -11,7 +11,6 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use crate::common::{HELLO, ServeProcess, TRAIN_CLASSIFIER, host, manifest, python_tools, root};
-use crate::dashboard::{chromium, playwright};
 use crate::digits::{digits, png};
 use crate::server::{Answer, send};
 
@@ -152,17 +151,7 @@ fn the_site_trains_in_a_browser_on_a_token_protected_server() {
         assert_eq!(send(server.addr, "PUT", &key, &[&auth], &png(pixels)).status, 204, "{key}");
     }
     // The page knows no token: its calls go through because they are public.
-    let out = std::process::Command::new("node")
-        .arg(playwright().join("train.mjs"))
-        .arg(server.url())
-        .arg("digits")
-        .arg(root().join("target/ui/train-classifier-public.png"))
-        .env("CHROMIUM", chromium())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let summary: Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    let summary = crate::train_classifier::train_in_browser(&server.url(), "train-classifier-public.png");
     assert_eq!(summary["statuses"].as_array().unwrap().last(), Some(&json!("Model Trained!")), "{summary}");
     assert_eq!(summary["id"], "model-0001");
 }

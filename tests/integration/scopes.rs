@@ -50,6 +50,18 @@ fn needed(route: Route, app: &str) -> Option<String> {
     Some(format!("app:{app}:{level}"))
 }
 
+/// `host serve` of `manifests` on `data` with a tokens file of one token per scope.
+fn serve_with_scopes(data: &std::path::Path, scopes: &[&str], manifests: &[&str]) -> ServeProcess {
+    let entries: String = scopes
+        .iter()
+        .map(|s| format!("[[token]]\nname = \"{s}\"\nsha256 = \"{}\"\nscopes = [\"{s}\"]\n", hash_hex(&token_of(s))))
+        .collect();
+    let file = data.join("tokens.toml");
+    std::fs::write(&file, entries).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ServeProcess::start_with(data, None, manifests, &["--tokens", file.to_str().unwrap()])
+}
+
 fn allowed(scope: &str, need: Option<&str>) -> bool {
     match need {
         None => true,
@@ -64,14 +76,7 @@ fn allowed(scope: &str, need: Option<&str>) -> bool {
 #[test]
 fn every_route_needs_its_scope_and_one_apps_scopes_do_not_reach_another() {
     let data = tempfile::tempdir().unwrap();
-    let entries: String = SCOPES
-        .iter()
-        .map(|s| format!("[[token]]\nname = \"{s}\"\nsha256 = \"{}\"\nscopes = [\"{s}\"]\n", hash_hex(&token_of(s))))
-        .collect();
-    let file = data.path().join("tokens.toml");
-    std::fs::write(&file, entries).unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let server = ServeProcess::start_with(data.path(), None, &[COUNTER, HELLO], &["--tokens", file.to_str().unwrap()]);
+    let server = serve_with_scopes(data.path(), &SCOPES, &[COUNTER, HELLO]);
     let mut checked = 0;
     for &route in Route::ALL.iter().filter(|r| r.access() != Access::Public) {
         for app in ["counter", "hello"] {
@@ -150,14 +155,7 @@ fn public_exports_open_only_their_direct_calls_and_descriptions() {
     let data = tempfile::tempdir().unwrap();
     let app = crate::public::open_app(data.path(), "");
     let scopes = ["app:open:read", "app:counter:invoke"];
-    let entries: String = scopes
-        .iter()
-        .map(|s| format!("[[token]]\nname = \"{s}\"\nsha256 = \"{}\"\nscopes = [\"{s}\"]\n", hash_hex(&token_of(s))))
-        .collect();
-    let file = data.path().join("tokens.toml");
-    std::fs::write(&file, entries).unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let server = ServeProcess::start_with(data.path(), None, &[&app, COUNTER], &["--tokens", file.to_str().unwrap()]);
+    let server = serve_with_scopes(data.path(), &scopes, &[&app, COUNTER]);
     let note = "only direct calls of this function are public: jobs, enqueued calls, map and starmap need a token";
     let mut checked = 0;
     for &route in Route::ALL.iter().filter(|r| r.template().starts_with("/v1/apps/{app}/")) {
