@@ -83,7 +83,7 @@ impl Auth {
 
     /// `Ok` when the request may use a route of `access` (of `app`): else `401` without a
     /// valid token, `403` naming the missing scope with one.
-    pub(super) fn check(&self, headers: &HeaderMap, access: Access, app: Option<&str>) -> Result<(), ApiError> {
+    fn check(&self, headers: &HeaderMap, access: Access, app: Option<&str>) -> Result<(), ApiError> {
         if access == Access::Public {
             return Ok(());
         }
