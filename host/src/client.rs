@@ -381,8 +381,10 @@ impl Client {
         self.request_json(Method::POST, &Route::Rollback.path(&[app]), JSON, body.into_bytes()).await
     }
 
-    /// Stop the deployed `app` and forget its versions.
-    pub async fn undeploy(&self, app: &str) -> Reply<Bytes> {
-        self.request(Method::DELETE, &Route::Undeploy.path(&[app]), JSON, Vec::new()).await
+    /// Stop the deployed `app` and forget its versions; with `purge`, delete its data too (the
+    /// answer says how much).
+    pub async fn undeploy(&self, app: &str, purge: bool) -> Reply<Bytes> {
+        let path = with_query(Route::Undeploy.path(&[app]), &[("purge", purge.then_some("true"))]);
+        self.request(Method::DELETE, &path, JSON, Vec::new()).await
     }
 }

@@ -50,6 +50,7 @@ enum Command {
     Versions(cli::deploy::Versions),
     Rollback(cli::deploy::Rollback),
     Undeploy(cli::deploy::Undeploy),
+    Push(cli::push::Push),
     /// Hash tokens for a tokens file (`host serve --tokens`).
     #[command(subcommand)]
     Token(cli::token::TokenCommand),
@@ -109,6 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Versions(command) => command.run(out).await,
             Command::Rollback(command) => command.run(out).await,
             Command::Undeploy(command) => command.run(out).await,
+            Command::Push(command) => command.run(out).await,
             Command::Token(command) => command.run(out),
         }
     })

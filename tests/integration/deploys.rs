@@ -294,3 +294,29 @@ fn watch_rebuilds_and_reloads_and_keeps_the_old_version_on_failure() {
     std::fs::write(app.join("host.toml"), good).unwrap();
     wait("the reload after the fix", &|| functions(&server, "live").contains(&"hello.greet".into()));
 }
+
+/// Removal keeps the app's data for a later deploy of the same name; `--purge` deletes what its
+/// stores, buckets and datasets hold.
+#[test]
+fn removal_keeps_the_data_unless_purged() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServeProcess::start(data.path(), None, &[]);
+    let call = |export: &str, args: &str| {
+        let answer =
+            send(server.addr, "POST", &format!("/v1/apps/counter/functions/counter.{export}"), &[], args.as_bytes());
+        (answer.status, answer.json())
+    };
+    assert!(deploy(&server, &manifest(COUNTER)).status.success());
+    assert_eq!(call("increment", r#"["visits", 5]"#), (200, json!(5)));
+    assert_eq!(call("save-note", r#"["a", "kept"]"#).0, 200);
+
+    assert!(host(&server, &["undeploy", "counter"]).status.success());
+    assert!(deploy(&server, &manifest(COUNTER)).status.success());
+    assert_eq!(call("increment", r#"["visits", 1]"#), (200, json!(6)), "the store outlived the removal");
+
+    let out = host(&server, &["undeploy", "counter", "--purge"]);
+    assert_eq!(text(&out.stdout), "counter removed; deleted 1 keys, 1 objects, 0 items\n", "{}", text(&out.stderr));
+    assert!(deploy(&server, &manifest(COUNTER)).status.success());
+    assert_eq!(call("increment", r#"["visits", 1]"#), (200, json!(1)), "the store was emptied");
+    assert_eq!(call("read-note", r#"["a"]"#).0, 422, "the bucket was emptied");
+}

@@ -150,11 +150,15 @@ impl Rollback {
 }
 
 /// Stop a deployed app and forget its versions. Its data (stores, buckets, items, records)
-/// stays, and a later deploy of the same name finds it.
+/// stays, and a later deploy of the same name finds it, unless `--purge`.
 #[derive(clap::Args)]
 pub struct Undeploy {
     /// The app.
     app: String,
+    /// Also delete the data of the key-value stores, buckets and datasets the app grants
+    /// (queue messages and execution records expire on their own).
+    #[arg(long)]
+    purge: bool,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -162,10 +166,21 @@ pub struct Undeploy {
 impl Undeploy {
     /// Run the command.
     pub async fn run(self, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-        if let Err(code) = answer(self.server.client()?.undeploy(&self.app).await)? {
-            return Ok(code);
+        let body = match answer(self.server.client()?.undeploy(&self.app, self.purge).await)? {
+            Ok(body) => body,
+            Err(code) => return Ok(code),
+        };
+        match serde_json::from_slice::<serde_json::Value>(&body).ok() {
+            Some(answer) => {
+                let purged = &answer["purged"];
+                writeln!(
+                    out,
+                    "{} removed; deleted {} keys, {} objects, {} items",
+                    self.app, purged["keys"], purged["objects"], purged["items"]
+                )?
+            }
+            None => writeln!(out, "{} removed; its data stays", self.app)?,
         }
-        writeln!(out, "{} removed; its data stays", self.app)?;
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -10,6 +10,7 @@ pub mod items;
 pub mod logs;
 pub mod map;
 pub mod new;
+pub mod push;
 pub mod serve;
 pub mod target;
 pub mod token;

@@ -4,6 +4,8 @@
 //! on a NATS cluster, reaches every node ([`Deployments::sync`]).
 
 pub mod bundle;
+pub mod oci;
+mod purge;
 pub mod running;
 mod versions;
 
@@ -13,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use self::bundle::Bundle;
+pub use self::purge::Purged;
 pub use self::running::{Origin, Running, Served, Snapshot};
 pub use self::versions::NAMESPACE;
 use self::versions::Versions;
@@ -211,17 +214,30 @@ impl Deployments {
         Ok(target)
     }
 
-    /// Stop the deployed app `app` and forget its versions; its data stays.
-    pub async fn remove(&self, app: &str) -> Result<(), DeployError> {
+    /// Stop the deployed app `app` and forget its versions. Its data stays, unless `purge`:
+    /// then the stores, buckets and datasets its manifest grants are emptied (what was deleted
+    /// is returned).
+    pub async fn remove(&self, app: &str, purge: bool) -> Result<Option<Purged>, DeployError> {
         let _changing = self.changing.lock().await;
-        let known = !self.versions.list(app).await?.is_empty();
-        let removed = self.running.remove(app).await?;
-        if removed.is_none() && !known {
-            return Err(DeployError::NotDeployed(app.into()));
-        }
+        let versions = self.versions.list(app).await?;
+        let manifest = match self.running.get(app) {
+            Some(Served { origin: Origin::File(path), .. }) => {
+                return Err(DeployError::FromFile { app: app.into(), path });
+            }
+            Some(served) => served.app.manifest().clone(),
+            None => match versions.first() {
+                Some(newest) => crate::manifest::Manifest::load(self.versions.unpacked(newest).await?)?,
+                None => return Err(DeployError::NotDeployed(app.into())),
+            },
+        };
+        self.running.remove(app).await?;
         self.versions.forget(app).await?;
-        tracing::info!(app, "removed");
-        Ok(())
+        let purged = match purge {
+            true => Some(purge::purge(&self.host, &manifest).await?),
+            false => None,
+        };
+        tracing::info!(app, ?purged, "removed");
+        Ok(purged)
     }
 
     /// Every version of `app`, newest first, and the one running on this node.

@@ -2,7 +2,7 @@
 //! deploys without a restart, over [`crate::deploy::Deployments`].
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
@@ -72,9 +72,24 @@ pub(super) async fn deploy(
     Ok((status, axum::Json(body)).into_response())
 }
 
-pub(super) async fn undeploy(State(server): State<Shared>, Path(app): Path<String>) -> Result<StatusCode, ApiError> {
-    server.deployments.remove(&app).await?;
-    Ok(StatusCode::NO_CONTENT)
+/// `?purge=true` also deletes the app's data.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UndeployQuery {
+    #[serde(default)]
+    purge: bool,
+}
+
+/// 204, or with `purge`: 200 and how many keys, objects and items were deleted.
+pub(super) async fn undeploy(
+    State(server): State<Shared>,
+    Path(app): Path<String>,
+    Query(query): Query<UndeployQuery>,
+) -> Result<Response, ApiError> {
+    Ok(match server.deployments.remove(&app, query.purge).await? {
+        Some(purged) => axum::Json(json!({ "purged": purged })).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
 }
 
 pub(super) async fn versions(

@@ -107,10 +107,20 @@ fn deploy(route: Route) -> Value {
                 "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } });
             op
         }
-        Route::Undeploy => op(
-            ("204", json!({ "description": "Stopped; its versions are forgotten, its data stays" })),
-            &[not_deployed, from_file],
-        ),
+        Route::Undeploy => {
+            let mut op = op(
+                ("204", json!({ "description": "Stopped; its versions are forgotten, its data stays" })),
+                &[not_deployed, from_file],
+            );
+            op["responses"]["200"] = json_response(
+                "With `purge`: how much was deleted",
+                json!({ "type": "object",
+                "properties": { "purged": { "type": "object", "properties": {
+                    "keys": { "type": "integer" }, "objects": { "type": "integer" }, "items": { "type": "integer" } } } } }),
+            );
+            op["parameters"] = query_params(&[("purge", json!({ "type": "boolean" }))]);
+            op
+        }
         Route::Versions => op(
             (
                 "200",
@@ -137,7 +147,11 @@ fn deploy(route: Route) -> Value {
             op
         }
     };
-    op["parameters"] = path_params(&["app"]);
+    let mut parameters = path_params(&["app"]);
+    if let Some(query) = op["parameters"].as_array() {
+        parameters.as_array_mut().expect("a list").extend(query.iter().cloned());
+    }
+    op["parameters"] = parameters;
     op
 }
 

@@ -151,8 +151,8 @@ impl Drop for LocalCluster {
 }
 
 /// Kill `pid` once this process is gone, however it ends (a test binary exits without
-/// dropping its statics; a panic may abort).
-fn watchdog(pid: u32) {
+/// dropping its statics; a panic may abort). Also for the test harness's other servers.
+pub fn watchdog(pid: u32) {
     let me = std::process::id();
     let script = format!("while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -9 {pid} 2>/dev/null");
     let _ = Command::new("sh")

@@ -1,0 +1,114 @@
+//! What the benches that drive real `host serve` processes share: child processes, an HTTP/1.1
+//! client, waiting until a server answers, logs.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+
+pub type Error = Box<dyn std::error::Error>;
+
+/// Child processes, killed (and reaped) when dropped, on success, error or panic alike.
+#[derive(Default)]
+pub struct Children(pub Vec<(String, Child)>);
+
+impl Children {
+    pub fn add(&mut self, name: &str, child: Child) {
+        self.0.push((name.to_string(), child));
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (name, child) in &mut self.0 {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+            }
+            if let Err(e) = child.wait() {
+                eprintln!("waiting for {name}: {e}");
+            }
+        }
+    }
+}
+
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")),
+        Err(_) => default,
+    }
+}
+
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One HTTP/1.1 request on a fresh connection: status and body.
+pub async fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), Error> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let mut builder = hyper::Request::builder().method(method).uri(path).header(hyper::header::HOST, addr.to_string());
+    if body.is_some() {
+        builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let req = builder.body(Full::new(Bytes::from(body.unwrap_or("").to_string())))?;
+    let response = sender.send_request(req).await?;
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+pub fn request_blocking(
+    rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String), Error> {
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), request(addr, method, path, body)).await? })
+}
+
+/// Wait until `GET path` answers 200, while `child` (if any) is alive.
+pub fn wait_ready(
+    rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    path: &str,
+    child: Option<(&mut Child, &Path)>,
+) -> Result<(), Error> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut child = child;
+    loop {
+        if let Ok((200, _)) = request_blocking(rt, addr, "GET", path, None) {
+            return Ok(());
+        }
+        if let Some((c, log)) = child.as_mut()
+            && let Some(status) = c.try_wait()?
+        {
+            return Err(format!("exited with {status} before answering; its log:\n{}", tail(log)).into());
+        }
+        if Instant::now() > deadline {
+            let log = child.map_or(String::new(), |(_, log)| tail(log));
+            return Err(format!("GET http://{addr}{path} did not answer 200 within 120 s\n{log}").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child's output file, opened for appending so that stdout and stderr do not overwrite each other.
+pub fn log_file(path: &Path) -> std::io::Result<File> {
+    File::options().create(true).append(true).open(path)
+}
+
+/// The last lines of a log file.
+pub fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
