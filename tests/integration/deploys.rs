@@ -320,3 +320,24 @@ fn removal_keeps_the_data_unless_purged() {
     assert_eq!(call("increment", r#"["visits", 1]"#), (200, json!(1)), "the store was emptied");
     assert_eq!(call("read-note", r#"["a"]"#).0, 422, "the bucket was emptied");
 }
+
+/// `host push` to a registry on loopback, then `host deploy REFERENCE`: the server runs the
+/// bundle pulled from the registry, byte for byte the one pushed.
+#[test]
+fn a_bundle_pushed_to_a_registry_deploys_from_there() {
+    let registry = crate::registry::Registry::start();
+    let reference = registry.reference("apps/hello:v1");
+    let data = tempfile::tempdir().unwrap();
+    let server = ServeProcess::start(data.path(), None, &[]);
+    let pushed = host(&server, &["push", &reference, "-f", manifest(HELLO).to_str().unwrap(), "--no-build"]);
+    assert!(pushed.status.success(), "{}", text(&pushed.stderr));
+    let out = host(&server, &["deploy", &reference]);
+    assert!(text(&out.stdout).starts_with("hello version 1 deployed (sha256:"), "{}", text(&out.stderr));
+    assert_eq!(greet(&server), (200, json!("Hello, Ada! You are 36.")));
+    let digest = host::deploy::Bundle::pack(&manifest(HELLO)).unwrap().digest().to_string();
+    let listed = send(server.addr, "GET", "/v1/apps/hello/versions", &[], b"").json();
+    assert_eq!(listed["versions"][0]["digest"], digest);
+    let missing = host(&server, &["deploy", &registry.reference("apps/hello:nope")]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("apps/hello:nope"), "{}", text(&missing.stderr));
+}

@@ -33,6 +33,11 @@ fn needed(route: Route, app: &str) -> Option<String> {
     if matches!(route, Route::Deploy | Route::Undeploy | Route::Versions | Route::Rollback) {
         return Some("deploy".into());
     }
+    // Execution records: the record's app (the `app` asked for, for the list).
+    if template.starts_with("/v1/executions") {
+        let level = if route.method().as_str() == "GET" { "read" } else { "write" };
+        return Some(format!("app:{app}:{level}"));
+    }
     if !route.per_app() && !template.starts_with("/v1/apps/{app}") {
         return match route {
             Route::ListApps | Route::OpenApi => None,
@@ -77,16 +82,33 @@ fn allowed(scope: &str, need: Option<&str>) -> bool {
 fn every_route_needs_its_scope_and_one_apps_scopes_do_not_reach_another() {
     let data = tempfile::tempdir().unwrap();
     let server = serve_with_scopes(data.path(), &SCOPES, &[COUNTER, HELLO]);
+    // One execution record of each app, for the record routes.
+    let admin = format!("Authorization: Bearer {}", token_of("admin"));
+    let mut records = std::collections::HashMap::new();
+    for (app, path, args) in [
+        ("counter", Route::Call.path(&["counter", "counter.increment"]), r#"["k", 1]"#),
+        ("hello", Route::Call.path(&["hello", "hello.greet"]), r#"{"who": {"name": "A", "age": 1}}"#),
+    ] {
+        assert_eq!(send(server.addr, "POST", &path, &[&admin], args.as_bytes()).status, 200);
+        let listed = send(server.addr, "GET", &format!("/v1/executions?app={app}"), &[&admin], b"").json();
+        records.insert(app, listed[0]["id"].as_str().unwrap().to_string());
+    }
     let mut checked = 0;
     for &route in Route::ALL.iter().filter(|r| r.access() != Access::Public) {
         for app in ["counter", "hello"] {
             let function = if app == "counter" { "counter" } else { "hello.greet" };
+            let per_record = route.template().starts_with("/v1/executions");
             let args: &[&str] = if route.template().starts_with("/v1/apps/{app}") {
                 &[app, function, "k", "k"]
+            } else if per_record {
+                &[&records[app]]
             } else {
                 &["0000000000000000000000000000"]
             };
-            let path = route.path(&args[..route.template().matches('{').count()]);
+            let mut path = route.path(&args[..route.template().matches('{').count()]);
+            if route == Route::ListExecutions {
+                path = format!("{path}?app={app}");
+            }
             let need = needed(route, app);
             let method = route.method().to_string();
             let anonymous = send(server.addr, &method, &path, &[], b"{}");
@@ -104,12 +126,19 @@ fn every_route_needs_its_scope_and_one_apps_scopes_do_not_reach_another() {
                 }
                 checked += 1;
             }
-            if !route.template().starts_with("/v1/apps/{app}") {
+            if !route.template().starts_with("/v1/apps/{app}") && !per_record {
                 break;
             }
         }
     }
     assert!(checked > 500, "{checked}");
+    // Every app's records at once, and the app list: what the scopes open.
+    let reader = format!("Authorization: Bearer {}", token_of("app:hello:read"));
+    let all = send(server.addr, "GET", "/v1/executions", &[&reader], b"");
+    assert_eq!(all.json()["message"], "this token lacks the scope admin");
+    let apps = send(server.addr, "GET", "/v1/apps", &[&reader], b"").json();
+    let names: Vec<&str> = apps.as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["hello"]);
     // A dashboard session keeps the scopes of the token it was opened with.
     let login = format!("{{\"token\": \"{}\"}}", token_of("app:counter:read"));
     let session = send(server.addr, "POST", "/ui/session", &["Content-Type: application/json"], login.as_bytes());
@@ -196,4 +225,31 @@ fn public_exports_open_only_their_direct_calls_and_descriptions() {
     let direct =
         send(server.addr, "POST", &Route::Call.path(&["open", "hello.greet"]), &[], br#"[{"name": "Bo", "age": 2}]"#);
     assert_eq!((direct.status, direct.json()), (200, serde_json::json!("Hello, Bo! You are 2.")));
+}
+
+#[test]
+fn token_hash_prints_the_digest_a_tokens_file_holds() {
+    use std::io::Write;
+    let hash = |stdin: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(["token", "hash"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = hash("  s3cret-t0ken\n");
+    assert_eq!((code, out), (Some(0), format!("{}\n", hash_hex("s3cret-t0ken"))));
+    assert_eq!(hash_hex("s3cret-t0ken").len(), 64);
+    let (code, _, err) = hash("\n");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("the bearer token is empty"), "{err}");
 }

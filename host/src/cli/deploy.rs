@@ -41,13 +41,20 @@ fn short(digest: &str) -> &str {
     &digest[..digest.len().min("sha256:".len() + 12)]
 }
 
-/// Pack an app into one bundle (manifest, components, model files, site) and deploy it to a
-/// running server as the app's next version. The server checks and compiles it, then swaps it
-/// in: calls in flight finish on the old version, new calls get the new one. A bundle that does
-/// not load changes nothing. The app's build commands run first (skipped while up to date).
+/// Pack an app into one bundle (manifest, components, model files, site), or pull one pushed to
+/// an OCI registry (`host push`), and deploy it to a running server as the app's next version.
+/// The server checks and compiles it, then swaps it in: calls in flight finish on the old
+/// version, new calls get the new one. A bundle that does not load changes nothing. The app's
+/// build commands run first (skipped while up to date).
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  host deploy -f examples/hello/host.toml --remote http://127.0.0.1:8080")]
+#[command(
+    after_help = "Examples:\n  host deploy -f examples/hello/host.toml --remote http://127.0.0.1:8080\n  host deploy 127.0.0.1:5000/apps/hello:v1   # HOST_REGISTRY_USER/HOST_REGISTRY_PASSWORD for a private registry"
+)]
 pub struct Deploy {
+    /// A bundle in an OCI registry (`REGISTRY/REPO:TAG` or `REGISTRY/REPO@sha256:...`) instead
+    /// of packing the app of `-f`.
+    #[arg(value_name = "REFERENCE", conflicts_with_all = ["manifest", "no_build"])]
+    reference: Option<String>,
     /// The app manifest.
     #[arg(short = 'f', long = "file", default_value = "host.toml")]
     manifest: PathBuf,
@@ -61,11 +68,16 @@ pub struct Deploy {
 impl Deploy {
     /// Run the command: one line on `out` naming the version now running.
     pub async fn run(self, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-        if !self.no_build {
-            super::build_app(&self.manifest)?;
-        }
-        let bundle = Bundle::pack(&self.manifest)?;
         let started = Instant::now();
+        let bundle = match &self.reference {
+            Some(reference) => host::deploy::oci::pull_bundle(reference, &super::push::registry_auth()?).await?,
+            None => {
+                if !self.no_build {
+                    super::build_app(&self.manifest)?;
+                }
+                Bundle::pack(&self.manifest)?
+            }
+        };
         let client = self.server.client()?;
         let deployed = match answer(client.deploy(bundle.app(), bundle.bytes().to_vec()).await)? {
             Ok(deployed) => deployed,

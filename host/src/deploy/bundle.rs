@@ -15,8 +15,9 @@ use crate::manifest::{Manifest, ModelSource};
 /// The manifest's name inside a bundle.
 pub const MANIFEST: &str = "host.toml";
 
-/// The largest bundle accepted, packed or unpacked, in bytes.
-pub const MAX_BUNDLE: u64 = 1 << 30;
+/// The largest bundle accepted, packed, unpacked or pulled from a registry, in bytes (512 MiB):
+/// nothing can make a server or client hold more for one.
+pub const MAX_BUNDLE: u64 = 512 << 20;
 
 /// Most files in a bundle.
 const MAX_FILES: usize = 10_000;

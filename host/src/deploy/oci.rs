@@ -12,15 +12,13 @@ use oci_client::manifest::OciImageManifest;
 use oci_client::{Client, Reference};
 use sha2::{Digest as _, Sha256};
 
+use super::bundle::MAX_BUNDLE;
 use super::{Bundle, DeployError};
 
 /// The media type of a bundle's one layer: the bundle's tar as is.
 pub const BUNDLE_MEDIA_TYPE: &str = "application/vnd.host.bundle.v1.tar";
 /// The media type of a bundle's config blob, also the manifest's `artifactType`.
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.host.bundle.config.v1+json";
-/// The largest bundle layer [`pull`] accepts (512 MiB): a registry cannot make a server fill its
-/// memory.
-pub const MAX_BUNDLE_BYTES: u64 = 512 << 20;
 
 /// How long connecting to a registry may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -117,8 +115,8 @@ pub enum OciError {
         /// The digest of the bytes received.
         actual: String,
     },
-    /// The layer is larger than [`MAX_BUNDLE_BYTES`].
-    #[error("the bundle layer of `{reference}` is too large: {size} bytes, at most {MAX_BUNDLE_BYTES} are accepted")]
+    /// The layer is larger than [`MAX_BUNDLE`].
+    #[error("the bundle layer of `{reference}` is too large: {size} bytes, at most {MAX_BUNDLE} are accepted")]
     TooLarge {
         /// The reference.
         reference: String,
@@ -163,7 +161,7 @@ pub async fn push(reference: &str, app: &str, bundle: &[u8], auth: &RegistryAuth
 }
 
 /// Pull the bundle at `reference` and return its bytes, checked: the manifest must hold one
-/// layer of [`BUNDLE_MEDIA_TYPE`], at most [`MAX_BUNDLE_BYTES`] long, whose bytes match its
+/// layer of [`BUNDLE_MEDIA_TYPE`], at most [`MAX_BUNDLE`] long, whose bytes match its
 /// digest.
 pub async fn pull(reference: &str, auth: &RegistryAuth) -> Result<Vec<u8>, OciError> {
     let parsed = parse(reference)?;
@@ -184,7 +182,7 @@ pub async fn pull(reference: &str, auth: &RegistryAuth) -> Result<Vec<u8>, OciEr
     };
     let too_large = |size| OciError::TooLarge { reference: reference.to_string(), size };
     let declared = u64::try_from(layer.size).unwrap_or(0);
-    if declared > MAX_BUNDLE_BYTES {
+    if declared > MAX_BUNDLE {
         return Err(too_large(declared));
     }
     // Streamed with a running count, since the declared size is only the registry's word.
@@ -192,7 +190,7 @@ pub async fn pull(reference: &str, auth: &RegistryAuth) -> Result<Vec<u8>, OciEr
     let mut bytes = Vec::with_capacity(declared as usize);
     while let Some(chunk) = stream.next().await {
         bytes.extend_from_slice(&chunk.map_err(|e| failed(e.into()))?);
-        if bytes.len() as u64 > MAX_BUNDLE_BYTES {
+        if bytes.len() as u64 > MAX_BUNDLE {
             return Err(too_large(bytes.len() as u64));
         }
     }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -13,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::routes::Route;
+use super::routes::{Access, Route};
+use super::scopes::Grant;
 use super::{ApiError, Shared, describe_route};
 use crate::{App, Function};
 
@@ -43,8 +45,11 @@ pub(super) fn find(server: &Shared, name: &str) -> Result<Arc<App>, ApiError> {
     })
 }
 
-pub(super) async fn list_apps(State(server): State<Shared>) -> axum::Json<Value> {
-    axum::Json(Value::Array(server.running().snapshot().apps.values().map(|s| describe_app(&s.app)).collect()))
+/// The apps the caller has a scope of (every app for `admin`).
+pub(super) async fn list_apps(State(server): State<Shared>, Extension(grant): Extension<Grant>) -> axum::Json<Value> {
+    let snapshot = server.running().snapshot();
+    let visible = snapshot.apps.values().filter(|s| grant.allows(Access::AppAny, Some(s.app.name())).is_ok());
+    axum::Json(Value::Array(visible.map(|s| describe_app(&s.app)).collect()))
 }
 
 pub(super) async fn show_app(

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::RawPathParams;
 use axum::extract::{Request, State};
-use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -36,10 +37,10 @@ fn same(a: &Digest32, b: &Digest32) -> bool {
 }
 
 /// How a request was let in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Admitted {
-    /// By its token or session, or on a server without tokens: not rate limited.
-    Token,
+    /// By its token or session (with its scopes), or on a server without tokens: not rate limited.
+    Token(Grant),
     /// Without a token, to something public: held to the app's rate limit.
     Public,
 }
@@ -81,21 +82,10 @@ impl Auth {
         sessions.iter().find(|(known, (ends, _))| same(known, &id) && *ends > now).map(|(_, (_, grant))| grant.clone())
     }
 
-    /// `Ok` when the request may use a route of `access` (of `app`): else `401` without a
-    /// valid token, `403` naming the missing scope with one.
-    fn check(&self, headers: &HeaderMap, access: Access, app: Option<&str>) -> Result<(), ApiError> {
-        if access == Access::Public {
-            return Ok(());
-        }
-        let grant = self.grant(headers).ok_or_else(unauthorized)?;
-        grant.allows(access, app).map_err(|scope| {
-            ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this token lacks the scope {scope}"))
-        })
-    }
-
-    /// How a request for a route of `access` (of `app`) is let in: by its token as [`Self::check`]
-    /// says, else without one when the route is `open`; a refusal of a public export in another
-    /// mode says that only its direct calls are public.
+    /// How a request for a route of `access` (of `app`) is let in: by a token with the scope,
+    /// else without one when the route is `open`. Refused: `401` without a valid token, `403`
+    /// naming the missing scope with one; for a public export in another mode, saying that only
+    /// its direct calls are public.
     fn admit(
         &self,
         headers: &HeaderMap,
@@ -103,8 +93,9 @@ impl Auth {
         app: Option<&str>,
         open: Openness,
     ) -> Result<Admitted, ApiError> {
-        match (self.check(headers, access, app), open) {
-            (Ok(()), _) => Ok(Admitted::Token),
+        let granted = self.grant(headers).ok_or_else(unauthorized);
+        match (granted.and_then(|grant| permit(&grant, access, app).map(|()| grant)), open) {
+            (Ok(grant), _) => Ok(Admitted::Token(grant)),
             (Err(_), Openness::Open) => Ok(Admitted::Public),
             (Err(mut error), Openness::DirectOnly) => {
                 error.message.push_str(
@@ -149,6 +140,13 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
+/// `Ok` when `grant` opens `access` (of `app`), else `403 forbidden` naming the missing scope.
+pub(super) fn permit(grant: &Grant, access: Access, app: Option<&str>) -> Result<(), ApiError> {
+    grant.allows(access, app).map_err(|scope| {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this token lacks the scope {scope}"))
+    })
+}
+
 pub(super) fn unauthorized() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
@@ -169,25 +167,29 @@ pub(super) async fn require_scope(
     let param = |wanted: &str| params.as_ref()?.iter().find(|(name, _)| *name == wanted).map(|(_, value)| value);
     let (app, function) = (param("app"), param("function"));
     let open = public::openness(&server, route, app, function, &parts.uri);
-    match refusal(&server, &parts.headers, &parts.extensions, route.access(), app, open) {
+    match refusal(&server, &mut parts, route.access(), app, open) {
         Some(refused) => refused,
         None => next.run(Request::from_parts(parts, body)).await,
     }
 }
 
 /// The answer refusing a request for a route of `access` (of `app`), or `None` when it may go
-/// on: by its token, or without one when the route is `open`, held to the rate limit.
+/// on: by its token (whose scopes it then carries), or without one when the route is `open`,
+/// held to the rate limit.
 pub(super) fn refusal(
     server: &Server,
-    headers: &HeaderMap,
-    extensions: &Extensions,
+    parts: &mut Parts,
     access: Access,
     app: Option<&str>,
     open: Openness,
 ) -> Option<Response> {
-    match server.auth.admit(headers, access, app, open) {
-        Ok(Admitted::Token) => None,
-        Ok(Admitted::Public) => ratelimit::over_limit(server, app.unwrap_or_default(), extensions),
+    match server.auth.admit(&parts.headers, access, app, open) {
+        Ok(Admitted::Token(grant)) => {
+            // Handlers that find the app in what they read (execution records) check it there.
+            parts.extensions.insert(grant);
+            None
+        }
+        Ok(Admitted::Public) => ratelimit::over_limit(server, app.unwrap_or_default(), &parts.extensions),
         Err(error) => Some(error.into_response()),
     }
 }

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -11,8 +12,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::permit;
+use super::routes::Access;
+use super::scopes::Grant;
 use super::{ApiError, Shared};
-use crate::executions::{CancelError, ExecutionFilter, Status};
+use crate::executions::{CancelError, Execution, ExecutionFilter, Status};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,11 +30,17 @@ pub(super) struct ListQuery {
     limit: Option<usize>,
 }
 
-/// Records newest first, 100 a page (at most 1000).
+/// Records newest first, 100 a page (at most 1000): of one app with its `read` scope, of every
+/// app with `admin`.
 pub(super) async fn list(
     State(server): State<Shared>,
+    Extension(grant): Extension<Grant>,
     Query(q): Query<ListQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
+    match &q.app {
+        Some(app) => permit(&grant, Access::Read, Some(app))?,
+        None => permit(&grant, Access::Admin, None)?,
+    }
     let status = match q.status.as_deref().map(str::parse::<Status>) {
         Some(Err(message)) => return Err(ApiError::bad_request("bad-query", message)),
         Some(Ok(status)) => Some(status),
@@ -53,11 +63,20 @@ fn unknown(id: &str) -> ApiError {
     ApiError::not_found("unknown-execution", format!("no execution `{id}`"))
 }
 
+/// The record `id`, when `grant` may `access` (read or write) its app.
+async fn record(server: &Shared, grant: &Grant, access: Access, id: &str) -> Result<Execution, ApiError> {
+    let record = server.host.executions().get(id).await.ok_or_else(|| unknown(id))?;
+    permit(grant, access, Some(&record.app))?;
+    Ok(record)
+}
+
 pub(super) async fn show(
     State(server): State<Shared>,
+    Extension(grant): Extension<Grant>,
     Path(id): Path<String>,
     Query(q): Query<ShowQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
+    let record = record(&server, &grant, Access::Read, &id).await?;
     let executions = server.host.executions();
     let record = match q.wait {
         Some(wait) => {
@@ -65,7 +84,7 @@ pub(super) async fn show(
                 .map_err(|e| ApiError::bad_request("bad-query", format!("wait `{wait}`: {e} (expected e.g. `10s`)")))?;
             executions.wait(&id, wait.min(Duration::from_secs(300))).await
         }
-        None => executions.get(&id).await,
+        None => Some(record),
     };
     Ok(axum::Json(json!(record.ok_or_else(|| unknown(&id))?)))
 }
@@ -82,11 +101,12 @@ pub(super) struct LogsQuery {
 /// the final record.
 pub(super) async fn logs(
     State(server): State<Shared>,
+    Extension(grant): Extension<Grant>,
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
+    record(&server, &grant, Access::Read, &id).await?;
     let executions = server.host.executions().clone();
-    executions.get(&id).await.ok_or_else(|| unknown(&id))?;
     if !q.follow {
         let text = executions.logs(&id).await.unwrap_or_default();
         return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
@@ -126,8 +146,10 @@ pub(super) async fn logs(
 /// tick); answers the record. A final one is a `409 already-final`.
 pub(super) async fn cancel(
     State(server): State<Shared>,
+    Extension(grant): Extension<Grant>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
+    record(&server, &grant, Access::Write, &id).await?;
     match server.host.executions().cancel(&id).await {
         Ok(record) => Ok(axum::Json(json!(record))),
         Err(CancelError::Unknown(_)) => Err(unknown(&id)),

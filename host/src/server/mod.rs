@@ -412,14 +412,13 @@ async fn mounted(State(server): State<Shared>, request: Request) -> Response {
     match mount {
         Mount::Site(site) => site.serve(request.method(), &path),
         Mount::Route(handler) => {
-            let app = &handler.guest().app;
+            let app = Some(handler.guest().app.as_str());
             let open = if handler.route().public { public::Openness::Open } else { public::Openness::Closed };
-            let (headers, extensions) = (request.headers(), request.extensions());
-            if let Some(refused) = auth::refusal(&server, headers, extensions, routes::Access::Invoke, Some(app), open)
-            {
+            let (mut parts, body) = request.into_parts();
+            if let Some(refused) = auth::refusal(&server, &mut parts, routes::Access::Invoke, app, open) {
                 return refused;
             }
-            serve_route(handler, request, server.config.max_body).await
+            serve_route(handler, Request::from_parts(parts, body), server.config.max_body).await
         }
     }
 }

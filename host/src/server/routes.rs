@@ -22,6 +22,9 @@ pub enum Access {
     Read,
     /// `app:NAME:write` of the route's app.
     Write,
+    /// `app:NAME:read` of an execution record's app (`write` to cancel it), checked by the
+    /// handler once it has read the record; `admin` for the records of every app at once.
+    Record,
     /// `deploy`.
     Deploy,
     /// `admin`.
@@ -116,10 +119,10 @@ routes! {
         "Add annotations to an item";
     Unannotate: DELETE "/v1/apps/{app}/datasets/{dataset}/items/{id}/annotations/{annotation}", "unannotate",
         Write, "Delete an annotation of an item";
-    ListExecutions: GET "/v1/executions", "list_executions", Admin, "Execution records, newest first";
-    ShowExecution: GET "/v1/executions/{id}", "show_execution", Admin, "One execution record";
-    ExecutionLogs: GET "/v1/executions/{id}/logs", "execution_logs", Admin, "What an execution printed";
-    CancelExecution: POST "/v1/executions/{id}/cancel", "cancel_execution", Admin,
+    ListExecutions: GET "/v1/executions", "list_executions", Record, "Execution records, newest first";
+    ShowExecution: GET "/v1/executions/{id}", "show_execution", Record, "One execution record";
+    ExecutionLogs: GET "/v1/executions/{id}/logs", "execution_logs", Record, "What an execution printed";
+    CancelExecution: POST "/v1/executions/{id}/cancel", "cancel_execution", Record,
         "Cancel a queued or running execution: it ends `cancelled`";
     OpenApi: GET "/v1/openapi.json", "openapi", Any, "This document";
     Metrics: GET "/metrics", "metrics", Admin, "Prometheus metrics";

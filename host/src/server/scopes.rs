@@ -96,7 +96,8 @@ impl Grant {
         }
         let app = app.unwrap_or_default().to_string();
         let needed = match access {
-            Access::Public | Access::Any => return Ok(()),
+            // The record's app is known to the handler only.
+            Access::Public | Access::Any | Access::Record => return Ok(()),
             Access::AppAny => {
                 let of_app = |s: &Scope| matches!(s, Scope::Invoke(a) | Scope::Read(a) | Scope::Write(a) if *a == app);
                 if self.0.iter().any(of_app) {
