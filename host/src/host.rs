@@ -158,7 +158,13 @@ impl Host {
                 )
                 .with_record(spec.record),
             );
-            for export in exports::exports(guest.pre.component()) {
+            let exports = exports::exports(guest.pre.component());
+            let names: Vec<&str> = exports.iter().map(|e| e.name.as_str()).collect();
+            // Export names are known only now, from the component.
+            spec.public
+                .check_exports(&format!("function.{name}.public"), &names)
+                .map_err(|message| ManifestError::Invalid { path: manifest.path.clone(), message })?;
+            for export in exports {
                 let target = CallTarget {
                     guest: guest.clone(),
                     export: export.index,

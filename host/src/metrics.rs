@@ -46,6 +46,7 @@ struct Recorded {
     latency: BTreeMap<(String, String), Histogram>,
     errors: BTreeMap<&'static str, u64>,
     outbound: BTreeMap<(String, String, String, &'static str), u64>,
+    rate_limited: BTreeMap<String, u64>,
     recent: VecDeque<CallRecord>,
 }
 
@@ -114,6 +115,11 @@ impl Metrics {
         *self.recorded.lock().unwrap().outbound.entry(key).or_default() += 1;
     }
 
+    /// Count a request to `app` made without a token and refused by its `public-rate-limit`.
+    pub fn record_rate_limited(&self, app: &str) {
+        *self.recorded.lock().unwrap().rate_limited.entry(app.to_string()).or_default() += 1;
+    }
+
     /// Calls so far of `function` in `app` that ended with `outcome`.
     pub fn calls(&self, app: &str, function: &str, outcome: &'static str) -> u64 {
         let r = self.recorded.lock().unwrap();
@@ -170,6 +176,13 @@ impl Metrics {
                 escape(function),
                 escape(host)
             );
+        }
+        out.push_str(
+            "# HELP host_rate_limited_total Requests without a token refused by the app's public rate limit.\n",
+        );
+        out.push_str("# TYPE host_rate_limited_total counter\n");
+        for (app, n) in &r.rate_limited {
+            let _ = writeln!(out, "host_rate_limited_total{{app=\"{}\"}} {n}", escape(app));
         }
         out
     }

@@ -23,6 +23,7 @@ mod openapi;
 mod outbound;
 mod outbound_sdk;
 mod properties;
+mod public;
 mod registry;
 mod remote_annotate;
 mod remote_map;

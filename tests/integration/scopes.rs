@@ -1,5 +1,6 @@
 //! Tokens with scopes against a real `host serve`: every route of the table, with a token of each
-//! scope, for two apps, so that one app's scopes are shown not to reach the other.
+//! scope, for two apps, so that one app's scopes are shown not to reach the other; and every
+//! route of an app with public exports, which opens their direct calls and descriptions only.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -54,6 +55,18 @@ fn needed(route: Route, app: &str) -> Option<String> {
     Some(format!("app:{app}:{level}"))
 }
 
+/// `host serve` of `manifests` on `data` with a tokens file of one token per scope.
+fn serve_with_scopes(data: &std::path::Path, scopes: &[&str], manifests: &[&str]) -> ServeProcess {
+    let entries: String = scopes
+        .iter()
+        .map(|s| format!("[[token]]\nname = \"{s}\"\nsha256 = \"{}\"\nscopes = [\"{s}\"]\n", hash_hex(&token_of(s))))
+        .collect();
+    let file = data.join("tokens.toml");
+    std::fs::write(&file, entries).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ServeProcess::start_with(data, None, manifests, &["--tokens", file.to_str().unwrap()])
+}
+
 fn allowed(scope: &str, need: Option<&str>) -> bool {
     match need {
         None => true,
@@ -68,14 +81,7 @@ fn allowed(scope: &str, need: Option<&str>) -> bool {
 #[test]
 fn every_route_needs_its_scope_and_one_apps_scopes_do_not_reach_another() {
     let data = tempfile::tempdir().unwrap();
-    let entries: String = SCOPES
-        .iter()
-        .map(|s| format!("[[token]]\nname = \"{s}\"\nsha256 = \"{}\"\nscopes = [\"{s}\"]\n", hash_hex(&token_of(s))))
-        .collect();
-    let file = data.path().join("tokens.toml");
-    std::fs::write(&file, entries).unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let server = ServeProcess::start_with(data.path(), None, &[COUNTER, HELLO], &["--tokens", file.to_str().unwrap()]);
+    let server = serve_with_scopes(data.path(), &SCOPES, &[COUNTER, HELLO]);
     // One execution record of each app, for the record routes.
     let admin = format!("Authorization: Bearer {}", token_of("admin"));
     let mut records = std::collections::HashMap::new();
@@ -171,6 +177,54 @@ fn a_bad_tokens_file_is_refused_at_start_naming_the_entry_and_field() {
     assert!(err.contains("token `ci`: unknown field `scope`"), "{err}");
     let (_, err) = serve(&good, 0o644);
     assert!(err.contains("has mode 0644: group or others can read it"), "{err}");
+}
+
+#[test]
+fn public_exports_open_only_their_direct_calls_and_descriptions() {
+    let data = tempfile::tempdir().unwrap();
+    let app = crate::public::open_app(data.path(), "");
+    let scopes = ["app:open:read", "app:counter:invoke"];
+    let server = serve_with_scopes(data.path(), &scopes, &[&app, COUNTER]);
+    let note = "only direct calls of this function are public: jobs, enqueued calls, map and starmap need a token";
+    let mut checked = 0;
+    for &route in Route::ALL.iter().filter(|r| r.template().starts_with("/v1/apps/{app}/")) {
+        let path = route.path(&["open", "hello.greet", "k", "k"][..route.template().matches('{').count()]);
+        let public = matches!(route, Route::Call | Route::DescribeFunction);
+        let noted = matches!(route, Route::Map | Route::Starmap);
+        let need = needed(route, "open");
+        let method = route.method().to_string();
+        for scope in [None, Some(scopes[0]), Some(scopes[1])] {
+            let bearer = scope.map(|s| format!("Authorization: Bearer {}", token_of(s))).unwrap_or_default();
+            let headers: &[&str] = if scope.is_some() { &[&bearer] } else { &[] };
+            let answer = send(server.addr, &method, &path, headers, b"{}");
+            let message = answer.json()["message"].as_str().unwrap_or_default().to_string();
+            if public || scope.is_some_and(|s| allowed(s, need.as_deref())) {
+                assert!(![401, 403].contains(&answer.status), "{scope:?} on {method} {path}: {}", answer.text());
+            } else {
+                let code = if scope.is_some() { (403, "forbidden".into()) } else { (401, "unauthorized".into()) };
+                assert_eq!(answer.code(), code, "{scope:?} on {method} {path}");
+                assert_eq!(message.ends_with(note), noted, "{scope:?} on {method} {path}: {message}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 60, "{checked}");
+    // Jobs and enqueued calls of a public export need `invoke`; a function that is not public
+    // says nothing of public calls.
+    for query in ["?async=true", "?enqueue=true"] {
+        let path = format!("{}{query}", Route::Call.path(&["open", "hello.greet"]));
+        let anonymous = send(server.addr, "POST", &path, &[], br#"[{"name": "Bo", "age": 2}]"#);
+        assert_eq!(anonymous.code(), (401, "unauthorized".into()), "{path}");
+        assert!(anonymous.json()["message"].as_str().unwrap().ends_with(note), "{}", anonymous.text());
+        let other_app = format!("Authorization: Bearer {}", token_of("app:counter:invoke"));
+        let forbidden = send(server.addr, "POST", &path, &[&other_app], br#"[{"name": "Bo", "age": 2}]"#);
+        assert_eq!(forbidden.json()["message"], format!("this token lacks the scope app:open:invoke; {note}"));
+    }
+    let private = send(server.addr, "POST", &Route::Call.path(&["counter", "counter.get"]), &[], br#"["k"]"#);
+    assert_eq!(private.json()["message"], "missing or wrong bearer token: send `Authorization: Bearer <token>`");
+    let direct =
+        send(server.addr, "POST", &Route::Call.path(&["open", "hello.greet"]), &[], br#"[{"name": "Bo", "age": 2}]"#);
+    assert_eq!((direct.status, direct.json()), (200, serde_json::json!("Hello, Bo! You are 2.")));
 }
 
 #[test]

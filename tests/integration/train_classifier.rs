@@ -29,6 +29,23 @@ fn status(addr: std::net::SocketAddr, id: &str) -> String {
     call(addr, "status", json!({ "id": id })).as_str().unwrap().to_string()
 }
 
+/// The site at `url` in headless Chromium: dataset `digits`, "Train Model", the statuses up to
+/// "Model Trained!" (`tests/ui/train.mjs`); its summary `{"statuses": [...], "id": "..."}`. The
+/// screenshot goes to `target/ui/SCREENSHOT`.
+pub fn train_in_browser(url: &str, screenshot: &str) -> Value {
+    let out = Command::new("node")
+        .arg(playwright().join("train.mjs"))
+        .arg(url)
+        .arg("digits")
+        .arg(root().join("target/ui").join(screenshot))
+        .env("CHROMIUM", chromium())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap()
+}
+
 #[test]
 fn the_site_trains_a_classifier_that_survives_a_killed_host() {
     let data = tempfile::tempdir().unwrap();
@@ -51,19 +68,7 @@ fn the_site_trains_a_classifier_that_survives_a_killed_host() {
     assert_eq!((uploaded, held_out.len()), (1617, 180));
 
     // The tutorial's page: click "Train Model", see the statuses up to the final one.
-    let ui = playwright();
-    let screenshot = root().join("target/ui/train-classifier.png");
-    let out = Command::new("node")
-        .arg(ui.join("train.mjs"))
-        .arg(format!("http://{listen}"))
-        .arg("digits")
-        .arg(&screenshot)
-        .env("CHROMIUM", chromium())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let summary: Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    let summary = train_in_browser(&format!("http://{listen}"), "train-classifier.png");
     let statuses: Vec<&str> = summary["statuses"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
     assert_eq!(statuses.last(), Some(&"Model Trained!"), "the page polled up to the final status: {statuses:#?}");
     assert!(statuses.windows(2).all(|w| w[0] != w[1]), "each new status is shown once: {statuses:#?}");

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::access::Public;
 use super::grants::{Grants, RawGrants};
 use super::models::ModelSpec;
 use super::units::{ByteSize, Timeout};
@@ -35,6 +36,8 @@ pub struct FunctionSpec {
     pub config: BTreeMap<String, String>,
     /// Which direct calls get an execution record (`record`).
     pub record: RecordMode,
+    /// Which exports may be called without a token (`public`).
+    pub public: Public,
 }
 
 /// Which direct calls of a function (`call`, `map`, `http`) get an execution record: `record =
@@ -107,6 +110,8 @@ pub(super) struct RawFunction {
     config: BTreeMap<String, String>,
     #[serde(default)]
     record: RecordMode,
+    #[serde(default)]
+    public: Public,
 }
 
 /// `limits = { ... }` as written; unset limits take the defaults.
@@ -156,6 +161,7 @@ impl RawFunction {
         if self.build.is_none() && !self.build_inputs.is_empty() {
             return Err(format!("{at}.build-inputs: there is no `build` command to run"));
         }
+        let public = self.public.check(&format!("{at}.public"))?;
         Ok(FunctionSpec {
             source: base.join(&self.source),
             build: self.build,
@@ -164,6 +170,7 @@ impl RawFunction {
             grants,
             config: self.config,
             record: self.record,
+            public,
         })
     }
 }

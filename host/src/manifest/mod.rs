@@ -4,7 +4,7 @@
 //! Each section is read as written (a `Raw*` type whose serde errors name the key and the line),
 //! then checked on its own (a `check` that names the key path), in this order: models, functions
 //! (whose grants name models), variables (which config templates name), triggers and HTTP routes
-//! (which name functions), site, queues.
+//! (which name functions), site, queues, access.
 //! `golden.rs` pins the exact text of every error class (`tests/manifest/*.toml`).
 
 use std::collections::BTreeMap;
@@ -25,6 +25,7 @@ macro_rules! deserialize_from_str {
     };
 }
 
+mod access;
 mod function;
 #[cfg(test)]
 mod golden;
@@ -37,6 +38,7 @@ mod triggers;
 mod units;
 mod variables;
 
+pub use self::access::{AccessSpec, ORIGIN_EXPECTED, Public, RateLimit, valid_origin};
 pub use self::function::{FunctionSpec, Limits, MAX_MEMORY, RecordMode};
 pub use self::grants::{BucketsGrant, DatasetsGrant, Grants, KvGrant, ModelsGrant, QueuesGrant, TopicsGrant};
 pub use self::http::{HttpRoute, RESERVED_ROUTES, Site};
@@ -101,6 +103,8 @@ pub struct Manifest {
     pub outbound: OutboundSpec,
     /// `[variables]`: values given at load time that config values name as `{{ name }}`.
     pub variables: BTreeMap<String, VariableSpec>,
+    /// `[access]`: the rate limit of calls without a token, and the app's CORS origins.
+    pub access: AccessSpec,
 }
 
 /// The whole file as written.
@@ -120,6 +124,8 @@ struct RawManifest {
     outbound: Option<outbound::RawOutbound>,
     #[serde(default)]
     variables: BTreeMap<variables::VariableName, variables::RawVariable>,
+    #[serde(default)]
+    access: access::RawAccess,
 }
 
 /// `[app]`.
@@ -166,6 +172,7 @@ impl Manifest {
         let triggers = raw.trigger.check(&functions)?;
         let queues = raw.queue.into_iter().map(|(n, q)| (n.0, QueueSpec::from(q))).collect();
         let outbound = raw.outbound.map(|o| o.check(base)).transpose()?.unwrap_or_default();
+        let access = raw.access.check()?;
         Ok(Manifest {
             path: path.to_path_buf(),
             app: raw.app.name.0,
@@ -180,6 +187,7 @@ impl Manifest {
             schedule_triggers: triggers.schedule,
             outbound,
             variables,
+            access,
         })
     }
 

@@ -324,6 +324,7 @@ mod tests {
             grants: Default::default(),
             config: BTreeMap::new(),
             record: Default::default(),
+            public: Default::default(),
         };
         raw.check(&BTreeMap::from([("f".to_string(), spec)]))
     }

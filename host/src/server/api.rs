@@ -89,6 +89,13 @@ pub(super) struct InvokeQuery {
     enqueue: bool,
 }
 
+impl InvokeQuery {
+    /// Whether the call runs now, not as a job or enqueued.
+    pub(super) fn direct(&self) -> bool {
+        !self.r#async && !self.enqueue
+    }
+}
+
 /// The JSON of a request body; an empty body is `null`.
 fn json_body(server: &Shared, body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     let body = body.map_err(|e| body_error(server, e))?;

@@ -11,13 +11,15 @@ use std::time::{Duration, Instant};
 
 use axum::extract::RawPathParams;
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::public::{self, Openness};
 use super::routes::{Access, Route};
 use super::scopes::{Digest32, Grant, Token, digest};
-use super::{ApiError, Shared};
+use super::{ApiError, Server, Shared, ratelimit};
 
 /// The dashboard session cookie's name.
 const COOKIE: &str = "host_session";
@@ -32,6 +34,15 @@ const MAX_SESSIONS: usize = 1024;
 /// early exit tells anything about the secret's length or content.
 fn same(a: &Digest32, b: &Digest32) -> bool {
     a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// How a request was let in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Admitted {
+    /// By its token or session (with its scopes), or on a server without tokens: not rate limited.
+    Token(Grant),
+    /// Without a token, to something public: held to the app's rate limit.
+    Public,
 }
 
 /// The server's tokens (as digests, with their scopes) and the dashboard sessions they opened.
@@ -71,13 +82,29 @@ impl Auth {
         sessions.iter().find(|(known, (ends, _))| same(known, &id) && *ends > now).map(|(_, (_, grant))| grant.clone())
     }
 
-    /// `Ok` when the request may use a route of `access` (of `app`): else `401` without a
-    /// valid token, `403` naming the missing scope with one.
-    pub(super) fn check(&self, headers: &HeaderMap, access: Access, app: Option<&str>) -> Result<(), ApiError> {
-        if access == Access::Public {
-            return Ok(());
+    /// How a request for a route of `access` (of `app`) is let in: by a token with the scope,
+    /// else without one when the route is `open`. Refused: `401` without a valid token, `403`
+    /// naming the missing scope with one; for a public export in another mode, saying that only
+    /// its direct calls are public.
+    fn admit(
+        &self,
+        headers: &HeaderMap,
+        access: Access,
+        app: Option<&str>,
+        open: Openness,
+    ) -> Result<Admitted, ApiError> {
+        let granted = self.grant(headers).ok_or_else(unauthorized);
+        match (granted.and_then(|grant| permit(&grant, access, app).map(|()| grant)), open) {
+            (Ok(grant), _) => Ok(Admitted::Token(grant)),
+            (Err(_), Openness::Open) => Ok(Admitted::Public),
+            (Err(mut error), Openness::DirectOnly) => {
+                error.message.push_str(
+                    "; only direct calls of this function are public: jobs, enqueued calls, map and starmap need a token",
+                );
+                Err(error)
+            }
+            (Err(error), Openness::Closed) => Err(error),
         }
-        permit(&self.grant(headers).ok_or_else(unauthorized)?, access, app)
     }
 
     /// A new session id with `grant`, remembered until it expires.
@@ -129,7 +156,7 @@ pub(super) fn unauthorized() -> ApiError {
 }
 
 /// Middleware of a route of the table: the request needs the route's scope, for the app in its
-/// path.
+/// path, unless it is a direct call or description of a public export (then it is rate limited).
 pub(super) async fn require_scope(
     State((server, route)): State<(Shared, Route)>,
     request: Request,
@@ -137,15 +164,33 @@ pub(super) async fn require_scope(
 ) -> Response {
     let (mut parts, body) = request.into_parts();
     let params = axum::RequestPartsExt::extract::<RawPathParams>(&mut parts).await.ok();
-    let app = params.as_ref().and_then(|p| p.iter().find(|(name, _)| *name == "app").map(|(_, value)| value));
-    let grant = server.auth.grant(&parts.headers).ok_or_else(unauthorized);
-    match grant.and_then(|grant| permit(&grant, route.access(), app).map(|()| grant)) {
-        Ok(grant) => {
+    let param = |wanted: &str| params.as_ref()?.iter().find(|(name, _)| *name == wanted).map(|(_, value)| value);
+    let (app, function) = (param("app"), param("function"));
+    let open = public::openness(&server, route, app, function, &parts.uri);
+    match refusal(&server, &mut parts, route.access(), app, open) {
+        Some(refused) => refused,
+        None => next.run(Request::from_parts(parts, body)).await,
+    }
+}
+
+/// The answer refusing a request for a route of `access` (of `app`), or `None` when it may go
+/// on: by its token (whose scopes it then carries), or without one when the route is `open`,
+/// held to the rate limit.
+pub(super) fn refusal(
+    server: &Server,
+    parts: &mut Parts,
+    access: Access,
+    app: Option<&str>,
+    open: Openness,
+) -> Option<Response> {
+    match server.auth.admit(&parts.headers, access, app, open) {
+        Ok(Admitted::Token(grant)) => {
             // Handlers that find the app in what they read (execution records) check it there.
             parts.extensions.insert(grant);
-            next.run(Request::from_parts(parts, body)).await
+            None
         }
-        Err(error) => error.into_response(),
+        Ok(Admitted::Public) => ratelimit::over_limit(server, app.unwrap_or_default(), &parts.extensions),
+        Err(error) => Some(error.into_response()),
     }
 }
 

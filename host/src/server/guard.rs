@@ -1,7 +1,8 @@
 //! Who may talk to the server from a browser: the `Host` check (against DNS rebinding), the
 //! cross-origin check on `/v1`, `/ui` and `/metrics` (against cross-site request forgery), CORS for
-//! the origins the operator allows, and the headers that keep stored content from running as a
-//! page of the server's origin.
+//! the origins the operator allows (`--cors-origin`) and, on one app's API paths and
+//! `[[trigger.http]]` routes, those the app allows (`[access] cors-origins`), and the headers that
+//! keep stored content from running as a page of the server's origin.
 //!
 //! Non-browser clients (curl, the CLI, other services) send neither `Origin` nor `Sec-Fetch-Site`
 //! and pass untouched; browsers always send them on the requests that matter.
@@ -11,7 +12,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, Shared};
+use super::{ApiError, Mount, Shared};
 
 /// Refuse requests for a `Host` the server does not answer to (DNS rebinding), then refuse
 /// cross-origin requests to the API and the dashboard unless their origin is allowed, answer
@@ -31,15 +32,25 @@ pub(super) async fn check(State(server): State<Shared>, request: Request, next: 
         }
     }
     let guarded = ["/v1", "/ui", "/metrics"].iter().any(|p| under(&path, p));
-    if !guarded {
+    // The app whose API paths or `[[trigger.http]]` route this is: its `[access] cors-origins`
+    // may call it too. On a route, only those: other origins reach the guest as they always did.
+    let app = if guarded { api_app(&path).map(str::to_string) } else { routed_app(&server, &path) };
+    if !guarded && app.is_none() {
         return secured(&path, next.run(request).await);
     }
+    let served = app.and_then(|a| server.running().get(&a));
+    let app_origins = served.as_ref().map_or(&[][..], |s| &s.app.manifest().access.cors_origins[..]);
+    let server_origins = if guarded { &server.config.cors_origins[..] } else { &[] };
     let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_string);
-    let allowed = origin.as_deref().filter(|o| server.config.cors_origins.iter().any(|c| c.eq_ignore_ascii_case(o)));
+    let allowed =
+        origin.as_deref().filter(|o| server_origins.iter().chain(app_origins).any(|c| c.eq_ignore_ascii_case(o)));
     if let Some(origin) = allowed {
         let origin = HeaderValue::from_str(origin).expect("checked ASCII");
         let response = if is_preflight(&request) { preflight(request.headers()) } else { next.run(request).await };
         return secured(&path, with_cors(response, origin));
+    }
+    if !guarded {
+        return secured(&path, next.run(request).await);
     }
     if cross_origin(&request, origin.as_deref()) {
         return ApiError::new(
@@ -53,6 +64,21 @@ pub(super) async fn check(State(server): State<Shared>, request: Request, next: 
         .into_response();
     }
     secured(&path, next.run(request).await)
+}
+
+/// The app of an API path `/v1/apps/APP` or `/v1/apps/APP/...`.
+fn api_app(path: &str) -> Option<&str> {
+    let app = path.strip_prefix("/v1/apps/")?.split('/').next()?;
+    (!app.is_empty()).then_some(app)
+}
+
+/// The app whose `[[trigger.http]]` route answers `path` (not a `[site]`: static files need no
+/// CORS).
+fn routed_app(server: &Shared, path: &str) -> Option<String> {
+    match server.mounts().list.iter().find(|m| m.matches(path))? {
+        Mount::Route(handler) => Some(handler.guest().app.clone()),
+        Mount::Site(_) => None,
+    }
 }
 
 /// Whether `path` is `prefix` or below it.
@@ -167,6 +193,15 @@ mod tests {
             ["attacker.example:8080", "attacker.example", "127.0.0.1.nip.io:80", "[evil]:80", "localhost.evil:80", ""]
         {
             assert!(!host_allowed(bad, &allowed), "{bad}");
+        }
+    }
+
+    #[test]
+    fn api_paths_name_their_app() {
+        assert_eq!(api_app("/v1/apps/shop"), Some("shop"));
+        assert_eq!(api_app("/v1/apps/shop/functions/f.g"), Some("shop"));
+        for none in ["/v1/apps", "/v1/apps/", "/v1/calls", "/shop"] {
+            assert_eq!(api_app(none), None, "{none}");
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -57,7 +57,13 @@ pub async fn serve(
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let router = hyper_util::service::TowerToHyperService::new(router.clone());
+        // Handlers learn the client's address (the TCP peer, never a header it could forge) from
+        // this extension: the rate limit of calls without a token is per client.
+        let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            hyper::service::Service::call(&router, request)
+        });
         let connection = http.serve_connection(TokioIo::new(tcp), service).with_upgrades();
         let mut stopping = stopping.clone();
         connections.spawn(async move {

@@ -13,7 +13,9 @@ mod items;
 mod listen;
 mod openapi;
 mod operator;
+mod public;
 mod queues;
+mod ratelimit;
 pub mod routes;
 pub mod scopes;
 mod site;
@@ -120,6 +122,8 @@ struct Server {
     /// Routes and sites of the running apps, rebuilt when they change.
     mounts: RwLock<Arc<Mounts>>,
     requests: Semaphore,
+    /// Buckets of the clients calling without a token.
+    limiter: ratelimit::RateLimiter,
 }
 
 impl Server {
@@ -295,6 +299,7 @@ pub fn router(deployments: Arc<Deployments>, config: ServerConfig) -> Result<Rou
         ),
         config,
         mounts: RwLock::new(Arc::new(mounts)),
+        limiter: ratelimit::RateLimiter::new(),
     });
     let max_body = server.config.max_body;
     Ok(bind::table(&server)
@@ -326,16 +331,8 @@ fn check_config(config: &ServerConfig) -> Result<(), ServerError> {
             return Err(ServerError::Config(format!("{name} {value:?}: expected more than 0 and at most 24h")));
         }
     }
-    for origin in &config.cors_origins {
-        let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
-            && !origin.ends_with('/')
-            && origin.is_ascii()
-            && !origin.contains(char::is_whitespace);
-        if !ok {
-            return Err(ServerError::Config(format!(
-                "cors-origin `{origin}`: expected an origin like `https://app.example.com` (scheme and host, no path)"
-            )));
-        }
+    if let Some(origin) = config.cors_origins.iter().find(|o| !crate::manifest::valid_origin(o)) {
+        return Err(ServerError::Config(format!("cors-origin `{origin}`: {}", crate::manifest::ORIGIN_EXPECTED)));
     }
     Ok(())
 }
@@ -415,11 +412,13 @@ async fn mounted(State(server): State<Shared>, request: Request) -> Response {
     match mount {
         Mount::Site(site) => site.serve(request.method(), &path),
         Mount::Route(handler) => {
-            let access = if handler.route().public { routes::Access::Public } else { routes::Access::Invoke };
-            if let Err(error) = server.auth.check(request.headers(), access, Some(&handler.guest().app)) {
-                return error.into_response();
+            let app = Some(handler.guest().app.as_str());
+            let open = if handler.route().public { public::Openness::Open } else { public::Openness::Closed };
+            let (mut parts, body) = request.into_parts();
+            if let Some(refused) = auth::refusal(&server, &mut parts, routes::Access::Invoke, app, open) {
+                return refused;
             }
-            serve_route(handler, request, server.config.max_body).await
+            serve_route(handler, Request::from_parts(parts, body), server.config.max_body).await
         }
     }
 }

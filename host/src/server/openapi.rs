@@ -123,12 +123,21 @@ fn app_paths(app: &App, paths: &mut Map<String, Value>) {
             .trim()
             .into();
         }
-        let describe = operation(
+        let mut describe = operation(
             format!("Describe `{}`", f.name()),
             name,
             ("200", json_response("Signature and schemas", json!({ "$ref": "#/components/schemas/Function" }))),
             &[],
         );
+        if super::public::is_public(app, f) {
+            // Direct calls and the description need no token; jobs and enqueued calls still do.
+            for op in [&mut invoke, &mut describe] {
+                op["security"] = json!([{}, { "bearer": [] }]);
+                op["responses"]["429"] = error_response(
+                    "Too many requests without a token from this address (`rate-limited`); see `Retry-After`",
+                );
+            }
+        }
         add(paths, Route::DescribeFunction, &args, describe);
         add(paths, Route::Call, &args, invoke);
         let outcomes = json!({ "type": "object", "required": ["results", "succeeded", "failed"], "properties": {
