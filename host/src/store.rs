@@ -107,6 +107,12 @@ impl Store {
         self.commits.dirty.store(true, Ordering::Relaxed);
     }
 
+    /// Start a flush of every write made before this call without waiting for it: the write
+    /// reaches the disk within one flush, and a later [`Store::durable`] shares that flush.
+    pub fn commit_soon(&self) {
+        self.ticket();
+    }
+
     fn ticket(&self) -> u64 {
         let ticket = {
             let mut state = self.commits.state.lock().unwrap();

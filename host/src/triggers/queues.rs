@@ -8,6 +8,11 @@
 //! `max-attempts`, after which the message moves to the dead-letter queue. Leases last twice the
 //! function's timeout, and messages leased when the host stopped are delivered again after a
 //! restart.
+//!
+//! The calls start without waiting for their leases to reach the disk (they ride the next group
+//! commit, shared with the completions and the handlers' own writes): a completion is durable only
+//! with its lease, and a crash in between gives the message back, the interrupted delivery not
+//! counted among its attempts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,7 +85,7 @@ impl Consumer {
             let wanted = slots.len();
             let mut received = 0;
             if wanted > 0 {
-                match this.queue.receive(&this.queues, wanted as u32, visibility).await {
+                match this.queue.receive_to_run(&this.queues, wanted as u32, visibility).await {
                     Ok(messages) => {
                         received = messages.len();
                         for (message, slot) in messages.into_iter().zip(slots.drain(..)) {

@@ -126,6 +126,16 @@ pub trait QueueStore: Send + Sync {
         max_attempts: u32,
     ) -> Result<Received, QueueError>;
 
+    /// [`QueueStore::receive`] for a consumer that runs the messages at once, without a byte
+    /// budget: it may return before the leases are on disk. They get there with the next flush,
+    /// and at the latest with the [`QueueStore::complete`] or [`QueueStore::retry`] of the lease
+    /// (a backend's flush covers every write before it), so a completion is never durable
+    /// without its lease. A crash before that gives a message back with this delivery not
+    /// counted among its attempts; no message is lost. By default, [`QueueStore::receive`].
+    async fn receive_to_run(&self, max: u32, visibility: Duration, max_attempts: u32) -> Result<Received, QueueError> {
+        self.receive(max, visibility, u64::MAX, max_attempts).await
+    }
+
     /// Remove the message of a current lease (an ack).
     async fn complete(&self, lease: &str) -> Result<(), QueueError>;
 
@@ -197,6 +207,17 @@ fn validate_name(name: &str) -> Result<(), QueueError> {
     super::check_name(base).map_err(|e| QueueError::Invalid(format!("queue {e}")))
 }
 
+/// The arguments of a receive must be in range.
+fn check_receive(max: u32, visibility: Duration) -> Result<(), QueueError> {
+    if !(1..=MAX_RECEIVE).contains(&max) {
+        return Err(QueueError::Invalid(format!("max: {max}, expected 1 to {MAX_RECEIVE}")));
+    }
+    if visibility.is_zero() || visibility > MAX_VISIBILITY {
+        return Err(QueueError::Invalid(format!("visibility: {visibility:?}, expected 1ms to 12h")));
+    }
+    Ok(())
+}
+
 /// One queue.
 pub struct Queue {
     name: String,
@@ -254,14 +275,29 @@ impl Queue {
         visibility: Duration,
         max_bytes: u64,
     ) -> Result<Vec<Message>, QueueError> {
-        if !(1..=MAX_RECEIVE).contains(&max) {
-            return Err(QueueError::Invalid(format!("max: {max}, expected 1 to {MAX_RECEIVE}")));
-        }
-        if visibility.is_zero() || visibility > MAX_VISIBILITY {
-            return Err(QueueError::Invalid(format!("visibility: {visibility:?}, expected 1ms to 12h")));
-        }
+        check_receive(max, visibility)?;
         let max_attempts = self.max_attempts.load(Ordering::Relaxed);
         let received = self.store.receive(max, visibility, max_bytes, max_attempts).await?;
+        self.hand_out(queues, received).await
+    }
+
+    /// [`Queue::receive`] for a consumer that calls a function with each message at once: the
+    /// leases may still be on their way to the disk ([`QueueStore::receive_to_run`]), which
+    /// saves the consumer a wait for a flush per receive.
+    pub(crate) async fn receive_to_run(
+        &self,
+        queues: &Queues,
+        max: u32,
+        visibility: Duration,
+    ) -> Result<Vec<Message>, QueueError> {
+        check_receive(max, visibility)?;
+        let max_attempts = self.max_attempts.load(Ordering::Relaxed);
+        let received = self.store.receive_to_run(max, visibility, max_attempts).await?;
+        self.hand_out(queues, received).await
+    }
+
+    /// The messages leased by a receive, once those past their last attempt were dead-lettered.
+    async fn hand_out(&self, queues: &Queues, received: Received) -> Result<Vec<Message>, QueueError> {
         if !received.exhausted.is_empty() {
             self.dead_letter(queues, received.exhausted).await?;
         }

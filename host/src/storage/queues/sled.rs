@@ -4,7 +4,8 @@
 //! becomes visible, so `receive` reads the visible messages oldest first without scanning the
 //! rest. Writes go index first, message second: after a crash an index entry may point at nothing
 //! or at an older state (it is dropped when met), but a message is never left without one. Every
-//! change is on disk before the call that made it returns.
+//! change is on disk before the call that made it returns, but for the leases of
+//! `receive_to_run`, which reach it with the next group commit.
 //!
 //! Leases belong to the process that handed them out: when a queue is first opened, messages
 //! leased by a host that stopped become visible at once.
@@ -157,39 +158,18 @@ impl QueueStore for SledQueue {
         max_bytes: u64,
         max_attempts: u32,
     ) -> Result<Received, QueueError> {
-        let mut received = Received::default();
-        let mut bytes = 0u64;
-        {
-            let _lock = self.lock.lock().unwrap();
-            let now = now_ms();
-            for entry in self.tree.range(visible_key(0, 0)..=visible_key(now, u64::MAX)) {
-                if received.leased.len() == max as usize {
-                    break;
-                }
-                let (key, _) = entry.map_err(storage)?;
-                let (visible_ms, id) = split_visible_key(&key);
-                let Some(mut stored) = self.current(id, visible_ms, &key)? else { continue };
-                if stored.attempt >= max_attempts {
-                    received.exhausted.push((format!("{id:016x}"), stored.body));
-                    continue;
-                }
-                bytes = bytes.saturating_add(stored.body.len() as u64);
-                if bytes > max_bytes && !received.leased.is_empty() {
-                    break;
-                }
-                let nonce = new_nonce()?;
-                stored.attempt += 1;
-                stored.leased = true;
-                stored.nonce = Some(nonce);
-                stored.visible_ms = now + visibility.as_millis() as u64;
-                self.move_to(id, &key, &stored)?;
-                let lease = format!("{}/{id:016x}/{}/{nonce:032x}", self.name, stored.attempt);
-                let message = Message { id: format!("{id:016x}"), body: stored.body, attempt: stored.attempt, lease };
-                received.leased.push(message);
-            }
-        }
+        let received = self.lease(max, visibility, max_bytes, max_attempts)?;
         if !received.leased.is_empty() {
             self.store.durable().await.map_err(QueueError::Storage)?;
+        }
+        Ok(received)
+    }
+
+    async fn receive_to_run(&self, max: u32, visibility: Duration, max_attempts: u32) -> Result<Received, QueueError> {
+        let received = self.lease(max, visibility, u64::MAX, max_attempts)?;
+        if !received.leased.is_empty() {
+            // Sled flushes its log in order: the completion's flush covers the lease too.
+            self.store.commit_soon();
         }
         Ok(received)
     }
@@ -256,6 +236,40 @@ impl SledQueue {
         let stored = Stored { visible_ms, attempt: 0, leased: false, nonce: None, body };
         self.tree.insert(message_key(id), stored.encode()).map_err(storage)?;
         Ok(())
+    }
+
+    /// Lease up to `max` visible messages (see [`QueueStore::receive`]), not yet durable.
+    fn lease(&self, max: u32, visibility: Duration, max_bytes: u64, max_attempts: u32) -> Result<Received, QueueError> {
+        let mut received = Received::default();
+        let mut bytes = 0u64;
+        let _lock = self.lock.lock().unwrap();
+        let now = now_ms();
+        for entry in self.tree.range(visible_key(0, 0)..=visible_key(now, u64::MAX)) {
+            if received.leased.len() == max as usize {
+                break;
+            }
+            let (key, _) = entry.map_err(storage)?;
+            let (visible_ms, id) = split_visible_key(&key);
+            let Some(mut stored) = self.current(id, visible_ms, &key)? else { continue };
+            if stored.attempt >= max_attempts {
+                received.exhausted.push((format!("{id:016x}"), stored.body));
+                continue;
+            }
+            bytes = bytes.saturating_add(stored.body.len() as u64);
+            if bytes > max_bytes && !received.leased.is_empty() {
+                break;
+            }
+            let nonce = new_nonce()?;
+            stored.attempt += 1;
+            stored.leased = true;
+            stored.nonce = Some(nonce);
+            stored.visible_ms = now + visibility.as_millis() as u64;
+            self.move_to(id, &key, &stored)?;
+            let lease = format!("{}/{id:016x}/{}/{nonce:032x}", self.name, stored.attempt);
+            let message = Message { id: format!("{id:016x}"), body: stored.body, attempt: stored.attempt, lease };
+            received.leased.push(message);
+        }
+        Ok(received)
     }
 
     /// The message a current lease is for: its attempt and nonce must be the stored ones.

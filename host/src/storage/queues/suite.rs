@@ -116,6 +116,33 @@ pub(crate) async fn check_dead_letters(backend: Arc<dyn QueueBackend>) {
     assert_eq!(dead.stats().await.unwrap().ready, 2, "given back to the dead-letter queue");
 }
 
+/// `receive_to_run` leases as `receive` does: oldest first, at most `max`, each lease current
+/// for `complete` and `retry`.
+pub(crate) async fn check_receive_to_run(backend: Arc<dyn QueueBackend>) {
+    let queues = Queues::new(backend);
+    let queue = queues.open("app", "run", settings(5)).unwrap();
+    let mut sent = Vec::new();
+    for body in ["a", "b", "c"] {
+        sent.push(queue.send(body.as_bytes().to_vec(), Duration::ZERO).await.unwrap());
+    }
+    let ids = |got: &[super::Message]| got.iter().map(|m| (m.id.clone(), m.attempt)).collect::<Vec<_>>();
+    let first = queue.receive_to_run(&queues, 2, LONG).await.unwrap();
+    assert_eq!(ids(&first), [(sent[0].clone(), 1), (sent[1].clone(), 1)]);
+    let last = queue.receive_to_run(&queues, 2, LONG).await.unwrap();
+    assert_eq!(ids(&last), [(sent[2].clone(), 1)]);
+    assert!(
+        queue.receive_to_run(&queues, 2, LONG).await.unwrap().is_empty(),
+        "leased messages are not handed out twice"
+    );
+    queue.complete(&first[0].lease).await.unwrap();
+    queue.retry(&queues, &first[1].lease, Duration::ZERO).await.unwrap();
+    let again = queue.receive_to_run(&queues, 2, LONG).await.unwrap();
+    assert_eq!(ids(&again), [(sent[1].clone(), 2)]);
+    queue.complete(&again[0].lease).await.unwrap();
+    queue.complete(&last[0].lease).await.unwrap();
+    assert_eq!(queue.stats().await.unwrap(), QueueStats { ready: 0, waiting: 0 });
+}
+
 /// Messages sent through one backend are there when another opens the same data, and the
 /// messages leased by the first are delivered again at once.
 pub(crate) async fn check_durable(first: Arc<dyn QueueBackend>, reopen: impl FnOnce() -> Arc<dyn QueueBackend>) {
@@ -169,6 +196,31 @@ mod sled {
     async fn dead_letters() {
         let dir = tempfile::tempdir().unwrap();
         check_dead_letters(backend(&dir)).await;
+    }
+
+    #[tokio::test]
+    async fn receive_to_run() {
+        let dir = tempfile::tempdir().unwrap();
+        check_receive_to_run(backend(&dir)).await;
+    }
+
+    /// A completion made through `receive_to_run` is durable with its lease: after reopening,
+    /// the completed message is gone and the other one is delivered again.
+    #[tokio::test]
+    async fn receive_to_run_completions_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let queues = Queues::new(backend(&dir));
+        let queue = queues.open("app", "run", settings(5)).unwrap();
+        let done = queue.send(b"done".to_vec(), Duration::ZERO).await.unwrap();
+        let open = queue.send(b"open".to_vec(), Duration::ZERO).await.unwrap();
+        let got = queue.receive_to_run(&queues, 2, LONG).await.unwrap();
+        queue.complete(&got[0].lease).await.unwrap();
+        drop((queue, queues));
+        let queues = Queues::new(backend(&dir));
+        let queue = queues.open("app", "run", settings(5)).unwrap();
+        let again = queue.receive(&queues, 10, LONG).await.unwrap();
+        assert_eq!(got[0].id, done);
+        assert_eq!(again.iter().map(|m| (m.id.as_str(), m.attempt)).collect::<Vec<_>>(), [(open.as_str(), 2)]);
     }
 
     #[tokio::test]

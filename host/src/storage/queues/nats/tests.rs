@@ -41,6 +41,11 @@ async fn dead_letters() {
     check_dead_letters(backend(&testing::nats().await)).await;
 }
 
+#[tokio::test]
+async fn receive_to_run() {
+    check_receive_to_run(backend(&testing::nats().await)).await;
+}
+
 /// The NATS form of the suite's reopening check: a node stops with a message leased, and
 /// another node (another connection) finds every message, the leased one as its next attempt.
 #[tokio::test]
