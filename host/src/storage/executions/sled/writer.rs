@@ -133,7 +133,7 @@ impl SledExecutions {
         drop(pending);
         if waiting >= MAX_WAITING {
             self.write_pending();
-        } else if waiting % WRITE_BATCH_SIZE == 0
+        } else if waiting.is_multiple_of(WRITE_BATCH_SIZE)
             && let Some(writer) = self.writer.get()
         {
             writer.unpark();
