@@ -2,6 +2,7 @@
 //!
 //! * a native Rust function call and a call on a reused instance, against a fresh, isolated
 //!   instance per call through the public API (`Function::invoke`);
+//! * fresh calls from one caller per core, with execution records on, against records off;
 //! * a key-value `get` from inside a guest, against a raw sled `get`;
 //! * durable KV writes one at a time, against the same writes from concurrent calls (group commit).
 //!
