@@ -2,6 +2,7 @@
 //!
 //! * a native Rust function call and a call on a reused instance, against a fresh, isolated
 //!   instance per call through the public API (`Function::invoke`);
+//! * fresh calls from one caller per core, with execution records on, against records off;
 //! * a key-value `get` from inside a guest, against a raw sled `get`;
 //! * durable KV writes one at a time, against the same writes from concurrent calls (group commit).
 //!
@@ -78,6 +79,32 @@ fn invoke(rt: &tokio::runtime::Runtime, f: &Function, args: &serde_json::Value) 
     assert!(report.result.is_ok(), "{:?}", report.result);
 }
 
+/// Calls per second of `f` from `callers` concurrent tasks, every core busy, over two seconds.
+fn throughput(rt: &tokio::runtime::Runtime, f: &Function, callers: usize) -> f64 {
+    let window = Duration::from_secs(2);
+    let calls: u64 = rt.block_on(async {
+        let tasks: Vec<_> = (0..callers)
+            .map(|_| {
+                let f = f.clone();
+                tokio::spawn(async move {
+                    let (started, mut calls) = (Instant::now(), 0u64);
+                    while started.elapsed() < window {
+                        f.invoke(&json!({})).await.unwrap().result.unwrap();
+                        calls += 1;
+                    }
+                    calls
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for task in tasks {
+            total += task.await.unwrap();
+        }
+        total
+    });
+    calls as f64 / window.as_secs_f64()
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     for m in ["examples/hello/host.toml", "examples/counter/host.toml"] {
@@ -116,36 +143,26 @@ fn main() {
         row("same, `hello.greet` with a record argument", &typed, Some(("noop", &fresh)));
 
         // Latency above has instantiation and teardown off the call path when a core is free;
-        // throughput with every core busy shows the whole cost of a call.
+        // throughput with every core busy shows the whole cost of a call, its execution record
+        // included (the same component with `record = "none"` is the baseline).
         let callers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let window = Duration::from_secs(2);
-        let calls: u64 = rt.block_on(async {
-            let tasks: Vec<_> = (0..callers)
-                .map(|_| {
-                    let f = noop.clone();
-                    tokio::spawn(async move {
-                        let (started, mut calls) = (Instant::now(), 0u64);
-                        while started.elapsed() < window {
-                            f.invoke(&json!({})).await.unwrap().result.unwrap();
-                            calls += 1;
-                        }
-                        calls
-                    })
-                })
-                .collect();
-            let mut total = 0;
-            for task in tasks {
-                total += task.await.unwrap();
-            }
-            total
-        });
-        let per_second = calls as f64 / window.as_secs_f64();
-        println!(
-            "  {:<44} {:>9.0} calls/s = {:.1} µs of CPU per fresh-instance call ({callers} cores busy)",
-            format!("throughput, {callers} concurrent callers"),
-            per_second,
-            callers as f64 * 1e6 / per_second,
-        );
+        let quiet = data.path().join("quiet");
+        std::fs::create_dir_all(&quiet).unwrap();
+        let wasm = root.join("target/wasm32-wasip2/release/hello.wasm");
+        let toml = format!("[app]\nname = \"quiet\"\n\n[function.hello]\nsource = {:?}\nrecord = \"none\"\n", wasm);
+        std::fs::write(quiet.join("host.toml"), toml).unwrap();
+        let unrecorded = host.load(quiet.join("host.toml")).unwrap().function("hello.noop").unwrap();
+        let off = throughput(&rt, &unrecorded, callers);
+        let on = throughput(&rt, &noop, callers);
+        for (name, per_second, base) in [("records off", off, None), ("records on", on, Some(off))] {
+            let ratio = base.map_or(String::new(), |b| format!("  = {:.2}x records off", per_second / b));
+            println!(
+                "  {:<44} {:>9.0} calls/s = {:.1} µs of CPU per call{ratio}",
+                format!("throughput, {callers} callers, {name}"),
+                per_second,
+                callers as f64 * 1e6 / per_second,
+            );
+        }
     }
 
     if run("kv") {

@@ -58,6 +58,8 @@ pub struct SledExecutions {
     writing: std::sync::Mutex<()>,
     /// The writer and pruning threads, until [`ExecutionBackend::close`].
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The writer thread, woken early when many records wait.
+    writer: std::sync::OnceLock<std::thread::Thread>,
     /// The pruning thread, woken early when many records were written since it last ran.
     pruner: std::sync::OnceLock<std::thread::Thread>,
     /// Records written since the pruning thread was last woken.
@@ -91,6 +93,7 @@ impl SledExecutions {
             pending: Default::default(),
             writing: Default::default(),
             threads: Default::default(),
+            writer: Default::default(),
             pruner: Default::default(),
             unpruned: Default::default(),
             stopping: Default::default(),

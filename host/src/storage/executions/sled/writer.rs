@@ -14,8 +14,12 @@ use crate::storage::executions::{Execution, ExecutionsError, format_attempt, sto
 /// How long a direct call's record may wait in memory before it is written to sled.
 pub const WRITE_BATCH_EVERY: Duration = Duration::from_millis(100);
 
-/// Records waiting that make the next direct call write them at once.
+/// Records waiting that wake the writer thread before its time.
 const WRITE_BATCH_SIZE: usize = 512;
+
+/// Records waiting that make the next direct call write them itself: callers slow down to the
+/// pace of the writer rather than let memory grow without bound.
+const MAX_WAITING: usize = 32 * WRITE_BATCH_SIZE;
 
 /// The fewest records written that wake the pruning thread before its time.
 pub const PRUNE_AFTER_WRITES: u64 = 100;
@@ -55,6 +59,7 @@ impl SledExecutions {
                 tracing::warn!(%error, "cannot prune execution records");
             }
         });
+        let _ = self.writer.set(writer.thread().clone());
         let _ = self.pruner.set(pruner.thread().clone());
         self.threads.lock().unwrap().extend([writer, pruner]);
     }
@@ -118,13 +123,20 @@ impl SledExecutions {
 
     /// Keep the final record of a call that ran at once (`call`, `http`, `map`, or a queue
     /// trigger's delivery). It is written to sled in a batch within [`WRITE_BATCH_EVERY`] and
-    /// reaches the disk with the next group commit; the caller does not wait for either.
+    /// reaches the disk with the next group commit; the caller does not wait for either. The
+    /// writer thread writes the batch, not the caller: a caller writing would block the other
+    /// callers that fill the next batch meanwhile (they wait for the batch being written).
     pub(super) fn record_final(&self, record: Execution, logs: Logs) {
         let mut pending = self.pending.lock().unwrap();
         pending.push((record, logs));
-        if pending.len() >= WRITE_BATCH_SIZE {
-            drop(pending);
+        let waiting = pending.len();
+        drop(pending);
+        if waiting >= MAX_WAITING {
             self.write_pending();
+        } else if waiting.is_multiple_of(WRITE_BATCH_SIZE)
+            && let Some(writer) = self.writer.get()
+        {
+            writer.unpark();
         }
     }
 }
