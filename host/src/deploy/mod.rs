@@ -231,7 +231,7 @@ impl Deployments {
             },
         };
         self.running.remove(app).await?;
-        self.versions.forget(app).await?;
+        self.versions.forget(app, &versions).await?;
         let purged = match purge {
             true => Some(purge::purge(&self.host, &manifest).await?),
             false => None,

@@ -80,11 +80,11 @@ impl Versions {
         Ok(versions)
     }
 
-    /// Forget `app`: its versions, bundles and current version (its data stays).
-    pub(super) async fn forget(&self, app: &str) -> Result<(), DeployError> {
+    /// Forget `app`: its `versions` (as [`Versions::list`] gave them), their bundles and its
+    /// current version (its data stays).
+    pub(super) async fn forget(&self, app: &str, versions: &[Version]) -> Result<(), DeployError> {
         self.kv.delete(&format!("current/{app}")).await.map_err(store)?;
-        let versions = self.list(app).await?;
-        for version in &versions {
+        for version in versions {
             self.bundles.delete(&bundle_key(app, &version.digest)).await.map_err(store)?;
         }
         let keys = versions.iter().map(|v| format!("version/{app}/{:012}", v.version)).collect();
