@@ -97,7 +97,8 @@ fn key(visible_ms: u64, id: u64) -> [u8; 17] {
 
 /// A key's time and message id.
 fn split_key(key: &[u8]) -> (u64, u64) {
-    let part = |range: std::ops::Range<usize>| key.get(range).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+    let part =
+        |range: std::ops::Range<usize>| key.get(range).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
     (part(1..9), part(9..17))
 }
 
@@ -219,7 +220,12 @@ impl QueueStore for SledQueue {
             // Only dead-lettering removes by id, after `receive` or `retry` named the message:
             // its key is known, and the scan is for a message moved since.
             let found = known.filter(|k| self.tree.contains_key(k).unwrap_or(false)).or_else(|| {
-                self.tree.scan_prefix(b"q").keys().filter_map(Result::ok).find(|k| split_key(k).1 == id).and_then(|k| k.as_ref().try_into().ok())
+                self.tree
+                    .scan_prefix(b"q")
+                    .keys()
+                    .filter_map(Result::ok)
+                    .find(|k| split_key(k).1 == id)
+                    .and_then(|k| k.as_ref().try_into().ok())
             });
             if let Some(key) = found {
                 self.tree.remove(key).map_err(storage)?;

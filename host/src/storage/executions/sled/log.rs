@@ -52,13 +52,15 @@ impl Entry {
     }
 }
 
+/// One record in a stored summary: id, [app, function, trigger] as indexes into the names,
+/// status, queued ms, finished ms, record bytes [start, end], log bytes [start, end].
+type SummaryEntry = (String, [u32; 3], Status, u64, u64, [u32; 2], [u32; 2]);
+
 /// A batch's summary as stored: names once in a table, entries pointing into it.
 #[derive(Serialize, Deserialize)]
 struct Summary {
     names: Vec<String>,
-    /// (id, [app, function, trigger] as indexes into `names`, status, queued ms, finished ms,
-    /// record bytes [start, end], log bytes [start, end]).
-    entries: Vec<(String, [u32; 3], Status, u64, u64, [u32; 2], [u32; 2])>,
+    entries: Vec<SummaryEntry>,
 }
 
 /// The summaries of every batch, in memory.
@@ -223,7 +225,15 @@ impl SledExecutions {
                 });
                 let finished = record.finished_ms.unwrap_or(record.queued_ms);
                 let (record_range, logs_range) = ([start, end], [end, bytes.len() as u32]);
-                summary.entries.push((record.id.clone(), ids, record.status, record.queued_ms, finished, record_range, logs_range));
+                summary.entries.push((
+                    record.id.clone(),
+                    ids,
+                    record.status,
+                    record.queued_ms,
+                    finished,
+                    record_range,
+                    logs_range,
+                ));
                 if bytes.len() >= BATCH_BYTES {
                     break;
                 }
@@ -271,7 +281,11 @@ impl SledExecutions {
         let mut log = self.log.write().unwrap();
         let (mut emptied, mut shrunk) = (HashSet::new(), HashSet::new());
         for (entry, empty) in ids.iter().filter_map(|id| log.remove(id)) {
-            if empty { emptied.insert(entry.batch) } else { shrunk.insert(entry.batch) };
+            if empty {
+                emptied.insert(entry.batch)
+            } else {
+                shrunk.insert(entry.batch)
+            };
         }
         for batch in &emptied {
             self.log_index.remove(key(*batch)).map_err(storage)?;

@@ -25,7 +25,8 @@ async fn old_layouts_are_converted_and_a_message_under_two_keys_is_kept_once() {
     let tree = store.tree("queue/app/jobs").unwrap();
     let ready = Stored { visible_ms: 1, attempt: 0, leased: false, nonce: None, body: b"ready".to_vec() };
     old_entry(&tree, 1, &ready);
-    let leased = Stored { visible_ms: u64::MAX / 2, attempt: 1, leased: true, nonce: Some(7), body: b"leased".to_vec() };
+    let leased =
+        Stored { visible_ms: u64::MAX / 2, attempt: 1, leased: true, nonce: Some(7), body: b"leased".to_vec() };
     old_entry(&tree, 2, &leased);
     // A move interrupted between its two writes: the message at two times.
     let moved = Stored { visible_ms: 5, attempt: 2, leased: false, nonce: None, body: b"moved".to_vec() };
