@@ -2,6 +2,7 @@
 //! bad tensors and missing grants, concurrent computes on one shared model, tensor memory limits.
 
 use base64::Engine as _;
+use host::manifest::ModelEngine;
 use host::models::Model;
 use host::{App, CallError, Error};
 use serde_json::{Value, json};
@@ -73,7 +74,7 @@ async fn by_name_matches_native_tract_and_from_bytes() {
 
     // The same model run natively in this process gives the same numbers.
     let bytes = std::fs::read(blazeface()).unwrap();
-    let native = Model::from_onnx("native", &bytes, &Default::default(), 1).unwrap();
+    let native = Model::from_onnx("native", ModelEngine::Tract, &bytes, &Default::default(), 1).unwrap();
     let input = Tensor::from_shape(&[1, 128, 128, 3], &pixels(7)).unwrap();
     let expected = native.compute_blocking(vec![("input:0".into(), input)]).unwrap();
     for ((name, _, values), (native_name, tensor)) in by_name.iter().zip(&expected) {
