@@ -97,7 +97,9 @@ impl RawModel {
             Some(given) => [ModelEngine::Tract, ModelEngine::OnnxRuntime]
                 .into_iter()
                 .find(|engine| engine.name() == given)
-                .ok_or_else(|| format!("model.{name}.engine: unknown engine `{given}`; expected `tract` or `onnxruntime`"))?,
+                .ok_or_else(|| {
+                    format!("model.{name}.engine: unknown engine `{given}`; expected `tract` or `onnxruntime`")
+                })?,
         };
         let inputs = self.inputs.into_iter().map(|(n, dims)| (n, dims.into_iter().map(NonZeroUsize::get).collect()));
         Ok(ModelSpec {

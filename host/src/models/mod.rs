@@ -192,7 +192,8 @@ impl Model {
             .into_iter()
             .zip(&self.inputs)
             .map(|(tensor, spec)| {
-                tensor.ok_or_else(|| ModelError::InvalidInput(format!("model `{}`: input {spec} is missing", self.name)))
+                tensor
+                    .ok_or_else(|| ModelError::InvalidInput(format!("model `{}`: input {spec} is missing", self.name)))
             })
             .collect()
     }
@@ -282,7 +283,13 @@ impl Models {
         }
         let name: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
         let concurrency = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let model = Arc::new(Model::from_onnx(&format!("sha256:{name}"), ModelEngine::Tract, bytes, &BTreeMap::new(), concurrency)?);
+        let model = Arc::new(Model::from_onnx(
+            &format!("sha256:{name}"),
+            ModelEngine::Tract,
+            bytes,
+            &BTreeMap::new(),
+            concurrency,
+        )?);
         *slot = Some(Loaded { stamp: (bytes.len() as u64, None), spec: None, model: model.clone() });
         Ok(model)
     }

@@ -3,8 +3,8 @@
 //! Every computation runs on one thread, like tract's, so `concurrency` means the same for both.
 
 use std::collections::BTreeMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ffi::OsString;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -79,9 +79,8 @@ impl Sessions {
         shapes: &BTreeMap<String, Vec<usize>>,
     ) -> Result<Prepared<Sessions>, ModelError> {
         let environment = environment(name)?;
-        let session = new_session(&environment, bytes).map_err(|e| {
-            ModelError::Unsupported(format!("model `{name}`: ONNX Runtime cannot prepare it: {e}"))
-        })?;
+        let session = new_session(&environment, bytes)
+            .map_err(|e| ModelError::Unsupported(format!("model `{name}`: ONNX Runtime cannot prepare it: {e}")))?;
         let names: Vec<String> = session.inputs().iter().map(|input| input.name().to_string()).collect();
         super::check_shape_names(name, shapes, &names)?;
         let mut inputs = Vec::new();
