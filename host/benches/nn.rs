@@ -99,20 +99,18 @@ fn main() {
         }
     }
 
-    // A whole call each time: fresh instance, load-by-name, one compute (JSON arguments included).
-    let whole_calls = |function: &host::Function| -> f64 {
-        median(
-            (0..runs.min(20))
-                .map(|_| {
-                    let started = Instant::now();
-                    runtime.block_on(function.call(json!(["blazeface", tensor, 1]))).unwrap();
-                    started.elapsed().as_secs_f64() * 1000.0
-                })
-                .collect(),
-        )
+    // A whole call each time: fresh instance, load-by-name, one compute (JSON arguments
+    // included); the engines alternate.
+    let whole_call = |function: &host::Function| {
+        let started = Instant::now();
+        runtime.block_on(function.call(json!(["blazeface", tensor, 1]))).unwrap();
+        started.elapsed().as_secs_f64() * 1000.0
     };
-    let whole_tract = whole_calls(&time_tract);
-    let whole_ort = time_ort.as_ref().map(&whole_calls);
+    let (mut whole_tract, mut whole_ort) = (Vec::new(), Vec::new());
+    for _ in 0..runs.min(20) {
+        whole_tract.push(whole_call(&time_tract));
+        whole_ort.extend(time_ort.as_ref().map(&whole_call));
+    }
 
     // tract inside the guest, on the same model with the same fix applied by the host's loader.
     let mut proto = tract_onnx::onnx().proto_model_for_read(&mut bytes.as_slice()).unwrap();
@@ -159,10 +157,11 @@ fn main() {
         in_guest_runs / native,
         in_guest_runs / via_nn
     );
-    println!("  whole call (fresh instance + load-by-name + compute + JSON args), tract {whole_tract:8.2}");
-    if let Some(whole_ort) = whole_ort {
-        println!("  whole call (fresh instance + load-by-name + compute + JSON args), onnxruntime {whole_ort:8.2}");
+    print!("  whole call (fresh instance + load-by-name + compute + JSON args): tract {:.2}", median(whole_tract));
+    if !whole_ort.is_empty() {
+        print!(", onnxruntime {:.2}", median(whole_ort));
     }
+    println!();
     println!(
         "  model load: tract in the guest {:.0} ms (the host loads once per host)",
         in_guest["load-ms"].as_f64().unwrap()
