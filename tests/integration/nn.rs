@@ -10,7 +10,8 @@ use host::{App, CallError, Error};
 use serde_json::{Value, json};
 use tract_onnx::prelude::Tensor;
 
-use crate::common::{NN_PROBE, app, blazeface, compiled_cache, manifest, onnxruntime_library, root};
+use crate::common::{NN_PROBE, ServeProcess, app, blazeface, compiled_cache, manifest, onnxruntime_library, root};
+use crate::server::send;
 
 const SIDE: usize = 128;
 
@@ -306,4 +307,32 @@ fn a_missing_or_wrong_onnxruntime_library_fails_the_app_load() {
     let (code, _, stderr) = call_with_onnxruntime(std::path::Path::new("libm.so.6"), "nn-probe.compute-named", &args);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("model `blazeface`") && stderr.contains("does not export `OrtGetApiBase`"), "{stderr}");
+}
+
+#[test]
+fn onnxruntime_serves_concurrent_computes_like_sequential_ones() {
+    let library = onnxruntime_library();
+    let data = tempfile::tempdir().unwrap();
+    let library = library.to_str().unwrap();
+    let server = ServeProcess::start_in_env(data.path(), None, &[NN_PROBE_ORT], &[], &[("ORT_DYLIB_PATH", library)]);
+    let call = |seed: u32| {
+        let body = json!(["blazeface", [image_input(seed)]]).to_string();
+        let answer = send(
+            server.addr,
+            "POST",
+            "/v1/apps/nn-probe-ort/functions/nn-probe.compute-named",
+            &["Content-Type: application/json"],
+            body.as_bytes(),
+        );
+        assert_eq!(answer.status, 200, "seed {seed}: {}", answer.text());
+        answer.json()
+    };
+    let sequential: Vec<Value> = (0..6).map(call).collect();
+    // Six at once on a model with `concurrency = 2`: its second session is made on demand.
+    let concurrent: Vec<Value> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..6).map(|seed| scope.spawn(move || call(seed))).collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert_eq!(concurrent, sequential);
+    assert_ne!(sequential[0], sequential[1], "different inputs give different outputs");
 }
