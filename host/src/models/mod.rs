@@ -8,6 +8,7 @@ mod onnxruntime;
 mod tract;
 
 use std::collections::{BTreeMap, HashMap};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -107,16 +108,19 @@ impl Model {
         shapes: &BTreeMap<String, Vec<usize>>,
         concurrency: u32,
     ) -> Result<Model, ModelError> {
-        let (engine, inputs, outputs) = match engine {
+        let prepare = || match engine {
             ModelEngine::Tract => {
                 let p = tract::Plan::prepare(name, bytes, shapes)?;
-                (Engine::Tract(p.engine), p.inputs, p.outputs)
+                Ok((Engine::Tract(p.engine), p.inputs, p.outputs))
             }
             ModelEngine::OnnxRuntime => {
                 let p = onnxruntime::Sessions::prepare(name, bytes, shapes)?;
-                (Engine::OnnxRuntime(p.engine), p.inputs, p.outputs)
+                Ok((Engine::OnnxRuntime(p.engine), p.inputs, p.outputs))
             }
         };
+        let (engine, inputs, outputs) = catch_unwind(AssertUnwindSafe(prepare)).unwrap_or_else(|_| {
+            Err(ModelError::Unsupported(format!("model `{name}`: {} panicked while loading it", engine.name())))
+        })?;
         let permits = Arc::new(Semaphore::new(concurrency.max(1) as usize));
         Ok(Model { name: name.to_string(), engine, inputs, outputs, permits })
     }

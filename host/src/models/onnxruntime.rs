@@ -110,21 +110,24 @@ impl Sessions {
     }
 
     /// Run an idle session (a new one when none is idle) on inputs in the graph's order; outputs
-    /// in the graph's order.
+    /// in the graph's order. The session goes back to the pool after a failed run too.
     pub(super) fn run(&self, name: &str, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ModelError> {
         let failed = |e: ort::Error| ModelError::Runtime(format!("model `{name}`: {e}"));
+        let values: Vec<SessionInputValue> =
+            inputs.iter().map(|t| to_ort(t).map(SessionInputValue::from)).collect::<Result<_, _>>().map_err(failed)?;
         let idle = lock(&self.idle).pop();
         let mut session = match idle {
             Some(session) => session,
             None => new_session(&self.environment, &self.bytes).map_err(failed)?,
         };
-        let values: Vec<SessionInputValue> =
-            inputs.iter().map(|t| to_ort(t).map(SessionInputValue::from)).collect::<Result<_, _>>().map_err(failed)?;
-        let outputs = session.run(values.as_slice()).map_err(failed)?;
-        let tensors = outputs.values().map(|value| from_ort(name, value)).collect::<Result<Vec<_>, _>>();
-        drop(outputs);
+        // `ort` panics on a few failures it deems impossible; a panicking session is dropped.
+        let outputs = catch_unwind(AssertUnwindSafe(|| {
+            let outputs = session.run(values.as_slice()).map_err(failed)?;
+            outputs.values().map(|value| from_ort(name, value)).collect::<Result<Vec<_>, _>>()
+        }))
+        .map_err(|_| ModelError::Runtime(format!("model `{name}`: ONNX Runtime panicked while computing")))?;
         lock(&self.idle).push(session);
-        tensors
+        outputs
     }
 }
 

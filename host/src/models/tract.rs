@@ -22,12 +22,6 @@ impl Plan {
         bytes: &[u8],
         shapes: &BTreeMap<String, Vec<usize>>,
     ) -> Result<Prepared<Plan>, ModelError> {
-        catch_unwind(AssertUnwindSafe(|| Plan::build(name, bytes, shapes))).unwrap_or_else(|_| {
-            Err(ModelError::Unsupported(format!("model `{name}`: tract panicked while loading it")))
-        })
-    }
-
-    fn build(name: &str, bytes: &[u8], shapes: &BTreeMap<String, Vec<usize>>) -> Result<Prepared<Plan>, ModelError> {
         let unsupported =
             |e: TractError| ModelError::Unsupported(format!("model `{name}`: tract cannot prepare it: {e:#}"));
         let onnx = tract_onnx::onnx();
