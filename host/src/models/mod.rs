@@ -160,10 +160,14 @@ impl Model {
     }
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<(String, Tensor)>, ModelError> {
-        let outputs = match &self.engine {
-            Engine::Tract(plan) => plan.run(&self.name, inputs)?,
-            Engine::OnnxRuntime(sessions) => sessions.run(&self.name, inputs)?,
+        let (engine, run) = match &self.engine {
+            Engine::Tract(plan) => ("tract", catch_unwind(AssertUnwindSafe(|| plan.run(&self.name, inputs)))),
+            Engine::OnnxRuntime(sessions) => {
+                ("ONNX Runtime", catch_unwind(AssertUnwindSafe(|| sessions.run(&self.name, inputs))))
+            }
         };
+        let outputs =
+            run.map_err(|_| ModelError::Runtime(format!("model `{}`: {engine} panicked while computing", self.name)))??;
         Ok(self.outputs.iter().cloned().zip(outputs).collect())
     }
 

@@ -110,7 +110,8 @@ impl Sessions {
     }
 
     /// Run an idle session (a new one when none is idle) on inputs in the graph's order; outputs
-    /// in the graph's order. The session goes back to the pool after a failed run too.
+    /// in the graph's order. The session goes back to the pool after a failed run too (not after a
+    /// panic, which the caller catches).
     pub(super) fn run(&self, name: &str, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ModelError> {
         let failed = |e: ort::Error| ModelError::Runtime(format!("model `{name}`: {e}"));
         let values: Vec<SessionInputValue> =
@@ -120,12 +121,10 @@ impl Sessions {
             Some(session) => session,
             None => new_session(&self.environment, &self.bytes).map_err(failed)?,
         };
-        // `ort` panics on a few failures it deems impossible; a panicking session is dropped.
-        let outputs = catch_unwind(AssertUnwindSafe(|| {
-            let outputs = session.run(values.as_slice()).map_err(failed)?;
-            outputs.values().map(|value| from_ort(name, value)).collect::<Result<Vec<_>, _>>()
-        }))
-        .map_err(|_| ModelError::Runtime(format!("model `{name}`: ONNX Runtime panicked while computing")))?;
+        let outputs = session
+            .run(values.as_slice())
+            .map_err(failed)
+            .and_then(|outputs| outputs.values().map(|value| from_ort(name, value)).collect::<Result<Vec<_>, _>>());
         lock(&self.idle).push(session);
         outputs
     }

@@ -2,7 +2,6 @@
 //! that every computation shares.
 
 use std::collections::BTreeMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use tract_hir::infer::Factoid;
@@ -62,9 +61,7 @@ impl Plan {
     /// Run the plan on inputs in the graph's order; outputs in the graph's order.
     pub(super) fn run(&self, name: &str, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ModelError> {
         let inputs = inputs.into_iter().map(Tensor::into_tvalue).collect();
-        let outputs = catch_unwind(AssertUnwindSafe(|| self.0.run(inputs)))
-            .map_err(|_| ModelError::Runtime(format!("model `{name}`: tract panicked while computing")))?
-            .map_err(|e| ModelError::Runtime(format!("model `{name}`: {e:#}")))?;
+        let outputs = self.0.run(inputs).map_err(|e| ModelError::Runtime(format!("model `{name}`: {e:#}")))?;
         Ok(outputs.into_iter().map(TValue::into_tensor).collect())
     }
 }
