@@ -340,6 +340,10 @@ impl ExecutionBackend for SledExecutions {
         self.store.durable().await.map_err(ExecutionsError::NotDurable)
     }
 
+    fn commit_soon(&self) {
+        self.store.commit_soon();
+    }
+
     async fn prune(&self) -> Result<usize, ExecutionsError> {
         self.read(SledExecutions::prune_now).await
     }
