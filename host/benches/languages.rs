@@ -3,8 +3,9 @@
 //! and per-call latency with a fresh instance per call, each against the Rust greeter measured in
 //! the same run.
 //!
-//! Run with `cargo bench -p host --bench languages` (the first run installs the toolchains into
-//! `.cache/toolchains`). Timings on a shared machine are noisy: compare the ratios.
+//! Run with `cargo bench -p host --bench languages [LANGUAGE...]` (no language: all; Rust, the
+//! baseline, always runs; the first run installs the toolchains into `.cache/toolchains`).
+//! Timings on a shared machine are noisy: compare the ratios.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -59,8 +60,12 @@ fn main() {
         "{:<11} {:>12} {:>12} {:>12} {:>22} {:>22} {:>10}",
         "greeter", "component", "first load", "second load", "greet median / p99", "noop median / p99", "vs Rust"
     );
+    let chosen: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let mut rust_greet = None;
     for (language, manifest) in GREETERS {
+        if rust_greet.is_some() && !chosen.is_empty() && !chosen.iter().any(|c| c.eq_ignore_ascii_case(language)) {
+            continue;
+        }
         let manifest = root.join(manifest);
         let parsed = Manifest::load(&manifest).unwrap();
         host::build::build(&parsed).unwrap();
