@@ -139,7 +139,11 @@ fn main() {
             for _ in 0..1000 {
                 invoke(&rt, f, &args);
             }
-            row(&format!("fresh instance + call + teardown, {name}"), &measure(samples * 5, 1, || invoke(&rt, f, &args)), None);
+            row(
+                &format!("fresh instance + call + teardown, {name}"),
+                &measure(samples * 5, 1, || invoke(&rt, f, &args)),
+                None,
+            );
         }
     }
 

@@ -49,9 +49,9 @@ pub struct CallState {
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         let (stdout, stderr) = (&self.stdout, &self.stderr);
-        let ctx = self.wasi.get_or_insert_with(|| {
-            WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build()
-        });
+        let ctx = self
+            .wasi
+            .get_or_insert_with(|| WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build());
         WasiCtxView { ctx, table: &mut self.table }
     }
 }
