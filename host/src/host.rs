@@ -121,6 +121,7 @@ impl Host {
             .map_err(|message| ManifestError::Invalid { path: manifest.path.clone(), message })?;
         let model_error = |message: String| Error::Model { path: manifest.path.clone(), message };
         for (name, spec) in model_specs.iter() {
+            crate::models::check_engine(name, spec.engine).map_err(|e| model_error(e.to_string()))?;
             if spec.warm {
                 let buckets_dir = self.buckets_dir(&manifest.app);
                 let loaded = self.inner.services.models.named(&manifest.app, name, spec, &buckets_dir);

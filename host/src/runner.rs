@@ -139,7 +139,10 @@ async fn execute(
         record.status = Status::Running;
         record.started_ms = Some(now_ms());
         executions.put(&record, None).await?;
-        executions.durable().await?;
+        // The attempt starts without waiting for its `running` record to reach the disk (it
+        // rides the next group commit, and the final record's wait covers it): a crash before
+        // that flush runs the execution again with this attempt not counted, like a queue lease.
+        executions.commit_soon();
         let report = {
             let invocation = Invocation {
                 attempt: record.attempt,

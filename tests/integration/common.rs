@@ -298,6 +298,54 @@ with zipfile.ZipFile(wheel) as z:
     dir.join(name)
 }
 
+/// ONNX Runtime's shared library for the `onnxruntime` engine: PyPI's `onnxruntime` 1.31.1 wheel
+/// for CPython 3.11 on manylinux x86_64 (sha256-pinned), fetched once into `.cache/wheels`, with
+/// `onnxruntime/capi/libonnxruntime.so.1.31.1` taken out into `.cache/onnxruntime`.
+pub fn onnxruntime_library() -> PathBuf {
+    const WHEEL: (&str, &str) = (
+        "onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl",
+        "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f",
+    );
+    const LIBRARY: (&str, &str) =
+        ("libonnxruntime.so.1.31.1", "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3");
+    static READY: OnceLock<PathBuf> = OnceLock::new();
+    READY
+        .get_or_init(|| {
+            let sha256 = |path: &Path| {
+                use sha2::Digest;
+                let digest = sha2::Sha256::digest(std::fs::read(path).unwrap_or_default());
+                digest.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            };
+            let library = root().join(".cache/onnxruntime").join(LIBRARY.0);
+            if sha256(&library) == LIBRARY.1 {
+                return library;
+            }
+            let wheel = root().join(".cache/wheels").join(WHEEL.0);
+            if sha256(&wheel) != WHEEL.1 {
+                let status = Command::new(python_tools().join("pip"))
+                    .args(["download", "--quiet", "--no-deps", "--only-binary=:all:", "--implementation", "cp"])
+                    .args(["--python-version", "3.11", "--platform", "manylinux_2_28_x86_64", "onnxruntime==1.31.1"])
+                    .arg("-d")
+                    .arg(wheel.parent().unwrap())
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "pip download onnxruntime==1.31.1 failed");
+                assert_eq!(sha256(&wheel), WHEEL.1, "sha256 of {}", WHEEL.0);
+            }
+            let extract = r#"
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    open(sys.argv[2], "wb").write(z.read("onnxruntime/capi/libonnxruntime.so.1.31.1"))
+"#;
+            std::fs::create_dir_all(library.parent().unwrap()).unwrap();
+            let status = Command::new("python3").args(["-c", extract]).arg(&wheel).arg(&library).status().unwrap();
+            assert!(status.success(), "extracting libonnxruntime from {}", WHEEL.0);
+            assert_eq!(sha256(&library), LIBRARY.1, "sha256 of {}", LIBRARY.0);
+            library
+        })
+        .clone()
+}
+
 /// Intersection over union of two boxes (left, top, right, bottom).
 pub fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
     let area = |r: [f64; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);

@@ -1,13 +1,17 @@
 //! `wasi:nn` on tract with the real BlazeFace model: load by name and from bytes, clear errors for
-//! bad tensors and missing grants, concurrent computes on one shared model, tensor memory limits.
+//! bad tensors and missing grants, concurrent computes on one shared model, tensor memory limits;
+//! the same calls with ONNX Runtime as the model's engine (in a `host call` process of its own: the
+//! library, once loaded, stays for the process).
 
 use base64::Engine as _;
+use host::manifest::ModelEngine;
 use host::models::Model;
 use host::{App, CallError, Error};
 use serde_json::{Value, json};
 use tract_onnx::prelude::Tensor;
 
-use crate::common::{NN_PROBE, app, blazeface};
+use crate::common::{NN_PROBE, ServeProcess, app, blazeface, compiled_cache, manifest, onnxruntime_library, root};
+use crate::server::send;
 
 const SIDE: usize = 128;
 
@@ -73,7 +77,7 @@ async fn by_name_matches_native_tract_and_from_bytes() {
 
     // The same model run natively in this process gives the same numbers.
     let bytes = std::fs::read(blazeface()).unwrap();
-    let native = Model::from_onnx("native", &bytes, &Default::default(), 1).unwrap();
+    let native = Model::from_onnx("native", ModelEngine::Tract, &bytes, &Default::default(), 1).unwrap();
     let input = Tensor::from_shape(&[1, 128, 128, 3], &pixels(7)).unwrap();
     let expected = native.compute_blocking(vec![("input:0".into(), input)]).unwrap();
     for ((name, _, values), (native_name, tensor)) in by_name.iter().zip(&expected) {
@@ -220,10 +224,115 @@ fn model_entries_are_checked_when_the_app_loads() {
     assert!(error.contains("model `x` has no input `image`") && error.contains("input:0"), "{error}");
     let error = load("path = \"missing.onnx\"").unwrap();
     assert!(error.contains("model `x`: no file") && error.contains("missing.onnx"), "{error}");
+    let error = load(&format!("{path}\nengine = \"ort\"")).unwrap();
+    assert!(error.contains("model.x.engine: unknown engine `ort`; expected `tract` or `onnxruntime`"), "{error}");
     let error = load(&format!("{path}\nbucket = \"b\"")).unwrap();
     assert!(error.contains("model.x: expected either `path`"), "{error}");
     let not_onnx = data.path().join("not.onnx");
     std::fs::write(&not_onnx, b"hello").unwrap();
     let error = load(&format!("path = {:?}\nwarm = true", not_onnx.display().to_string())).unwrap();
     assert!(error.contains("model `x` is not an ONNX model"), "{error}");
+}
+
+/// The nn-probe app with BlazeFace on ONNX Runtime.
+const NN_PROBE_ORT: &str = "tests/guests/nn-probe/onnxruntime.toml";
+
+/// `host call` of `function` of the ONNX Runtime nn-probe app, arguments on stdin, with
+/// `ORT_DYLIB_PATH` set to `library`: exit code, stdout, stderr.
+fn call_with_onnxruntime(library: &std::path::Path, function: &str, args: &Value) -> (i32, String, String) {
+    use std::io::Write;
+    manifest(NN_PROBE);
+    let data = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_host"))
+        .env("ORT_DYLIB_PATH", library)
+        .arg("--data")
+        .arg(data.path())
+        .arg("--cache")
+        .arg(compiled_cache())
+        .arg("call")
+        .arg("-f")
+        .arg(root().join(NN_PROBE_ORT))
+        .args([function, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(args.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn onnxruntime_gives_tracts_outputs_through_wasi_nn() {
+    let library = onnxruntime_library();
+    let (_data, _host, app) = app(NN_PROBE);
+    for seed in [7, 8] {
+        let args = json!(["blazeface", [image_input(seed)]]);
+        let by_tract = outputs(&compute(&app, "nn-probe.compute-named", args.clone()).await.unwrap());
+        let (code, stdout, stderr) = call_with_onnxruntime(&library, "nn-probe.compute-named", &args);
+        assert_eq!(code, 0, "{stderr}");
+        let by_ort = outputs(&serde_json::from_str(&stdout).unwrap());
+        let names =
+            |o: &[(String, Vec<u32>, Vec<f32>)]| o.iter().map(|(n, d, _)| (n.clone(), d.clone())).collect::<Vec<_>>();
+        assert_eq!(names(&by_ort), names(&by_tract), "same outputs, same exact shapes");
+        for ((name, _, ort), (_, _, tract)) in by_ort.iter().zip(&by_tract) {
+            let worst = ort.iter().zip(tract).map(|(a, b)| (a - b).abs() / b.abs().max(1.0)).fold(0.0, f32::max);
+            assert!(worst < 1e-3, "seed {seed}, output {name}: differs by up to {worst}");
+        }
+    }
+    // A bad tensor gets the same error from either engine (inputs are checked before either runs).
+    let bad = json!(["blazeface", [fp32_input("input:0", &[1, 3, 128, 128], &pixels(1))]]);
+    let by_tract = compute(&app, "nn-probe.compute-named", bad.clone()).await.unwrap_err();
+    let (code, _, stderr) = call_with_onnxruntime(&library, "nn-probe.compute-named", &bad);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("InvalidArgument") && stderr.contains(by_tract["message"].as_str().unwrap()), "{stderr}");
+}
+
+#[test]
+fn a_missing_or_wrong_onnxruntime_library_fails_the_app_load() {
+    let args = json!(["blazeface", []]);
+    let missing = std::path::Path::new("/nonexistent/libonnxruntime.so.1.31.1");
+    let (code, stdout, stderr) = call_with_onnxruntime(missing, "nn-probe.compute-named", &args);
+    assert_eq!((code, stdout.as_str()), (1, ""), "{stderr}");
+    for says in [
+        "model `blazeface` asks for engine `onnxruntime`",
+        "cannot be loaded from `/nonexistent/libonnxruntime.so.1.31.1` (from ORT_DYLIB_PATH)",
+        "set ORT_DYLIB_PATH",
+    ] {
+        assert!(stderr.contains(says), "{says}: {stderr}");
+    }
+    // A shared library that is not ONNX Runtime.
+    let (code, _, stderr) = call_with_onnxruntime(std::path::Path::new("libm.so.6"), "nn-probe.compute-named", &args);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("model `blazeface`") && stderr.contains("does not export `OrtGetApiBase`"), "{stderr}");
+}
+
+#[test]
+fn onnxruntime_serves_concurrent_computes_like_sequential_ones() {
+    let library = onnxruntime_library();
+    let data = tempfile::tempdir().unwrap();
+    let library = library.to_str().unwrap();
+    let server = ServeProcess::start_in_env(data.path(), None, &[NN_PROBE_ORT], &[], &[("ORT_DYLIB_PATH", library)]);
+    let call = |seed: u32| {
+        let body = json!(["blazeface", [image_input(seed)]]).to_string();
+        let answer = send(
+            server.addr,
+            "POST",
+            "/v1/apps/nn-probe-ort/functions/nn-probe.compute-named",
+            &["Content-Type: application/json"],
+            body.as_bytes(),
+        );
+        assert_eq!(answer.status, 200, "seed {seed}: {}", answer.text());
+        answer.json()
+    };
+    let sequential: Vec<Value> = (0..6).map(call).collect();
+    // Six at once on a model with `concurrency = 2`: its second session is made on demand.
+    let concurrent: Vec<Value> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..6).map(|seed| scope.spawn(move || call(seed))).collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert_eq!(concurrent, sequential);
+    assert_ne!(sequential[0], sequential[1], "different inputs give different outputs");
 }

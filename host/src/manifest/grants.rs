@@ -205,6 +205,7 @@ mod tests {
             inputs: BTreeMap::new(),
             warm: false,
             concurrency: 1,
+            engine: Default::default(),
         };
         let models = declared.iter().map(|m| (m.to_string(), spec.clone())).collect();
         raw.check("function.f.grants", &models)

@@ -42,7 +42,7 @@ pub use self::access::{AccessSpec, ORIGIN_EXPECTED, Public, RateLimit, valid_ori
 pub use self::function::{FunctionSpec, Limits, MAX_MEMORY, RecordMode};
 pub use self::grants::{BucketsGrant, DatasetsGrant, Grants, KvGrant, ModelsGrant, QueuesGrant, TopicsGrant};
 pub use self::http::{HttpRoute, RESERVED_ROUTES, Site};
-pub use self::models::{ModelSource, ModelSpec};
+pub use self::models::{ModelEngine, ModelSource, ModelSpec};
 pub use self::outbound::{
     AllowedHost, HostPattern, HttpGrant, OutboundSpec, PortPattern, default_port, is_internal, parse_ip,
 };

@@ -19,6 +19,28 @@ pub struct ModelSpec {
     pub warm: bool,
     /// Computations of this model running at once; more wait their turn.
     pub concurrency: u32,
+    /// What runs it.
+    pub engine: ModelEngine,
+}
+
+/// What runs a model (`engine = "tract" | "onnxruntime"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ModelEngine {
+    /// tract, built into the host (pure Rust): the default.
+    #[default]
+    Tract,
+    /// ONNX Runtime, from the shared library `ORT_DYLIB_PATH` names, loaded when the app loads.
+    OnnxRuntime,
+}
+
+impl ModelEngine {
+    /// Its manifest name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelEngine::Tract => "tract",
+            ModelEngine::OnnxRuntime => "onnxruntime",
+        }
+    }
 }
 
 /// Where a model's bytes come from.
@@ -53,6 +75,7 @@ pub(super) struct RawModel {
     #[serde(default)]
     warm: bool,
     concurrency: Option<NonZeroU32>,
+    engine: Option<String>,
 }
 
 impl RawModel {
@@ -69,12 +92,22 @@ impl RawModel {
                 return Err(format!("model.{name}: expected either `path` (an .onnx file) or both `bucket` and `key`"));
             }
         };
+        let engine = match self.engine.as_deref() {
+            None => ModelEngine::default(),
+            Some(given) => [ModelEngine::Tract, ModelEngine::OnnxRuntime]
+                .into_iter()
+                .find(|engine| engine.name() == given)
+                .ok_or_else(|| {
+                    format!("model.{name}.engine: unknown engine `{given}`; expected `tract` or `onnxruntime`")
+                })?,
+        };
         let inputs = self.inputs.into_iter().map(|(n, dims)| (n, dims.into_iter().map(NonZeroUsize::get).collect()));
         Ok(ModelSpec {
             source,
             inputs: inputs.collect(),
             warm: self.warm,
             concurrency: self.concurrency.map_or_else(default_model_concurrency, NonZeroU32::get),
+            engine,
         })
     }
 }
@@ -96,6 +129,18 @@ mod tests {
         let m = model("bucket = \"b\"\nkey = \"models/m.onnx\"\nwarm = true\n").unwrap();
         assert_eq!(m.source, ModelSource::Bucket { bucket: "b".into(), key: "models/m.onnx".into() });
         assert!(m.warm && m.concurrency >= 1);
+    }
+
+    #[test]
+    fn the_engine_is_tract_unless_named() {
+        assert_eq!(model("path = \"m.onnx\"\n").unwrap().engine, ModelEngine::Tract);
+        let m = model("path = \"m.onnx\"\nengine = \"onnxruntime\"\n").unwrap();
+        assert_eq!((m.engine, m.engine.name()), (ModelEngine::OnnxRuntime, "onnxruntime"));
+        assert_eq!(model("path = \"m.onnx\"\nengine = \"tract\"\n").unwrap().engine.name(), "tract");
+        assert_eq!(
+            model("path = \"m.onnx\"\nengine = \"ort\"\n").unwrap_err(),
+            "model.m.engine: unknown engine `ort`; expected `tract` or `onnxruntime`"
+        );
     }
 
     #[test]

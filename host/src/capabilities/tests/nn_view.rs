@@ -64,7 +64,13 @@ fn adder() -> Vec<u8> {
 fn call(env: &Env, models: &[&str], from_bytes: bool, memory: u64) -> TestCall {
     let path = env.dir.path().join("adder.onnx");
     std::fs::write(&path, adder()).unwrap();
-    let spec = ModelSpec { source: ModelSource::Path(path), inputs: BTreeMap::new(), warm: false, concurrency: 1 };
+    let spec = ModelSpec {
+        source: ModelSource::Path(path),
+        inputs: BTreeMap::new(),
+        warm: false,
+        concurrency: 1,
+        engine: Default::default(),
+    };
     let declared = Declared { models: BTreeMap::from([("adder".to_string(), spec)]), ..Declared::default() };
     let grants = Grants { models: ModelsGrant { names: names(models), from_bytes }, ..Grants::default() };
     TestCall::new(&env.services, grants, declared, memory)

@@ -122,6 +122,11 @@ pub trait ExecutionBackend: Send + Sync {
     /// Wait until everything written so far survives a crash.
     async fn durable(&self) -> Result<(), ExecutionsError>;
 
+    /// Start making everything written so far survive a crash, without waiting: a later
+    /// [`ExecutionBackend::durable`] covers it too. Nothing by default (a backend whose writes
+    /// are durable when they return).
+    fn commit_soon(&self) {}
+
     /// Delete the final records the retention does not keep: how many went.
     async fn prune(&self) -> Result<usize, ExecutionsError>;
 

@@ -218,6 +218,11 @@ impl Executions {
         self.backend.durable().await
     }
 
+    /// Start writing every record written so far to disk, without waiting for it.
+    pub(crate) fn commit_soon(&self) {
+        self.backend.commit_soon();
+    }
+
     /// Stop the backend's background work and write what waits (the host does this as it is
     /// dropped).
     pub(crate) fn close(&self) {

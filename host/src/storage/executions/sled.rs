@@ -6,6 +6,7 @@
 //! batches by a thread; another deletes what [`Retention`] does not keep.
 
 mod index;
+mod log;
 mod retention;
 mod writer;
 
@@ -44,6 +45,10 @@ pub struct SledExecutions {
     logs: sled::Tree,
     index: sled::Tree,
     queue: sled::Tree,
+    /// The record log's batches and their summaries (see [`log`]), and the summaries in memory.
+    log_batches: sled::Tree,
+    log_index: sled::Tree,
+    log: std::sync::RwLock<log::RecordLog>,
     /// Last fire time of each schedule (`APP/SCHEDULE` → ms, big-endian).
     fires: sled::Tree,
     store: Arc<Store>,
@@ -80,6 +85,7 @@ impl SledExecutions {
         let (records, logs) = (store.tree("executions")?, store.tree("execution-logs")?);
         let (index, queue) = (store.tree("execution-index")?, store.tree("execution-queue")?);
         let fires = store.tree("schedule-fires")?;
+        let (log_batches, log_index) = (store.tree("execution-log")?, store.tree("execution-log-index")?);
         let executions = Arc::new_cyclic(|me| SledExecutions {
             me: me.clone(),
             records,
@@ -87,6 +93,9 @@ impl SledExecutions {
             index,
             queue,
             fires,
+            log_batches,
+            log_index,
+            log: Default::default(),
             store: store.clone(),
             retention,
             changed: Notify::new(),
@@ -101,6 +110,7 @@ impl SledExecutions {
             claims: Default::default(),
         });
         executions.build_index()?;
+        executions.load_log()?;
         executions.start_threads();
         Ok(executions)
     }
@@ -115,22 +125,39 @@ impl SledExecutions {
     /// The record with this id.
     pub(crate) fn get_now(&self, id: &str) -> Option<Execution> {
         self.write_pending();
-        let bytes = self.records.get(id.as_bytes()).ok()??;
-        serde_json::from_slice(&bytes).ok()
+        if let Some(bytes) = self.records.get(id.as_bytes()).ok()? {
+            return serde_json::from_slice(&bytes).ok();
+        }
+        let entry = self.log.read().unwrap().entries.get(id)?.clone();
+        self.logged(&entry, &mut None)
     }
 
     /// The stored logs of execution `id`.
     pub(crate) fn logs_now(&self, id: &str) -> Option<String> {
         self.write_pending();
+        if let Some(logged) = self.logged_logs(id) {
+            return logged;
+        }
         self.logs.get(id.as_bytes()).ok()?.map(|b| String::from_utf8_lossy(&b).into_owned())
     }
 
-    /// Store a record (and optionally a new attempt's logs).
+    /// Store a record (and optionally a new attempt's logs). A record of the log (see [`log`])
+    /// moves to the `executions` tree with its logs.
     pub(crate) fn put_now(&self, record: &Execution, logs: Option<(&Logs, u32)>) -> Result<(), ExecutionsError> {
+        let moved = self.logged_logs(&record.id);
         self.write(record, false)?;
+        if moved.is_some() {
+            self.forget(std::slice::from_ref(&record.id))?;
+        }
+        let mut text = match moved {
+            Some(text) => text,
+            None if logs.is_some() => self.logs_now(&record.id),
+            None => None,
+        };
         if let Some((logs, attempt)) = logs {
-            let mut text = self.logs_now(&record.id).unwrap_or_default();
-            text.push_str(&format_attempt(logs, attempt));
+            text.get_or_insert_default().push_str(&format_attempt(logs, attempt));
+        }
+        if let Some(text) = text {
             self.logs.insert(record.id.as_bytes(), text.as_bytes()).map_err(storage)?;
         }
         self.changed.notify_waiters();
@@ -311,6 +338,10 @@ impl ExecutionBackend for SledExecutions {
 
     async fn durable(&self) -> Result<(), ExecutionsError> {
         self.store.durable().await.map_err(ExecutionsError::NotDurable)
+    }
+
+    fn commit_soon(&self) {
+        self.store.commit_soon();
     }
 
     async fn prune(&self) -> Result<usize, ExecutionsError> {

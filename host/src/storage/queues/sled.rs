@@ -1,11 +1,13 @@
 //! The embedded queue backend: one sled tree per (app, queue).
 //!
-//! `m{id}` holds a message (its state and body) and `v{time}{id}` indexes it by the time it
-//! becomes visible, so `receive` reads the visible messages oldest first without scanning the
-//! rest. Writes go index first, message second: after a crash an index entry may point at nothing
-//! or at an older state (it is dropped when met), but a message is never left without one. Every
-//! change is on disk before the call that made it returns, but for the leases of
-//! `receive_to_run`, which reach it with the next group commit.
+//! `q{time}{id}` holds a message (its state and body) keyed by the time it becomes visible, so
+//! `receive` reads the visible messages oldest first without scanning the rest. One key per
+//! message keeps the hot path short: a send is one insert, a lease moves the message to its new
+//! time (a remove and an insert), a completion is one remove. A lease string carries the time
+//! its message is stored under, so a completion finds it without an index. Every change is on
+//! disk before the call that made it returns, but for the leases of `receive_to_run`, which
+//! reach it with the next group commit. Data dirs from before this layout (`m{id}` messages
+//! indexed by `v{time}{id}`) are converted when a queue is opened.
 //!
 //! Leases belong to the process that handed them out: when a queue is first opened, messages
 //! leased by a host that stopped become visible at once.
@@ -20,6 +22,7 @@ use crate::store::Store;
 /// A message as stored: `visible_ms` (8 bytes), `attempt` (4), a lease flag (1: 0 none, 1 leased
 /// without a nonce, as stored before nonces, 2 leased with the 16-byte nonce that follows), then
 /// the body.
+#[derive(Clone)]
 struct Stored {
     visible_ms: u64,
     attempt: u32,
@@ -62,7 +65,8 @@ impl Stored {
     }
 }
 
-/// The parts of a lease string `QUEUE/ID/ATTEMPT/NONCE`: the queue, message id, attempt and nonce.
+/// The parts of a lease string `QUEUE/ID/ATTEMPT/NONCE`: the queue, message id, attempt and nonce
+/// (its upper 64 bits are the time the leased message is stored under, see [`lease_nonce`]).
 fn parse_lease(lease: &str) -> Result<(&str, u64, u32, u128), QueueError> {
     let mut parts = lease.split('/');
     let (Some(queue), Some(id), Some(attempt), Some(nonce), None) =
@@ -75,24 +79,27 @@ fn parse_lease(lease: &str) -> Result<(&str, u64, u32, u128), QueueError> {
     Ok((queue, id, attempt.parse().map_err(|_| bad_lease(lease))?, nonce))
 }
 
-/// 128 random bits from the operating system, for a lease nonce.
-fn new_nonce() -> Result<u128, QueueError> {
-    let mut bytes = [0u8; 16];
+/// The nonce of a lease on a message stored under `visible_ms`: that time, then 64 random bits
+/// from the operating system (the secret part).
+fn lease_nonce(visible_ms: u64) -> Result<u128, QueueError> {
+    let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).map_err(|e| storage(format!("no randomness for a lease: {e}")))?;
-    Ok(u128::from_be_bytes(bytes))
+    Ok(u128::from(visible_ms) << 64 | u128::from(u64::from_be_bytes(bytes)))
 }
 
-fn message_key(id: u64) -> [u8; 9] {
-    let mut key = [b'm'; 9];
-    key[1..].copy_from_slice(&id.to_be_bytes());
-    key
-}
-
-fn visible_key(visible_ms: u64, id: u64) -> [u8; 17] {
-    let mut key = [b'v'; 17];
+/// The key of message `id` visible at `visible_ms`.
+fn key(visible_ms: u64, id: u64) -> [u8; 17] {
+    let mut key = [b'q'; 17];
     key[1..9].copy_from_slice(&visible_ms.to_be_bytes());
     key[9..].copy_from_slice(&id.to_be_bytes());
     key
+}
+
+/// A key's time and message id.
+fn split_key(key: &[u8]) -> (u64, u64) {
+    let part =
+        |range: std::ops::Range<usize>| key.get(range).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+    (part(1..9), part(9..17))
 }
 
 /// Queues in the embedded store.
@@ -116,7 +123,9 @@ impl QueueBackend for SledQueues {
             tree,
             store: self.store.clone(),
             lock: Mutex::new(()),
+            exhausted: Mutex::default(),
         };
+        queue.convert_old_layout()?;
         queue.release_stopped_leases()?;
         Ok(Arc::new(queue))
     }
@@ -130,6 +139,8 @@ struct SledQueue {
     store: Arc<Store>,
     /// Serialises changes, so that one message is never leased twice at once.
     lock: Mutex<()>,
+    /// The keys of the exhausted messages `receive` returned, for their [`QueueStore::remove`].
+    exhausted: Mutex<std::collections::HashMap<u64, [u8; 17]>>,
 }
 
 /// A message id as the tree keys it.
@@ -177,9 +188,8 @@ impl QueueStore for SledQueue {
     async fn complete(&self, lease: &str) -> Result<(), QueueError> {
         {
             let _lock = self.lock.lock().unwrap();
-            let (id, stored) = self.leased(lease)?;
-            self.tree.remove(visible_key(stored.visible_ms, id)).map_err(storage)?;
-            self.tree.remove(message_key(id)).map_err(storage)?;
+            let (key, _) = self.leased(lease)?;
+            self.tree.remove(key).map_err(storage)?;
         }
         self.store.durable().await.map_err(QueueError::Storage)
     }
@@ -187,11 +197,12 @@ impl QueueStore for SledQueue {
     async fn retry(&self, lease: &str, delay: Duration, max_attempts: u32) -> Result<Option<Exhausted>, QueueError> {
         {
             let _lock = self.lock.lock().unwrap();
-            let (id, mut stored) = self.leased(lease)?;
+            let (old, mut stored) = self.leased(lease)?;
+            let (_, id) = split_key(&old);
             if stored.attempt >= max_attempts {
+                self.exhausted.lock().unwrap().insert(id, old);
                 return Ok(Some((format!("{id:016x}"), stored.body)));
             }
-            let old = visible_key(stored.visible_ms, id);
             stored.leased = false;
             stored.nonce = None;
             stored.visible_ms = now_ms() + delay.as_millis() as u64;
@@ -205,8 +216,19 @@ impl QueueStore for SledQueue {
         let id = parse_id(id)?;
         {
             let _lock = self.lock.lock().unwrap();
-            if let Some(stored) = self.tree.remove(message_key(id)).map_err(storage)?.and_then(|b| Stored::decode(&b)) {
-                self.tree.remove(visible_key(stored.visible_ms, id)).map_err(storage)?;
+            let known = self.exhausted.lock().unwrap().remove(&id);
+            // Only dead-lettering removes by id, after `receive` or `retry` named the message:
+            // its key is known, and the scan is for a message moved since.
+            let found = known.filter(|k| self.tree.contains_key(k).unwrap_or(false)).or_else(|| {
+                self.tree
+                    .scan_prefix(b"q")
+                    .keys()
+                    .filter_map(Result::ok)
+                    .find(|k| split_key(k).1 == id)
+                    .and_then(|k| k.as_ref().try_into().ok())
+            });
+            if let Some(key) = found {
+                self.tree.remove(key).map_err(storage)?;
             }
         }
         self.store.durable().await.map_err(QueueError::Storage)
@@ -215,26 +237,24 @@ impl QueueStore for SledQueue {
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         let now = now_ms();
         let mut stats = QueueStats { ready: 0, waiting: 0 };
-        for key in self.tree.scan_prefix(b"v").keys() {
-            let (visible_ms, _) = split_visible_key(&key.map_err(storage)?);
+        for key in self.tree.scan_prefix(b"q").keys() {
+            let (visible_ms, _) = split_key(&key.map_err(storage)?);
             if visible_ms <= now { stats.ready += 1 } else { stats.waiting += 1 }
         }
         Ok(stats)
     }
 
     fn next_visible_ms(&self) -> Option<u64> {
-        let (key, _) = self.tree.scan_prefix(b"v").next()?.ok()?;
-        Some(split_visible_key(&key).0)
+        let (key, _) = self.tree.scan_prefix(b"q").next()?.ok()?;
+        Some(split_key(&key).0)
     }
 }
 
 impl SledQueue {
-    /// Store a new message visible at `visible_ms`, index first.
+    /// Store a new message visible at `visible_ms`.
     fn put(&self, id: u64, visible_ms: u64, body: Vec<u8>) -> Result<(), QueueError> {
-        let _lock = self.lock.lock().unwrap();
-        self.tree.insert(visible_key(visible_ms, id), &[]).map_err(storage)?;
         let stored = Stored { visible_ms, attempt: 0, leased: false, nonce: None, body };
-        self.tree.insert(message_key(id), stored.encode()).map_err(storage)?;
+        self.tree.insert(key(visible_ms, id), stored.encode()).map_err(storage)?;
         Ok(())
     }
 
@@ -244,14 +264,17 @@ impl SledQueue {
         let mut bytes = 0u64;
         let _lock = self.lock.lock().unwrap();
         let now = now_ms();
-        for entry in self.tree.range(visible_key(0, 0)..=visible_key(now, u64::MAX)) {
+        for entry in self.tree.range(key(0, 0)..=key(now, u64::MAX)) {
             if received.leased.len() == max as usize {
                 break;
             }
-            let (key, _) = entry.map_err(storage)?;
-            let (visible_ms, id) = split_visible_key(&key);
-            let Some(mut stored) = self.current(id, visible_ms, &key)? else { continue };
+            let (old, value) = entry.map_err(storage)?;
+            let (_, id) = split_key(&old);
+            let Some(mut stored) = Stored::decode(&value) else { continue };
             if stored.attempt >= max_attempts {
+                if let Ok(old) = old.as_ref().try_into() {
+                    self.exhausted.lock().unwrap().insert(id, old);
+                }
                 received.exhausted.push((format!("{id:016x}"), stored.body));
                 continue;
             }
@@ -259,12 +282,12 @@ impl SledQueue {
             if bytes > max_bytes && !received.leased.is_empty() {
                 break;
             }
-            let nonce = new_nonce()?;
             stored.attempt += 1;
             stored.leased = true;
-            stored.nonce = Some(nonce);
             stored.visible_ms = now + visibility.as_millis() as u64;
-            self.move_to(id, &key, &stored)?;
+            let nonce = lease_nonce(stored.visible_ms)?;
+            stored.nonce = Some(nonce);
+            self.move_to(id, &old, &stored)?;
             let lease = format!("{}/{id:016x}/{}/{nonce:032x}", self.name, stored.attempt);
             let message = Message { id: format!("{id:016x}"), body: stored.body, attempt: stored.attempt, lease };
             received.leased.push(message);
@@ -272,35 +295,58 @@ impl SledQueue {
         Ok(received)
     }
 
-    /// The message a current lease is for: its attempt and nonce must be the stored ones.
-    fn leased(&self, lease: &str) -> Result<(u64, Stored), QueueError> {
+    /// The key and state of the message a current lease is for: its attempt and nonce must be
+    /// the stored ones.
+    fn leased(&self, lease: &str) -> Result<([u8; 17], Stored), QueueError> {
         let (_, id, attempt, nonce) = parse_lease(lease)?;
-        match self.tree.get(message_key(id)).map_err(storage)?.and_then(|b| Stored::decode(&b)) {
+        let key = key((nonce >> 64) as u64, id);
+        match self.tree.get(key).map_err(storage)?.and_then(|b| Stored::decode(&b)) {
             Some(stored) if stored.leased && stored.attempt == attempt && stored.nonce == Some(nonce) => {
-                Ok((id, stored))
+                Ok((key, stored))
             }
             _ => Err(QueueError::LeaseExpired(lease.to_string())),
         }
     }
 
-    /// The message an index entry points at, if the entry is current (stale ones are dropped).
-    fn current(&self, id: u64, visible_ms: u64, key: &[u8]) -> Result<Option<Stored>, QueueError> {
-        let stored = self.tree.get(message_key(id)).map_err(storage)?.and_then(|b| Stored::decode(&b));
-        match stored {
-            Some(stored) if stored.visible_ms == visible_ms => Ok(Some(stored)),
-            _ => {
-                self.tree.remove(key).map_err(storage)?;
-                Ok(None)
-            }
+    /// Store a message's new state under its new time (new key first: a crash in between
+    /// leaves the message twice, never lost; one copy is dropped when the queue is opened).
+    fn move_to(&self, id: u64, old: &[u8], stored: &Stored) -> Result<(), QueueError> {
+        let new = key(stored.visible_ms, id);
+        self.tree.insert(new, stored.encode()).map_err(storage)?;
+        if old[..] != new[..] {
+            self.tree.remove(old).map_err(storage)?;
         }
+        Ok(())
     }
 
-    /// Store a message's new state and move its index entry (new entry first).
-    fn move_to(&self, id: u64, old_key: &[u8], stored: &Stored) -> Result<(), QueueError> {
-        self.tree.insert(visible_key(stored.visible_ms, id), &[]).map_err(storage)?;
-        self.tree.insert(message_key(id), stored.encode()).map_err(storage)?;
-        if old_key[..] != visible_key(stored.visible_ms, id)[..] {
-            self.tree.remove(old_key).map_err(storage)?;
+    /// Convert messages stored before one key per message (`m{id}` with a `v{time}{id}` index)
+    /// to `q{time}{id}`, and drop older copies of a message that a crash in the middle of a
+    /// move left behind.
+    fn convert_old_layout(&self) -> Result<(), QueueError> {
+        let _lock = self.lock.lock().unwrap();
+        let mut converted = 0;
+        for entry in self.tree.scan_prefix(b"m") {
+            let (old, value) = entry.map_err(storage)?;
+            let id = old.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+            if let (Some(id), Some(stored)) = (id, Stored::decode(&value)) {
+                self.tree.insert(key(stored.visible_ms, id), stored.encode()).map_err(storage)?;
+                converted += 1;
+            }
+            self.tree.remove(old).map_err(storage)?;
+        }
+        for old in self.tree.scan_prefix(b"v").keys() {
+            self.tree.remove(old.map_err(storage)?).map_err(storage)?;
+        }
+        if converted > 0 {
+            tracing::info!(queue = %self.name, app = %self.app, converted, "queue converted to one key per message");
+        }
+        let mut seen = std::collections::HashSet::new();
+        // Either copy is a state the message had; the later one in time is kept.
+        for entry in self.tree.scan_prefix(b"q").keys().rev() {
+            let key = entry.map_err(storage)?;
+            if !seen.insert(split_key(&key).1) {
+                self.tree.remove(key).map_err(storage)?;
+            }
         }
         Ok(())
     }
@@ -309,14 +355,15 @@ impl SledQueue {
     fn release_stopped_leases(&self) -> Result<(), QueueError> {
         let now = now_ms();
         let mut released = 0;
-        for entry in self.tree.range(visible_key(now + 1, 0)..=visible_key(u64::MAX, u64::MAX)) {
-            let (key, _) = entry.map_err(storage)?;
-            let (visible_ms, id) = split_visible_key(&key);
-            if let Some(mut stored) = self.current(id, visible_ms, &key)?
+        for entry in self.tree.range(key(now + 1, 0)..=key(u64::MAX, u64::MAX)) {
+            let (old, value) = entry.map_err(storage)?;
+            if let Some(mut stored) = Stored::decode(&value)
                 && stored.leased
             {
                 stored.visible_ms = now;
-                self.move_to(id, &key, &stored)?;
+                stored.leased = false;
+                stored.nonce = None;
+                self.move_to(split_key(&old).1, &old, &stored)?;
                 released += 1;
             }
         }
@@ -328,7 +375,5 @@ impl SledQueue {
     }
 }
 
-fn split_visible_key(key: &[u8]) -> (u64, u64) {
-    let visible_ms = u64::from_be_bytes(key[1..9].try_into().expect("index keys are 17 bytes"));
-    (visible_ms, u64::from_be_bytes(key[9..17].try_into().expect("index keys are 17 bytes")))
-}
+#[cfg(test)]
+mod tests;

@@ -10,6 +10,7 @@ use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
 use super::SledExecutions;
+use super::log::{Entry, newest_first};
 use crate::storage::executions::{Execution, ExecutionFilter, ExecutionsError, Status, storage};
 
 /// Marks an index built over every record (absent in data dirs written before the index). App
@@ -49,6 +50,31 @@ fn passes(filter: &ExecutionFilter, value: &[u8]) -> bool {
 
 /// Entries of one app newest first, older than `before`: (id, value).
 type Entries<'a> = Box<dyn Iterator<Item = (Vec<u8>, sled::IVec)> + 'a>;
+
+/// Where a listed record is read from.
+enum Source<'a> {
+    /// Its bytes, read already from the `executions` tree.
+    Bytes(sled::IVec),
+    /// The `executions` tree, by id.
+    Tree,
+    /// The record log.
+    Log(&'a Entry),
+}
+
+/// The entries of several apps, newest first across them: always the largest id at the head of
+/// a source.
+fn merged(sources: Vec<Entries<'_>>) -> impl Iterator<Item = (Vec<u8>, sled::IVec)> + '_ {
+    let mut sources: Vec<_> = sources.into_iter().map(Iterator::peekable).collect();
+    std::iter::from_fn(move || {
+        let newest = sources
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| s.peek().map(|(id, _)| (i, id.clone())))
+            .max_by(|a, b| a.1.cmp(&b.1))?
+            .0;
+        sources[newest].next()
+    })
+}
 
 impl SledExecutions {
     /// Build the index over every record if this data dir has none yet.
@@ -105,35 +131,35 @@ impl SledExecutions {
         )
     }
 
-    /// Records matching `filter`, newest first, at most `limit`, older than `before` (an id).
-    /// With a filter, the index entries of the filtered app (or of every app, merged by id) are
-    /// checked first: only records that match are read.
+    /// Records matching `filter`, newest first, at most `limit`, older than `before` (an id), from
+    /// the `executions` tree and the record log merged. With a filter, the index entries of the
+    /// filtered app (or of every app, merged by id) and the log's summaries are checked first:
+    /// only records that match are read.
     pub(super) fn list_now(&self, filter: &ExecutionFilter, before: Option<&str>, limit: usize) -> Vec<Execution> {
         self.write_pending();
-        if filter == &ExecutionFilter::default() {
+        let log = self.log.read().unwrap();
+        let logged = log.ids(filter, before).map(|(id, entry)| (id.clone(), Source::Log(entry)));
+        let text = |id: &[u8]| String::from_utf8_lossy(id).into_owned();
+        let stored: Box<dyn Iterator<Item = (String, Source<'_>)>> = if filter == &ExecutionFilter::default() {
             let end = before.map_or(Bound::Unbounded, |id| Bound::Excluded(id.as_bytes().to_vec()));
             let records = self.records.range((Bound::Unbounded, end)).rev().filter_map(Result::ok);
-            return records.filter_map(|(_, bytes)| self.decode(&bytes)).take(limit).collect();
-        }
-        let apps = match &filter.app {
-            Some(app) => vec![app.clone()],
-            None => self.indexed_apps(),
+            Box::new(records.map(move |(id, bytes)| (text(&id), Source::Bytes(bytes))))
+        } else {
+            let apps = match &filter.app {
+                Some(app) => vec![app.clone()],
+                None => self.indexed_apps(),
+            };
+            let sources = apps.iter().map(|app| self.app_entries(app, before)).collect();
+            let entries = merged(sources).filter(|(_, value)| passes(filter, value));
+            Box::new(entries.map(move |(id, _)| (text(&id), Source::Tree)))
         };
-        let mut sources: Vec<std::iter::Peekable<Entries<'_>>> =
-            apps.iter().map(|app| self.app_entries(app, before).peekable()).collect();
-        // Newest first across apps: always take the largest id at the head of a source.
-        let merged = std::iter::from_fn(move || {
-            let newest = sources
-                .iter_mut()
-                .enumerate()
-                .filter_map(|(i, s)| s.peek().map(|(id, _)| (i, id.clone())))
-                .max_by(|a, b| a.1.cmp(&b.1))?
-                .0;
-            sources[newest].next()
-        });
-        merged
-            .filter(|(_, value)| passes(filter, value))
-            .filter_map(|(id, _)| self.decode(&self.records.get(&id).ok()??))
+        let mut batch = None;
+        newest_first(stored, logged)
+            .filter_map(|(id, source)| match source {
+                Source::Bytes(bytes) => self.decode(&bytes),
+                Source::Tree => self.decode(&self.records.get(id.as_bytes()).ok()??),
+                Source::Log(entry) => self.logged(entry, &mut batch),
+            })
             .filter(|record| filter.matches(record))
             .take(limit)
             .collect()

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::SledExecutions;
+use super::log::newest_first;
 use crate::storage::executions::{ExecutionsError, now_ms};
 
 /// How long and how many final execution records a host keeps.
@@ -40,7 +41,7 @@ impl SledExecutions {
     }
 
     /// Final records that finished before the age limit. Records are created in id order, so
-    /// the walk ends at the first one queued after the limit.
+    /// each walk ends at the first one queued after the limit.
     fn prune_old(&self) -> Result<usize, ExecutionsError> {
         let cutoff = now_ms().saturating_sub(u64::try_from(self.retention.max_age.as_millis()).unwrap_or(u64::MAX));
         let mut deleted = 0;
@@ -57,16 +58,43 @@ impl SledExecutions {
                 deleted += 1;
             }
         }
-        Ok(deleted)
+        let old: Vec<String> = {
+            let log = self.log.read().unwrap();
+            let entries = log.entries.iter().take_while(|(_, e)| e.queued_ms < cutoff);
+            entries.filter(|(_, e)| e.finished_ms < cutoff).map(|(id, _)| id.clone()).collect()
+        };
+        self.forget(&old)?;
+        Ok(deleted + old.len())
     }
 
-    /// The oldest final records of each app beyond the count limit.
+    /// The oldest final records of each app beyond the count limit, from the `executions` tree
+    /// and the record log together.
     fn prune_many(&self) -> Result<usize, ExecutionsError> {
         let keep = usize::try_from(self.retention.max_count).unwrap_or(usize::MAX);
+        let mut apps = self.indexed_apps();
+        apps.extend(self.log.read().unwrap().app_sizes.keys().map(|app| app.to_string()));
+        apps.sort();
+        apps.dedup();
         let mut deleted = 0;
-        for app in self.indexed_apps() {
-            let extra: Vec<String> = self.final_ids(&app).skip(keep).collect();
-            for id in extra {
+        for app in apps {
+            let (mut stored, mut logged) = (Vec::new(), Vec::new());
+            {
+                let log = self.log.read().unwrap();
+                if log.app_sizes.get(app.as_str()).copied().unwrap_or(0) + self.final_ids(&app).count() <= keep {
+                    continue;
+                }
+                let in_log = log.entries.iter().rev().filter(|(_, e)| *e.app == *app).map(|(id, _)| (id.clone(), true));
+                let in_tree = self.final_ids(&app).map(|id| (id, false));
+                for (id, is_logged) in newest_first(in_tree, in_log).skip(keep) {
+                    if is_logged { logged.push(id) } else { stored.push(id) }
+                }
+            }
+            if self.stopping.load(Ordering::Acquire) {
+                return Ok(deleted);
+            }
+            self.forget(&logged)?;
+            deleted += logged.len();
+            for id in stored {
                 if self.stopping.load(Ordering::Acquire) {
                     return Ok(deleted);
                 }

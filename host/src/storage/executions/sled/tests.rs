@@ -117,7 +117,7 @@ fn an_index_is_built_for_records_written_before_it() {
     let dir = tempfile::tempdir().unwrap();
     {
         let executions = open(dir.path(), Retention::default());
-        call(&executions, "old", "f.x", "call", true);
+        put(&executions, "old", |_| {});
         executions.stop_writer();
         executions.index.clear().unwrap();
     }
@@ -188,6 +188,75 @@ fn pruning_removes_final_records_older_than_the_age_limit() {
     assert!(executions.get_now(&old_queued).is_some(), "an unfinished record stays");
     assert!(executions.get_now(&recent).is_some());
     assert_eq!(executions.list_now(&ExecutionFilter::default(), None, 100).len(), 3);
+    executions.stop_writer();
+}
+
+#[test]
+fn direct_call_records_are_appended_in_batches_and_read_one_by_one_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let listed = {
+        let executions = open(dir.path(), Retention::default());
+        for i in 0..1500 {
+            call(&executions, if i % 2 == 0 { "a" } else { "b" }, "f.x", "call", i % 7 != 0);
+        }
+        executions.write_pending();
+        assert_eq!(executions.log_batches.len(), 2, "1,500 records in two batches of at most 1,024");
+        assert_eq!(executions.records.len(), 0, "no record written one by one");
+        let listed = ids(&executions.list_now(&ExecutionFilter::default(), None, 2000));
+        assert_eq!(listed.len(), 1500);
+        assert!(listed.windows(2).all(|w| w[0] > w[1]), "newest first");
+        executions.stop_writer();
+        listed
+    };
+    let executions = open(dir.path(), Retention::default());
+    assert_eq!(ids(&executions.list_now(&ExecutionFilter::default(), None, 2000)), listed);
+    let before = executions.decoded();
+    let record = executions.get_now(&listed[700]).unwrap();
+    assert_eq!(executions.decoded() - before, 1, "a get reads one record, not its batch");
+    assert_eq!((record.app.as_str(), record.id.as_str()), (["a", "b"][(1499 - 700) % 2], listed[700].as_str()));
+    assert_eq!(executions.logs_now(&listed[700]).unwrap(), "--- attempt 1 ---\n[stdout]\nhi\n");
+    let failed = ExecutionFilter { app: Some("b".into()), status: Some(Status::Failed), ..Default::default() };
+    let expected: Vec<String> =
+        (0..1500).filter(|i| i % 2 == 1 && i % 7 == 0).rev().map(|i| listed[1499 - i].clone()).collect();
+    let before = executions.decoded();
+    assert_eq!(ids(&executions.list_now(&failed, None, 2000)), expected);
+    assert_eq!(executions.decoded() - before, expected.len() as u64, "only matching records are read");
+    assert_eq!(paged(&executions, &failed, 7), expected);
+    executions.stop_writer();
+}
+
+#[test]
+fn records_leave_the_log_for_good_when_pruned_or_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let hours_ago = |hours: u64| now_ms() - hours * 3600 * 1000;
+    let (kept, rewritten) = {
+        let retention = Retention { max_count: 5, max_age: Duration::from_secs(3600) };
+        let executions = open(dir.path(), retention);
+        let ok = Ok(&json!(1));
+        let old = Execution::ran(executions.new_id().unwrap(), ("a", "f.x", "call", 1), json!([]), hours_ago(2), ok);
+        executions.record_final(old.clone(), Logs::default());
+        for _ in 0..12 {
+            call(&executions, "a", "f.x", "call", true);
+        }
+        executions.write_pending();
+        assert_eq!(executions.log_batches.len(), 1);
+        let all = ids(&executions.list_now(&ExecutionFilter::default(), None, 100));
+        assert_eq!(executions.prune_now().unwrap(), 8, "the old one by age, then 7 over the count");
+        assert_eq!(executions.get_now(&old.id), None);
+        assert_eq!(ids(&executions.list_now(&ExecutionFilter::default(), None, 100)), all[..5]);
+
+        // A logged record written again moves to the records tree, its logs with it.
+        let mut record = executions.get_now(&all[2]).unwrap();
+        record.output = Some(json!("changed"));
+        executions.put_now(&record, None).unwrap();
+        executions.stop_writer();
+        (all[..5].to_vec(), all[2].clone())
+    };
+    let executions = open(dir.path(), Retention::default());
+    assert_eq!(ids(&executions.list_now(&ExecutionFilter::default(), None, 100)), kept, "nothing comes back");
+    assert_eq!(executions.get_now(&rewritten).unwrap().output, Some(json!("changed")));
+    assert_eq!(executions.logs_now(&rewritten).unwrap(), "--- attempt 1 ---\n[stdout]\nhi\n");
+    assert_eq!(executions.log_index.len(), 1, "the batch's summary, rewritten");
     executions.stop_writer();
 }
 

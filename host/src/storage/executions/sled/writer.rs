@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::SledExecutions;
 use super::retention::{PRUNE_EVERY, PRUNE_FIRST};
 use crate::outcome::Logs;
-use crate::storage::executions::{Execution, ExecutionsError, format_attempt, storage};
+use crate::storage::executions::Execution;
 
 /// How long a direct call's record may wait in memory before it is written to sled.
 pub const WRITE_BATCH_EVERY: Duration = Duration::from_millis(100);
@@ -90,31 +90,15 @@ impl SledExecutions {
         self.write_pending();
     }
 
-    /// Write the records of direct calls that wait in memory, in one batch.
+    /// Append the records of direct calls that wait in memory to the record log.
     pub(super) fn write_pending(&self) {
         let _writing = self.writing.lock().unwrap();
         let pending = std::mem::take(&mut *self.pending.lock().unwrap());
         if pending.is_empty() {
             return;
         }
-        // Plain inserts, not `apply_batch`: a batch takes sled's process-wide write lock, which
-        // stalls every other reader of every database in the process while it waits.
-        // The index entry first: a crash between the two leaves an entry whose record is missing,
-        // which lists skip, never a record that filtered lists cannot find.
-        let write = |record: &Execution, output: &Logs| -> Result<(), ExecutionsError> {
-            self.index_put(record).map_err(storage)?;
-            self.records.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(storage)?).map_err(storage)?;
-            if !(output.stdout.is_empty() && output.stderr.is_empty()) {
-                self.logs
-                    .insert(record.id.as_bytes(), format_attempt(output, record.attempt).into_bytes())
-                    .map_err(storage)?;
-            }
-            Ok(())
-        };
-        for (record, output) in &pending {
-            if let Err(error) = write(record, output) {
-                tracing::warn!(%error, execution = %record.id, "cannot record an execution");
-            }
+        if let Err(error) = self.append(&pending) {
+            tracing::warn!(%error, records = pending.len(), "cannot record executions");
         }
         self.changed.notify_waiters();
         self.store.flush_soon();

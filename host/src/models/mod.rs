@@ -1,6 +1,11 @@
-//! ONNX models run natively with tract for `wasi:nn`: each model is parsed, typed and optimized once
-//! per host and shared by every call (an `Arc`); computations run on blocking threads, at most
-//! `concurrency` at a time per model, so the async executor keeps serving other calls.
+//! ONNX models run natively for `wasi:nn`, by tract (the default) or ONNX Runtime (chosen per model
+//! in the manifest): each model is prepared once per host and shared by every call (an `Arc`);
+//! computations run on blocking threads, at most `concurrency` at a time per model, so the async
+//! executor keeps serving other calls. Both engines take and give tract tensors, checked here
+//! against the same input specs, so `wasi:nn` behaves the same on either.
+
+mod onnxruntime;
+mod tract;
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -10,11 +15,11 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
-use tract_hir::infer::Factoid;
-use tract_onnx::pb;
-use tract_onnx::prelude::*;
+use tract_onnx::prelude::{DatumType, Tensor};
 
-use crate::manifest::{ModelSource, ModelSpec};
+pub use self::onnxruntime::LIBRARY_VAR;
+pub use self::tract::fix_known_quirks;
+use crate::manifest::{ModelEngine, ModelSource, ModelSpec};
 
 /// Why a model could not be loaded or run; each case is one `wasi:nn` error code and the message
 /// names the model, the tensor and what was expected.
@@ -29,7 +34,8 @@ pub enum ModelError {
     /// The bytes are not an ONNX model (`invalid-encoding`).
     #[error("{0}")]
     Encoding(String),
-    /// tract cannot build or run this model, or the tensor type is not supported (`unsupported-operation`).
+    /// The engine cannot build or run this model (or is missing), or the tensor type is not
+    /// supported (`unsupported-operation`).
     #[error("{0}")]
     Unsupported(String),
     /// An input tensor has the wrong name, type, shape or size (`invalid-argument`).
@@ -70,79 +76,53 @@ pub fn wasi_type_name(dt: DatumType) -> String {
     }
 }
 
-/// A model ready to run: the optimized tract plan, its inputs and outputs.
+/// What an engine made of a model: its runnable form, its inputs and its output names.
+struct Prepared<E> {
+    engine: E,
+    inputs: Vec<TensorSpec>,
+    outputs: Vec<String>,
+}
+
+/// The engine a model runs on, prepared.
+enum Engine {
+    Tract(tract::Plan),
+    OnnxRuntime(onnxruntime::Sessions),
+}
+
+/// A model ready to run: its engine, inputs and outputs.
 pub struct Model {
     name: String,
-    plan: Arc<TypedSimplePlan>,
+    engine: Engine,
     inputs: Vec<TensorSpec>,
     outputs: Vec<String>,
     permits: Arc<Semaphore>,
 }
 
 impl Model {
-    /// Parse, type and optimize an ONNX model. `shapes` fixes input shapes by input name;
+    /// Prepare an ONNX model for `engine`. `shapes` fixes input shapes by input name;
     /// `concurrency` limits computations at once. `name` is used in error messages.
     pub fn from_onnx(
         name: &str,
+        engine: ModelEngine,
         bytes: &[u8],
         shapes: &BTreeMap<String, Vec<usize>>,
         concurrency: u32,
     ) -> Result<Model, ModelError> {
-        catch_unwind(AssertUnwindSafe(|| Model::build(name, bytes, shapes, concurrency))).unwrap_or_else(|_| {
-            Err(ModelError::Unsupported(format!("model `{name}`: tract panicked while loading it")))
-        })
-    }
-
-    fn build(
-        name: &str,
-        bytes: &[u8],
-        shapes: &BTreeMap<String, Vec<usize>>,
-        concurrency: u32,
-    ) -> Result<Model, ModelError> {
-        let unsupported =
-            |e: TractError| ModelError::Unsupported(format!("model `{name}`: tract cannot prepare it: {e:#}"));
-        let onnx = tract_onnx::onnx();
-        let mut proto = onnx
-            .proto_model_for_read(&mut &*bytes)
-            .map_err(|e| ModelError::Encoding(format!("model `{name}` is not an ONNX model: {e:#}")))?;
-        fix_known_quirks(&mut proto);
-        let mut model = onnx.model_for_proto_model(&proto).map_err(unsupported)?;
-        let names: Vec<String> =
-            model.input_outlets().map_err(unsupported)?.iter().map(|o| model.node(o.node).name.clone()).collect();
-        if let Some(unknown) = shapes.keys().find(|given| !names.contains(given)) {
-            return Err(ModelError::InvalidInput(format!(
-                "model `{name}` has no input `{unknown}` to give a shape to; its inputs are: {}",
-                names.join(", ")
-            )));
-        }
-        for (i, input) in names.iter().enumerate() {
-            if let Some(shape) = shapes.get(input) {
-                let declared = model.input_fact(i).map_err(unsupported)?.datum_type.concretize();
-                let fact = InferenceFact::dt_shape(declared.unwrap_or(DatumType::F32), shape.clone());
-                model = model.with_input_fact(i, fact).map_err(unsupported)?;
+        let prepare = || match engine {
+            ModelEngine::Tract => {
+                let p = tract::Plan::prepare(name, bytes, shapes)?;
+                Ok((Engine::Tract(p.engine), p.inputs, p.outputs))
             }
-        }
-        let typed = model.into_optimized().map_err(unsupported)?;
-        let mut inputs = Vec::new();
-        for (i, input) in names.into_iter().enumerate() {
-            let fact = typed.input_fact(i).map_err(unsupported)?;
-            let Some(shape) = fact.shape.as_concrete() else {
-                return Err(ModelError::Unsupported(format!(
-                    "model `{name}`: input `{input}` has no fixed shape ({:?}); give one in the manifest, e.g. `[model.{name}] inputs = {{ {input} = [1, 3, 224, 224] }}`",
-                    fact.shape
-                )));
-            };
-            inputs.push(TensorSpec { name: input, datum_type: fact.datum_type, shape: shape.to_vec() });
-        }
-        let outputs = typed
-            .output_outlets()
-            .map_err(unsupported)?
-            .iter()
-            .map(|o| typed.outlet_label(*o).unwrap_or(&typed.node(o.node).name).to_string())
-            .collect();
-        let plan = typed.into_runnable().map_err(unsupported)?;
+            ModelEngine::OnnxRuntime => {
+                let p = onnxruntime::Sessions::prepare(name, bytes, shapes)?;
+                Ok((Engine::OnnxRuntime(p.engine), p.inputs, p.outputs))
+            }
+        };
+        let (engine, inputs, outputs) = catch_unwind(AssertUnwindSafe(prepare)).unwrap_or_else(|_| {
+            Err(ModelError::Unsupported(format!("model `{name}`: {} panicked while loading it", engine.name())))
+        })?;
         let permits = Arc::new(Semaphore::new(concurrency.max(1) as usize));
-        Ok(Model { name: name.to_string(), plan, inputs, outputs, permits })
+        Ok(Model { name: name.to_string(), engine, inputs, outputs, permits })
     }
 
     /// The model's name (from the manifest, or `sha256:…` for one loaded from bytes).
@@ -158,11 +138,6 @@ impl Model {
     /// The output names, in the graph's order.
     pub fn outputs(&self) -> &[String] {
         &self.outputs
-    }
-
-    /// The optimized tract plan (to run the model without `wasi:nn`, e.g. to compare).
-    pub fn plan(&self) -> &Arc<TypedSimplePlan> {
-        &self.plan
     }
 
     /// Run the model on named inputs on a blocking thread once one of its `concurrency` slots is
@@ -184,15 +159,20 @@ impl Model {
         self.run(self.arrange(inputs)?)
     }
 
-    fn run(&self, inputs: TVec<TValue>) -> Result<Vec<(String, Tensor)>, ModelError> {
-        let outputs = catch_unwind(AssertUnwindSafe(|| self.plan.run(inputs)))
-            .map_err(|_| ModelError::Runtime(format!("model `{}`: tract panicked while computing", self.name)))?
-            .map_err(|e| ModelError::Runtime(format!("model `{}`: {e:#}", self.name)))?;
-        Ok(self.outputs.iter().cloned().zip(outputs.into_iter().map(TValue::into_tensor)).collect())
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<(String, Tensor)>, ModelError> {
+        let (engine, run) = match &self.engine {
+            Engine::Tract(plan) => ("tract", catch_unwind(AssertUnwindSafe(|| plan.run(&self.name, inputs)))),
+            Engine::OnnxRuntime(sessions) => {
+                ("ONNX Runtime", catch_unwind(AssertUnwindSafe(|| sessions.run(&self.name, inputs))))
+            }
+        };
+        let outputs =
+            run.map_err(|_| ModelError::Runtime(format!("model `{}`: {engine} panicked while computing", self.name)))??;
+        Ok(self.outputs.iter().cloned().zip(outputs).collect())
     }
 
     /// Put named inputs in the graph's order, checking each one's name, type and shape.
-    fn arrange(&self, inputs: Vec<(String, Tensor)>) -> Result<TVec<TValue>, ModelError> {
+    fn arrange(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<Tensor>, ModelError> {
         let list = || self.inputs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         let mut ordered: Vec<Option<Tensor>> = vec![None; self.inputs.len()];
         for (name, tensor) in inputs {
@@ -221,42 +201,36 @@ impl Model {
             .zip(&self.inputs)
             .map(|(tensor, spec)| {
                 tensor
-                    .map(Tensor::into_tvalue)
                     .ok_or_else(|| ModelError::InvalidInput(format!("model `{}`: input {spec} is missing", self.name)))
             })
             .collect()
     }
 }
 
-/// Fix, in the protobuf, what tract 0.23 gets wrong about some real models, before building them:
-/// see `default_constant_of_shape_to_f32`.
-pub fn fix_known_quirks(proto: &mut pb::ModelProto) {
-    if let Some(graph) = proto.graph.as_mut() {
-        default_constant_of_shape_to_f32(graph);
+/// Refuse manifest `shapes` for inputs the model does not have (`inputs` are its input names).
+fn check_shape_names(model: &str, shapes: &BTreeMap<String, Vec<usize>>, inputs: &[String]) -> Result<(), ModelError> {
+    match shapes.keys().find(|given| !inputs.contains(given)) {
+        Some(unknown) => Err(ModelError::InvalidInput(format!(
+            "model `{model}` has no input `{unknown}` to give a shape to; its inputs are: {}",
+            inputs.join(", ")
+        ))),
+        None => Ok(()),
     }
 }
 
-/// ONNX says `ConstantOfShape` without a `value` attribute makes float32 zeros; tract 0.23 makes
-/// float64 ones, which breaks models that rely on the default (e.g. MediaPipe BlazeFace exports).
-/// Give every such node (in subgraphs too) an explicit float32 zero.
-fn default_constant_of_shape_to_f32(graph: &mut pb::GraphProto) {
-    for node in &mut graph.node {
-        if node.op_type == "ConstantOfShape" && !node.attribute.iter().any(|a| a.name == "value") {
-            node.attribute.push(pb::AttributeProto {
-                name: "value".into(),
-                r#type: pb::attribute_proto::AttributeType::Tensor as i32,
-                t: Some(pb::TensorProto {
-                    dims: vec![1],
-                    data_type: pb::tensor_proto::DataType::Float as i32,
-                    float_data: vec![0.0],
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
-        }
-        for attribute in &mut node.attribute {
-            attribute.g.iter_mut().chain(attribute.graphs.iter_mut()).for_each(default_constant_of_shape_to_f32);
-        }
+/// The error for an input whose shape is still not fixed (`shape`, as the engine shows it).
+fn unfixed_shape(model: &str, input: &str, shape: &str) -> ModelError {
+    ModelError::Unsupported(format!(
+        "model `{model}`: input `{input}` has no fixed shape ({shape}); give one in the manifest, e.g. `[model.{model}] inputs = {{ {input} = [1, 3, 224, 224] }}`"
+    ))
+}
+
+/// Check, when an app loads, that model `name`'s engine can run here: ONNX Runtime's library
+/// loads (see [`LIBRARY_VAR`]); tract is built in.
+pub fn check_engine(name: &str, engine: ModelEngine) -> Result<(), ModelError> {
+    match engine {
+        ModelEngine::Tract => Ok(()),
+        ModelEngine::OnnxRuntime => onnxruntime::environment(name).map(drop),
     }
 }
 
@@ -301,7 +275,7 @@ impl Models {
             return Ok(loaded.model.clone());
         }
         let bytes = source.read()?;
-        let model = Arc::new(Model::from_onnx(name, &bytes, &spec.inputs, spec.concurrency)?);
+        let model = Arc::new(Model::from_onnx(name, spec.engine, &bytes, &spec.inputs, spec.concurrency)?);
         tracing::info!(app, model = name, inputs = ?model.inputs, "model loaded");
         *slot = Some(Loaded { stamp: source.stamp, spec: Some(spec.clone()), model: model.clone() });
         Ok(model)
@@ -317,7 +291,13 @@ impl Models {
         }
         let name: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
         let concurrency = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let model = Arc::new(Model::from_onnx(&format!("sha256:{name}"), bytes, &BTreeMap::new(), concurrency)?);
+        let model = Arc::new(Model::from_onnx(
+            &format!("sha256:{name}"),
+            ModelEngine::Tract,
+            bytes,
+            &BTreeMap::new(),
+            concurrency,
+        )?);
         *slot = Some(Loaded { stamp: (bytes.len() as u64, None), spec: None, model: model.clone() });
         Ok(model)
     }
@@ -369,43 +349,5 @@ impl<'a> ModelFile<'a> {
 
     fn read(&self) -> Result<Vec<u8>, ModelError> {
         (self.reader)().map_err(|e| ModelError::NotFound(format!("model `{}`: cannot read it: {e}", self.name)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constant_of_shape_without_value_gets_a_float32_zero() {
-        let node = |value: bool| pb::NodeProto {
-            op_type: "ConstantOfShape".into(),
-            attribute: if value {
-                vec![pb::AttributeProto { name: "value".into(), ..Default::default() }]
-            } else {
-                Vec::new()
-            },
-            ..Default::default()
-        };
-        let inner = pb::GraphProto { node: vec![node(false)], ..Default::default() };
-        let mut graph = pb::GraphProto {
-            node: vec![
-                node(false),
-                node(true),
-                pb::NodeProto {
-                    op_type: "If".into(),
-                    attribute: vec![pb::AttributeProto { g: Some(inner), ..Default::default() }],
-                    ..Default::default()
-                },
-            ],
-            ..Default::default()
-        };
-        default_constant_of_shape_to_f32(&mut graph);
-        let value = |n: &pb::NodeProto| n.attribute.iter().find(|a| a.name == "value").cloned().unwrap();
-        let added = value(&graph.node[0]).t.unwrap();
-        assert_eq!((added.data_type, added.dims, added.float_data), (1, vec![1], vec![0.0]));
-        assert!(value(&graph.node[1]).t.is_none(), "an existing value is left alone");
-        let nested = graph.node[2].attribute[0].g.as_ref().unwrap();
-        assert_eq!(value(&nested.node[0]).t.unwrap().data_type, 1);
     }
 }
