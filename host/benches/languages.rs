@@ -1,10 +1,11 @@
 //! The greeter in Rust, Python (componentize-py), JavaScript (componentize-qjs) and C (wit-bindgen +
 //! zig cc): component size, first load (compile) and second load (from the compiled cache) time,
-//! and per-call latency with a fresh instance per call, each against the Rust greeter measured in
-//! the same run.
+//! per-call latency with a fresh instance per call, each against the Rust greeter measured in the
+//! same run, and the minor page faults per `noop` call.
 //!
-//! Run with `cargo bench -p host --bench languages` (the first run installs the toolchains into
-//! `.cache/toolchains`). Timings on a shared machine are noisy: compare the ratios.
+//! Run with `cargo bench -p host --bench languages [LANGUAGE...]` (no language: all; Rust, the
+//! baseline, always runs; the first run installs the toolchains into `.cache/toolchains`).
+//! Timings on a shared machine are noisy: compare the ratios.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -40,6 +41,15 @@ fn measure(budget: Duration, mut run: impl FnMut()) -> Stats {
     Stats { median: times[times.len() / 2], p99: times[times.len() * 99 / 100] }
 }
 
+/// Minor page faults of this process so far (Linux; 0 elsewhere).
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (in parentheses, which may hold spaces): minflt is the
+    // 10th field of the whole line, the 8th after the name.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    after_name.split_whitespace().nth(7).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 /// Loads `manifest` in a new host on a fresh data dir using the compiled-component cache `cache`;
 /// the time it took and whether it compiled.
 fn load(manifest: &Path, cache: &Path) -> (Duration, u64) {
@@ -56,11 +66,22 @@ fn main() {
     let who = json!({ "who": { "name": "Ada", "age": 36 } });
     let budget = Duration::from_secs(3);
     println!(
-        "{:<11} {:>12} {:>12} {:>12} {:>22} {:>22} {:>10}",
-        "greeter", "component", "first load", "second load", "greet median / p99", "noop median / p99", "vs Rust"
+        "{:<11} {:>12} {:>12} {:>12} {:>22} {:>22} {:>10} {:>12}",
+        "greeter",
+        "component",
+        "first load",
+        "second load",
+        "greet median / p99",
+        "noop median / p99",
+        "vs Rust",
+        "faults/noop"
     );
+    let chosen: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let mut rust_greet = None;
     for (language, manifest) in GREETERS {
+        if rust_greet.is_some() && !chosen.is_empty() && !chosen.iter().any(|c| c.eq_ignore_ascii_case(language)) {
+            continue;
+        }
         let manifest = root.join(manifest);
         let parsed = Manifest::load(&manifest).unwrap();
         host::build::build(&parsed).unwrap();
@@ -81,10 +102,15 @@ fn main() {
             call("hello.greet", &who);
         }
         let greet = measure(budget, || call("hello.greet", &who));
-        let noop = measure(budget, || call("hello.noop", &json!({})));
+        let (faults, mut calls) = (minor_faults(), 0u64);
+        let noop = measure(budget, || {
+            calls += 1;
+            call("hello.noop", &json!({}));
+        });
+        let faults_per_call = minor_faults().saturating_sub(faults) as f64 / calls as f64;
         let baseline = *rust_greet.get_or_insert(greet.median);
         println!(
-            "{language:<11} {:>9.1} KB {:>9.0} ms {:>9.1} ms {:>10.0} / {:>6.0} µs {:>10.0} / {:>6.0} µs {:>9.1}x",
+            "{language:<11} {:>9.1} KB {:>9.0} ms {:>9.1} ms {:>10.0} / {:>6.0} µs {:>10.0} / {:>6.0} µs {:>9.1}x {:>12.1}",
             size as f64 / 1e3,
             first.as_secs_f64() * 1e3,
             second.as_secs_f64() * 1e3,
@@ -93,6 +119,7 @@ fn main() {
             noop.median,
             noop.p99,
             greet.median / baseline,
+            faults_per_call,
         );
     }
 }

@@ -6,7 +6,8 @@
 //! * a key-value `get` from inside a guest, against a raw sled `get`;
 //! * durable KV writes one at a time, against the same writes from concurrent calls (group commit).
 //!
-//! Run with `cargo bench -p host --bench per_call [calls|kv|commit]` (no section: all). Timings on a shared machine are noisy: compare
+//! Run with `cargo bench -p host --bench per_call [calls|kv|commit|fresh]` (no section: all but
+//! `fresh`, which repeats the fresh calls of `calls` five times as often, for `perf`). Timings on a shared machine are noisy: compare
 //! the ratios, and the medians across runs, not single numbers.
 
 use std::hint::black_box;
@@ -119,7 +120,32 @@ fn main() {
     println!("pooling allocator: {}", if host.pooling() { "on" } else { "off (on-demand fallback)" });
 
     let sections: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let run = |section: &str| sections.is_empty() || sections.iter().any(|s| s == section);
+    let run = |section: &str| (sections.is_empty() && section != "fresh") || sections.iter().any(|s| s == section);
+
+    // The same component with `record = "none"`: its calls keep no execution record.
+    let quiet = data.path().join("quiet");
+    std::fs::create_dir_all(&quiet).unwrap();
+    let wasm = root.join("target/wasm32-wasip2/release/hello.wasm");
+    let toml = format!("[app]\nname = \"quiet\"\n\n[function.hello]\nsource = {:?}\nrecord = \"none\"\n", wasm);
+    std::fs::write(quiet.join("host.toml"), toml).unwrap();
+    let unrecorded = host.load(quiet.join("host.toml")).unwrap().function("hello.noop").unwrap();
+
+    if run("fresh") {
+        // Only fresh calls, five times as many: the section to run under `perf`.
+        println!("\nfresh calls of `hello.noop`");
+        let args = json!({});
+        let noop = hello.function("hello.noop").unwrap();
+        for (name, f) in [("records on", &noop), ("records off", &unrecorded)] {
+            for _ in 0..1000 {
+                invoke(&rt, f, &args);
+            }
+            row(
+                &format!("fresh instance + call + teardown, {name}"),
+                &measure(samples * 5, 1, || invoke(&rt, f, &args)),
+                None,
+            );
+        }
+    }
 
     if run("calls") {
         println!("\nper call, `hello.noop` (no arguments, no result)");
@@ -137,6 +163,11 @@ fn main() {
         let fresh = measure(samples, 1, || invoke(&rt, &noop, &args));
         row("fresh instance + call + teardown (host)", &fresh, Some(("reused", &reused)));
         println!("  {:<44} {:.0}x native", "", fresh.median / native.median);
+        for _ in 0..1000 {
+            invoke(&rt, &unrecorded, &args);
+        }
+        let bare = measure(samples, 1, || invoke(&rt, &unrecorded, &args));
+        row("same, records off (`record = \"none\"`)", &bare, Some(("records on", &fresh)));
         let greet = hello.function("hello.greet").unwrap();
         let who = json!({ "who": { "name": "Ada", "age": 36 } });
         let typed = measure(samples, 1, || invoke(&rt, &greet, &who));
@@ -146,12 +177,6 @@ fn main() {
         // throughput with every core busy shows the whole cost of a call, its execution record
         // included (the same component with `record = "none"` is the baseline).
         let callers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let quiet = data.path().join("quiet");
-        std::fs::create_dir_all(&quiet).unwrap();
-        let wasm = root.join("target/wasm32-wasip2/release/hello.wasm");
-        let toml = format!("[app]\nname = \"quiet\"\n\n[function.hello]\nsource = {:?}\nrecord = \"none\"\n", wasm);
-        std::fs::write(quiet.join("host.toml"), toml).unwrap();
-        let unrecorded = host.load(quiet.join("host.toml")).unwrap().function("hello.noop").unwrap();
         let off = throughput(&rt, &unrecorded, callers);
         let on = throughput(&rt, &noop, callers);
         for (name, per_second, base) in [("records off", off, None), ("records on", on, Some(off))] {

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,8 +32,13 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// shared by every interface, and the function's capability contexts, lent to each capability's
 /// view ([`CallParts`]).
 pub struct CallState {
-    wasi: WasiCtx,
-    http: Http,
+    /// Built at the first WASI host call: most calls make none, and building it (clocks, random
+    /// generators, boxed streams) is a measurable part of a fresh call.
+    wasi: Option<WasiCtx>,
+    /// Built at the first `wasi:http` host call, for the same reason.
+    http: Option<Http>,
+    stdout: Capture,
+    stderr: Capture,
     table: ResourceTable,
     limiter: Limiter,
     caps: Arc<Contexts>,
@@ -42,13 +48,19 @@ pub struct CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        let (stdout, stderr) = (&self.stdout, &self.stderr);
+        let ctx = self
+            .wasi
+            .get_or_insert_with(|| WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build());
+        WasiCtxView { ctx, table: &mut self.table }
     }
 }
 
 impl WasiHttpView for CallState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        self.http.view(&mut self.table)
+        let (caps, stderr) = (&self.caps, &self.stderr);
+        let http = self.http.get_or_insert_with(|| Http::new(caps.get::<Outbound>(), notes_to(stderr)));
+        http.view(&mut self.table)
     }
 }
 
@@ -252,8 +264,6 @@ pub struct CallTarget {
 /// A fresh Store for one call: the function's limits, captured output, nothing else granted.
 pub(crate) struct Sandbox {
     pub(crate) store: Store<CallState>,
-    stdout: Capture,
-    stderr: Capture,
     limits: Limits,
     deadline: Instant,
     cancel: Option<Arc<Cancel>>,
@@ -278,12 +288,13 @@ fn set_deadline(store: &mut Store<CallState>, deadline: Instant, cancel: Option<
 
 impl Sandbox {
     pub(crate) fn new(engine: &Engine, limits: Limits, caps: Arc<Contexts>) -> Sandbox {
-        let (stdout, stderr) = (Capture::new(limits.output), Capture::new(limits.output));
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.table_entries as usize);
         let state = CallState {
-            wasi: WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build(),
-            http: Http::new(caps.get::<Outbound>(), notes_to(&stderr)),
+            wasi: None,
+            http: None,
+            stdout: Capture::new(limits.output),
+            stderr: Capture::new(limits.output),
             table,
             limiter: Limiter::new(limits.memory, limits.table_entries as usize),
             caps,
@@ -293,7 +304,7 @@ impl Sandbox {
         store.limiter(|s| &mut s.limiter);
         let deadline = Instant::now() + limits.timeout;
         set_deadline(&mut store, deadline, None);
-        Sandbox { store, stdout, stderr, limits, deadline, cancel: None }
+        Sandbox { store, limits, deadline, cancel: None }
     }
 
     /// Let `cancel` stop the call: it then fails with [`CallError::Cancelled`].
@@ -320,30 +331,51 @@ impl Sandbox {
             }
             tokio::time::sleep(EPOCH_TICK * 4).await;
         };
-        let work = tokio::time::timeout(limit.saturating_add(EPOCH_TICK * 4), work(&mut self.store));
+        let work = before(self.deadline + EPOCH_TICK * 4, work(&mut self.store));
         let outcome = tokio::select! {
             outcome = work => outcome,
             () = cancelled => return Err(CallError::Cancelled),
         };
         match outcome {
-            Err(_elapsed) => Err(CallError::Timeout { limit }),
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(_)) if cancel.is_some_and(|c| c.requested()) => Err(CallError::Cancelled),
-            Ok(Err(error)) => Err(classify(&error, self.store.data().limiter.denied_memory(), self.limits)),
+            None => Err(CallError::Timeout { limit }),
+            Some(Ok(value)) => Ok(value),
+            Some(Err(_)) if cancel.is_some_and(|c| c.requested()) => Err(CallError::Cancelled),
+            Some(Err(error)) => Err(classify(&error, self.store.data().limiter.denied_memory(), self.limits)),
         }
     }
 
     /// A live view of what the guest prints.
     pub(crate) fn output(&self) -> LiveOutput {
-        LiveOutput { stdout: self.stdout.clone(), stderr: self.stderr.clone() }
+        let state = self.store.data();
+        LiveOutput { stdout: state.stdout.clone(), stderr: state.stderr.clone() }
     }
 
     /// What the guest printed.
     pub(crate) fn logs(&self) -> Logs {
-        let (stdout, dropped_out) = self.stdout.take();
-        let (stderr, dropped_err) = self.stderr.take();
+        let state = self.store.data();
+        let (stdout, dropped_out) = state.stdout.take();
+        let (stderr, dropped_err) = state.stderr.take();
         Logs { stdout, stderr, dropped: dropped_out + dropped_err }
     }
+}
+
+/// What `work` returns, or `None` once `deadline` has passed. Like `tokio::time::timeout`, but
+/// the timer is armed only when `work` does not finish at its first poll: most calls finish there,
+/// and arming and disarming a tokio timer is a measurable part of a fresh call.
+async fn before<F: Future>(deadline: Instant, work: F) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        if timer.is_none() {
+            timer.set(Some(tokio::time::sleep_until(deadline.into())));
+        }
+        let sleep = timer.as_mut().as_pin_mut().expect("armed above");
+        sleep.poll(cx).map(|()| None)
+    })
+    .await
 }
 
 /// The output of a running call, readable while it runs.

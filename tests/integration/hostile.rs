@@ -203,3 +203,19 @@ async fn huge_objects_fail_with_the_memory_limit_without_being_read() {
     assert!(grown < 64 << 20, "the host's peak memory grew by {} MiB", grown >> 20);
     still_fine(&app).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fresh_instance_never_sees_what_an_earlier_call_wrote() {
+    let (_data, _host, app) = app(HOSTILE);
+    // Each call marks a static buffer and 48 freshly grown pages (3 MiB, past the part of a pooled
+    // memory slot the host keeps resident between instances) and counts the marks it found.
+    for call in 0..6 {
+        let report = invoke(&app, "hostile.leftovers", json!({ "pages": 48 })).await;
+        assert_eq!(report.result, Ok(json!(0)), "call {call} saw bytes written by an earlier one");
+    }
+    // Concurrent calls take other slots; those are reset too.
+    let calls = (0..4).map(|_| invoke(&app, "hostile.leftovers", json!({ "pages": 48 })));
+    for report in futures_util::future::join_all(calls).await {
+        assert_eq!(report.result, Ok(json!(0)));
+    }
+}

@@ -10,6 +10,22 @@ wit_bindgen::generate!({ world: "hostile" });
 /// The component's exports.
 struct Hostile;
 
+/// A buffer in the module's own data, zero in every fresh instance.
+struct Scratch(std::cell::UnsafeCell<[u8; 4096]>);
+
+// SAFETY: a component instance runs one call at a time; only `leftovers` touches the buffer.
+unsafe impl Sync for Scratch {}
+
+static SCRATCH: Scratch = Scratch(std::cell::UnsafeCell::new([0; 4096]));
+
+/// The non-zero bytes of `bytes`, which are then all set to 0xA5.
+fn count_and_mark(bytes: &mut [u8]) -> u64 {
+    let found = bytes.iter().filter(|&&b| b != 0).count() as u64;
+    bytes.fill(0xA5);
+    black_box(bytes);
+    found
+}
+
 /// Recurses `depth` calls deep; the addition after the call keeps it from being a tail call.
 fn descend(depth: u64) -> u64 {
     if depth == 0 { 0 } else { black_box(descend(black_box(depth - 1))) + 1 }
@@ -88,6 +104,20 @@ impl Guest for Hostile {
     fn download_item(dataset: String, id: String) -> Result<u64, String> {
         let dataset = guest_sdk::items::Dataset::open(&dataset).map_err(|e| e.to_string())?;
         dataset.download(&id).map(|d| black_box(d).len() as u64).map_err(|e| e.to_string())
+    }
+
+    fn leftovers(pages: u32) -> u64 {
+        // SAFETY: see `Scratch`; nothing else holds a reference to the buffer.
+        let mut found = count_and_mark(unsafe { &mut *SCRATCH.0.get() });
+        let first = core::arch::wasm32::memory_grow(0, pages as usize);
+        if first == usize::MAX {
+            return u64::MAX;
+        }
+        // SAFETY: memory.grow just added these pages; the allocator does not know them, so nothing
+        // else refers to them.
+        let grown = unsafe { std::slice::from_raw_parts_mut((first << 16) as *mut u8, (pages as usize) << 16) };
+        found += count_and_mark(grown);
+        found
     }
 }
 
