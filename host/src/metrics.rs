@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -40,14 +40,33 @@ struct Histogram {
     sum: f64,
 }
 
+/// Counts and latency of one function of one app, with its names to share with recent calls.
+struct FunctionStats {
+    app: Arc<str>,
+    function: Arc<str>,
+    calls: BTreeMap<&'static str, u64>,
+    latency: Histogram,
+}
+
+/// A recent call, its names shared with its function's stats.
+struct Recent {
+    app: Arc<str>,
+    function: Arc<str>,
+    trigger: &'static str,
+    outcome: &'static str,
+    micros: u64,
+    finished_ms: u64,
+}
+
 #[derive(Default)]
 struct Recorded {
-    calls: BTreeMap<(String, String, &'static str), u64>,
-    latency: BTreeMap<(String, String), Histogram>,
+    /// By app, then function: found by `&str`, so that recording a call allocates nothing once
+    /// its function was seen (this runs on every call).
+    functions: BTreeMap<String, BTreeMap<String, FunctionStats>>,
     errors: BTreeMap<&'static str, u64>,
     outbound: BTreeMap<(String, String, String, &'static str), u64>,
     rate_limited: BTreeMap<String, u64>,
-    recent: VecDeque<CallRecord>,
+    recent: VecDeque<Recent>,
 }
 
 /// Counters for `/metrics` and the dashboard.
@@ -82,25 +101,30 @@ impl Metrics {
     pub fn record(&self, app: &str, function: &str, trigger: &'static str, outcome: &'static str, elapsed: Duration) {
         let finished_ms = crate::clock::now_ms();
         let mut r = self.recorded.lock().unwrap();
-        *r.calls.entry((app.to_string(), function.to_string(), outcome)).or_default() += 1;
-        let h = r.latency.entry((app.to_string(), function.to_string())).or_default();
+        if !r.functions.get(app).is_some_and(|functions| functions.contains_key(function)) {
+            let stats = FunctionStats {
+                app: app.into(),
+                function: function.into(),
+                calls: BTreeMap::new(),
+                latency: Histogram::default(),
+            };
+            r.functions.entry(app.to_string()).or_default().insert(function.to_string(), stats);
+        }
+        let stats = r.functions.get_mut(app).and_then(|f| f.get_mut(function)).expect("inserted above");
+        *stats.calls.entry(outcome).or_default() += 1;
+        let h = &mut stats.latency;
         let seconds = elapsed.as_secs_f64();
         if let Some(i) = LATENCY_BUCKETS.iter().position(|bound| seconds <= *bound) {
             h.counts[i] += 1;
         }
         h.count += 1;
         h.sum += seconds;
+        let (app, function) = (stats.app.clone(), stats.function.clone());
         if r.recent.len() == RECENT_CALLS {
             r.recent.pop_front();
         }
-        r.recent.push_back(CallRecord {
-            app: app.to_string(),
-            function: function.to_string(),
-            trigger,
-            outcome,
-            micros: elapsed.as_micros() as u64,
-            finished_ms,
-        });
+        let micros = elapsed.as_micros() as u64;
+        r.recent.push_back(Recent { app, function, trigger, outcome, micros, finished_ms });
     }
 
     /// Count an error answer of the server by its stable code.
@@ -123,12 +147,22 @@ impl Metrics {
     /// Calls so far of `function` in `app` that ended with `outcome`.
     pub fn calls(&self, app: &str, function: &str, outcome: &'static str) -> u64 {
         let r = self.recorded.lock().unwrap();
-        r.calls.get(&(app.to_string(), function.to_string(), outcome)).copied().unwrap_or(0)
+        let stats = r.functions.get(app).and_then(|f| f.get(function));
+        stats.and_then(|s| s.calls.get(outcome)).copied().unwrap_or(0)
     }
 
     /// The last [`RECENT_CALLS`] finished calls, newest first.
     pub fn recent(&self) -> Vec<CallRecord> {
-        self.recorded.lock().unwrap().recent.iter().rev().cloned().collect()
+        let r = self.recorded.lock().unwrap();
+        let record = |c: &Recent| CallRecord {
+            app: c.app.to_string(),
+            function: c.function.to_string(),
+            trigger: c.trigger,
+            outcome: c.outcome,
+            micros: c.micros,
+            finished_ms: c.finished_ms,
+        };
+        r.recent.iter().rev().map(record).collect()
     }
 
     /// Everything in the Prometheus text exposition format (version 0.0.4).
@@ -137,17 +171,21 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP host_calls_total Finished calls by app, function and outcome.\n");
         out.push_str("# TYPE host_calls_total counter\n");
-        for ((app, function, outcome), n) in &r.calls {
-            let _ = writeln!(
-                out,
-                "host_calls_total{{app=\"{}\",function=\"{}\",outcome=\"{outcome}\"}} {n}",
-                escape(app),
-                escape(function)
-            );
+        let functions = || r.functions.values().flat_map(BTreeMap::values);
+        for stats in functions() {
+            for (outcome, n) in &stats.calls {
+                let _ = writeln!(
+                    out,
+                    "host_calls_total{{app=\"{}\",function=\"{}\",outcome=\"{outcome}\"}} {n}",
+                    escape(&stats.app),
+                    escape(&stats.function)
+                );
+            }
         }
         out.push_str("# HELP host_call_duration_seconds Wall time of calls, instantiation included.\n");
         out.push_str("# TYPE host_call_duration_seconds histogram\n");
-        for ((app, function), h) in &r.latency {
+        for stats in functions() {
+            let (h, app, function) = (&stats.latency, &stats.app, &stats.function);
             let labels = format!("app=\"{}\",function=\"{}\"", escape(app), escape(function));
             let mut cumulative = 0;
             for (bound, n) in LATENCY_BUCKETS.iter().zip(h.counts) {
