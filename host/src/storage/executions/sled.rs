@@ -2,7 +2,8 @@
 //! (id → record), `execution-logs` (id → text), `execution-index` (ids by app, function,
 //! trigger and status), `execution-queue` (`run/ID` for every queued execution not final yet,
 //! queued or running when the host stopped; and the claims of `once` item triggers),
-//! `schedule-fires` (`APP/SCHEDULE` → last fire time). Records of direct calls are written in
+//! `schedule-fires` (`APP/SCHEDULE` → last fire time), and the record log (`execution-log`,
+//! `execution-log-index`: see [`log`]). Records of direct calls are appended to the log in
 //! batches by a thread; another deletes what [`Retention`] does not keep.
 
 mod index;
