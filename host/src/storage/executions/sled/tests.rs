@@ -196,6 +196,8 @@ fn direct_call_records_are_appended_in_batches_and_read_one_by_one_after_a_resta
     let dir = tempfile::tempdir().unwrap();
     let listed = {
         let executions = open(dir.path(), Retention::default());
+        // Without the writer thread, so that one `write_pending` writes every record.
+        executions.stop_writer();
         for i in 0..1500 {
             call(&executions, if i % 2 == 0 { "a" } else { "b" }, "f.x", "call", i % 7 != 0);
         }
@@ -232,6 +234,7 @@ fn records_leave_the_log_for_good_when_pruned_or_written_again() {
     let (kept, rewritten) = {
         let retention = Retention { max_count: 5, max_age: Duration::from_secs(3600) };
         let executions = open(dir.path(), retention);
+        executions.stop_writer();
         let ok = Ok(&json!(1));
         let old = Execution::ran(executions.new_id().unwrap(), ("a", "f.x", "call", 1), json!([]), hours_ago(2), ok);
         executions.record_final(old.clone(), Logs::default());
