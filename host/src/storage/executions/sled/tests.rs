@@ -196,11 +196,12 @@ fn direct_call_records_are_appended_in_batches_and_read_one_by_one_after_a_resta
     let dir = tempfile::tempdir().unwrap();
     let listed = {
         let executions = open(dir.path(), Retention::default());
-        // Without the writer thread, so that one `write_pending` writes every record.
-        executions.stop_writer();
+        // The writer thread waits meanwhile, so that one pass writes every record.
+        let writing = executions.writing.lock().unwrap();
         for i in 0..1500 {
             call(&executions, if i % 2 == 0 { "a" } else { "b" }, "f.x", "call", i % 7 != 0);
         }
+        drop(writing);
         executions.write_pending();
         assert_eq!(executions.log_batches.len(), 2, "1,500 records in two batches of at most 1,024");
         assert_eq!(executions.records.len(), 0, "no record written one by one");
@@ -234,13 +235,14 @@ fn records_leave_the_log_for_good_when_pruned_or_written_again() {
     let (kept, rewritten) = {
         let retention = Retention { max_count: 5, max_age: Duration::from_secs(3600) };
         let executions = open(dir.path(), retention);
-        executions.stop_writer();
         let ok = Ok(&json!(1));
         let old = Execution::ran(executions.new_id().unwrap(), ("a", "f.x", "call", 1), json!([]), hours_ago(2), ok);
+        let writing = executions.writing.lock().unwrap();
         executions.record_final(old.clone(), Logs::default());
         for _ in 0..12 {
             call(&executions, "a", "f.x", "call", true);
         }
+        drop(writing);
         executions.write_pending();
         assert_eq!(executions.log_batches.len(), 1);
         let all = ids(&executions.list_now(&ExecutionFilter::default(), None, 100));
