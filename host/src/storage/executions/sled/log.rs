@@ -57,10 +57,29 @@ impl Entry {
 type SummaryEntry = (String, [u32; 3], Status, u64, u64, [u32; 2], [u32; 2]);
 
 /// A batch's summary as stored: names once in a table, entries pointing into it.
-#[derive(Serialize, Deserialize)]
+#[derive(Default, Serialize, Deserialize)]
 struct Summary {
     names: Vec<String>,
     entries: Vec<SummaryEntry>,
+    /// Where each name is in `names`, while the summary is built.
+    #[serde(skip)]
+    index: HashMap<String, u32>,
+}
+
+impl Summary {
+    /// Add the entry of record `id`: its app, function and trigger go to the name table once.
+    fn push(&mut self, id: &str, [app, function, trigger]: [&str; 3], e: (Status, u64, u64, [u32; 2], [u32; 2])) {
+        let names = [app, function, trigger].map(|name| match self.index.get(name) {
+            Some(at) => *at,
+            None => {
+                self.names.push(name.to_string());
+                self.index.insert(name.to_string(), self.names.len() as u32 - 1);
+                self.names.len() as u32 - 1
+            }
+        });
+        let (status, queued_ms, finished_ms, record, logs) = e;
+        self.entries.push((id.to_string(), names, status, queued_ms, finished_ms, record, logs));
+    }
 }
 
 /// The summaries of every batch, in memory.
@@ -135,17 +154,10 @@ impl RecordLog {
 
     /// The summary of `batch` as it is now (for rewriting it after records left).
     fn summary(&self, batch: u64) -> Summary {
-        let mut summary = Summary { names: Vec::new(), entries: Vec::new() };
-        let mut index: HashMap<Arc<str>, u32> = HashMap::new();
+        let mut summary = Summary::default();
         for (id, e) in self.entries.iter().filter(|(_, e)| e.batch == batch) {
-            let names = [&e.app, &e.function, &e.trigger].map(|n| {
-                *index.entry(n.clone()).or_insert_with(|| {
-                    summary.names.push(n.to_string());
-                    summary.names.len() as u32 - 1
-                })
-            });
             let (record, logs) = ([e.record.start, e.record.end], [e.logs.start, e.logs.end]);
-            summary.entries.push((id.clone(), names, e.status, e.queued_ms, e.finished_ms, record, logs));
+            summary.push(id, [&e.app, &e.function, &e.trigger], (e.status, e.queued_ms, e.finished_ms, record, logs));
         }
         summary
     }
@@ -206,8 +218,7 @@ impl SledExecutions {
         let mut rest = records;
         while !rest.is_empty() {
             let batch = self.store.next_id().map_err(storage)?;
-            let (mut bytes, mut summary) = (Vec::new(), Summary { names: Vec::new(), entries: Vec::new() });
-            let mut names: HashMap<&str, u32> = HashMap::new();
+            let (mut bytes, mut summary) = (Vec::new(), Summary::default());
             let mut taken = 0;
             for (record, logs) in rest.iter().take(BATCH_RECORDS) {
                 taken += 1;
@@ -217,23 +228,10 @@ impl SledExecutions {
                 if !(logs.stdout.is_empty() && logs.stderr.is_empty()) {
                     bytes.extend_from_slice(format_attempt(logs, record.attempt).as_bytes());
                 }
-                let ids = [&record.app, &record.function, &record.trigger].map(|n| {
-                    *names.entry(n.as_str()).or_insert_with(|| {
-                        summary.names.push(n.clone());
-                        summary.names.len() as u32 - 1
-                    })
-                });
+                let names = [record.app.as_str(), &record.function, &record.trigger];
                 let finished = record.finished_ms.unwrap_or(record.queued_ms);
-                let (record_range, logs_range) = ([start, end], [end, bytes.len() as u32]);
-                summary.entries.push((
-                    record.id.clone(),
-                    ids,
-                    record.status,
-                    record.queued_ms,
-                    finished,
-                    record_range,
-                    logs_range,
-                ));
+                let ranges = ([start, end], [end, bytes.len() as u32]);
+                summary.push(&record.id, names, (record.status, record.queued_ms, finished, ranges.0, ranges.1));
                 if bytes.len() >= BATCH_BYTES {
                     break;
                 }

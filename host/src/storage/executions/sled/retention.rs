@@ -80,11 +80,12 @@ impl SledExecutions {
             let (mut stored, mut logged) = (Vec::new(), Vec::new());
             {
                 let log = self.log.read().unwrap();
-                if log.app_sizes.get(app.as_str()).copied().unwrap_or(0) + self.final_ids(&app).count() <= keep {
+                let in_tree: Vec<String> = self.final_ids(&app).collect();
+                if log.app_sizes.get(app.as_str()).copied().unwrap_or(0) + in_tree.len() <= keep {
                     continue;
                 }
                 let in_log = log.entries.iter().rev().filter(|(_, e)| *e.app == *app).map(|(id, _)| (id.clone(), true));
-                let in_tree = self.final_ids(&app).map(|id| (id, false));
+                let in_tree = in_tree.into_iter().map(|id| (id, false));
                 for (id, is_logged) in newest_first(in_tree, in_log).skip(keep) {
                     if is_logged { logged.push(id) } else { stored.push(id) }
                 }
