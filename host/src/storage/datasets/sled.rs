@@ -1,14 +1,21 @@
-//! The embedded dataset store: records, annotations and the event log in sled, bytes as files
-//! under the data dir. Every change of an item and the event it emits are written in one sled
-//! transaction, so an event exists exactly when its change does; bytes are written (and synced)
-//! before that.
+//! The embedded dataset store: records, annotations and the event log in sled; small items'
+//! bytes in sled too, larger ones as files under the data dir. Every change of an item and the
+//! event it emits are written in one sled transaction (with small bytes), so an event exists
+//! exactly when its change does; a file is written (and synced) before that.
+//!
+//! Why small bytes live in sled: a file costs three `fsync`s (its data, its rename, its folder)
+//! per upload, and the folder sync runs under the dataset's lock; in sled the bytes ride the
+//! group commit of the record, which many uploads share.
 //!
 //! Layout: trees `items/APP/DATASET` (id → item), `item-paths/APP/DATASET` (`dir/name` → id),
-//! `annotations/APP/DATASET` (`item/annotation` → annotation), `events/APP` (sequence → event);
-//! bytes in `DATA/items/APP/DATASET/ID`.
+//! `annotations/APP/DATASET` (`item/annotation` → annotation), `item-bytes/APP/DATASET` (id →
+//! bytes of at most [`INLINE_MAX`]), `events/APP` (sequence → event); other bytes in
+//! `DATA/items/APP/DATASET/ID`. An item's bytes are in `item-bytes` when its id is there, else in
+//! its file.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sled::Transactional;
 
@@ -18,6 +25,10 @@ use super::{
 };
 use crate::files::{Staged, blocking};
 use crate::store::Store;
+
+/// Items of at most this many bytes keep them in sled rather than in a file (well under sled's
+/// own threshold for writing a value as a file of its own).
+pub const INLINE_MAX: usize = 16 << 10;
 
 /// Datasets in the embedded store, their bytes under `items_dir`.
 pub struct SledDatasets {
@@ -54,6 +65,8 @@ impl DatasetBackend for SledDatasets {
             items: store.tree(&format!("items/{app}/{name}")).map_err(storage)?,
             paths: store.tree(&format!("item-paths/{app}/{name}")).map_err(storage)?,
             annotations: store.tree(&format!("annotations/{app}/{name}")).map_err(storage)?,
+            bytes: store.tree(&format!("item-bytes/{app}/{name}")).map_err(storage)?,
+            installed: Arc::default(),
             events: events_tree(store, app).map_err(storage)?,
             files,
             store: store.clone(),
@@ -67,6 +80,10 @@ struct SledDataset {
     items: sled::Tree,
     paths: sled::Tree,
     annotations: sled::Tree,
+    bytes: sled::Tree,
+    /// Bytes installed by the change under way, by item id, that its commit writes: `Some` to
+    /// keep in `bytes`, `None` when the item's file now holds them.
+    installed: Installed,
     events: sled::Tree,
     files: PathBuf,
     store: Arc<Store>,
@@ -123,6 +140,13 @@ impl DatasetStore for SledDataset {
     }
 
     async fn read(&self, id: &str, cap: u64) -> Result<Result<ItemBytes, u64>, ItemsError> {
+        if let Some(bytes) = self.bytes.get(id.as_bytes()).map_err(storage)? {
+            let size = bytes.len() as u64;
+            if size > cap {
+                return Ok(Err(size));
+            }
+            return Ok(Ok(ItemBytes { size, reader: Box::pin(std::io::Cursor::new(bytes)) }));
+        }
         let file = tokio::fs::File::open(item_file(&self.files, id)?).await.map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => ItemsError::NoSuchItem(id.into()),
             _ => storage(e),
@@ -143,9 +167,12 @@ impl DatasetStore for SledDataset {
     }
 
     async fn stage(&self, data: Vec<u8>) -> Result<Box<dyn StagedBytes>, ItemsError> {
+        if data.len() <= INLINE_MAX {
+            return Ok(Box::new(StagedInline { data, files: self.files.clone(), installed: self.installed.clone() }));
+        }
         let files = self.files.clone();
         let staged = blocking(move || Staged::write(&files, &data)).await.map_err(storage)?;
-        Ok(Box::new(StagedFile { staged, files: self.files.clone() }))
+        Ok(Box::new(StagedFile { staged, files: self.files.clone(), installed: self.installed.clone() }))
     }
 
     async fn commit(&self, action: Action, item: &Item, cause: Option<&Cause>) -> Result<(), ItemsError> {
@@ -154,22 +181,30 @@ impl DatasetStore for SledDataset {
             _ => Ok(Vec::new()),
         };
         let annotations = annotations.map_err(storage)?;
+        // Taken before anything can fail, so that a failed commit leaves nothing for the next.
+        let installed = self.installed.lock().expect("not poisoned").remove(&item.id);
         let seq = self.store.next_id().map_err(storage)?;
         let event = ItemEvent { seq, action, item: item.clone(), cause: cause.cloned() };
         let event = serde_json::to_vec(&event).map_err(storage)?;
         let record = serde_json::to_vec(item).map_err(storage)?;
         let path = item.path();
-        (&self.items, &self.paths, &self.annotations, &self.events)
-            .transaction(|(items, paths, notes, events)| {
+        (&self.items, &self.paths, &self.annotations, &self.bytes, &self.events)
+            .transaction(|(items, paths, notes, bytes, events)| {
                 if action == Action::Deleted {
                     items.remove(item.id.as_bytes())?;
                     paths.remove(path.as_bytes())?;
+                    bytes.remove(item.id.as_bytes())?;
                     for key in &annotations {
                         notes.remove(key.clone())?;
                     }
                 } else {
                     items.insert(item.id.as_bytes(), record.as_slice())?;
                     paths.insert(path.as_bytes(), item.id.as_bytes())?;
+                    match &installed {
+                        Some(Some(data)) => drop(bytes.insert(item.id.as_bytes(), data.as_slice())?),
+                        Some(None) => drop(bytes.remove(item.id.as_bytes())?),
+                        None => {}
+                    }
                 }
                 events.insert(&seq.to_be_bytes(), event.as_slice())?;
                 Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
@@ -206,17 +241,50 @@ impl DatasetStore for SledDataset {
     }
 }
 
+/// What [`SledDataset::installed`] holds.
+type Installed = Arc<Mutex<HashMap<String, Option<Vec<u8>>>>>;
+
 /// Bytes written and synced to a temporary file of the dataset's folder.
 struct StagedFile {
     staged: Staged,
     files: PathBuf,
+    installed: Installed,
 }
 
 #[async_trait::async_trait]
 impl StagedBytes for StagedFile {
     async fn install(self: Box<Self>, id: &str) -> Result<(), ItemsError> {
         let target = item_file(&self.files, id)?;
-        blocking(move || self.staged.install(&target)).await.map_err(storage)
+        let StagedFile { staged, installed, .. } = *self;
+        blocking(move || staged.install(&target)).await.map_err(storage)?;
+        // The commit drops the item's bytes from sled, if it had any, so its file is read.
+        installed.lock().expect("not poisoned").insert(id.to_string(), None);
+        Ok(())
+    }
+}
+
+/// Small bytes, kept in memory until the commit writes them to sled with the item's record.
+struct StagedInline {
+    data: Vec<u8>,
+    files: PathBuf,
+    installed: Installed,
+}
+
+#[async_trait::async_trait]
+impl StagedBytes for StagedInline {
+    async fn install(self: Box<Self>, id: &str) -> Result<(), ItemsError> {
+        let target = item_file(&self.files, id)?;
+        // An item whose bytes are in a file keeps a file: removing the old file could only wait
+        // until the commit is durable, and a crash before then would leave it behind. (A `stat`
+        // of a folder entry is too cheap to move off the async worker.)
+        if target.exists() {
+            let StagedInline { data, files, installed } = *self;
+            let folder = files.clone();
+            let staged = blocking(move || Staged::write(&folder, &data)).await.map_err(storage)?;
+            return Box::new(StagedFile { staged, files, installed }).install(id).await;
+        }
+        self.installed.lock().expect("not poisoned").insert(id.to_string(), Some(self.data));
+        Ok(())
     }
 }
 

@@ -161,20 +161,38 @@ pub(crate) async fn check_durable(first: Arc<dyn DatasetBackend>, reopen: impl F
     let data = Dataset::new(&*first, "app", "kept").await.unwrap();
     let item = data.upload("/", "x.txt", None, b"kept".to_vec(), Some(r#"{"k": 1}"#), None).await.unwrap();
     let notes = data.add_annotations(&item.id, vec![(Geometry::Classification, "a".into(), None, None)]).await;
+    // Bytes of any size, replaced by bytes of another size (a backend may keep small and large
+    // ones apart).
+    let large = vec![7u8; 100 << 10];
+    let mut sized = Vec::new();
+    for (name, sizes) in [("grows", [&b"small"[..], &large]), ("shrinks", [&large, &b"small"[..]])] {
+        let first = data.upload("/", name, None, sizes[0].to_vec(), None, None).await.unwrap();
+        let second = data.upload("/", name, None, sizes[1].to_vec(), None, None).await.unwrap();
+        assert_eq!(data.download(&first.id).await.unwrap(), sizes[1], "{name}");
+        sized.push((second, sizes[1].to_vec()));
+    }
+    let gone = data.upload("/", "gone", None, b"small".to_vec(), None, None).await.unwrap();
+    data.delete(&gone.id, None).await.unwrap();
     drop((data, first));
     let data = Dataset::new(&*reopen(), "app", "kept").await.unwrap();
     assert_eq!(data.get(&item.id).await.unwrap(), item);
     assert_eq!(data.download(&item.id).await.unwrap(), b"kept");
     assert_eq!(data.annotations(&item.id).await.unwrap(), notes.unwrap());
+    for (item, bytes) in sized {
+        assert_eq!(data.get(&item.id).await.unwrap(), item);
+        assert_eq!(data.download(&item.id).await.unwrap(), bytes, "{}", item.name);
+    }
+    assert_eq!(data.download(&gone.id).await, Err(ItemsError::NoSuchItem(gone.id.clone())));
 }
 
 mod sled {
     use super::*;
     use crate::storage::datasets::events_tree;
+    use crate::storage::datasets::sled::INLINE_MAX;
     use crate::store::Store;
 
     struct Embedded {
-        _dir: tempfile::TempDir,
+        dir: tempfile::TempDir,
         store: Arc<Store>,
         backend: SledDatasets,
     }
@@ -183,7 +201,7 @@ mod sled {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
         let backend = SledDatasets::new(store.clone(), dir.path().join("items"));
-        Embedded { _dir: dir, store, backend }
+        Embedded { dir, store, backend }
     }
 
     impl Embedded {
@@ -203,6 +221,39 @@ mod sled {
     async fn refused() {
         let e = embedded();
         check_refused(&e.backend, &|| e.events()).await;
+    }
+
+    #[tokio::test]
+    async fn small_bytes_stay_in_sled_and_larger_ones_go_to_files() {
+        let e = embedded();
+        let data = Dataset::new(&e.backend, "app", "sizes").await.unwrap();
+        let files = || {
+            let entries = std::fs::read_dir(e.dir.path().join("items/app/sizes")).unwrap();
+            let mut names: Vec<String> = entries.map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            names.sort();
+            names
+        };
+        let in_sled = || {
+            let tree = e.store.tree("item-bytes/app/sizes").unwrap();
+            tree.iter().keys().map(|k| String::from_utf8(k.unwrap().to_vec()).unwrap()).collect::<Vec<_>>()
+        };
+        let (small, large) = (vec![1u8; INLINE_MAX], vec![2u8; INLINE_MAX + 1]);
+        let s = data.upload("/", "s", None, small.clone(), None, None).await.unwrap();
+        let l = data.upload("/", "l", None, large.clone(), None, None).await.unwrap();
+        assert_eq!((files(), in_sled()), (vec![l.id.clone()], vec![s.id.clone()]));
+        // Small bytes for an item with a file stay in its file; large ones for a small item
+        // move it to a file and out of sled.
+        data.upload("/", "l", None, b"now small".to_vec(), None, None).await.unwrap();
+        data.upload("/", "s", None, large.clone(), None, None).await.unwrap();
+        assert_eq!((files(), in_sled()), (vec![s.id.clone(), l.id.clone()], vec![]));
+        assert_eq!(data.download(&l.id).await.unwrap(), b"now small");
+        assert_eq!(data.download(&s.id).await.unwrap(), large);
+        let other = data.upload("/", "o", None, small.clone(), None, None).await.unwrap();
+        assert_eq!(data.download_at_most(&other.id, INLINE_MAX as u64 - 1).await.unwrap(), Err(INLINE_MAX as u64));
+        for id in [&s.id, &l.id, &other.id] {
+            data.delete(id, None).await.unwrap();
+        }
+        assert_eq!((files(), in_sled()), (vec![], vec![]));
     }
 
     #[tokio::test]
