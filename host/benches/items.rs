@@ -68,6 +68,7 @@ fn main() {
         let _entered = runtime.enter();
         Triggers::start(&host, &[&app]).unwrap()
     };
+    let commits = host.commit_stats();
     let started = Instant::now();
     let items: Vec<String> = runtime.block_on(async {
         let uploaders: Vec<_> = (0..64)
@@ -108,6 +109,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(5));
     };
     let all_done = started.elapsed();
+    let stats = host.commit_stats();
     runtime.block_on(triggers.stop());
     assert!(records.iter().all(|r| r.status == Status::Succeeded), "some executions failed");
     let mut latency: Vec<f64> = records.iter().map(|r| (r.finished_ms.unwrap() - r.queued_ms) as f64).collect();
@@ -125,5 +127,10 @@ fn main() {
         "  event accepted -> execution finished: median {:.0} ms, p99 {:.0} ms (while uploads kept arriving)",
         percentile(&latency, 50),
         percentile(&latency, 99)
+    );
+    println!(
+        "  group commits: {} flushes for {} durable writes",
+        stats.flushes - commits.flushes,
+        stats.tickets - commits.tickets
     );
 }

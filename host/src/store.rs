@@ -38,7 +38,7 @@ pub const LAZY_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long a flush waits for more writes to join it when writes arrived while the flush before
 /// it ran (many writers at once): a sled flush costs about 100 µs of CPU whatever it carries, so
 /// a few writes per flush left the cores busy flushing. A lone writer never waits.
-const GATHER: std::time::Duration = std::time::Duration::from_micros(200);
+const GATHER: std::time::Duration = std::time::Duration::from_micros(1000);
 
 /// What the flusher has finished: every ticket up to `upto` was flushed; those up to `ok_upto`
 /// are durable; `error` says why the others are not.
@@ -199,8 +199,8 @@ fn flusher(db: sled::Db, commits: Arc<GroupCommit>, done: watch::Sender<Flushed>
         commits.dirty.store(false, Ordering::Relaxed);
         let flushed = db.flush();
         commits.flushes.fetch_add(1, Ordering::Relaxed);
+        busy = target > upto + 1 || commits.state.lock().unwrap().0 > target + 1;
         upto = target;
-        busy = commits.state.lock().unwrap().0 > upto + 1;
         done.send_modify(|f| {
             f.upto = upto;
             match flushed {

@@ -57,7 +57,8 @@ pub(super) async fn accept(executions: &Executions, armed: &[Armed]) -> Result<(
             if events.is_empty() {
                 break;
             }
-            for (key, event) in events {
+            let mut accepted = Vec::with_capacity(events.len());
+            for (key, event) in &events {
                 let matching = triggers.iter().filter(|t| {
                     event.cause.is_none()
                         && t.spec.dataset == event.item.dataset
@@ -76,9 +77,9 @@ pub(super) async fn accept(executions: &Executions, armed: &[Armed]) -> Result<(
                         ..Execution::queued(id, &trigger.app, trigger.function.name(), &trigger.spec.name, input)
                     });
                 }
-                let event = EventRef { log: EventLog::Items, app, key: &key };
-                executions.accept_event(event, &records).await.map_err(|e| e.to_string())?;
+                accepted.push((EventRef { log: EventLog::Items, app, key }, records));
             }
+            executions.accept_events(&accepted).await.map_err(|e| e.to_string())?;
         }
     }
     Ok(())

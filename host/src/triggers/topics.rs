@@ -43,7 +43,8 @@ pub(super) async fn accept(executions: &Executions, armed: &[Subscriptions]) -> 
             if events.is_empty() {
                 break;
             }
-            for event in events {
+            let mut accepted = Vec::with_capacity(events.len());
+            for event in &events {
                 let mut records = Vec::new();
                 for (spec, function) in app.subscriptions.iter().filter(|(spec, _)| spec.topic == event.topic) {
                     let input = Value::Array(vec![event.to_wit_json()]);
@@ -59,9 +60,9 @@ pub(super) async fn accept(executions: &Executions, armed: &[Subscriptions]) -> 
                         )
                     });
                 }
-                let key = EventRef { log: EventLog::Topics, app: &app.app, key: event.id.as_bytes() };
-                executions.accept_event(key, &records).await.map_err(|e| e.to_string())?;
+                accepted.push((EventRef { log: EventLog::Topics, app: &app.app, key: event.id.as_bytes() }, records));
             }
+            executions.accept_events(&accepted).await.map_err(|e| e.to_string())?;
         }
     }
     Ok(())

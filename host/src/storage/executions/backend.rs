@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use super::{Execution, ExecutionFilter, ExecutionsError};
 use crate::outcome::Logs;
 
-/// An event of an app's event log, as [`ExecutionBackend::accept_event`] takes it.
+/// An event of an app's event log, as [`ExecutionBackend::accept_events`] takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventRef<'a> {
     /// Which log: item events or published topic events.
@@ -73,13 +73,15 @@ pub trait ExecutionBackend: Send + Sync {
     /// Take a final execution off the queue, and release its `once` claim unless it succeeded.
     async fn dequeue(&self, record: &Execution) -> Result<(), ExecutionsError>;
 
-    /// Accept `event` (read from an app's item or topic event log): remove it and queue `records`, so that an event turns into its executions exactly
-    /// once. A record whose `once` claim ([`Execution::claim`]) is held already is left out, and
-    /// the claims of the others are taken. The embedded store does all of it in one transaction
-    /// over the log and the queue; a networked store must give the same guarantee another way
-    /// (an outbox: write the records and claims idempotently by event, then acknowledge the
-    /// event, so that a crash in between repeats the event without duplicating its executions).
-    async fn accept_event(&self, event: EventRef<'_>, records: &[Execution]) -> Result<(), ExecutionsError>;
+    /// Accept `events` (read from apps' item or topic event logs), in order: remove each and
+    /// queue its records, so that an event turns into its executions exactly once. A record
+    /// whose `once` claim ([`Execution::claim`]) is held already (or taken by an earlier event
+    /// of the same call) is left out, and the claims of the others are taken. The embedded store
+    /// does it in one transaction over the log and the queue per run of events of one log; a
+    /// networked store must give the same guarantee another way (an outbox: write the records
+    /// and claims idempotently by event, then acknowledge the event, so that a crash in between
+    /// repeats the event without duplicating its executions).
+    async fn accept_events(&self, events: &[(EventRef<'_>, Vec<Execution>)]) -> Result<(), ExecutionsError>;
 
     /// Ids of every execution in the queue, oldest first.
     async fn queued_ids(&self) -> Result<Vec<String>, ExecutionsError>;

@@ -187,10 +187,10 @@ impl Executions {
         self.backend.dequeue(record).await
     }
 
-    /// Remove `event` from its log and queue `records`, exactly once (see
-    /// [`ExecutionBackend::accept_event`]).
-    pub(crate) async fn accept_event(&self, event: EventRef<'_>, records: &[Execution]) -> Result<(), ExecutionsError> {
-        self.backend.accept_event(event, records).await
+    /// Remove each event from its log and queue its records, exactly once (see
+    /// [`ExecutionBackend::accept_events`]).
+    pub(crate) async fn accept_events(&self, events: &[(EventRef<'_>, Vec<Execution>)]) -> Result<(), ExecutionsError> {
+        self.backend.accept_events(events).await
     }
 
     /// Ids of every queued execution not final yet, oldest first.

@@ -270,8 +270,11 @@ impl ExecutionBackend for NatsExecutions {
         Ok(())
     }
 
-    async fn accept_event(&self, event: EventRef<'_>, records: &[Execution]) -> Result<(), ExecutionsError> {
-        self.accept_event_now(event, records).await
+    async fn accept_events(&self, events: &[(EventRef<'_>, Vec<Execution>)]) -> Result<(), ExecutionsError> {
+        for (event, records) in events {
+            self.accept_event_now(*event, records).await?;
+        }
+        Ok(())
     }
 
     async fn queued_ids(&self) -> Result<Vec<String>, ExecutionsError> {

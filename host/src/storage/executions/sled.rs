@@ -168,10 +168,21 @@ impl SledExecutions {
     /// Write `record` and its index entry, with `queued` also its entry in the execution queue, in
     /// one transaction: a crash between them would leave a stale status in the index (and
     /// status-filtered lists would miss the record for good), or a queued record nothing runs.
+    ///
+    /// A record in the execution queue already is written without a transaction (which writes
+    /// and syncs sled's log twice, the largest cost of a queued execution): the record, then its
+    /// index entry. sled recovers a prefix of the writes, so a crash in between leaves the
+    /// record in the queue, with a stale index entry: it runs again (and is written again),
+    /// or, final, is taken off the queue, which writes its index entry first (see `dequeue`).
     fn write(&self, record: &Execution, queued: bool) -> Result<(), ExecutionsError> {
         use sled::Transactional;
         let bytes = serde_json::to_vec(record).map_err(storage)?;
         let (key, value) = index_entry(record);
+        if !queued && self.queue.contains_key(run_key(&record.id)).map_err(storage)? {
+            self.records.insert(record.id.as_bytes(), bytes).map_err(storage)?;
+            self.index.insert(key, value).map_err(storage)?;
+            return Ok(());
+        }
         (&self.records, &self.index, &self.queue)
             .transaction(|(records, index, queue)| {
                 records.insert(record.id.as_bytes(), bytes.as_slice())?;
@@ -184,32 +195,35 @@ impl SledExecutions {
             .map_err(|e| storage(format!("{e:?}")))
     }
 
-    /// Remove `event` from its log (a tree of the store) and queue `records`, in one transaction (see
-    /// [`ExecutionBackend::accept_event`]).
-    fn accept_event_now(&self, event: EventRef<'_>, records: &[Execution]) -> Result<(), ExecutionsError> {
+    /// Remove events of one log (a tree of the store) and queue their records, in one
+    /// transaction (see [`ExecutionBackend::accept_events`]). One transaction for many events,
+    /// because every sled transaction writes and syncs the log twice.
+    fn accept_events_now(&self, events: &[(EventRef<'_>, Vec<Execution>)]) -> Result<(), ExecutionsError> {
         use sled::Transactional;
         use sled::transaction::ConflictableTransactionError;
-        let events = match event.log {
-            EventLog::Items => crate::storage::datasets::events_tree(&self.store, event.app),
-            EventLog::Topics => crate::storage::topics::events_tree(&self.store, event.app),
+        let Some((first, _)) = events.first() else { return Ok(()) };
+        let log = match first.log {
+            EventLog::Items => crate::storage::datasets::events_tree(&self.store, first.app),
+            EventLog::Topics => crate::storage::topics::events_tree(&self.store, first.app),
         }
         .map_err(storage)?;
-        let key = event.key;
         let abort = |e: serde_json::Error| ConflictableTransactionError::Abort(e.to_string());
-        (&events, &self.records, &self.queue, &self.index)
-            .transaction(|(events, records_tree, queue, index)| {
-                events.remove(key)?;
-                for record in records {
-                    if let Some(claim) = &record.claim {
-                        if queue.get(claim.as_bytes())?.is_some() {
-                            continue;
+        (&log, &self.records, &self.queue, &self.index)
+            .transaction(|(log, records_tree, queue, index)| {
+                for (event, records) in events {
+                    log.remove(event.key)?;
+                    for record in records {
+                        if let Some(claim) = &record.claim {
+                            if queue.get(claim.as_bytes())?.is_some() {
+                                continue;
+                            }
+                            queue.insert(claim.as_bytes(), record.id.as_bytes())?;
                         }
-                        queue.insert(claim.as_bytes(), record.id.as_bytes())?;
+                        records_tree.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(abort)?)?;
+                        let (key, value) = index_entry(record);
+                        index.insert(key, value)?;
+                        queue.insert(run_key(&record.id), record.id.as_bytes())?;
                     }
-                    records_tree.insert(record.id.as_bytes(), serde_json::to_vec(record).map_err(abort)?)?;
-                    let (key, value) = index_entry(record);
-                    index.insert(key, value)?;
-                    queue.insert(run_key(&record.id), record.id.as_bytes())?;
                 }
                 Ok(())
             })
@@ -274,6 +288,8 @@ impl ExecutionBackend for SledExecutions {
     }
 
     async fn dequeue(&self, record: &Execution) -> Result<(), ExecutionsError> {
+        // Heals an entry a crash left stale in the middle of `write`.
+        self.index_put(record).map_err(storage)?;
         self.queue.remove(run_key(&record.id)).map_err(storage)?;
         if let Some(claim) = record.claim.as_ref().filter(|_| record.status != Status::Succeeded) {
             self.queue.remove(claim.as_bytes()).map_err(storage)?;
@@ -281,8 +297,11 @@ impl ExecutionBackend for SledExecutions {
         Ok(())
     }
 
-    async fn accept_event(&self, event: EventRef<'_>, records: &[Execution]) -> Result<(), ExecutionsError> {
-        self.accept_event_now(event, records)
+    async fn accept_events(&self, events: &[(EventRef<'_>, Vec<Execution>)]) -> Result<(), ExecutionsError> {
+        for run in events.chunk_by(|a, b| (a.0.log, a.0.app) == (b.0.log, b.0.app)) {
+            self.accept_events_now(run)?;
+        }
+        Ok(())
     }
 
     async fn queued_ids(&self) -> Result<Vec<String>, ExecutionsError> {

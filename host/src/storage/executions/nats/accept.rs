@@ -57,7 +57,7 @@ fn kind(log: EventLog) -> &'static str {
 }
 
 impl NatsExecutions {
-    /// See [`crate::storage::executions::ExecutionBackend::accept_event`].
+    /// Accept one event (see [`crate::storage::executions::ExecutionBackend::accept_events`]).
     pub(super) async fn accept_event_now(
         &self,
         event: EventRef<'_>,

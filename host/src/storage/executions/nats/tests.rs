@@ -42,10 +42,7 @@ async fn two_nodes_accept_an_event_once() {
     let log = nats::EventLog::open(&one, "ITEMS", "app").await.unwrap();
     let nodes = [NatsExecutions::new(one, Retention::default()), NatsExecutions::new(two, Retention::default())];
     let held = Execution { claim: Some("once/t/held".into()), ..record(nodes[0].as_ref(), "held") };
-    nodes[0]
-        .accept_event(event(&log, EventLog::Items, "first").await.as_ref(), std::slice::from_ref(&held))
-        .await
-        .unwrap();
+    nodes[0].accept_events(&[(event(&log, EventLog::Items, "first").await.as_ref(), vec![held])]).await.unwrap();
     for round in 0..5 {
         let key = event(&log, EventLog::Items, &format!("e{round}")).await;
         let accepting = nodes.iter().map(|node| {
@@ -55,7 +52,7 @@ async fn two_nodes_accept_an_event_once() {
                 Execution { claim: Some("once/t/held".into()), ..record(node.as_ref(), "c") },
             ];
             let (node, key) = (node.clone(), key.clone());
-            tokio::spawn(async move { node.accept_event(key.as_ref(), &records).await })
+            tokio::spawn(async move { node.accept_events(&[(key.as_ref(), records)]).await })
         });
         for accepted in futures_util::future::join_all(accepting).await {
             accepted.unwrap().unwrap();
@@ -91,7 +88,7 @@ async fn an_event_taken_by_a_dead_node_is_written_by_another() {
     let accepted = &dead.buckets().await.unwrap().accepted;
     let taken = json!({ "ids": [id], "written": false, "taken_ms": now_ms() - 60_000 });
     accepted.put(&format!("TOPICS/app/{}", key.key), Bytes::from(taken.to_string())).await.unwrap();
-    alive.accept_event(key.as_ref(), &[record(alive.as_ref(), "x")]).await.unwrap();
+    alive.accept_events(&[(key.as_ref(), vec![record(alive.as_ref(), "x")])]).await.unwrap();
     assert_eq!(alive.queued_ids().await.unwrap(), [id.as_str()], "the dead node's id");
     assert_eq!(alive.get(&id).await.unwrap().unwrap().function, "f.x");
     assert!(log.pending(10).await.unwrap().is_empty());
