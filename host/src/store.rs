@@ -35,10 +35,9 @@ struct GroupCommit {
 /// The longest time a write made through [`Store::flush_soon`] waits for the disk.
 pub const LAZY_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// How long a flush waits for more writes to join it when writes arrived while the flush before
-/// it ran (many writers at once): a sled flush costs about 100 µs of CPU whatever it carries, so
-/// a few writes per flush left the cores busy flushing. A lone writer never waits.
-const GATHER: std::time::Duration = std::time::Duration::from_micros(1000);
+/// How long a flush waits at most for more writes to join it: a sled flush costs 100-300 µs of
+/// CPU here whatever it carries, so a few writes per flush left the cores busy flushing.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// What the flusher has finished: every ticket up to `upto` was flushed; those up to `ok_upto`
 /// are durable; `error` says why the others are not.
@@ -171,8 +170,8 @@ impl Drop for Store {
 /// On shutdown, one last flush covers everything written.
 fn flusher(db: sled::Db, commits: Arc<GroupCommit>, done: watch::Sender<Flushed>) {
     let mut upto = 0;
-    // Whether more than one write arrived while the last flush ran.
-    let mut busy = false;
+    // How many writes the last flush covered.
+    let mut covered = 0;
     loop {
         let target = {
             let mut state = commits.state.lock().unwrap();
@@ -189,17 +188,22 @@ fn flusher(db: sled::Db, commits: Arc<GroupCommit>, done: watch::Sender<Flushed>
                 }
                 return;
             }
-            if busy && !state.1 {
-                drop(state);
-                std::thread::sleep(GATHER);
-                state = commits.state.lock().unwrap();
+            // The writers the last flush woke tend to write again soon: wait (at most GATHER)
+            // until as many writes arrived as it covered. A lone writer never waits.
+            let deadline = std::time::Instant::now() + GATHER;
+            while !state.1 && state.0 - upto < covered {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                state = commits.wake.wait_timeout(state, left).unwrap().0;
             }
             state.0
         };
         commits.dirty.store(false, Ordering::Relaxed);
         let flushed = db.flush();
         commits.flushes.fetch_add(1, Ordering::Relaxed);
-        busy = target > upto + 1 || commits.state.lock().unwrap().0 > target + 1;
+        covered = target - upto;
         upto = target;
         done.send_modify(|f| {
             f.upto = upto;
