@@ -173,7 +173,8 @@ async fn huge_objects_fail_with_the_memory_limit_without_being_read() {
     std::fs::File::create(bucket.join("huge")).unwrap().set_len(200 << 20).unwrap();
     std::fs::write(bucket.join("small"), vec![7u8; 1 << 20]).unwrap();
     let dataset = host.dataset("hostile", "big").await.unwrap();
-    let huge_item = dataset.upload("/", "huge.bin", None, b"x", None, None).await.unwrap().id;
+    // 64 KiB: large enough for the store to keep the bytes in a file (small ones stay in sled).
+    let huge_item = dataset.upload("/", "huge.bin", None, vec![0u8; 64 << 10], None, None).await.unwrap().id;
     let file = host.items_dir().join("hostile/big").join(&huge_item);
     std::fs::OpenOptions::new().write(true).open(file).unwrap().set_len(200 << 20).unwrap();
     let read = |key: &str, length: Option<u64>| invoke(&app, "reader.read-object", json!(["big", key, length]));
