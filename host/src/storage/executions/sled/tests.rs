@@ -273,3 +273,61 @@ fn the_sled_backend_passes_the_backend_suite() {
     runtime.block_on(crate::storage::executions::suite::suite(executions.as_ref()));
     executions.stop_writer();
 }
+
+/// A record in the execution queue is rewritten without a transaction: a crash between the
+/// record and its index entry (made here by writing the record alone) leaves a stale entry, which
+/// taking the execution off the queue writes again.
+#[tokio::test]
+async fn a_stale_index_entry_of_a_queued_record_is_healed_when_it_leaves_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let executions = open(dir.path(), Retention::default());
+    let mut record = Execution::queued(executions.new_id().unwrap(), "app", "f.run", "async", json!([]));
+    executions.enqueue(&record).await.unwrap();
+    record.status = Status::Succeeded;
+    record.finished_ms = Some(now_ms());
+    executions.records.insert(record.id.as_bytes(), serde_json::to_vec(&record).unwrap()).unwrap();
+    let succeeded = ExecutionFilter { status: Some(Status::Succeeded), ..Default::default() };
+    assert!(executions.list_now(&succeeded, None, 10).is_empty(), "the index entry still says queued");
+    // What the dispatcher does with a final record it finds in the queue.
+    let stored = executions.get(&record.id).await.unwrap().unwrap();
+    executions.dequeue(&stored).await.unwrap();
+    assert_eq!(ids(&executions.list_now(&succeeded, None, 10)), [record.id.clone()]);
+    assert!(executions.queued_ids().await.unwrap().is_empty());
+    // A queued record is rewritten (record and index entry) while it is in the queue.
+    let mut queued = Execution::queued(executions.new_id().unwrap(), "app", "f.run", "async", json!([]));
+    executions.enqueue(&queued).await.unwrap();
+    queued.status = Status::Running;
+    executions.put(&queued, None).await.unwrap();
+    let running = ExecutionFilter { status: Some(Status::Running), ..Default::default() };
+    assert_eq!(ids(&executions.list_now(&running, None, 10)), [queued.id.clone()]);
+    executions.stop_writer();
+}
+
+/// Events accepted in one call: each leaves its log, their records are queued in order, and a
+/// `once` claim taken by an earlier event of the call leaves a later event's record out.
+#[tokio::test]
+async fn events_accepted_together_take_once_claims_in_order() {
+    use crate::storage::executions::{EventLog, EventRef};
+    let dir = tempfile::tempdir().unwrap();
+    let executions = open(dir.path(), Retention::default());
+    let log = crate::storage::datasets::events_tree(&executions.store, "app").unwrap();
+    let keys = [1u64, 2, 3].map(u64::to_be_bytes);
+    for key in &keys {
+        log.insert(key, b"event".as_slice()).unwrap();
+    }
+    let record = |claim: &str| Execution {
+        claim: Some(claim.to_string()),
+        ..Execution::queued(executions.new_id().unwrap(), "app", "f.run", "t", json!([]))
+    };
+    let (first, again, other) = (record("once/t/a"), record("once/t/a"), record("once/t/b"));
+    let events: Vec<_> = keys
+        .iter()
+        .zip([&first, &again, &other])
+        .map(|(key, record)| (EventRef { log: EventLog::Items, app: "app", key }, vec![record.clone()]))
+        .collect();
+    executions.accept_events(&events).await.unwrap();
+    assert!(log.is_empty(), "every event left its log");
+    assert_eq!(executions.queued_ids().await.unwrap(), [first.id.clone(), other.id.clone()]);
+    assert!(executions.get(&again.id).await.unwrap().is_none(), "its claim was taken by the first event");
+    executions.stop_writer();
+}
