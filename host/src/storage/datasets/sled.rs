@@ -167,12 +167,14 @@ impl DatasetStore for SledDataset {
     }
 
     async fn stage(&self, data: Vec<u8>) -> Result<Box<dyn StagedBytes>, ItemsError> {
-        if data.len() <= INLINE_MAX {
-            return Ok(Box::new(StagedInline { data, files: self.files.clone(), installed: self.installed.clone() }));
-        }
-        let files = self.files.clone();
-        let staged = blocking(move || Staged::write(&files, &data)).await.map_err(storage)?;
-        Ok(Box::new(StagedFile { staged, files: self.files.clone(), installed: self.installed.clone() }))
+        let bytes = match data.len() <= INLINE_MAX {
+            true => Held::Inline(data),
+            false => {
+                let files = self.files.clone();
+                Held::File(blocking(move || Staged::write(&files, &data)).await.map_err(storage)?)
+            }
+        };
+        Ok(Box::new(StagedItem { bytes, files: self.files.clone(), installed: self.installed.clone() }))
     }
 
     async fn commit(&self, action: Action, item: &Item, cause: Option<&Cause>) -> Result<(), ItemsError> {
@@ -252,46 +254,44 @@ impl DatasetStore for SledDataset {
 /// What [`SledDataset::installed`] holds.
 type Installed = Arc<Mutex<HashMap<String, Option<Vec<u8>>>>>;
 
-/// Bytes written and synced to a temporary file of the dataset's folder.
-struct StagedFile {
-    staged: Staged,
+/// Bytes staged for an item of the dataset in `files`.
+struct StagedItem {
+    bytes: Held,
     files: PathBuf,
     installed: Installed,
 }
 
-#[async_trait::async_trait]
-impl StagedBytes for StagedFile {
-    async fn install(self: Box<Self>, id: &str) -> Result<(), ItemsError> {
-        let target = item_file(&self.files, id)?;
-        let StagedFile { staged, installed, .. } = *self;
-        blocking(move || staged.install(&target)).await.map_err(storage)?;
-        // The commit drops the item's bytes from sled, if it had any, so its file is read.
-        installed.lock().expect("not poisoned").insert(id.to_string(), None);
-        Ok(())
-    }
-}
-
-/// Small bytes, kept in memory until the commit writes them to sled with the item's record.
-struct StagedInline {
-    data: Vec<u8>,
-    files: PathBuf,
-    installed: Installed,
+/// Where staged bytes wait.
+enum Held {
+    /// Written and synced to a temporary file of the dataset's folder.
+    File(Staged),
+    /// Small bytes, in memory until the commit writes them to sled with the item's record.
+    Inline(Vec<u8>),
 }
 
 #[async_trait::async_trait]
-impl StagedBytes for StagedInline {
+impl StagedBytes for StagedItem {
     async fn install(self: Box<Self>, id: &str) -> Result<(), ItemsError> {
         let target = item_file(&self.files, id)?;
-        // An item whose bytes are in a file keeps a file: removing the old file could only wait
-        // until the commit is durable, and a crash before then would leave it behind. (A `stat`
-        // of a folder entry is too cheap to move off the async worker.)
-        if target.exists() {
-            let StagedInline { data, files, installed } = *self;
-            let folder = files.clone();
-            let staged = blocking(move || Staged::write(&folder, &data)).await.map_err(storage)?;
-            return Box::new(StagedFile { staged, files, installed }).install(id).await;
-        }
-        self.installed.lock().expect("not poisoned").insert(id.to_string(), Some(self.data));
+        let StagedItem { bytes, files, installed } = *self;
+        let bytes = match bytes {
+            // An item whose bytes are in a file keeps a file: removing the old file could only
+            // wait until the commit is durable, and a crash before then would leave it behind.
+            // (A `stat` of a folder entry is too cheap to move off the async worker.)
+            Held::Inline(data) if target.exists() => {
+                Held::File(blocking(move || Staged::write(&files, &data)).await.map_err(storage)?)
+            }
+            bytes => bytes,
+        };
+        let kept = match bytes {
+            Held::File(staged) => {
+                blocking(move || staged.install(&target)).await.map_err(storage)?;
+                // The commit drops the item's bytes from sled, if it had any, so its file is read.
+                None
+            }
+            Held::Inline(data) => Some(data),
+        };
+        installed.lock().expect("not poisoned").insert(id.to_string(), kept);
         Ok(())
     }
 }
