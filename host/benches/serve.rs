@@ -54,6 +54,20 @@ struct Target {
     url: String,
     /// A wrk Lua script (method, body, headers), if not a plain GET.
     script: Option<PathBuf>,
+    /// The server's process, whose CPU time per request is measured (not for `native`, which
+    /// shares this process with the bench).
+    pid: Option<u32>,
+}
+
+/// CPU time (user and system, every thread) process `pid` has used, in seconds.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses: utime and stime are
+    // the 14th and 15th fields of the line, the 12th and 13th after it.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // In USER_HZ, which Linux fixes at 100 for what it reports to user space.
+    Some(ticks as f64 / 100.0)
 }
 
 /// The hyper "hello" server, on this process's own tokio runtime.
@@ -212,6 +226,7 @@ fn run(children: &mut Children) -> Result<(), Error> {
             name: "native hyper".into(),
             url: format!("http://{addr}/hello"),
             script: None,
+            pid: None,
         });
     }
 
@@ -233,6 +248,7 @@ fn run(children: &mut Children) -> Result<(), Error> {
             .stdout(log_file(&log)?)
             .stderr(log_file(&log)?)
             .spawn()?;
+        let host_pid = child.id();
         children.add("host serve", child);
         let child = &mut children.0.last_mut().expect("just added").1;
         wait_ready(&rt, addr, "/healthz", Some((child, &log))).map_err(|e| format!("host serve: {e}"))?;
@@ -242,6 +258,7 @@ fn run(children: &mut Children) -> Result<(), Error> {
                 name: "host serve".into(),
                 url: format!("http://{addr}/hello"),
                 script: None,
+                pid: Some(host_pid),
             });
         }
         if wanted("json") {
@@ -257,6 +274,7 @@ fn run(children: &mut Children) -> Result<(), Error> {
                 name: "host JSON invoke".into(),
                 url: format!("http://{addr}{GREET_PATH}"),
                 script: Some(script),
+                pid: Some(host_pid),
             });
         }
     }
@@ -282,6 +300,7 @@ fn run(children: &mut Children) -> Result<(), Error> {
                     .stdout(log_file(&log)?)
                     .stderr(log_file(&log)?)
                     .spawn()?;
+                let wasmtime_pid = child.id();
                 children.add("wasmtime serve", child);
                 let child = &mut children.0.last_mut().expect("just added").1;
                 wait_ready(&rt, addr, "/hello", Some((child, &log))).map_err(|e| format!("wasmtime serve: {e}"))?;
@@ -292,6 +311,7 @@ fn run(children: &mut Children) -> Result<(), Error> {
                     name: "wasmtime serve".into(),
                     url: format!("http://{addr}/hello"),
                     script: None,
+                    pid: Some(wasmtime_pid),
                 });
             }
         }
@@ -315,40 +335,52 @@ fn run(children: &mut Children) -> Result<(), Error> {
 
     let mut summary = Vec::new();
     for &c in &conns {
-        let mut results: Vec<(&Target, Load)> = Vec::new();
+        let mut results: Vec<(&Target, Load, Option<f64>)> = Vec::new();
         for target in &targets {
             if warmup > 0 {
                 wrk(target, threads, c, warmup)?;
             }
+            let before = target.pid.and_then(cpu_secs);
             let load = wrk(target, threads, c, secs)?;
+            let used = before.zip(target.pid.and_then(cpu_secs)).map(|(b, a)| a - b);
+            let cpu_us = used.map(|secs_used| secs_used * 1e6 / (load.rps * secs as f64));
             for problem in &load.problems {
                 println!("  !! {} (-c{c}): {problem}", target.name);
             }
-            results.push((target, load));
+            results.push((target, load, cpu_us));
         }
-        let rps_of = |key: &str| results.iter().find(|(t, _)| t.key == key).map(|(_, l)| l.rps);
+        let rps_of = |key: &str| results.iter().find(|(t, ..)| t.key == key).map(|(_, l, _)| l.rps);
+        let cpu_of = |key: &str| results.iter().find(|(t, ..)| t.key == key).and_then(|(.., cpu)| *cpu);
         let (native, wasmtime) = (rps_of("native"), rps_of("wasmtime"));
         let ratio = |rps: f64, base: Option<f64>| base.map_or("-".to_string(), |b| format!("{:.2}×", rps / b));
         println!("\n-c{c}");
-        println!("  {:<20} {:>12} {:>10} {:>14} {:>12}", "target", "req/s", "p99", "vs wasmtime", "vs native");
-        for (target, load) in &results {
+        println!(
+            "  {:<20} {:>12} {:>10} {:>14} {:>12} {:>16}",
+            "target", "req/s", "p99", "vs wasmtime", "vs native", "server CPU/req"
+        );
+        for (target, load, cpu_us) in &results {
             println!(
-                "  {:<20} {:>12.0} {:>8.2}ms {:>14} {:>12}",
+                "  {:<20} {:>12.0} {:>8.2}ms {:>14} {:>12} {:>16}",
                 target.name,
                 load.rps,
                 load.p99_ms,
                 ratio(load.rps, wasmtime),
-                ratio(load.rps, native)
+                ratio(load.rps, native),
+                cpu_us.map_or("-".to_string(), |us| format!("{us:.1} µs"))
             );
         }
         if let (Some(h), Some(w)) = (rps_of("host"), wasmtime) {
-            summary.push((c, h / w));
+            summary.push((c, h / w, cpu_of("wasmtime").zip(cpu_of("host")).map(|(w, h)| w / h)));
         }
     }
     println!();
-    for (c, ratio) in &summary {
+    for (c, ratio, per_cpu) in &summary {
         let note = if conns.len() > 1 { format!("  (-c{c})") } else { String::new() };
         println!("host serve / wasmtime serve = {ratio:.2}×{note}");
+        if let Some(per_cpu) = per_cpu {
+            // What each would serve with a core of its own, whatever wrk left it.
+            println!("host serve / wasmtime serve, requests per CPU second = {per_cpu:.2}×{note}");
+        }
     }
     if summary.is_empty() {
         println!("host serve / wasmtime serve: not measured (both targets are needed)");
