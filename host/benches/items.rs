@@ -7,41 +7,23 @@
 //! uploaders at once. Run with `cargo bench -p host --bench items` (`BENCH_ITEMS` items, default
 //! 5000). The machine is shared and noisy: compare the ratios.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use host::Host;
 use host::executions::{ExecutionFilter, Status};
-use host::manifest::Manifest;
 use host::triggers::Triggers;
 use serde_json::json;
 
-fn percentile(sorted: &[f64], p: usize) -> f64 {
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
-}
+mod support;
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+use support::{Loaded, env_number, load_guest, percentile};
 
 fn main() {
-    let (n, concurrency) = (env("BENCH_ITEMS", 5000), env("BENCH_CONCURRENCY", 64));
-    let probe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guests/item-probe/host.toml");
-    host::build::build(&Manifest::load(&probe).unwrap()).unwrap();
-    let wasm = probe.parent().unwrap().join("../../../target/wasm32-wasip2/release/item_probe.wasm");
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("host.toml");
-    std::fs::write(
-        &manifest,
+    let (n, concurrency) = (env_number("BENCH_ITEMS", 5000), env_number("BENCH_CONCURRENCY", 64));
+    let Loaded { host, app, dirs: _dirs } = load_guest("item-probe", "item_probe", |wasm| {
         format!(
-            "[app]\nname = \"probe\"\n[function.probe]\nsource = {:?}\nlimits = {{ concurrency = {concurrency} }}\ngrants = {{ kv = [\"runs\"], datasets = [\"inbox\"] }}\n[[trigger.item]]\nname = \"always\"\ndataset = \"inbox\"\non = [\"created\"]\nfilter = {{ dir = \"/always\" }}\nfunction = \"probe.probe\"\n",
-            wasm.canonicalize().unwrap()
-        ),
-    )
-    .unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let host = Host::builder().data_dir(data.path()).build().unwrap();
-    let app = host.load(&manifest).unwrap();
+            "[app]\nname = \"probe\"\n[function.probe]\nsource = {wasm:?}\nlimits = {{ concurrency = {concurrency} }}\ngrants = {{ kv = [\"runs\"], datasets = [\"inbox\"] }}\n[[trigger.item]]\nname = \"always\"\ndataset = \"inbox\"\non = [\"created\"]\nfilter = {{ dir = \"/always\" }}\nfunction = \"probe.probe\"\n"
+        )
+    });
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dataset = runtime.block_on(host.dataset("probe", "inbox")).unwrap();
 

@@ -8,45 +8,28 @@
 //! Run with `cargo bench -p host --bench messaging` (`BENCH_MESSAGES`, default 20000;
 //! `BENCH_EVENTS`, default 100). The machine is shared and noisy: compare the ratios.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use host::Host;
 use host::executions::{ExecutionFilter, Status};
-use host::manifest::{Manifest, QueueSpec};
+use host::manifest::QueueSpec;
 use host::triggers::Triggers;
 use serde_json::json;
 
-fn percentile(sorted: &[f64], p: usize) -> f64 {
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
-}
+mod support;
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+use support::{Loaded, env_number, load_guest, percentile};
 
 fn main() {
-    let (n, events) = (env("BENCH_MESSAGES", 20_000), env("BENCH_EVENTS", 100));
-    let concurrency = env("BENCH_CONCURRENCY", 64);
-    let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guests/messaging/host.toml");
-    host::build::build(&Manifest::load(&guest).unwrap()).unwrap();
-    let wasm = guest.parent().unwrap().join("../../../target/wasm32-wasip2/release/messaging.wasm");
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("host.toml");
+    let (n, events) = (env_number("BENCH_MESSAGES", 20_000), env_number("BENCH_EVENTS", 100));
+    let concurrency = env_number("BENCH_CONCURRENCY", 64);
     let subscriptions: String = (0..4)
         .map(|i| format!("[[trigger.topic]]\nname = \"sub-{i}\"\ntopic = \"news\"\nfunction = \"m.on-event-a\"\n"))
         .collect();
-    std::fs::write(
-        &manifest,
+    let Loaded { host, app, dirs: _dirs } = load_guest("messaging", "messaging", |wasm| {
         format!(
-            "[app]\nname = \"messaging\"\n[function.m]\nsource = {:?}\nlimits = {{ concurrency = {concurrency} }}\ngrants = {{ kv = [\"seen\"], queues = [\"bench\"], topics = [\"news\"] }}\n[[trigger.queue]]\nname = \"consumer\"\nqueue = \"bench\"\nfunction = \"m.handle\"\n{subscriptions}",
-            wasm.canonicalize().unwrap()
-        ),
-    )
-    .unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let host = Host::builder().data_dir(data.path()).build().unwrap();
-    let app = host.load(&manifest).unwrap();
+            "[app]\nname = \"messaging\"\n[function.m]\nsource = {wasm:?}\nlimits = {{ concurrency = {concurrency} }}\ngrants = {{ kv = [\"seen\"], queues = [\"bench\"], topics = [\"news\"] }}\n[[trigger.queue]]\nname = \"consumer\"\nqueue = \"bench\"\nfunction = \"m.handle\"\n{subscriptions}"
+        )
+    });
     let runtime = tokio::runtime::Runtime::new().unwrap();
 
     let triggers = {

@@ -1,5 +1,6 @@
-//! What the benches that drive real `host serve` processes share: child processes, an HTTP/1.1
-//! client, waiting until a server answers, logs.
+//! What the benches share: child processes, an HTTP/1.1 client, waiting until a server answers,
+//! logs (for those that drive real `host serve` processes); test guests loaded into a host in
+//! this process; settings from the environment; percentiles.
 
 #![allow(dead_code)]
 
@@ -43,6 +44,36 @@ pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
         Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")),
         Err(_) => default,
     }
+}
+
+/// The `p`-th percentile (0-100) of `sorted`.
+pub fn percentile(sorted: &[f64], p: usize) -> f64 {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+/// A host on a fresh data dir with one app loaded; both folders are removed when dropped.
+pub struct Loaded {
+    pub host: host::Host,
+    pub app: host::App,
+    /// The manifest's folder and the data dir: bind them (`dirs: _dirs`) for as long as the host
+    /// runs.
+    pub dirs: [tempfile::TempDir; 2],
+}
+
+/// Build test guest `tests/guests/GUEST` (its component `WASM`.wasm) and load the app whose
+/// manifest `manifest` writes, given the component's path, into a host on a fresh data dir.
+pub fn load_guest(guest: &str, wasm: &str, manifest: impl FnOnce(&Path) -> String) -> Loaded {
+    let guests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guests");
+    let built = guests.join(guest).join("host.toml");
+    host::build::build(&host::manifest::Manifest::load(&built).unwrap()).unwrap();
+    let wasm = guests.join(format!("../../target/wasm32-wasip2/release/{wasm}.wasm")).canonicalize().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("host.toml");
+    std::fs::write(&path, manifest(&wasm)).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let host = host::Host::builder().data_dir(data.path()).build().unwrap();
+    let app = host.load(&path).unwrap();
+    Loaded { host, app, dirs: [dir, data] }
 }
 
 pub fn free_port() -> std::io::Result<u16> {
