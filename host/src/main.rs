@@ -9,6 +9,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use host::{DEFAULT_DATA_DIR, Error};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A sandboxed WebAssembly function host: call typed component exports with JSON.
 #[derive(Parser)]
 #[command(name = "host", version)]

@@ -7,9 +7,8 @@
 //! Non-browser clients (curl, the CLI, other services) send neither `Origin` nor `Sec-Fetch-Site`
 //! and pass untouched; browsers always send them on the requests that matter.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, Mount, Shared};
@@ -17,7 +16,7 @@ use super::{ApiError, Mount, Shared};
 /// Refuse requests for a `Host` the server does not answer to (DNS rebinding), then refuse
 /// cross-origin requests to the API and the dashboard unless their origin is allowed, answer
 /// CORS preflights for allowed origins, and mark every answer with the security headers.
-pub(super) async fn check(State(server): State<Shared>, request: Request, next: Next) -> Response {
+pub(super) async fn check(server: &Shared, request: Request, next: impl AsyncFnOnce(Request) -> Response) -> Response {
     let path = request.uri().path().to_string();
     if path != "/healthz"
         && let Some(host) = request.headers().get(header::HOST)
@@ -34,9 +33,9 @@ pub(super) async fn check(State(server): State<Shared>, request: Request, next: 
     let guarded = ["/v1", "/ui", "/metrics"].iter().any(|p| under(&path, p));
     // The app whose API paths or `[[trigger.http]]` route this is: its `[access] cors-origins`
     // may call it too. On a route, only those: other origins reach the guest as they always did.
-    let app = if guarded { api_app(&path).map(str::to_string) } else { routed_app(&server, &path) };
+    let app = if guarded { api_app(&path).map(str::to_string) } else { routed_app(server, &path) };
     if !guarded && app.is_none() {
-        return secured(&path, next.run(request).await);
+        return secured(&path, next(request).await);
     }
     let served = app.and_then(|a| server.running().get(&a));
     let app_origins = served.as_ref().map_or(&[][..], |s| &s.app.manifest().access.cors_origins[..]);
@@ -46,11 +45,11 @@ pub(super) async fn check(State(server): State<Shared>, request: Request, next: 
         origin.as_deref().filter(|o| server_origins.iter().chain(app_origins).any(|c| c.eq_ignore_ascii_case(o)));
     if let Some(origin) = allowed {
         let origin = HeaderValue::from_str(origin).expect("checked ASCII");
-        let response = if is_preflight(&request) { preflight(request.headers()) } else { next.run(request).await };
+        let response = if is_preflight(&request) { preflight(request.headers()) } else { next(request).await };
         return secured(&path, with_cors(response, origin));
     }
     if !guarded {
-        return secured(&path, next.run(request).await);
+        return secured(&path, next(request).await);
     }
     if cross_origin(&request, origin.as_deref()) {
         return ApiError::new(
@@ -63,7 +62,7 @@ pub(super) async fn check(State(server): State<Shared>, request: Request, next: 
         )
         .into_response();
     }
-    secured(&path, next.run(request).await)
+    secured(&path, next(request).await)
 }
 
 /// The app of an API path `/v1/apps/APP` or `/v1/apps/APP/...`.

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper::body::{Frame, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -104,7 +103,11 @@ pub async fn serve(
 
 /// Refuse a declared body over the limit before reading it, and give the body `body_timeout`
 /// to arrive in full: past it the request ends with `408 body-timeout` and the connection closes.
-pub(super) async fn limit_body(State(server): State<Shared>, request: Request, next: Next) -> Response {
+pub(super) async fn limit_body(
+    server: &Shared,
+    request: Request,
+    next: impl AsyncFnOnce(Request) -> Response,
+) -> Response {
     let deploy = request.method() == axum::http::Method::PUT
         && request.uri().path().strip_prefix("/v1/apps/").is_some_and(|app| !app.contains('/'));
     let max_body = if deploy { server.config.max_bundle } else { server.config.max_body };
@@ -117,12 +120,16 @@ pub(super) async fn limit_body(State(server): State<Shared>, request: Request, n
         )
         .into_response();
     }
+    // Most requests have no body (a GET): nothing to wait for, so no timer to arm.
+    if hyper::body::Body::is_end_stream(request.body()) {
+        return next(request).await;
+    }
     let timed_out = Arc::new(AtomicBool::new(false));
     let deadline = tokio::time::Instant::now() + server.config.body_timeout;
     let request = request.map(|body| {
         Body::new(Deadline { body, sleep: Box::pin(tokio::time::sleep_until(deadline)), timed_out: timed_out.clone() })
     });
-    let response = next.run(request).await;
+    let response = next(request).await;
     if !timed_out.load(Ordering::Relaxed) {
         return response;
     }

@@ -305,11 +305,7 @@ pub fn router(deployments: Arc<Deployments>, config: ServerConfig) -> Result<Rou
     Ok(bind::table(&server)
         .fallback(mounted)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(server.clone(), listen::limit_body))
-        .layer(middleware::from_fn_with_state(server.clone(), guard::check))
-        .layer(middleware::from_fn_with_state(server.clone(), json_errors))
-        .layer(middleware::from_fn_with_state(server.clone(), limit_requests))
-        .layer(middleware::from_fn(access_log))
+        .layer(middleware::from_fn_with_state(server.clone(), front))
         .with_state(server))
 }
 
@@ -337,23 +333,36 @@ fn check_config(config: &ServerConfig) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// One `debug` line per request (`HOST_LOG=host=debug`): method, path, status, time to the head.
-async fn access_log(request: Request, next: Next) -> Response {
+/// What every request passes before its handler, outermost first: the access log, the request
+/// limit, JSON errors, the browser guard and the body limits. One middleware calling the next
+/// step directly: as separate layers, each cloned the stack below it and boxed a future per
+/// request.
+async fn front(State(server): State<Shared>, request: Request, next: Next) -> Response {
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
     let started = std::time::Instant::now();
-    let response = next.run(request).await;
+    let response = limit_requests(&server, request, async |request| {
+        json_errors(&server, request, async |request| {
+            guard::check(&server, request, async |request| {
+                listen::limit_body(&server, request, async |request| next.run(request).await).await
+            })
+            .await
+        })
+        .await
+    })
+    .await;
+    // One `debug` line per request (`HOST_LOG=host=debug`): method, path, status, time to the head.
     tracing::debug!(%method, path, status = response.status().as_u16(), elapsed = ?started.elapsed(), "request");
     response
 }
 
 /// Refuse requests beyond `max_requests` at once with `503 overloaded`, instead of queueing.
-async fn limit_requests(State(server): State<Shared>, request: Request, next: Next) -> Response {
+async fn limit_requests(server: &Shared, request: Request, next: impl AsyncFnOnce(Request) -> Response) -> Response {
     // A health check must answer even when every slot is taken.
     if request.uri().path() == routes::Route::Healthz.template() {
-        return next.run(request).await;
+        return next(request).await;
     }
     match server.requests.try_acquire() {
-        Ok(_permit) => next.run(request).await,
+        Ok(_permit) => next(request).await,
         Err(_) => {
             server.host.metrics().record_error("overloaded");
             ApiError::new(
@@ -368,8 +377,8 @@ async fn limit_requests(State(server): State<Shared>, request: Request, next: Ne
 
 /// Count error answers by code, and turn the framework's own plain-text errors (a bad query
 /// string, a wrong method) into the JSON error shape. Guest answers pass through untouched.
-async fn json_errors(State(server): State<Shared>, request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+async fn json_errors(server: &Shared, request: Request, next: impl AsyncFnOnce(Request) -> Response) -> Response {
+    let response = next(request).await;
     if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
         server.host.metrics().record_error(code);
         return response;

@@ -64,12 +64,13 @@ impl HttpHandler {
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let this = self.clone();
         // The guest keeps writing the body after it sets the response, so it runs on its own task.
-        let task = tokio::spawn(async move {
+        // Boxed: the future is several KiB, and the task would otherwise copy it on each move.
+        let task = tokio::spawn(Box::pin(async move {
             let guest = &this.guest;
             let invocation = Invocation::new(guest, &guest.name, &input, Origin::Http);
             let report = invocation.run(admission, async || this.serve(request, sender).await).await;
             report.result
-        });
+        }));
         match receiver.await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(code)) => Err(CallError::Host { message: format!("the guest answered with error {code:?}") }),

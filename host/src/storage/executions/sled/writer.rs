@@ -93,7 +93,9 @@ impl SledExecutions {
     /// Append the records of direct calls that wait in memory to the record log.
     pub(super) fn write_pending(&self) {
         let _writing = self.writing.lock().unwrap();
-        let pending = std::mem::take(&mut *self.pending.lock().unwrap());
+        // The next batch starts with room for a batch: growing it one doubling at a time copied
+        // every record waiting several times.
+        let pending = std::mem::replace(&mut *self.pending.lock().unwrap(), Vec::with_capacity(WRITE_BATCH_SIZE));
         if pending.is_empty() {
             return;
         }
