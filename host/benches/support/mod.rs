@@ -16,6 +16,11 @@ use hyper_util::rt::TokioIo;
 
 pub type Error = Box<dyn std::error::Error>;
 
+/// The allocator of the `host` binary, so that benches of the library in this process measure
+/// what `host serve` runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Child processes, killed (and reaped) when dropped, on success, error or panic alike.
 #[derive(Default)]
 pub struct Children(pub Vec<(String, Child)>);
