@@ -302,11 +302,16 @@ fn items_upload_list_get_and_executions_from_the_cli() {
         (json!("hello.greet"), json!("guest-error"))
     );
     let out = host(data.path(), &["executions"]);
-    assert!(
-        text(&out.stdout).contains("hello/hello.greet") && text(&out.stdout).contains("failed"),
-        "{}",
-        text(&out.stdout)
-    );
+    let table = text(&out.stdout);
+    assert!(table.contains("hello/hello.greet") && table.contains("failed"), "{table}");
+    // Every row's cells start under their headers, however long the names.
+    let header = table.lines().next().unwrap();
+    for (column, column_at) in ["STATUS", "FUNCTION", "TRIGGER"].map(|c| (c, header.find(c).unwrap())) {
+        for line in table.lines().skip(1) {
+            let before = &line[..column_at];
+            assert!(before.ends_with("  ") && !line[column_at..].starts_with(' '), "{column} in {table}");
+        }
+    }
     let out = host(data.path(), &["logs", record["id"].as_str().unwrap(), "--follow"]);
     assert!(text(&out.stderr).contains("--follow needs --remote"), "{}", text(&out.stderr));
 }

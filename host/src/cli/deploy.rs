@@ -10,6 +10,7 @@ use host::client::{Client, Reply};
 use host::deploy::Bundle;
 
 use super::TokenArgs;
+use super::table::{Align, Table};
 
 /// The server these commands change.
 #[derive(clap::Args)]
@@ -120,18 +121,24 @@ impl Versions {
             writeln!(out, "{listed:#}")?;
             return Ok(ExitCode::SUCCESS);
         }
-        writeln!(out, "  {:>7}  {:<19}  {:>10}  deployed", "version", "digest", "bytes")?;
+        let mut table = Table::new(&[
+            ("", Align::Left),
+            ("version", Align::Right),
+            ("digest", Align::Left),
+            ("bytes", Align::Right),
+            ("deployed", Align::Left),
+        ]);
         for version in listed["versions"].as_array().into_iter().flatten() {
-            let running = if version["version"] == listed["running"] { '*' } else { ' ' };
+            let running = if version["version"] == listed["running"] { "*" } else { "" };
             let when = version["deployed_ms"]
                 .as_i64()
                 .and_then(chrono::DateTime::from_timestamp_millis)
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
                 .unwrap_or_default();
-            let digest = version["digest"].as_str().unwrap_or_default();
-            let (number, size) = (version["version"].to_string(), version["size"].to_string());
-            writeln!(out, "{running} {number:>7}  {:<19}  {size:>10}  {when}", short(digest))?;
+            let digest = short(version["digest"].as_str().unwrap_or_default()).to_string();
+            table.row([running.to_string(), version["version"].to_string(), digest, version["size"].to_string(), when]);
         }
+        table.write(out)?;
         Ok(ExitCode::SUCCESS)
     }
 }

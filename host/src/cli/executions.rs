@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
+use super::table::{Align, Table};
 use super::target::ExecutionQuery;
 use super::{Context, RemoteArgs};
 
@@ -49,13 +50,6 @@ enum ExecutionsCommand {
     },
 }
 
-/// One line of the table: id (in a column `width` wide), status, function, trigger, attempt,
-/// milliseconds.
-fn row(out: &mut impl Write, width: usize, cells: [&str; 6]) -> std::io::Result<()> {
-    let [id, status, function, trigger, attempt, ms] = cells;
-    writeln!(out, "{id:<width$}  {status:<10}  {function:<28}  {trigger:<16}  {attempt:>7}  {ms:>9}")
-}
-
 impl Executions {
     /// Run the command: the records (or the cancelled one) on `out`.
     pub async fn run(self, context: &Context, out: &mut impl Write) -> anyhow::Result<ExitCode> {
@@ -79,16 +73,26 @@ impl Executions {
             return Ok(ExitCode::SUCCESS);
         }
         let text = |value: &Value| value.as_str().unwrap_or("").to_string();
-        // Ids are 16 characters on the embedded store, 24 on NATS (made by each node).
-        let width = records.iter().map(|r| text(&r["id"]).len()).max().unwrap_or(0).max(16);
-        row(out, width, ["ID", "STATUS", "FUNCTION", "TRIGGER", "ATTEMPT", "MS"])?;
+        let mut table = Table::new(&[
+            ("ID", Align::Left),
+            ("STATUS", Align::Left),
+            ("FUNCTION", Align::Left),
+            ("TRIGGER", Align::Left),
+            ("ATTEMPT", Align::Right),
+            ("MS", Align::Right),
+        ]);
         for r in &records {
             let ms = r["finished_ms"].as_u64().zip(r["started_ms"].as_u64()).map(|(f, s)| (f - s).to_string());
-            let function = format!("{}/{}", text(&r["app"]), text(&r["function"]));
-            let attempt = format!("{}/{}", r["attempt"], r["max_attempts"]);
-            let (id, status, trigger) = (text(&r["id"]), text(&r["status"]), text(&r["trigger"]));
-            row(out, width, [&id, &status, &function, &trigger, &attempt, &ms.unwrap_or_default()])?;
+            table.row([
+                text(&r["id"]),
+                text(&r["status"]),
+                format!("{}/{}", text(&r["app"]), text(&r["function"])),
+                text(&r["trigger"]),
+                format!("{}/{}", r["attempt"], r["max_attempts"]),
+                ms.unwrap_or_default(),
+            ]);
         }
+        table.write(out)?;
         Ok(ExitCode::SUCCESS)
     }
 }

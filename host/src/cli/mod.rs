@@ -12,6 +12,7 @@ pub mod map;
 pub mod new;
 pub mod push;
 pub mod serve;
+pub mod table;
 pub mod target;
 pub mod token;
 pub mod wait;
