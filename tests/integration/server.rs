@@ -552,6 +552,18 @@ fn items_over_rest_raw_multipart_annotations_and_executions_with_logs() {
         "{events}"
     );
     assert_eq!(get(addr, "/v1/executions?status=sideways").code(), (400, "bad-query".into()));
+    // A time range around the record's queue time finds it; one ending there does not.
+    let queued = record["queued_ms"].as_u64().unwrap();
+    let around = get(addr, &format!("/v1/executions?app=probe&since={queued}&until={}", queued + 1)).json();
+    assert!(around.as_array().unwrap().iter().any(|r| r["id"] == json!(exec)), "{around}");
+    let before = get(addr, &format!("/v1/executions?app=probe&until={queued}")).json();
+    assert!(!before.as_array().unwrap().iter().any(|r| r["id"] == json!(exec)), "{before}");
+    let lone_item = get(addr, "/v1/executions?item=abc");
+    assert_eq!(lone_item.code(), (400, "bad-query".into()));
+    assert!(lone_item.text().contains("`dataset` and `item` go together"), "{}", lone_item.text());
+    let bad_time = get(addr, "/v1/executions?since=yesterday");
+    assert_eq!(bad_time.code(), (400, "bad-request".into()));
+    assert!(bad_time.text().contains("since"), "names the field: {}", bad_time.text());
     assert_eq!(get(addr, "/v1/executions/nope").code(), (404, "unknown-execution".into()));
     assert_eq!(send(addr, "DELETE", &format!("{items}/{id}"), &[], b"").status, 204);
     assert_eq!(get(addr, &format!("{items}/{id}")).code(), (404, "no-such-item".into()));

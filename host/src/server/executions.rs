@@ -28,6 +28,13 @@ pub(super) struct ListQuery {
     /// Only records older than this id (the last id of the previous page).
     before: Option<String>,
     limit: Option<usize>,
+    /// Only executions queued at or after this time, ms since the Unix epoch.
+    since: Option<u64>,
+    /// Only executions queued before this time, ms since the Unix epoch.
+    until: Option<u64>,
+    /// With `item`: only the executions of item triggers on that item of this dataset.
+    dataset: Option<String>,
+    item: Option<String>,
 }
 
 /// Records newest first, 100 a page (at most 1000): of one app with its `read` scope, of every
@@ -46,7 +53,20 @@ pub(super) async fn list(
         Some(Ok(status)) => Some(status),
         None => None,
     };
-    let filter = ExecutionFilter { app: q.app, function: q.function, trigger: q.trigger, status };
+    let item = match (q.dataset, q.item) {
+        (Some(dataset), Some(item)) => Some((dataset, item)),
+        (None, None) => None,
+        _ => return Err(ApiError::bad_request("bad-query", "`dataset` and `item` go together: an item of a dataset")),
+    };
+    let filter = ExecutionFilter {
+        app: q.app,
+        function: q.function,
+        trigger: q.trigger,
+        status,
+        since_ms: q.since,
+        until_ms: q.until,
+        item,
+    };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let records = server.host.executions().list(&filter, q.before.as_deref(), limit).await;
     Ok(axum::Json(json!(records)))

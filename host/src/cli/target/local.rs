@@ -76,6 +76,7 @@ impl Target for Local {
             function: query.function,
             trigger: query.trigger,
             status,
+            ..Default::default()
         };
         let records = self.host.executions().list(&filter, None, query.limit).await;
         Ok(records.iter().map(serde_json::to_value).collect::<Result<_, _>>()?)

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use super::{json_response, operation, path_params, query_params};
 use crate::server::routes::{Access, Route};
+use crate::storage::executions::Status;
 
 /// The operation of `route`, with the table's summary, or `None` for a per-app route (those are
 /// described once per app and granted resource).
@@ -175,9 +176,22 @@ fn execution(route: Route) -> Value {
                 ("app", string.clone()),
                 ("function", string.clone()),
                 ("trigger", string.clone()),
-                ("status", json!({ "enum": ["queued", "running", "succeeded", "failed", "timed-out"] })),
+                ("status", json!({ "enum": Status::ALL.map(Status::as_str) })),
                 ("before", string.clone()),
                 ("limit", json!({ "type": "integer", "minimum": 0 })),
+                (
+                    "since",
+                    json!({ "type": "integer", "minimum": 0, "description": "Queued at or after (ms since the Unix epoch)" }),
+                ),
+                (
+                    "until",
+                    json!({ "type": "integer", "minimum": 0, "description": "Queued before (ms since the Unix epoch)" }),
+                ),
+                ("dataset", json!({ "type": "string", "description": "With `item`: the item's dataset" })),
+                (
+                    "item",
+                    json!({ "type": "string", "description": "With `dataset`: the executions of item triggers on this item" }),
+                ),
             ]),
         ),
         Route::ShowExecution => (

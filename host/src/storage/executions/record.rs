@@ -171,6 +171,12 @@ pub struct ExecutionFilter {
     pub trigger: Option<String>,
     /// Only this status.
     pub status: Option<Status>,
+    /// Only executions queued at or after this time (ms since the Unix epoch).
+    pub since_ms: Option<u64>,
+    /// Only executions queued before this time (ms since the Unix epoch).
+    pub until_ms: Option<u64>,
+    /// Only the executions of an item trigger on this item: (dataset, item id).
+    pub item: Option<(String, String)>,
 }
 
 impl ExecutionFilter {
@@ -179,5 +185,12 @@ impl ExecutionFilter {
             && self.function.as_ref().is_none_or(|f| *f == e.function)
             && self.trigger.as_ref().is_none_or(|t| *t == e.trigger)
             && self.status.is_none_or(|s| s == e.status)
+            && self.queued_in_range(e.queued_ms)
+            && self.item.as_ref().is_none_or(|item| e.item.as_ref() == Some(item))
+    }
+
+    /// Whether an execution queued at `queued_ms` is in the time range.
+    pub(super) fn queued_in_range(&self, queued_ms: u64) -> bool {
+        self.since_ms.is_none_or(|since| queued_ms >= since) && self.until_ms.is_none_or(|until| queued_ms < until)
     }
 }

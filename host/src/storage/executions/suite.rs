@@ -60,6 +60,10 @@ async fn lists_filter_and_page(backend: &dyn ExecutionBackend) {
     for i in 0..9 {
         let app = if i % 3 == 0 { "list-a" } else { "list-b" };
         let mut record = queued(backend, app, if i % 2 == 0 { "f.x" } else { "f.y" }, "call").await;
+        record.queued_ms = 1_000 + i;
+        if i % 3 == 1 {
+            record.item = Some(("photos".into(), format!("item-{}", i % 2)));
+        }
         if i % 4 == 0 {
             record.finish_with(Ok(&json!(i)));
         }
@@ -72,6 +76,9 @@ async fn lists_filter_and_page(backend: &dyn ExecutionBackend) {
         ExecutionFilter { app: Some("list-a".into()), function: Some("f.x".into()), ..Default::default() },
         ExecutionFilter { app: Some("list-b".into()), status: Some(Status::Queued), ..Default::default() },
         ExecutionFilter { app: Some("list-a".into()), trigger: Some("call".into()), ..Default::default() },
+        ExecutionFilter { since_ms: Some(1_002), until_ms: Some(1_007), ..Default::default() },
+        ExecutionFilter { app: Some("list-b".into()), until_ms: Some(1_004), ..Default::default() },
+        ExecutionFilter { item: Some(("photos".into(), "item-0".into())), ..Default::default() },
     ];
     for filter in &filters {
         let expected: Vec<&str> = written.iter().filter(|r| filter.matches(r)).map(|r| r.id.as_str()).collect();
@@ -91,6 +98,8 @@ async fn lists_filter_and_page(backend: &dyn ExecutionBackend) {
     }
     let none = ExecutionFilter { app: Some("list-none".into()), ..Default::default() };
     assert!(backend.list(&none, None, 10).await.unwrap().is_empty());
+    let empty_range = ExecutionFilter { since_ms: Some(1_005), until_ms: Some(1_005), ..Default::default() };
+    assert!(backend.list(&empty_range, None, 10).await.unwrap().is_empty());
 }
 
 /// A queued execution stays in the queue, oldest first, until it is taken off.

@@ -43,12 +43,15 @@ pub(super) struct Entry {
 }
 
 impl Entry {
-    /// Whether the record passes `filter` (every record in the log is final).
+    /// Whether the record passes `filter` (every record in the log is final, and none is an item
+    /// trigger's: those are queued executions, kept in the `executions` tree).
     fn passes(&self, filter: &ExecutionFilter) -> bool {
         filter.app.as_deref().is_none_or(|a| a == &*self.app)
             && filter.function.as_deref().is_none_or(|f| f == &*self.function)
             && filter.trigger.as_deref().is_none_or(|t| t == &*self.trigger)
             && filter.status.is_none_or(|s| s == self.status)
+            && filter.queued_in_range(self.queued_ms)
+            && filter.item.is_none()
     }
 }
 

@@ -61,6 +61,34 @@ fn paged(executions: &SledExecutions, filter: &ExecutionFilter, page: usize) -> 
 }
 
 #[test]
+fn time_ranges_and_items_filter_the_record_log_and_the_tree_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let executions = open(dir.path(), Retention::default());
+    let mut logged = Vec::new();
+    for i in 0..6 {
+        let id = executions.new_id().unwrap();
+        let record = Execution::ran(id.clone(), ("a", "f.x", "call", 1), json!([]), 1_000 + i, Ok(&json!(i)));
+        executions.record_final(record, Logs::default());
+        logged.push(id);
+    }
+    let on_item = put(&executions, "a", |r| {
+        r.queued_ms = 1_003;
+        r.item = Some(("photos".into(), "p1".into()));
+    });
+    let later = put(&executions, "a", |r| r.queued_ms = 1_009);
+    let range = ExecutionFilter { since_ms: Some(1_002), until_ms: Some(1_005), ..Default::default() };
+    let expected = [on_item.clone(), logged[4].clone(), logged[3].clone(), logged[2].clone()];
+    assert_eq!(ids(&executions.list_now(&range, None, 100)), expected);
+    assert_eq!(paged(&executions, &range, 1), expected, "pages of 1");
+    let since = ExecutionFilter { since_ms: Some(1_005), ..Default::default() };
+    assert_eq!(ids(&executions.list_now(&since, None, 100)), [later, logged[5].clone()]);
+    let item = ExecutionFilter { item: Some(("photos".into(), "p1".into())), ..Default::default() };
+    assert_eq!(ids(&executions.list_now(&item, None, 100)), [on_item]);
+    let other_item = ExecutionFilter { item: Some(("photos".into(), "p2".into())), ..Default::default() };
+    assert!(executions.list_now(&other_item, None, 100).is_empty());
+}
+
+#[test]
 fn filtered_lists_read_only_what_the_index_matches_and_page_with_before() {
     let dir = tempfile::tempdir().unwrap();
     let executions = open(dir.path(), Retention::default());
