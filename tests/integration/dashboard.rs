@@ -2,8 +2,9 @@
 //! (Playwright, pinned in `tests/ui/package.json`) enters the token, calls `hello.greet` from the
 //! form, checks the result, an argument error and the recent calls, opens an image item with its
 //! box annotation drawn on top, checks that a page served by a route cannot read the dashboard's
-//! credential, and saves screenshots to `target/ui/dashboard.png` and
-//! `target/ui/dashboard-items.png`. Debian's `chromium` is installed when missing.
+//! credential, opens an item's execution and follows its logs live until it ends, filters the
+//! executions, and saves screenshots to `target/ui/dashboard.png`, `target/ui/dashboard-items.png`
+//! and `target/ui/dashboard-executions.png`. Debian's `chromium` is installed when missing.
 
 use std::path::Path;
 use std::process::Command;
@@ -66,8 +67,10 @@ fn dashboard_calls_a_function_from_the_browser() {
     );
     let screenshot = root().join("target/ui/dashboard.png");
     let items_screenshot = root().join("target/ui/dashboard-items.png");
-    let _ = std::fs::remove_file(&screenshot);
-    let _ = std::fs::remove_file(&items_screenshot);
+    let executions_screenshot = root().join("target/ui/dashboard-executions.png");
+    for shot in [&screenshot, &items_screenshot, &executions_screenshot] {
+        let _ = std::fs::remove_file(shot);
+    }
     let out = Command::new("node")
         .arg(ui.join("dashboard.mjs"))
         .arg(format!("http://{}", server.addr))
@@ -87,7 +90,8 @@ fn dashboard_calls_a_function_from_the_browser() {
     assert_eq!(summary["token"], true);
     assert_eq!(summary["credentialReadable"], false, "a route page of the same origin could read the credential");
     assert!(summary["items"].as_u64().unwrap() >= 1, "{summary}");
-    for shot in [&screenshot, &items_screenshot] {
+    assert!(summary["executions"].as_u64().unwrap() >= 1, "{summary}");
+    for shot in [&screenshot, &items_screenshot, &executions_screenshot] {
         let png = std::fs::read(shot).unwrap();
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{} is not a real PNG", shot.display());
     }

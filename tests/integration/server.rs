@@ -42,12 +42,13 @@ pub fn serve_with(config: ServerConfig, grace: Duration) -> Served {
     serve_apps(&[HELLO, COUNTER, HOSTILE, HELLO_HTTP, HTTP_HOSTILE], config, grace)
 }
 
-/// Serve the apps of `manifests` with `config`.
+/// Serve the apps of `manifests` with `config`, their triggers running.
 pub fn serve_apps(manifests: &[&str], config: ServerConfig, grace: Duration) -> Served {
     let (data, host) = host();
     let apps = manifests.iter().map(|m| host.load(manifest(m)).unwrap());
     let config = ServerConfig { shutdown_grace: grace, ..config };
-    let router = host::server::router(crate::common::deployments(&host, apps.collect()), config.clone()).unwrap();
+    let deployments = crate::common::deployments(&host, apps.collect());
+    let router = host::server::router(deployments.clone(), config.clone()).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -55,6 +56,8 @@ pub fn serve_apps(manifests: &[&str], config: ServerConfig, grace: Duration) -> 
     let finished = std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async move {
+            // As `host serve` does: the apps' triggers run on the server's runtime.
+            deployments.running().start().await.unwrap();
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             let shutdown = async move {
                 let _ = stopped.await;

@@ -8,7 +8,11 @@
 // With ITEMS_APP=app/dataset and ITEMS_ITEM=<id of an item there with a box annotation labelled
 // `face`>, it also opens the Items view, that item's detail with its drawn annotations, and saves
 // a second screenshot (SCREENSHOT_PATH with `-items` before `.png`); the summary then has `items`,
-// the number of grid cells shown.
+// the number of grid cells shown. With ITEMS_APP, it then uploads a slow text file to
+// `/once` of that dataset (its `once` item trigger runs `probe.probe`, which prints a line and
+// sleeps for the `sleep-ms` of the item's metadata), opens that item's executions from its detail,
+// follows the running execution's logs live until it ends, cancels another running one, filters
+// the executions by function and status, and saves a third screenshot (`-executions`); the summary then has `executions`.
 // Chromium: $CHROMIUM, else /usr/bin/chromium (Debian: `apt-get install -y chromium`).
 
 import { mkdir } from 'node:fs/promises';
@@ -168,14 +172,116 @@ try {
       const detail = await page.locator('#detail-info, #detail-preview').allTextContents();
       throw new Failure(`no "face" annotation drawn over item ${ITEMS_ITEM}; detail: ${detail.join(' | ')}`);
     }
-    const box = await page.locator('#item-overlay [data-annotation="face"] rect.mark').first().boundingBox();
-    check(box && box.width > 0 && box.height > 0, 'the "face" box has no size on screen');
+    // The box takes its size from the image once the image has loaded.
+    await waitUntil(page, 'the "face" box to have a size on screen', () => {
+      const box = document.querySelector('#item-overlay [data-annotation="face"] rect.mark')?.getBoundingClientRect();
+      return box && box.width > 0 && box.height > 0;
+    });
     items = await page.locator('#items-grid [data-item]').count();
     await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: screenshot.replace(/(\.png)?$/i, '-items.png'), fullPage: true });
   }
 
-  step = '8. open /docs';
+  let executions;
+  if (ITEMS_APP) {
+    step = '8. an item\'s execution, followed live';
+    const [app, dataset] = ITEMS_APP.split('/');
+    const slow = await page.evaluate(async ([app, dataset]) => {
+      const query = new URLSearchParams({ dir: '/once', name: 'slow.txt', metadata: JSON.stringify({ 'sleep-ms': 6000 }) });
+      const r = await fetch(`/v1/apps/${app}/datasets/${dataset}/items?${query}`, {
+        method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'slow', credentials: 'same-origin',
+      });
+      return r.ok ? (await r.json()).id : `upload answered ${r.status}: ${await r.text()}`;
+    }, [app, dataset]);
+    check(/^[0-9a-f]+$/.test(slow), `the slow item was not uploaded: ${slow}`);
+    await page.locator('#items-show').click();
+    await waitUntil(page, 'the grid to list the slow item or offer more', (id) => {
+      const more = document.querySelector('#items-more');
+      return document.querySelector(`[data-item="${id}"]`) || (!more.hidden && !more.disabled);
+    }, slow);
+    const slowCell = page.locator(`[data-item="${slow}"]`);
+    while (!(await slowCell.count())) {
+      check(await page.locator('#items-more').isVisible(), `no grid cell for the slow item ${slow}`);
+      const shown = await page.locator('#items-grid [data-item]').count();
+      await page.locator('#items-more').click();
+      await waitUntil(page, 'the next page of items', (n) => document.querySelectorAll('#items-grid [data-item]').length > n, shown);
+    }
+    await slowCell.click();
+    await page.locator('#detail-executions').click();
+    await page.locator('#executions-view').waitFor();
+    check((await page.locator('#exec-item').textContent()).includes(slow), 'the executions view does not name the item');
+    // The trigger queues the execution within moments of the upload: show again until it is listed.
+    const row = page.locator('#executions tbody tr[data-execution]');
+    for (let tries = 0; !(await row.count()); tries += 1) {
+      check(tries < 50, `no execution of item ${slow} listed: ${await page.locator("#exec-line").textContent()} (query ${await page.evaluate(() => executionsQuery().toString())})`);
+      await page.waitForTimeout(200);
+      await page.locator('#exec-show').click();
+    }
+    check(await row.count() === 1, `item ${slow} has ${await row.count()} executions listed, expected 1`);
+    const firstStatus = await row.getAttribute('data-status');
+    await row.click();
+    await page.locator('#exec-detail').waitFor();
+    check(!['succeeded', 'failed'].includes(firstStatus), `the execution was already ${firstStatus} when opened: nothing to follow`);
+    await page.locator('#exec-live').waitFor();
+    await waitUntil(page, 'the live logs to show the probe\'s line', (id) =>
+      document.querySelector('#exec-logs').textContent.includes(`probe: item ${id} run 1`)
+        && !document.querySelector('#exec-live').hidden, slow);
+    await page.locator('#exec-badge', { hasText: 'succeeded' }).waitFor({ timeout: 30_000 });
+    await waitUntil(page, 'the kept logs with their attempt header, and the output', () =>
+      document.querySelector('#exec-logs').textContent.includes('--- attempt 1 ---')
+        && document.querySelector('#exec-result').textContent.trim() === '1'
+        && document.querySelector('#exec-live').hidden);
+    check(await page.locator('#exec-cancel').isHidden(), 'a finished execution still offers Cancel');
+    check((await page.locator('#exec-input').textContent()).includes(slow), 'the input does not show the item');
+
+    step = '9. cancel a running execution';
+    const doomed = await page.evaluate(async ([app, dataset]) => {
+      const query = new URLSearchParams({ dir: '/once', name: 'doomed.txt', metadata: JSON.stringify({ 'sleep-ms': 8000 }) });
+      const r = await fetch(`/v1/apps/${app}/datasets/${dataset}/items?${query}`, {
+        method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'doomed', credentials: 'same-origin',
+      });
+      const id = (await r.json()).id;
+      itemExecutions(app, dataset, id); // as the item detail's Executions button does
+      return id;
+    }, [app, dataset]);
+    for (let tries = 0; !(await row.count()); tries += 1) {
+      check(tries < 50, `no execution of item ${doomed} listed`);
+      await page.waitForTimeout(200);
+      await page.locator('#exec-show').click();
+    }
+    await row.click();
+    await page.locator('#exec-cancel').click();
+    await page.locator('#exec-badge', { hasText: 'cancelled' }).waitFor();
+    await waitUntil(page, 'the list row to say cancelled and Cancel to go', () =>
+      document.querySelector('#executions tbody tr[data-execution]')?.dataset.status === 'cancelled'
+        && document.querySelector('#exec-cancel').hidden);
+
+    step = '10. filter the executions';
+    await page.locator('#exec-item button').click();
+    await page.locator('#exec-app').selectOption('hello');
+    await page.locator('#exec-function').fill('hello.greet');
+    await page.locator('#exec-status').selectOption('succeeded');
+    await page.locator('#exec-show').click();
+    await waitUntil(page, 'only succeeded hello.greet executions listed', () => {
+      const rows = [...document.querySelectorAll('#executions tbody tr[data-execution]')];
+      return rows.length > 0 && rows.every((tr) => tr.dataset.status === 'succeeded'
+        && tr.cells[2].textContent === 'hello/hello.greet');
+    });
+    executions = await row.count();
+    await page.locator('#exec-trigger').fill('no-such-trigger');
+    await page.locator('#exec-show').click();
+    await waitUntil(page, 'an empty list for an unknown trigger', () =>
+      document.querySelector('#exec-line').textContent === 'No executions match.'
+        && !document.querySelector('#executions tbody tr[data-execution]'));
+    await page.locator('#exec-trigger').fill('');
+    await page.locator('#exec-show').click();
+    await row.first().click();
+    await page.locator('#exec-badge', { hasText: 'succeeded' }).waitFor();
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.screenshot({ path: screenshot.replace(/(\.png)?$/i, '-executions.png'), fullPage: true });
+  }
+
+  step = '11. open /docs';
   const docs = await page.goto(`${base}/docs`);
   check(docs?.ok(), `GET /docs answered ${docs?.status()}`);
   await maybeToken(page, 'code.path', false);
@@ -190,7 +296,7 @@ try {
   // dashboard logged in, everything its script can reach must be free of the credential.
   let credentialReadable = null;
   if (ROUTE_PAGE) {
-    step = '9. a route page looks for the credential';
+    step = '12. a route page looks for the credential';
     const routePage = await context.newPage();
     const answer = await routePage.goto(`${base}${ROUTE_PAGE}`);
     check(answer?.ok(), `GET ${ROUTE_PAGE} answered ${answer?.status()}`);
@@ -217,7 +323,7 @@ try {
   }
   console.log(JSON.stringify({
     ok: true, base, token: usedToken, screenshot, result: JSON.parse(ok), error: JSON.parse(error).code,
-    calls, docsOperations: operations, items, credentialReadable, ms: Date.now() - started,
+    calls, docsOperations: operations, items, executions, credentialReadable, ms: Date.now() - started,
   }));
 } catch (e) {
   const detail = e instanceof Error ? e.message : String(e);

@@ -1,5 +1,6 @@
-// Dashboard for `host serve`: apps and functions, an invoke form, recent calls; and (#items) the
-// items of the apps' datasets with their annotations.
+// Dashboard for `host serve`: apps and functions, an invoke form, recent calls; (#executions) the
+// execution records with their logs, followed live; and (#items) the items of the apps' datasets
+// with their annotations.
 // Plain DOM, no dependencies; server data only ever goes through textContent and attributes.
 // API paths come from `ROUTES` (operation id -> path template), the server's route table, which
 // the server puts after the next line.
@@ -91,6 +92,7 @@ async function loadApps() {
     box.replaceChildren(...(r.body.length ? r.body.map(renderApp) : [el('p', { class: 'muted' }, 'No apps loaded.')]));
     if (state.selected) showSelected(false);
     fillItemApps();
+    fillExecutionApps();
   } catch (e) {
     box.replaceChildren(el('p', { class: 'error' }, `Cannot reach the server: ${e.message}`));
   }
@@ -274,24 +276,233 @@ function refresh() {
   loadApps();
   loadCalls();
   if (currentView() === 'items' && items.dataset) loadItems();
+  if (currentView() === 'executions') loadExecutions();
 }
 
-// --- Views: #dashboard (default) and #items ----------------------------------------------
+// --- Views: #dashboard (default), #executions and #items ----------------------------------
 
-const currentView = () => (location.hash === '#items' ? 'items' : 'dashboard');
+const VIEWS = ['dashboard', 'executions', 'items'];
+const currentView = () => (VIEWS.includes(location.hash.slice(1)) ? location.hash.slice(1) : 'dashboard');
 
 function showView() {
   const view = currentView();
-  $('#dashboard-view').hidden = view !== 'dashboard';
-  $('#items-view').hidden = view !== 'items';
+  for (const v of VIEWS) $(`#${v}-view`).hidden = v !== view;
   for (const a of document.querySelectorAll('.top nav a[data-view]')) {
     if (a.dataset.view === view) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
   if (view === 'items' && items.dataset && items.shown !== listKey()) loadItems();
+  if (view === 'executions' && !runs.shown) loadExecutions();
 }
 
 window.addEventListener('hashchange', showView);
+
+// --- Executions: a filtered list, one execution's detail with its logs followed live -------
+
+const FINAL = ['succeeded', 'failed', 'timed-out', 'cancelled'];
+const runs = {
+  shown: false, // whether the list has been loaded once
+  before: null, // the last listed id: the next page starts after it
+  item: null, // [dataset, id] when listing one item's executions
+  generation: 0, // of the list's latest load; older answers are dropped
+  selected: null, // the id in #exec-detail
+  follow: null, // the EventSource following the selected execution's logs
+};
+
+function fillExecutionApps() {
+  const select = $('#exec-app');
+  const chosen = select.value;
+  select.replaceChildren(el('option', { value: '' }, 'all'), ...state.apps.map((a) => el('option', { value: a.name }, a.name)));
+  select.value = state.apps.some((a) => a.name === chosen) ? chosen : '';
+}
+
+/** The list's query: the filter form, the item, and the page. */
+function executionsQuery(before) {
+  const query = new URLSearchParams({ limit: 50 });
+  const fields = { app: '#exec-app', function: '#exec-function', trigger: '#exec-trigger', status: '#exec-status' };
+  for (const [name, input] of Object.entries(fields)) {
+    const value = $(input).value.trim();
+    if (value) query.set(name, value);
+  }
+  for (const [name, input] of [['since', '#exec-since'], ['until', '#exec-until']]) {
+    const ms = $(input).value ? new Date($(input).value).getTime() : NaN;
+    if (!Number.isNaN(ms)) query.set(name, ms);
+  }
+  if (runs.item) [['dataset', runs.item[0]], ['item', runs.item[1]]].forEach(([k, v]) => query.set(k, v));
+  if (before) query.set('before', before);
+  return query;
+}
+
+const setRunsLine = (text, cls = 'muted') => {
+  $('#exec-line').className = `${cls} small`;
+  $('#exec-line').textContent = text;
+};
+
+/** Load the first page of the filtered list (or, with `more`, the page after the last row). */
+async function loadExecutions(more = false) {
+  const generation = ++runs.generation;
+  runs.shown = true;
+  const body = $('#executions tbody');
+  $('#exec-more').disabled = true;
+  try {
+    const r = await api(`${route('list_executions')}?${executionsQuery(more ? runs.before : null)}`);
+    if (generation !== runs.generation) return;
+    if (!r.ok) return setRunsLine(errorText(r), 'error');
+    if (!more) body.replaceChildren();
+    body.append(...r.body.map(executionRow));
+    runs.before = r.body.at(-1)?.id ?? (more ? runs.before : null);
+    $('#exec-more').hidden = r.body.length < 50;
+    const listed = body.querySelectorAll('tr[data-execution]').length;
+    setRunsLine(listed ? `${plural(listed, 'execution')}${r.body.length < 50 ? '' : ' so far'}, newest first`
+      : 'No executions match.');
+  } catch (e) {
+    if (generation === runs.generation) setRunsLine(`Cannot reach the server: ${e.message}`, 'error');
+  } finally {
+    if (generation === runs.generation) $('#exec-more').disabled = false;
+  }
+}
+
+const statusClass = (s) => (s === 'succeeded' ? 'ok' : s === 'failed' || s === 'timed-out' ? 'error' : 'warn');
+const clock = (ms) => (ms == null ? '' : new Date(ms).toLocaleString([], { hour12: false }));
+const took = (r) => (r.finished_ms != null && r.started_ms != null ? duration((r.finished_ms - r.started_ms) * 1000) : '');
+
+function executionRow(r) {
+  return el('tr', {
+    'data-execution': r.id, 'data-status': r.status, 'aria-current': String(r.id === runs.selected),
+    onclick: () => selectExecution(r.id),
+  },
+  el('td', { title: clock(r.queued_ms) }, new Date(r.queued_ms).toLocaleTimeString([], { hour12: false })),
+  el('td', {}, el('code', {}, r.id)),
+  el('td', {}, el('code', {}, `${r.app}/${r.function}`)),
+  el('td', {}, r.trigger),
+  el('td', {}, el('span', { class: `badge ${statusClass(r.status)}` }, r.status)),
+  el('td', { class: 'num' }, `${r.attempt}/${r.max_attempts}`),
+  el('td', { class: 'num' }, took(r)));
+}
+
+/** Show the item filter's chip (with a button that drops it), or hide it. */
+function showItemFilter() {
+  const chip = $('#exec-item');
+  chip.hidden = !runs.item;
+  if (!runs.item) return chip.replaceChildren();
+  chip.replaceChildren(`item ${runs.item[0]}/${runs.item[1]}`, el('button', {
+    type: 'button', class: 'link', 'aria-label': 'All items',
+    onclick: () => { runs.item = null; showItemFilter(); loadExecutions(); },
+  }, '✕'));
+}
+
+/** List the executions of item `id` of `app`'s `dataset` (from the item's detail). */
+function itemExecutions(app, dataset, id) {
+  $('#exec-filter').reset();
+  fillExecutionApps();
+  $('#exec-app').value = app;
+  runs.item = [dataset, id];
+  showItemFilter();
+  closeExecution();
+  $('#executions tbody').replaceChildren();
+  setRunsLine('Loading…');
+  runs.shown = false;
+  if (currentView() === 'executions') loadExecutions();
+  else location.hash = '#executions'; // showView loads the list
+}
+
+function stopFollowing() {
+  runs.follow?.close();
+  runs.follow = null;
+  $('#exec-live').hidden = true;
+}
+
+async function selectExecution(id) {
+  stopFollowing();
+  runs.selected = id;
+  for (const tr of document.querySelectorAll('#executions tbody tr[data-execution]')) {
+    tr.setAttribute('aria-current', String(tr.dataset.execution === id));
+  }
+  $('#exec-detail').hidden = false;
+  $('#executions-view').classList.add('with-detail');
+  $('#exec-title').textContent = id;
+  const [record, logs] = await Promise.all([api(route('show_execution', id)), api(route('execution_logs', id))]);
+  if (runs.selected !== id) return;
+  if (!record.ok) return $('#exec-info').replaceChildren(el('dd', { class: 'error' }, errorText(record)));
+  showExecution(record.body);
+  showLogs(logs.ok ? logs.body : errorText(logs));
+  if (!FINAL.includes(record.body.status)) follow(id);
+}
+
+/** Fill the detail with `r`, and refresh its row in the list. */
+function showExecution(r) {
+  $('#exec-title').textContent = `${r.app}/${r.function}`;
+  const badge = $('#exec-badge');
+  badge.className = `badge ${statusClass(r.status)}`;
+  badge.textContent = r.status;
+  const facts = [
+    ['id', r.id], ['trigger', r.trigger], ['attempt', `${r.attempt} of ${r.max_attempts}`],
+    ['queued', clock(r.queued_ms)], ['started', clock(r.started_ms)], ['finished', clock(r.finished_ms)],
+    ['took', took(r)], r.item && ['item', `${r.item[0]}/${r.item[1]}`],
+  ].filter((f) => f && f[1]);
+  $('#exec-info').replaceChildren(...facts.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
+  $('#exec-input').textContent = JSON.stringify(r.input, null, 2);
+  const failed = r.error != null;
+  $('#exec-result-head').textContent = failed ? 'Error' : 'Output';
+  $('#exec-result').className = failed ? 'error' : '';
+  $('#exec-result').textContent = FINAL.includes(r.status) || failed
+    ? JSON.stringify(failed ? r.error : r.output, null, 2) : '(not finished)';
+  $('#exec-cancel').hidden = FINAL.includes(r.status);
+  const old = document.querySelector(`#executions tbody tr[data-execution="${CSS.escape(r.id)}"]`);
+  old?.replaceWith(executionRow(r));
+}
+
+/** Show logs text, or say that nothing was printed. */
+function showLogs(text) {
+  const logs = $('#exec-logs');
+  logs.classList.toggle('muted', !text);
+  logs.textContent = text || 'Nothing printed.';
+}
+
+/** Follow the logs of running execution `id` (Server-Sent Events) until it ends. */
+function follow(id) {
+  const source = new EventSource(`${route('execution_logs', id)}?follow=true`);
+  runs.follow = source;
+  $('#exec-live').hidden = false;
+  const logs = $('#exec-logs');
+  let streamed = '';
+  source.addEventListener('log', (e) => {
+    // The stream starts from the beginning: it replaces what was read before following.
+    streamed += e.data;
+    showLogs(streamed);
+    logs.scrollTop = logs.scrollHeight;
+  });
+  source.addEventListener('end', async (e) => {
+    stopFollowing();
+    if (runs.selected !== id) return;
+    showExecution(JSON.parse(e.data));
+    // The logs as kept, each attempt under its header (the live stream had the output only).
+    const kept = await api(route('execution_logs', id));
+    if (runs.selected === id && kept.ok) showLogs(kept.body);
+  });
+  source.onerror = () => { if (source.readyState === EventSource.CLOSED) stopFollowing(); };
+}
+
+async function cancelExecution() {
+  const id = runs.selected;
+  const r = await api(route('cancel_execution', id), { method: 'POST' });
+  if (runs.selected !== id) return;
+  if (r.ok) showExecution(r.body);
+  else setRunsLine(errorText(r), 'error');
+}
+
+function closeExecution() {
+  stopFollowing();
+  runs.selected = null;
+  $('#exec-detail').hidden = true;
+  $('#executions-view').classList.remove('with-detail');
+  for (const tr of document.querySelectorAll('#executions tbody tr[aria-current="true"]')) tr.setAttribute('aria-current', 'false');
+}
+
+$('#exec-filter').addEventListener('submit', (e) => { e.preventDefault(); loadExecutions(); });
+$('#exec-more').addEventListener('click', () => loadExecutions(true));
+$('#exec-cancel').addEventListener('click', cancelExecution);
+$('#exec-close').addEventListener('click', closeExecution);
 
 // --- Items: a dataset's grid, one item's detail with its annotations, uploads --------------
 
@@ -514,6 +725,7 @@ function showDetail(item, annotations) {
   $('#detail-info').textContent = [`${item.dir}/${item.name}`.replace('//', '/'), item.mimetype, size(item.size),
     `id ${item.id}`, `created ${time(item['created-ms'])}`, `updated ${time(item['updated-ms'])}`].join(' · ');
   $('#detail-download').onclick = () => download(item);
+  $('#detail-executions').onclick = () => itemExecutions(items.app, items.dataset, item.id);
   showPreview(item, annotations);
   const classes = annotations.filter((a) => a.geometry === 'classification');
   $('#detail-classes').replaceChildren(...classes.map((a) => el('li', {
