@@ -1,5 +1,8 @@
-//! Call counters, latency histograms, instances in flight and the most recent calls, shared by
-//! every app of a [`crate::Host`]; rendered in the Prometheus text format for `/metrics`.
+//! Call counters, latency histograms, instances in flight, the most recent calls and the last
+//! hour per function ([`history`]), shared by every app of a [`crate::Host`]; rendered in the
+//! Prometheus text format for `/metrics`.
+
+pub mod history;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
@@ -8,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
+
+use self::history::{History, Point};
 
 /// Upper bounds (seconds) of the latency histogram buckets.
 const LATENCY_BUCKETS: [f64; 14] =
@@ -33,6 +38,17 @@ pub struct CallRecord {
     pub finished_ms: u64,
 }
 
+/// The last hour of one function, as [`Metrics::history`] lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionHistory {
+    /// The app.
+    pub app: String,
+    /// `function.export`, or the manifest function behind an http route.
+    pub function: String,
+    /// The minutes that had calls, oldest first.
+    pub minutes: Vec<Point>,
+}
+
 #[derive(Default)]
 struct Histogram {
     counts: [u64; LATENCY_BUCKETS.len()],
@@ -46,6 +62,7 @@ struct FunctionStats {
     function: Arc<str>,
     calls: BTreeMap<&'static str, u64>,
     latency: Histogram,
+    history: History,
 }
 
 /// A recent call, its names shared with its function's stats.
@@ -107,6 +124,7 @@ impl Metrics {
                 function: function.into(),
                 calls: BTreeMap::new(),
                 latency: Histogram::default(),
+                history: History::default(),
             };
             r.functions.entry(app.to_string()).or_default().insert(function.to_string(), stats);
         }
@@ -119,11 +137,12 @@ impl Metrics {
         }
         h.count += 1;
         h.sum += seconds;
+        let micros = elapsed.as_micros() as u64;
+        stats.history.record(finished_ms, micros, outcome != "ok");
         let (app, function) = (stats.app.clone(), stats.function.clone());
         if r.recent.len() == RECENT_CALLS {
             r.recent.pop_front();
         }
-        let micros = elapsed.as_micros() as u64;
         r.recent.push_back(Recent { app, function, trigger, outcome, micros, finished_ms });
     }
 
@@ -163,6 +182,21 @@ impl Metrics {
             finished_ms: c.finished_ms,
         };
         r.recent.iter().rev().map(record).collect()
+    }
+
+    /// Per function with calls in the last hour: a point per minute that had calls, oldest first.
+    pub fn history(&self) -> Vec<FunctionHistory> {
+        let now_ms = crate::clock::now_ms();
+        let r = self.recorded.lock().unwrap();
+        let functions = r.functions.values().flat_map(BTreeMap::values);
+        functions
+            .map(|s| FunctionHistory {
+                app: s.app.to_string(),
+                function: s.function.to_string(),
+                minutes: s.history.points(now_ms),
+            })
+            .filter(|h| !h.minutes.is_empty())
+            .collect()
     }
 
     /// Everything in the Prometheus text exposition format (version 0.0.4).

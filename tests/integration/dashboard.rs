@@ -1,6 +1,6 @@
 //! The dashboard (`/ui`) and docs page (`/docs`) in headless Chromium: `tests/ui/dashboard.mjs`
 //! (Playwright, pinned in `tests/ui/package.json`) enters the token, calls `hello.greet` from the
-//! form, checks the result, an argument error and the recent calls, opens an image item with its
+//! form, checks the result, an argument error, the recent calls and the last hour's charts, opens an image item with its
 //! box annotation drawn on top, checks that a page served by a route cannot read the dashboard's
 //! credential, opens an item's execution and follows its logs live until it ends, filters the
 //! executions, and saves screenshots to `target/ui/dashboard.png`, `target/ui/dashboard-items.png`
@@ -91,6 +91,7 @@ fn dashboard_calls_a_function_from_the_browser() {
     assert_eq!(summary["credentialReadable"], false, "a route page of the same origin could read the credential");
     assert!(summary["items"].as_u64().unwrap() >= 1, "{summary}");
     assert!(summary["executions"].as_u64().unwrap() >= 1, "{summary}");
+    assert!(summary["charted"].as_u64().unwrap() >= 1, "the chart counts the form's call: {summary}");
     for shot in [&screenshot, &items_screenshot, &executions_screenshot] {
         let png = std::fs::read(shot).unwrap();
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{} is not a real PNG", shot.display());

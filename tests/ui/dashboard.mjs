@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Drives the dashboard (/ui) and API docs (/docs) of a running `host serve` in headless Chromium.
+// Drives the dashboard (/ui) and API docs (/docs) of a running `host serve` in headless Chromium:
+// calls from the form, recent calls, the last hour's charts of a function, and the views below.
 //
 //   node tests/ui/dashboard.mjs BASE_URL SCREENSHOT_PATH [TOKEN]
 //
@@ -133,6 +134,20 @@ try {
       return cells.includes('hello.greet') && cells.includes('ok');
     }));
   const calls = await page.locator('#calls tbody tr').count();
+
+  step = '5b. charts of the last hour';
+  await page.locator(`#chart-function option[value="${FUNCTION}"]`).waitFor({ state: 'attached' });
+  await page.locator('#chart-function').selectOption(FUNCTION);
+  await waitUntil(page, `charts of ${FUNCTION} with a bar of calls and three latency series`, (fn) => {
+    const box = document.querySelector(`#charts[data-function="${fn}"]`);
+    const bars = [...(box?.querySelectorAll('[data-chart="Calls per second"] g[data-calls]') ?? [])];
+    const calls = bars.reduce((n, g) => n + Number(g.dataset.calls), 0);
+    const series = box?.querySelectorAll('[data-chart="Latency"] g[data-series] circle').length ?? 0;
+    const sized = bars.every((g) => g.querySelector('rect.bar').getBoundingClientRect().height > 0);
+    return calls >= 1 && sized && series >= 3;
+  }, FUNCTION);
+  const charted = await page.locator('#charts [data-chart="Calls per second"] g[data-calls]').evaluateAll(
+    (bars) => bars.reduce((n, g) => n + Number(g.dataset.calls), 0));
 
   step = '6. screenshot';
   await mkdir(dirname(screenshot), { recursive: true });
@@ -323,7 +338,7 @@ try {
   }
   console.log(JSON.stringify({
     ok: true, base, token: usedToken, screenshot, result: JSON.parse(ok), error: JSON.parse(error).code,
-    calls, docsOperations: operations, items, executions, credentialReadable, ms: Date.now() - started,
+    calls, charted, docsOperations: operations, items, executions, credentialReadable, ms: Date.now() - started,
   }));
 } catch (e) {
   const detail = e instanceof Error ? e.message : String(e);

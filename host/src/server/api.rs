@@ -256,3 +256,7 @@ pub(super) async fn resume(
 pub(super) async fn recent_calls(State(server): State<Shared>) -> axum::Json<Value> {
     axum::Json(json!(server.host.metrics().recent()))
 }
+
+pub(super) async fn call_history(State(server): State<Shared>) -> axum::Json<Value> {
+    axum::Json(json!(server.host.metrics().history()))
+}

@@ -43,6 +43,7 @@ fn handler(route: Route) -> MethodRouter<Shared> {
         Route::Pause => on(method, api::pause),
         Route::Resume => on(method, api::resume),
         Route::RecentCalls => on(method, api::recent_calls),
+        Route::CallHistory => on(method, api::call_history),
         Route::ListKv => on(method, operator::kv_list),
         Route::GetKv => on(method, operator::kv_get),
         Route::PutKv => on(method, operator::kv_put),

@@ -91,6 +91,8 @@ routes! {
     Pause: POST "/v1/apps/{app}/functions/{function}/pause", "pause", Write, "Pause a function's component";
     Resume: POST "/v1/apps/{app}/functions/{function}/resume", "resume", Write, "Resume a function's component";
     RecentCalls: GET "/v1/calls", "recent_calls", Admin, "The most recent calls, newest first";
+    CallHistory: GET "/v1/calls/history", "call_history", Admin,
+        "Calls, errors and latency percentiles per function and minute, over the last hour";
     ListKv: GET "/v1/apps/{app}/kv/{store}", "list_kv", Read, "List keys of a store";
     GetKv: GET "/v1/apps/{app}/kv/{store}/{*key}", "get_kv", Read, "Read a value of a store";
     PutKv: PUT "/v1/apps/{app}/kv/{store}/{*key}", "put_kv", Write, "Write a value of a store";

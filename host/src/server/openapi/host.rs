@@ -32,6 +32,24 @@ pub(super) fn operation_of(route: Route, apps: &[&String]) -> Option<Value> {
             ),
             &[],
         ),
+        Route::CallHistory => {
+            let count = json!({ "type": "integer", "minimum": 0 });
+            let minute = json!({ "type": "object", "properties": {
+                "minute_ms": count, "calls": count, "errors": count, "p50_us": count, "p90_us": count, "p99_us": count } });
+            let function = json!({ "type": "object", "properties": {
+                "app": { "type": "string" }, "function": { "type": "string" },
+                "minutes": { "type": "array", "items": minute } } });
+            op(
+                (
+                    "200",
+                    json_response(
+                        "Functions with calls in the last hour",
+                        json!({ "type": "array", "items": function }),
+                    ),
+                ),
+                &[],
+            )
+        }
         Route::ListExecutions | Route::ShowExecution | Route::ExecutionLogs | Route::CancelExecution => {
             execution(route)
         }

@@ -208,6 +208,7 @@ async function call(event) {
   } finally {
     button.disabled = false;
     loadCalls();
+    loadHistory();
   }
 }
 
@@ -272,9 +273,98 @@ function duration(micros) {
   return `${(micros / 1e6).toFixed(2)} s`;
 }
 
+// --- Charts: calls, errors and latency per minute of one function, the last hour ----------
+
+const charts = { history: [], chosen: '' };
+const CHART = { width: 600, height: 150, left: 44, bottom: 16, top: 6 };
+
+async function loadHistory() {
+  try {
+    const r = await api(route('call_history'));
+    if (!r.ok) return $('#charts').replaceChildren(el('p', { class: 'error' }, errorText(r)));
+    charts.history = r.body;
+    const keys = r.body.map((h) => `${h.app}/${h.function}`);
+    if (!keys.includes(charts.chosen)) charts.chosen = keys[0] ?? '';
+    const select = $('#chart-function');
+    select.replaceChildren(...keys.map((k) => el('option', { value: k }, k)));
+    select.value = charts.chosen;
+    select.disabled = !keys.length;
+    drawCharts();
+  } catch (e) {
+    $('#charts').replaceChildren(el('p', { class: 'error' }, `Cannot reach the server: ${e.message}`));
+  }
+}
+
+function drawCharts() {
+  const history = charts.history.find((h) => `${h.app}/${h.function}` === charts.chosen);
+  const box = $('#charts');
+  box.dataset.function = charts.chosen;
+  if (!history) return box.replaceChildren(el('p', { class: 'muted' }, 'No calls in the last hour.'));
+  const now = Math.floor(Date.now() / 60000) * 60000;
+  const minutes = history.minutes.filter((m) => m.minute_ms > now - 60 * 60000);
+  box.replaceChildren(callsChart(minutes, now), latencyChart(minutes, now));
+}
+
+/** The x of minute `ms` (its slot's left edge) in an hour ending with minute `now`. */
+const minuteX = (ms, now) => CHART.left + ((ms - (now - 59 * 60000)) / 60000) * ((CHART.width - CHART.left) / 60);
+const chartY = (fraction) => CHART.top + (1 - fraction) * (CHART.height - CHART.top - CHART.bottom);
+
+/** An SVG chart frame: the y axis labelled `top` and `bottom`, the x axis from an hour ago to now. */
+function frame(title, top, bottom, legend, ...marks) {
+  const { width, height, left } = CHART;
+  const base = height - CHART.bottom;
+  return el('figure', { class: 'chart', 'data-chart': title },
+    el('h3', {}, title), legend,
+    svg('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': title },
+      svg('line', { class: 'axis', x1: left, y1: CHART.top, x2: left, y2: base }),
+      svg('line', { class: 'axis', x1: left, y1: base, x2: width, y2: base }),
+      svg('text', { x: left - 4, y: CHART.top + 8, 'text-anchor': 'end' }, top),
+      svg('text', { x: left - 4, y: base, 'text-anchor': 'end' }, bottom),
+      svg('text', { x: left, y: height - 2 }, '−60 min'),
+      svg('text', { x: width, y: height - 2, 'text-anchor': 'end' }, 'now'),
+      ...marks));
+}
+
+function callsChart(minutes, now) {
+  const peak = Math.max(...minutes.map((m) => m.calls), 1) / 60;
+  const slot = (CHART.width - CHART.left) / 60;
+  const bar = (m, value, cls) => svg('rect', {
+    class: cls, x: minuteX(m.minute_ms, now) + 1, width: Math.max(slot - 2, 1),
+    y: chartY(value / peak), height: chartY(0) - chartY(value / peak),
+  });
+  const bars = minutes.map((m) => svg('g', { 'data-minute': m.minute_ms, 'data-calls': m.calls, 'data-errors': m.errors },
+    svg('title', {}, `${new Date(m.minute_ms).toLocaleTimeString([], { hour12: false })}: ${plural(m.calls, 'call')}, ${plural(m.errors, 'error')}`),
+    ...[bar(m, m.calls / 60, 'bar'), m.errors > 0 && bar(m, m.errors / 60, 'bar errors')].filter(Boolean)));
+  const legend = el('div', { class: 'legend' },
+    el('span', { style: '--c: var(--accent)' }, 'calls/s'), el('span', { style: '--c: var(--error)' }, 'errors/s'));
+  return frame('Calls per second', peak.toPrecision(2), '0', legend, ...bars);
+}
+
+function latencyChart(minutes, now) {
+  const values = minutes.flatMap((m) => [m.p50_us, m.p90_us, m.p99_us]).filter((v) => v > 0);
+  // A log scale over whole decades, so that µs and seconds fit in one chart.
+  const low = 10 ** Math.floor(Math.log10(Math.min(...values, 10)));
+  const high = 10 ** Math.ceil(Math.log10(Math.max(...values, low * 10)));
+  const y = (us) => chartY((Math.log10(Math.max(us, low)) - Math.log10(low)) / (Math.log10(high) - Math.log10(low)));
+  const slot = (CHART.width - CHART.left) / 60;
+  const series = ['p50', 'p90', 'p99'].map((p) => {
+    const points = minutes.map((m) => [minuteX(m.minute_ms, now) + slot / 2, y(m[`${p}_us`]), m]);
+    return svg('g', { class: p, 'data-series': p },
+      svg('polyline', { class: `line ${p}`, points: points.map(([x, yy]) => `${x},${yy}`).join(' ') }),
+      ...points.map(([x, yy, m]) => svg('circle', { cx: x, cy: yy, r: 2.5 },
+        svg('title', {}, `${p} ${duration(m[`${p}_us`])} at ${new Date(m.minute_ms).toLocaleTimeString([], { hour12: false })}`))));
+  });
+  const legend = el('div', { class: 'legend' }, ['p50', 'p90', 'p99'].map((p, i) =>
+    el('span', { style: `--c: var(--${['accent', 'warn', 'error'][i]})` }, p)));
+  return frame('Latency', duration(high), duration(low), legend, ...series);
+}
+
+$('#chart-function').addEventListener('change', (e) => { charts.chosen = e.target.value; drawCharts(); });
+
 function refresh() {
   loadApps();
   loadCalls();
+  loadHistory();
   if (currentView() === 'items' && items.dataset) loadItems();
   if (currentView() === 'executions') loadExecutions();
 }
@@ -883,4 +973,10 @@ function size(bytes) {
 
 showView();
 refresh();
-setInterval(() => { if (!state.needToken && !document.hidden && currentView() === 'dashboard') loadCalls(); }, 2000);
+let ticks = 0;
+setInterval(() => {
+  if (state.needToken || document.hidden || currentView() !== 'dashboard') return;
+  loadCalls();
+  ticks += 1;
+  if (ticks % 5 === 0) loadHistory();
+}, 2000);
