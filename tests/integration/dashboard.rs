@@ -1,6 +1,7 @@
 //! The dashboard (`/ui`) and docs page (`/docs`) in headless Chromium: `tests/ui/dashboard.mjs`
 //! (Playwright, pinned in `tests/ui/package.json`) enters the token, calls `hello.greet` from the
-//! form, checks the result, an argument error, the recent calls and the last hour's charts, opens an image item with its
+//! form, checks the result, an argument error, the recent calls and the last hour's charts,
+//! pauses and resumes an app, lists a deployed app's versions, opens an image item with its
 //! box annotation drawn on top, checks that a page served by a route cannot read the dashboard's
 //! credential, opens an item's execution and follows its logs live until it ends, filters the
 //! executions, and saves screenshots to `target/ui/dashboard.png`, `target/ui/dashboard-items.png`
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use host::server::ServerConfig;
 
-use crate::common::{COUNTER, HELLO, HELLO_HTTP, PROBE, root};
+use crate::common::{COUNTER, HELLO, HELLO_HTTP, KV, PROBE, manifest, root};
 use crate::server::{send, serve_apps};
 
 pub fn run(command: &mut Command) {
@@ -65,6 +66,14 @@ fn dashboard_calls_a_function_from_the_browser() {
         send(server.addr, "POST", &format!("{items}/{item}/annotations"), &[&auth], face.as_bytes()).status,
         201
     );
+    // A deployed app, for the apps panel's version and its list of versions.
+    let deployed = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["deploy", "-f", manifest(KV).to_str().unwrap(), "--no-build"])
+        .env("HOST_REMOTE", format!("http://{}", server.addr))
+        .env("HOST_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
     let screenshot = root().join("target/ui/dashboard.png");
     let items_screenshot = root().join("target/ui/dashboard-items.png");
     let executions_screenshot = root().join("target/ui/dashboard-executions.png");
@@ -92,6 +101,7 @@ fn dashboard_calls_a_function_from_the_browser() {
     assert!(summary["items"].as_u64().unwrap() >= 1, "{summary}");
     assert!(summary["executions"].as_u64().unwrap() >= 1, "{summary}");
     assert!(summary["charted"].as_u64().unwrap() >= 1, "the chart counts the form's call: {summary}");
+    assert_eq!(summary["deployed"], "version 1 running", "{summary}");
     for shot in [&screenshot, &items_screenshot, &executions_screenshot] {
         let png = std::fs::read(shot).unwrap();
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{} is not a real PNG", shot.display());

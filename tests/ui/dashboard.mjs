@@ -149,6 +149,25 @@ try {
   const charted = await page.locator('#charts [data-chart="Calls per second"] g[data-calls]').evaluateAll(
     (bars) => bars.reduce((n, g) => n + Number(g.dataset.calls), 0));
 
+  step = '5c. pause and resume an app';
+  const counter = page.locator('[data-app="counter"]');
+  await counter.locator('button[data-action="pause"]').click();
+  await waitUntil(page, 'every counter function to show paused', () =>
+    [...document.querySelectorAll('[data-app="counter"] button.function')].every((b) => b.querySelector('.badge.paused'))
+      && document.querySelector('[data-app="counter"] button[data-action="resume"]'));
+  await counter.locator('button[data-action="resume"]').click();
+  await waitUntil(page, 'no counter function to show paused', () =>
+    ![...document.querySelectorAll('[data-app="counter"] button.function')].some((b) => b.querySelector('.badge.paused'))
+      && document.querySelector('[data-app="counter"] button[data-action="pause"]'));
+  check(await counter.locator('.app-version').textContent() === 'from its manifest file', 'counter does not say it runs from its file');
+
+  step = '5d. a deployed app\'s versions';
+  const kv = page.locator('[data-app="kv"]');
+  check((await kv.locator('.app-version').getAttribute('data-version')) === '1', 'the deployed kv app does not show version 1');
+  await kv.locator('button[data-action="versions"]').click();
+  await kv.locator('.versions tr[data-version="1"][aria-current="true"]').waitFor();
+  const deployed = `version ${await kv.locator('.versions tr[aria-current="true"]').getAttribute('data-version')} ${(await kv.locator('.versions tr[aria-current="true"] td').first().textContent())}`;
+
   step = '6. screenshot';
   await mkdir(dirname(screenshot), { recursive: true });
   await page.evaluate(() => window.scrollTo(0, 0)); // the invoke panel is sticky
@@ -338,7 +357,7 @@ try {
   }
   console.log(JSON.stringify({
     ok: true, base, token: usedToken, screenshot, result: JSON.parse(ok), error: JSON.parse(error).code,
-    calls, charted, docsOperations: operations, items, executions, credentialReadable, ms: Date.now() - started,
+    calls, charted, deployed, docsOperations: operations, items, executions, credentialReadable, ms: Date.now() - started,
   }));
 } catch (e) {
   const detail = e instanceof Error ? e.message : String(e);

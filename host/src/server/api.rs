@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::routes::{Access, Route};
 use super::scopes::Grant;
 use super::{ApiError, Shared, describe_route};
+use crate::deploy::{Origin, Served};
 use crate::{App, Function};
 
 fn describe_function(app: &App, f: &Function) -> Value {
@@ -26,13 +27,21 @@ fn describe_function(app: &App, f: &Function) -> Value {
     described
 }
 
-fn describe_app(app: &App) -> Value {
+/// An app as it runs: its functions, routes, site, datasets, and the deployed version it runs
+/// (`null` for an app served from a manifest file).
+fn describe_app(served: &Served) -> Value {
+    let app = &served.app;
+    let version = match &served.origin {
+        Origin::Deployed(version) => super::deploys::describe(version),
+        Origin::File(_) => Value::Null,
+    };
     json!({
         "name": app.name(),
         "functions": app.functions().iter().map(|f| describe_function(app, f)).collect::<Vec<_>>(),
         "routes": app.manifest().http_routes.iter().map(describe_route).collect::<Vec<_>>(),
         "site": app.manifest().site.as_ref().map(|s| s.route.clone()),
         "datasets": app.manifest().granted(|g| &g.datasets),
+        "version": version,
     })
 }
 
@@ -49,15 +58,17 @@ pub(super) fn find(server: &Shared, name: &str) -> Result<Arc<App>, ApiError> {
 pub(super) async fn list_apps(State(server): State<Shared>, Extension(grant): Extension<Grant>) -> axum::Json<Value> {
     let snapshot = server.running().snapshot();
     let visible = snapshot.apps.values().filter(|s| grant.allows(Access::AppAny, Some(s.app.name())).is_ok());
-    axum::Json(Value::Array(visible.map(|s| describe_app(&s.app)).collect()))
+    axum::Json(Value::Array(visible.map(describe_app).collect()))
 }
 
 pub(super) async fn show_app(
     State(server): State<Shared>,
     Path(app): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let app = find(&server, &app)?;
-    Ok(axum::Json(describe_app(&app)))
+    find(&server, &app)?;
+    let served =
+        server.running().get(&app).ok_or_else(|| ApiError::not_found("unknown-app", format!("no app `{app}`")))?;
+    Ok(axum::Json(describe_app(&served)))
 }
 
 pub(super) async fn show_function(

@@ -33,7 +33,8 @@ impl From<DeployError> for ApiError {
     }
 }
 
-fn describe(version: &Version) -> Value {
+/// A deployed version as the API shows it.
+pub(super) fn describe(version: &Version) -> Value {
     json!({
         "app": version.app,
         "version": version.version,

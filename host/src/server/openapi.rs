@@ -348,7 +348,9 @@ pub(super) async fn document(State(server): State<Shared>) -> axum::Json<Value> 
                     "name": { "type": "string" },
                     "functions": { "type": "array", "items": { "$ref": "#/components/schemas/Function" } },
                     "routes": { "type": "array", "items": { "type": "object" } },
-                    "site": { "type": ["string", "null"] } } },
+                    "site": { "type": ["string", "null"] },
+                    "datasets": { "type": "array", "items": { "type": "string" } },
+                    "version": { "type": ["object", "null"], "description": "The deployed version it runs; null when served from a manifest file" } } },
                 "Call": { "type": "object", "properties": {
                     "app": { "type": "string" }, "function": { "type": "string" }, "trigger": { "type": "string" },
                     "outcome": { "type": "string" }, "micros": { "type": "integer" }, "finished_ms": { "type": "integer" } } },

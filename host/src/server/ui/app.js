@@ -100,8 +100,18 @@ async function loadApps() {
 
 function renderApp(app) {
   const key = (f) => `${app.name}/${f.name}`;
-  return el('article', { class: 'app' },
-    el('h3', {}, app.name, ' ', el('span', { class: 'muted small' }, plural(app.functions.length, 'function'))),
+  const allPaused = app.functions.length > 0 && app.functions.every((f) => f.paused);
+  const versions = el('div', { class: 'versions', hidden: true });
+  return el('article', { class: 'app', 'data-app': app.name },
+    el('div', { class: 'app-head' },
+      el('h3', {}, app.name, ' ', el('span', { class: 'muted small' }, plural(app.functions.length, 'function'))),
+      el('span', { class: 'muted small app-version', 'data-version': app.version?.version ?? 'file' },
+        app.version ? `version ${app.version.version}, deployed ${clock(app.version.deployed_ms)}` : 'from its manifest file'),
+      app.version && el('button', { type: 'button', class: 'small', 'data-action': 'versions', onclick: () => toggleVersions(app.name, versions) }, 'Versions'),
+      app.functions.length > 0 && el('button', {
+        type: 'button', class: 'small', 'data-action': allPaused ? 'resume' : 'pause', onclick: () => pauseApp(app, !allPaused),
+      }, allPaused ? 'Resume all' : 'Pause all')),
+    versions,
     el('ul', { class: 'functions' }, app.functions.map((f) => el('li', {},
       el('button', {
         type: 'button', class: 'function', 'data-function': key(f),
@@ -113,6 +123,29 @@ function renderApp(app) {
       'route ', el('a', { href: r.route }, r.route), ' → ', el('code', {}, r.function), ' ',
       el('span', { class: 'badge' }, r.public ? 'public' : 'token')))),
     app.site && el('p', { class: 'site' }, 'site ', el('a', { href: app.site }, app.site)));
+}
+
+/** Pause (or resume) every function of `app`; then show the apps again. */
+async function pauseApp(app, paused) {
+  const answers = await Promise.all(app.functions.map((f) => api(fnPath(`${app.name}/${f.name}`, paused ? 'pause' : 'resume'), { method: 'POST' })));
+  const refused = answers.find((r) => !r.ok);
+  await loadApps();
+  if (refused) document.querySelector(`[data-app="${CSS.escape(app.name)}"] .versions`)?.replaceChildren(el('p', { class: 'error' }, errorText(refused)));
+}
+
+/** Show or hide the deployed versions of `app` in `box`, the running one marked. */
+async function toggleVersions(app, box) {
+  box.hidden = !box.hidden;
+  if (box.hidden) return;
+  box.replaceChildren(el('p', { class: 'muted small' }, 'Loading…'));
+  const r = await api(route('versions', app));
+  if (!r.ok) return box.replaceChildren(el('p', { class: 'error' }, errorText(r)));
+  box.replaceChildren(el('table', {},
+    el('thead', {}, el('tr', {}, ['', 'version', 'digest', 'bytes', 'deployed'].map((h) => el('th', {}, h)))),
+    el('tbody', {}, r.body.versions.map((v) => el('tr', { 'data-version': v.version, 'aria-current': String(v.version === r.body.running) },
+      el('td', {}, v.version === r.body.running ? 'running' : ''), el('td', { class: 'num' }, v.version),
+      el('td', {}, el('code', {}, v.digest.slice(0, 19))), el('td', { class: 'num' }, size(v.size)),
+      el('td', {}, clock(v.deployed_ms)))))));
 }
 
 function findFunction(key) {
