@@ -44,60 +44,69 @@ pub fn playwright() -> std::path::PathBuf {
 
 #[test]
 fn dashboard_calls_a_function_from_the_browser() {
+    drive_the_dashboard(Some("dashboard-token"));
+}
+
+/// Without a token (on loopback) the page needs no login and every view works the same.
+#[test]
+fn the_dashboard_works_without_a_token_on_loopback() {
+    drive_the_dashboard(None);
+}
+
+/// Serve the apps (with `token` when given), add an annotated image and a deployed app, and
+/// run `tests/ui/dashboard.mjs` through every view; screenshots are named after the mode.
+fn drive_the_dashboard(token: Option<&str>) {
     let ui = playwright();
     let chromium = chromium();
-    let token = "dashboard-token";
-    let config = ServerConfig { token: Some(token.into()), ..ServerConfig::default() };
+    let config = ServerConfig { token: token.map(str::to_string), ..ServerConfig::default() };
     let server = serve_apps(&[HELLO, COUNTER, HELLO_HTTP, PROBE], config, Duration::from_secs(5));
     // An image with a box annotation for the items view.
-    let auth = format!("Authorization: Bearer {token}");
+    let auth: Vec<String> = token.iter().map(|t| format!("Authorization: Bearer {t}")).collect();
+    let auth: Vec<&str> = auth.iter().map(String::as_str).collect();
     let png = std::fs::read(root().join("tests/data/low-contrast.png")).unwrap();
     let items = "/v1/apps/probe/datasets/inbox/items";
     let uploaded = send(
         server.addr,
         "POST",
         &format!("{items}?dir=/photos&name=face.png"),
-        &[&auth, "Content-Type: image/png"],
+        &[auth.as_slice(), &["Content-Type: image/png"]].concat(),
         &png,
     );
     let item = uploaded.json()["id"].as_str().expect("uploaded").to_string();
     let face = r#"[{"geometry": {"box": {"left": 20, "top": 20, "right": 120, "bottom": 90}}, "label": "face", "confidence": 0.9}]"#;
-    assert_eq!(
-        send(server.addr, "POST", &format!("{items}/{item}/annotations"), &[&auth], face.as_bytes()).status,
-        201
-    );
+    assert_eq!(send(server.addr, "POST", &format!("{items}/{item}/annotations"), &auth, face.as_bytes()).status, 201);
     // A deployed app, for the apps panel's version and its list of versions.
-    let deployed = Command::new(env!("CARGO_BIN_EXE_host"))
-        .args(["deploy", "-f", manifest(KV).to_str().unwrap(), "--no-build"])
-        .env("HOST_REMOTE", format!("http://{}", server.addr))
-        .env("HOST_TOKEN", token)
-        .output()
-        .unwrap();
+    let mut deploy = Command::new(env!("CARGO_BIN_EXE_host"));
+    deploy.args(["deploy", "-f", manifest(KV).to_str().unwrap(), "--no-build"]);
+    deploy.env("HOST_REMOTE", format!("http://{}", server.addr)).env_remove("HOST_TOKEN");
+    if let Some(token) = token {
+        deploy.env("HOST_TOKEN", token);
+    }
+    let deployed = deploy.output().unwrap();
     assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
-    let screenshot = root().join("target/ui/dashboard.png");
-    let items_screenshot = root().join("target/ui/dashboard-items.png");
-    let executions_screenshot = root().join("target/ui/dashboard-executions.png");
+    let name = if token.is_some() { "dashboard" } else { "dashboard-open" };
+    let screenshot = root().join(format!("target/ui/{name}.png"));
+    let items_screenshot = root().join(format!("target/ui/{name}-items.png"));
+    let executions_screenshot = root().join(format!("target/ui/{name}-executions.png"));
     for shot in [&screenshot, &items_screenshot, &executions_screenshot] {
         let _ = std::fs::remove_file(shot);
     }
-    let out = Command::new("node")
-        .arg(ui.join("dashboard.mjs"))
-        .arg(format!("http://{}", server.addr))
-        .arg(&screenshot)
-        .arg(token)
-        .env("CHROMIUM", chromium)
-        .env("ITEMS_APP", "probe/inbox")
-        .env("ITEMS_ITEM", &item)
-        .env("ROUTE_PAGE", "/hello?name=Ada")
-        .output()
-        .unwrap();
+    let mut node = Command::new("node");
+    node.arg(ui.join("dashboard.mjs")).arg(format!("http://{}", server.addr)).arg(&screenshot).args(token);
+    node.env("CHROMIUM", chromium).env("ITEMS_APP", "probe/inbox").env("ITEMS_ITEM", &item);
+    if token.is_some() {
+        // Only a logged-in page has a credential for a route's page to look for.
+        node.env("ROUTE_PAGE", "/hello?name=Ada");
+    }
+    let out = node.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     let summary: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
     assert_eq!(summary["result"], "Hello, Ada! You are 36.");
     assert_eq!(summary["error"], "bad-argument");
-    assert_eq!(summary["token"], true);
-    assert_eq!(summary["credentialReadable"], false, "a route page of the same origin could read the credential");
+    assert_eq!(summary["token"], token.is_some());
+    let readable = if token.is_some() { serde_json::json!(false) } else { serde_json::Value::Null };
+    assert_eq!(summary["credentialReadable"], readable, "a route page of the same origin could read the credential");
     assert!(summary["items"].as_u64().unwrap() >= 1, "{summary}");
     assert!(summary["executions"].as_u64().unwrap() >= 1, "{summary}");
     assert!(summary["charted"].as_u64().unwrap() >= 1, "the chart counts the form's call: {summary}");
