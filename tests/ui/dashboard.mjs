@@ -68,6 +68,30 @@ async function call(page, args, cls, text) {
   return (await page.locator('#result pre').textContent()).trim();
 }
 
+/** Upload a text item to `/once` of `app/dataset` from the page (with its session), with
+ * metadata `sleep-ms`: the `once` trigger's run of `probe.probe` then lasts that long. */
+async function uploadSlow(page, app, dataset, name, sleepMs) {
+  const id = await page.evaluate(async ([app, dataset, name, sleepMs]) => {
+    const query = new URLSearchParams({ dir: '/once', name, metadata: JSON.stringify({ 'sleep-ms': sleepMs }) });
+    const r = await fetch(`/v1/apps/${app}/datasets/${dataset}/items?${query}`, {
+      method: 'POST', headers: { 'content-type': 'text/plain' }, body: name, credentials: 'same-origin',
+    });
+    return r.ok ? (await r.json()).id : `upload answered ${r.status}: ${await r.text()}`;
+  }, [app, dataset, name, sleepMs]);
+  check(/^[0-9a-f]+$/.test(id), `${name} was not uploaded: ${id}`);
+  return id;
+}
+
+/** Press Show until `row` lists something: the trigger queues an item's execution moments after
+ * the upload. */
+async function showUntilListed(page, row, item) {
+  for (let tries = 0; !(await row.count()); tries += 1) {
+    check(tries < 50, `no execution of item ${item} listed: ${await page.locator('#exec-line').textContent()}`);
+    await page.waitForTimeout(200);
+    await page.locator('#exec-show').click();
+  }
+}
+
 /** If the page asks for a token, give it (required when `expected`). */
 async function maybeToken(page, ready, expected) {
   const auth = page.locator('#auth');
@@ -220,14 +244,7 @@ try {
   if (ITEMS_APP) {
     step = '8. an item\'s execution, followed live';
     const [app, dataset] = ITEMS_APP.split('/');
-    const slow = await page.evaluate(async ([app, dataset]) => {
-      const query = new URLSearchParams({ dir: '/once', name: 'slow.txt', metadata: JSON.stringify({ 'sleep-ms': 6000 }) });
-      const r = await fetch(`/v1/apps/${app}/datasets/${dataset}/items?${query}`, {
-        method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'slow', credentials: 'same-origin',
-      });
-      return r.ok ? (await r.json()).id : `upload answered ${r.status}: ${await r.text()}`;
-    }, [app, dataset]);
-    check(/^[0-9a-f]+$/.test(slow), `the slow item was not uploaded: ${slow}`);
+    const slow = await uploadSlow(page, app, dataset, 'slow.txt', 6000);
     await page.locator('#items-show').click();
     await waitUntil(page, 'the grid to list the slow item or offer more', (id) => {
       const more = document.querySelector('#items-more');
@@ -246,11 +263,7 @@ try {
     check((await page.locator('#exec-item').textContent()).includes(slow), 'the executions view does not name the item');
     // The trigger queues the execution within moments of the upload: show again until it is listed.
     const row = page.locator('#executions tbody tr[data-execution]');
-    for (let tries = 0; !(await row.count()); tries += 1) {
-      check(tries < 50, `no execution of item ${slow} listed: ${await page.locator("#exec-line").textContent()} (query ${await page.evaluate(() => executionsQuery().toString())})`);
-      await page.waitForTimeout(200);
-      await page.locator('#exec-show').click();
-    }
+    await showUntilListed(page, row, slow);
     check(await row.count() === 1, `item ${slow} has ${await row.count()} executions listed, expected 1`);
     const firstStatus = await row.getAttribute('data-status');
     await row.click();
@@ -269,20 +282,10 @@ try {
     check((await page.locator('#exec-input').textContent()).includes(slow), 'the input does not show the item');
 
     step = '9. cancel a running execution';
-    const doomed = await page.evaluate(async ([app, dataset]) => {
-      const query = new URLSearchParams({ dir: '/once', name: 'doomed.txt', metadata: JSON.stringify({ 'sleep-ms': 8000 }) });
-      const r = await fetch(`/v1/apps/${app}/datasets/${dataset}/items?${query}`, {
-        method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'doomed', credentials: 'same-origin',
-      });
-      const id = (await r.json()).id;
-      itemExecutions(app, dataset, id); // as the item detail's Executions button does
-      return id;
-    }, [app, dataset]);
-    for (let tries = 0; !(await row.count()); tries += 1) {
-      check(tries < 50, `no execution of item ${doomed} listed`);
-      await page.waitForTimeout(200);
-      await page.locator('#exec-show').click();
-    }
+    const doomed = await uploadSlow(page, app, dataset, 'doomed.txt', 8000);
+    // As the item detail's Executions button does, from the executions view.
+    await page.evaluate((args) => itemExecutions(...args), [app, dataset, doomed]);
+    await showUntilListed(page, row, doomed);
     await row.click();
     await page.locator('#exec-cancel').click();
     await page.locator('#exec-badge', { hasText: 'cancelled' }).waitFor();
