@@ -1,7 +1,7 @@
 //! The dashboard (`/ui`) and docs page (`/docs`) in headless Chromium: `tests/ui/dashboard.mjs`
 //! (Playwright, pinned in `tests/ui/package.json`) enters the token, calls `hello.greet` from the
 //! form, checks the result, an argument error, the recent calls and the last hour's charts,
-//! pauses and resumes an app, lists a deployed app's versions, opens an image item with its
+//! pauses and resumes an app, lists a deployed app's versions, reads the queues' counts, opens an image item with its
 //! box annotation drawn on top, checks that a page served by a route cannot read the dashboard's
 //! credential, opens an item's execution and follows its logs live until it ends, filters the
 //! executions, and saves screenshots to `target/ui/dashboard.png`, `target/ui/dashboard-items.png`
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use host::server::ServerConfig;
 
-use crate::common::{COUNTER, HELLO, HELLO_HTTP, KV, PROBE, manifest, root};
+use crate::common::{COUNTER, HELLO, HELLO_HTTP, KV, MESSAGING, PROBE, manifest, root};
 use crate::server::{send, serve_apps};
 
 pub fn run(command: &mut Command) {
@@ -59,7 +59,7 @@ fn drive_the_dashboard(token: Option<&str>) {
     let ui = playwright();
     let chromium = chromium();
     let config = ServerConfig { token: token.map(str::to_string), ..ServerConfig::default() };
-    let server = serve_apps(&[HELLO, COUNTER, HELLO_HTTP, PROBE], config, Duration::from_secs(5));
+    let server = serve_apps(&[HELLO, COUNTER, HELLO_HTTP, PROBE, MESSAGING], config, Duration::from_secs(5));
     // An image with a box annotation for the items view.
     let auth: Vec<String> = token.iter().map(|t| format!("Authorization: Bearer {t}")).collect();
     let auth: Vec<&str> = auth.iter().map(String::as_str).collect();
@@ -75,6 +75,19 @@ fn drive_the_dashboard(token: Option<&str>) {
     let item = uploaded.json()["id"].as_str().expect("uploaded").to_string();
     let face = r#"[{"geometry": {"box": {"left": 20, "top": 20, "right": 120, "bottom": 90}}, "label": "face", "confidence": 0.9}]"#;
     assert_eq!(send(server.addr, "POST", &format!("{items}/{item}/annotations"), &auth, face.as_bytes()).status, 201);
+    // Two messages waiting in a queue no trigger reads, and a dead letter: `short` gives up
+    // after two deliveries, and the receive after those moves the message to `short.dead`.
+    let queues = "/v1/apps/messaging/queues";
+    for body in ["one", "two"] {
+        assert_eq!(send(server.addr, "POST", &format!("{queues}/direct"), &auth, body.as_bytes()).status, 201);
+    }
+    assert_eq!(send(server.addr, "POST", &format!("{queues}/short"), &auth, b"doomed").status, 201);
+    for _ in 0..3 {
+        let received = send(server.addr, "POST", &format!("{queues}/short/receive?visibility=1ms"), &auth, b"");
+        assert_eq!(received.status, 200, "{}", received.text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(send(server.addr, "GET", &format!("{queues}/short.dead"), &auth, b"").json()["ready"], 1);
     // A deployed app, for the apps panel's version and its list of versions.
     let mut deploy = Command::new(env!("CARGO_BIN_EXE_host"));
     deploy.args(["deploy", "-f", manifest(KV).to_str().unwrap(), "--no-build"]);
@@ -88,7 +101,9 @@ fn drive_the_dashboard(token: Option<&str>) {
     let screenshot = root().join(format!("target/ui/{name}.png"));
     let items_screenshot = root().join(format!("target/ui/{name}-items.png"));
     let executions_screenshot = root().join(format!("target/ui/{name}-executions.png"));
-    for shot in [&screenshot, &items_screenshot, &executions_screenshot] {
+    let queues_screenshot = root().join(format!("target/ui/{name}-queues.png"));
+    let shots = [&screenshot, &items_screenshot, &executions_screenshot, &queues_screenshot];
+    for shot in shots {
         let _ = std::fs::remove_file(shot);
     }
     let mut node = Command::new("node");
@@ -111,7 +126,8 @@ fn drive_the_dashboard(token: Option<&str>) {
     assert!(summary["executions"].as_u64().unwrap() >= 1, "{summary}");
     assert!(summary["charted"].as_u64().unwrap() >= 1, "the chart counts the form's call: {summary}");
     assert_eq!(summary["deployed"], "version 1 running", "{summary}");
-    for shot in [&screenshot, &items_screenshot, &executions_screenshot] {
+    assert_eq!(summary["queues"], serde_json::json!({ "direct": 2, "shortDead": 1 }), "{summary}");
+    for shot in shots {
         let png = std::fs::read(shot).unwrap();
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{} is not a real PNG", shot.display());
     }

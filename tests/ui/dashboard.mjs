@@ -192,6 +192,21 @@ try {
   await kv.locator('.versions tr[data-version="1"][aria-current="true"]').waitFor();
   const deployed = `version ${await kv.locator('.versions tr[aria-current="true"]').getAttribute('data-version')} ${(await kv.locator('.versions tr[aria-current="true"] td').first().textContent())}`;
 
+  step = '5e. queues';
+  await page.locator('.top nav a[data-view="queues"]').click();
+  await waitUntil(page, 'the messaging queues with 2 ready in direct and a dead letter of short', () => {
+    const direct = document.querySelector('#queues tr[data-queue="messaging/direct"]');
+    const short = document.querySelector('#queues tr[data-queue="messaging/short"]');
+    return direct?.dataset.ready === '2' && short?.dataset.dead === '1';
+  });
+  const queues = {
+    direct: Number(await page.locator('#queues tr[data-queue="messaging/direct"]').getAttribute('data-ready')),
+    shortDead: Number(await page.locator('#queues tr[data-queue="messaging/short"]').getAttribute('data-dead')),
+  };
+  await mkdir(dirname(screenshot), { recursive: true });
+  await page.screenshot({ path: screenshot.replace(/(\.png)?$/i, '-queues.png'), fullPage: true });
+  await page.locator('.top nav a[data-view="dashboard"]').click();
+
   step = '6. screenshot';
   await mkdir(dirname(screenshot), { recursive: true });
   await page.evaluate(() => window.scrollTo(0, 0)); // the invoke panel is sticky
@@ -360,7 +375,7 @@ try {
   }
   console.log(JSON.stringify({
     ok: true, base, token: usedToken, screenshot, result: JSON.parse(ok), error: JSON.parse(error).code,
-    calls, charted, deployed, docsOperations: operations, items, executions, credentialReadable, ms: Date.now() - started,
+    calls, charted, deployed, queues, docsOperations: operations, items, executions, credentialReadable, ms: Date.now() - started,
   }));
 } catch (e) {
   const detail = e instanceof Error ? e.message : String(e);

@@ -41,6 +41,7 @@ fn describe_app(served: &Served) -> Value {
         "routes": app.manifest().http_routes.iter().map(describe_route).collect::<Vec<_>>(),
         "site": app.manifest().site.as_ref().map(|s| s.route.clone()),
         "datasets": app.manifest().granted(|g| &g.datasets),
+        "queues": app.manifest().granted(|g| &g.queues),
         "version": version,
     })
 }

@@ -350,6 +350,7 @@ pub(super) async fn document(State(server): State<Shared>) -> axum::Json<Value> 
                     "routes": { "type": "array", "items": { "type": "object" } },
                     "site": { "type": ["string", "null"] },
                     "datasets": { "type": "array", "items": { "type": "string" } },
+                    "queues": { "type": "array", "items": { "type": "string" } },
                     "version": { "type": ["object", "null"], "description": "The deployed version it runs; null when served from a manifest file" } } },
                 "Call": { "type": "object", "properties": {
                     "app": { "type": "string" }, "function": { "type": "string" }, "trigger": { "type": "string" },

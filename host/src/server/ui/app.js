@@ -1,6 +1,6 @@
 // Dashboard for `host serve`: apps and functions, an invoke form, recent calls; (#executions) the
-// execution records with their logs, followed live; and (#items) the items of the apps' datasets
-// with their annotations.
+// execution records with their logs, followed live; (#items) the items of the apps' datasets
+// with their annotations; and (#queues) the messages waiting in the apps' queues.
 // Plain DOM, no dependencies; server data only ever goes through textContent and attributes.
 // API paths come from `ROUTES` (operation id -> path template), the server's route table, which
 // the server puts after the next line.
@@ -93,6 +93,7 @@ async function loadApps() {
     if (state.selected) showSelected(false);
     fillItemApps();
     fillExecutionApps();
+    if (currentView() === 'queues') loadQueues();
   } catch (e) {
     box.replaceChildren(el('p', { class: 'error' }, `Cannot reach the server: ${e.message}`));
   }
@@ -400,11 +401,12 @@ function refresh() {
   loadHistory();
   if (currentView() === 'items' && items.dataset) loadItems();
   if (currentView() === 'executions') loadExecutions();
+  if (currentView() === 'queues') loadQueues();
 }
 
 // --- Views: #dashboard (default), #executions and #items ----------------------------------
 
-const VIEWS = ['dashboard', 'executions', 'items'];
+const VIEWS = ['dashboard', 'executions', 'items', 'queues'];
 const currentView = () => (VIEWS.includes(location.hash.slice(1)) ? location.hash.slice(1) : 'dashboard');
 
 function showView() {
@@ -416,9 +418,36 @@ function showView() {
   }
   if (view === 'items' && items.dataset && items.shown !== listKey()) loadItems();
   if (view === 'executions' && !runs.shown) loadExecutions();
+  if (view === 'queues') loadQueues();
 }
 
 window.addEventListener('hashchange', showView);
+
+// --- Queues: messages ready, leased or delayed, and dead letters, per queue of every app -----
+
+let queuesGeneration = 0;
+async function loadQueues() {
+  const generation = ++queuesGeneration;
+  const line = $('#queues-line');
+  const queues = state.apps.flatMap((a) => (a.queues ?? []).map((q) => [a.name, q]));
+  line.textContent = 'Loading…';
+  const stats = (app, queue) => api(route('queue', app, queue)).then((r) => (r.ok ? r.body : Promise.reject(new Error(errorText(r)))));
+  try {
+    const rows = await Promise.all(queues.map(async ([app, queue]) => {
+      const [live, dead] = await Promise.all([stats(app, queue), stats(app, `${queue}.dead`)]);
+      return el('tr', { 'data-queue': `${app}/${queue}`, 'data-ready': live.ready, 'data-dead': dead.ready + dead.waiting },
+        el('td', {}, app), el('td', {}, el('code', {}, queue)), el('td', { class: 'num' }, live.ready),
+        el('td', { class: 'num' }, live.waiting), el('td', { class: 'num' }, dead.ready + dead.waiting));
+    }));
+    if (generation !== queuesGeneration) return;
+    $('#queues tbody').replaceChildren(...(rows.length ? rows : [row(['No app is granted a queue.'], 'muted')]));
+    line.textContent = `${plural(rows.length, 'queue')}, as of ${new Date().toLocaleTimeString([], { hour12: false })}`;
+  } catch (e) {
+    if (generation === queuesGeneration) line.textContent = e.message;
+  }
+}
+
+$('#queues-refresh').addEventListener('click', loadQueues);
 
 // --- Executions: a filtered list, one execution's detail with its logs followed live -------
 
