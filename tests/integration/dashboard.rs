@@ -81,13 +81,15 @@ fn drive_the_dashboard(token: Option<&str>) {
     for body in ["one", "two"] {
         assert_eq!(send(server.addr, "POST", &format!("{queues}/direct"), &auth, body.as_bytes()).status, 201);
     }
-    assert_eq!(send(server.addr, "POST", &format!("{queues}/short"), &auth, b"doomed").status, 201);
+    for body in ["to requeue", "to delete"] {
+        assert_eq!(send(server.addr, "POST", &format!("{queues}/short"), &auth, body.as_bytes()).status, 201);
+    }
     for _ in 0..3 {
-        let received = send(server.addr, "POST", &format!("{queues}/short/receive?visibility=1ms"), &auth, b"");
+        let received = send(server.addr, "POST", &format!("{queues}/short/receive?max=10&visibility=1ms"), &auth, b"");
         assert_eq!(received.status, 200, "{}", received.text());
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(send(server.addr, "GET", &format!("{queues}/short.dead"), &auth, b"").json()["ready"], 1);
+    assert_eq!(send(server.addr, "GET", &format!("{queues}/short.dead"), &auth, b"").json()["ready"], 2);
     // A deployed app, for the apps panel's version and its list of versions.
     let mut deploy = Command::new(env!("CARGO_BIN_EXE_host"));
     deploy.args(["deploy", "-f", manifest(KV).to_str().unwrap(), "--no-build"]);
@@ -126,7 +128,19 @@ fn drive_the_dashboard(token: Option<&str>) {
     assert!(summary["executions"].as_u64().unwrap() >= 1, "{summary}");
     assert!(summary["charted"].as_u64().unwrap() >= 1, "the chart counts the form's call: {summary}");
     assert_eq!(summary["deployed"], "version 1 running", "{summary}");
-    assert_eq!(summary["queues"], serde_json::json!({ "direct": 2, "shortDead": 1 }), "{summary}");
+    assert_eq!(summary["queues"], serde_json::json!({ "direct": 2, "shortDead": 2 }), "{summary}");
+    // One dead letter was requeued from the page, the other deleted.
+    let short = send(server.addr, "GET", &format!("{queues}/short/messages"), &auth, b"").json();
+    assert_eq!(short.as_array().unwrap().len(), 1, "{short}");
+    assert_eq!(short[0]["body"], "dG8gcmVxdWV1ZQ==", "`to requeue`, base64: {short}");
+    let dead = send(server.addr, "GET", &format!("{queues}/short.dead/messages"), &auth, b"").json();
+    assert_eq!(dead, serde_json::json!([]));
+    let unknown = send(server.addr, "POST", &format!("{queues}/short.dead/messages/ffff/requeue"), &auth, b"");
+    assert_eq!(unknown.code(), (404, "no-such-message".into()));
+    let id = short[0]["id"].as_str().unwrap();
+    let not_dead = send(server.addr, "POST", &format!("{queues}/short/messages/{id}/requeue"), &auth, b"");
+    assert_eq!(not_dead.code(), (400, "bad-argument".into()));
+    assert!(not_dead.text().contains("is not a dead-letter queue"), "{}", not_dead.text());
     for shot in shots {
         let png = std::fs::read(shot).unwrap();
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{} is not a real PNG", shot.display());

@@ -197,14 +197,26 @@ try {
   await waitUntil(page, 'the messaging queues with 2 ready in direct and a dead letter of short', () => {
     const direct = document.querySelector('#queues tr[data-queue="messaging/direct"]');
     const short = document.querySelector('#queues tr[data-queue="messaging/short"]');
-    return direct?.dataset.ready === '2' && short?.dataset.dead === '1';
+    return direct?.dataset.ready === '2' && short?.dataset.dead === '2';
   });
   const queues = {
     direct: Number(await page.locator('#queues tr[data-queue="messaging/direct"]').getAttribute('data-ready')),
     shortDead: Number(await page.locator('#queues tr[data-queue="messaging/short"]').getAttribute('data-dead')),
   };
+  await page.locator('#queues tr[data-queue="messaging/short"] button[data-action="dead-letters"]').click();
+  const requeue = page.locator('#dead tr[data-message]', { hasText: 'to requeue' });
+  await requeue.locator('button[data-action="requeue"]').click();
+  await waitUntil(page, 'the requeued dead letter back in short', () => {
+    const short = document.querySelector('#queues tr[data-queue="messaging/short"]');
+    return short?.dataset.ready === '1' && short?.dataset.dead === '1' && document.querySelectorAll('#dead tr[data-message]').length === 1;
+  });
   await mkdir(dirname(screenshot), { recursive: true });
   await page.screenshot({ path: screenshot.replace(/(\.png)?$/i, '-queues.png'), fullPage: true });
+  await page.locator('#dead tr[data-message]', { hasText: 'to delete' }).locator('button[data-action="delete"]').click();
+  await waitUntil(page, 'no dead letter left in short', () => {
+    const short = document.querySelector('#queues tr[data-queue="messaging/short"]');
+    return short?.dataset.dead === '0' && document.querySelector('#dead-line').textContent === 'None left.';
+  });
   await page.locator('.top nav a[data-view="dashboard"]').click();
 
   step = '6. screenshot';

@@ -57,6 +57,7 @@ impl From<QueueError> for Error {
         match e {
             QueueError::LeaseExpired(_) => Error::LeaseExpired,
             QueueError::Invalid(message) => Error::Invalid(message),
+            error @ QueueError::NoMessage(..) => Error::Invalid(error.to_string()),
             QueueError::Storage(message) => Error::Other(message),
         }
     }

@@ -292,10 +292,28 @@ fn queue_and_topic_paths(app: &App, paths: &mut Map<String, Value>) {
         );
         complete["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": {
             "type": "object", "required": ["lease"], "properties": { "lease": { "type": "string" } } } } } });
+        let listed = json!({ "type": "object", "properties": { "id": { "type": "string" }, "body": { "type": "string", "contentEncoding": "base64" }, "size": { "type": "integer" } } });
+        let mut list = operation(
+            format!("Messages of `{queue}`, oldest first, leased or not, without leasing them"),
+            name,
+            ("200", json_response("Messages", json!({ "type": "array", "items": listed }))),
+            &bad,
+        );
+        list["parameters"] = query_params(&[("limit", json!({ "type": "integer", "minimum": 0, "default": 100 }))]);
+        let missing = ("404", "No such message (`no-such-message`)");
+        let gone = ("204", json!({ "description": "Done" }));
         add(paths, Route::QueueStats, &args, stats);
         add(paths, Route::Send, &args, send);
         add(paths, Route::Receive, &args, receive);
         add(paths, Route::Complete, &args, complete);
+        add(paths, Route::ListMessages, &args, list);
+        let remove = operation(format!("Remove a message of `{queue}`, leased or not"), name, gone.clone(), &[]);
+        add(paths, Route::DeleteMessage, &args, remove)["parameters"] = path_params(&["id"]);
+        if crate::names::dead_letters_of(&queue).is_some() {
+            let requeue =
+                operation(format!("Send a dead letter of `{queue}` back to its queue"), name, gone, &[missing]);
+            add(paths, Route::Requeue, &args, requeue)["parameters"] = path_params(&["id"]);
+        }
     }
     let mut topics = app.manifest().granted(|g| &g.topics);
     topics.extend(app.manifest().topic_triggers.iter().map(|t| t.topic.clone()));

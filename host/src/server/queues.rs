@@ -1,5 +1,5 @@
 //! Operator access to an app's queues: `/v1/apps/{app}/queues/{queue}...` (send, look, receive,
-//! complete). Only queues granted to some function of the app are reachable (a queue's grant
+//! complete; list, requeue and remove messages, for dead letters). Only queues granted to some function of the app are reachable (a queue's grant
 //! covers `NAME.dead`). Bodies travel as raw bytes on the way in and as base64 in JSON on the way
 //! out.
 
@@ -24,6 +24,7 @@ impl From<QueueError> for ApiError {
         match error {
             QueueError::LeaseExpired(_) => ApiError::new(StatusCode::CONFLICT, "lease-expired", message),
             QueueError::Invalid(_) => ApiError::bad_request("bad-argument", message),
+            QueueError::NoMessage(..) => ApiError::not_found("no-such-message", message),
             QueueError::Storage(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store-error", message),
         }
     }
@@ -121,5 +122,48 @@ pub(super) async fn complete(
     let CompleteBody { lease } = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad-json", format!("expected {{\"lease\": \"...\"}}: {e}")))?;
     queue.complete(&lease).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    /// At most this many (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+/// The first messages, oldest first, leased or not, without leasing them: `[{id, body (base64),
+/// size}]`.
+pub(super) async fn list(
+    State(server): State<Shared>,
+    Path((app, name)): Path<(String, String)>,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let listed = queue(&server, &app, &name)?.list(limit).await?;
+    let base64 = base64::engine::general_purpose::STANDARD;
+    Ok(axum::Json(Value::Array(
+        listed
+            .into_iter()
+            .map(|m| json!({ "id": m.id, "body": base64.encode(&m.body), "size": m.body.len() }))
+            .collect(),
+    )))
+}
+
+/// Send dead letter `id` of `NAME.dead` back to `NAME`, visible now; 204.
+pub(super) async fn requeue(
+    State(server): State<Shared>,
+    Path((app, name, id)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    queue(&server, &app, &name)?.requeue(server.host.queues(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Remove message `id`, leased or not (absent is fine); 204.
+pub(super) async fn remove(
+    State(server): State<Shared>,
+    Path((app, name, id)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    queue(&server, &app, &name)?.remove(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

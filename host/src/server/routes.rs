@@ -106,6 +106,12 @@ routes! {
     Send: POST "/v1/apps/{app}/queues/{queue}", "send", Write, "Send a message to a queue";
     Receive: POST "/v1/apps/{app}/queues/{queue}/receive", "receive", Write, "Lease messages of a queue";
     Complete: POST "/v1/apps/{app}/queues/{queue}/complete", "complete", Write, "Remove a leased message";
+    ListMessages: GET "/v1/apps/{app}/queues/{queue}/messages", "list_messages", Read,
+        "Messages of a queue, oldest first, without leasing them";
+    Requeue: POST "/v1/apps/{app}/queues/{queue}/messages/{id}/requeue", "requeue", Write,
+        "Send a dead letter back to its queue";
+    DeleteMessage: DELETE "/v1/apps/{app}/queues/{queue}/messages/{id}", "delete_message", Write,
+        "Remove a message of a queue";
     Publish: POST "/v1/apps/{app}/topics/{topic}", "publish", Write, "Publish an event to a topic";
     ListItems: GET "/v1/apps/{app}/datasets/{dataset}/items", "list_items", Read, "List items of a dataset";
     Upload: POST "/v1/apps/{app}/datasets/{dataset}/items", "upload", Write, "Upload a file to a dataset";

@@ -435,9 +435,13 @@ async function loadQueues() {
   try {
     const rows = await Promise.all(queues.map(async ([app, queue]) => {
       const [live, dead] = await Promise.all([stats(app, queue), stats(app, `${queue}.dead`)]);
-      return el('tr', { 'data-queue': `${app}/${queue}`, 'data-ready': live.ready, 'data-dead': dead.ready + dead.waiting },
+      const deadCount = dead.ready + dead.waiting;
+      return el('tr', { 'data-queue': `${app}/${queue}`, 'data-ready': live.ready, 'data-dead': deadCount },
         el('td', {}, app), el('td', {}, el('code', {}, queue)), el('td', { class: 'num' }, live.ready),
-        el('td', { class: 'num' }, live.waiting), el('td', { class: 'num' }, dead.ready + dead.waiting));
+        el('td', { class: 'num' }, live.waiting),
+        el('td', { class: 'num' }, deadCount > 0 ? el('button', {
+          type: 'button', class: 'link', 'data-action': 'dead-letters', onclick: () => showDeadLetters(app, queue),
+        }, String(deadCount)) : '0'));
     }));
     if (generation !== queuesGeneration) return;
     $('#queues tbody').replaceChildren(...(rows.length ? rows : [row(['No app is granted a queue.'], 'muted')]));
@@ -448,6 +452,33 @@ async function loadQueues() {
 }
 
 $('#queues-refresh').addEventListener('click', loadQueues);
+
+const deadLetters = { app: '', queue: '' };
+
+/** List the dead letters of `app`'s `queue` (first 100), each with Requeue and Delete. */
+async function showDeadLetters(app, queue) {
+  Object.assign(deadLetters, { app, queue });
+  const dead = `${queue}.dead`;
+  $('#dead-letters').hidden = false;
+  $('#dead-title').textContent = `Dead letters of ${app}/${queue}`;
+  const r = await api(`${route('list_messages', app, dead)}?limit=100`);
+  if (deadLetters.app !== app || deadLetters.queue !== queue) return;
+  if (!r.ok) return ($('#dead-line').textContent = errorText(r));
+  $('#dead-line').textContent = r.body.length ? `${plural(r.body.length, 'message')}, oldest first` : 'None left.';
+  const text = (b64) => { try { return new TextDecoder().decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))); } catch { return b64; } };
+  const act = (label, id, operation, method) => el('button', {
+    type: 'button', class: 'small', 'data-action': label.toLowerCase(),
+    onclick: async () => {
+      const answer = await api(route(operation, app, dead, id), { method });
+      if (!answer.ok) $('#dead-line').textContent = errorText(answer);
+      await Promise.all([loadQueues(), showDeadLetters(app, queue)]);
+    },
+  }, label);
+  $('#dead tbody').replaceChildren(...r.body.map((m) => el('tr', { 'data-message': m.id },
+    el('td', {}, el('code', {}, m.id)), el('td', { class: 'num' }, size(m.size)),
+    el('td', { class: 'body', title: text(m.body).slice(0, 2000) }, text(m.body).slice(0, 200)),
+    el('td', { class: 'actions' }, act('Requeue', m.id, 'requeue', 'POST'), ' ', act('Delete', m.id, 'delete_message', 'DELETE')))));
+}
 
 // --- Executions: a filtered list, one execution's detail with its logs followed live -------
 

@@ -36,6 +36,9 @@ pub enum QueueError {
     /// An argument breaks the rules.
     #[error("{0}")]
     Invalid(String),
+    /// No message with this id in the queue: (queue, id).
+    #[error("no message `{1}` in `{0}`")]
+    NoMessage(String, String),
     /// The store failed.
     #[error("queue storage: {0}")]
     Storage(String),
@@ -69,6 +72,15 @@ pub struct Message {
     pub attempt: u32,
     /// Pass to [`Queue::complete`] or [`Queue::retry`]: `QUEUE/` then the backend's part.
     pub lease: String,
+}
+
+/// A message as [`Queue::list`] shows it: it stays where it is, leased or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its id (see [`Message::id`]).
+    pub id: String,
+    /// What was sent.
+    pub body: Vec<u8>,
 }
 
 /// How many messages a queue holds.
@@ -148,6 +160,9 @@ pub trait QueueStore: Send + Sync {
 
     /// Messages ready now and waiting.
     async fn stats(&self) -> Result<QueueStats, QueueError>;
+
+    /// The first `max` messages, oldest first, whatever their state; nothing changes.
+    async fn list(&self, max: usize) -> Result<Vec<Listed>, QueueError>;
 
     /// When the next message becomes visible (now or later), if any: a hint for consumers
     /// deciding how long to sleep, so answered without waiting (a networked backend answers
@@ -329,6 +344,34 @@ impl Queue {
     /// Messages ready now and waiting.
     pub async fn stats(&self) -> Result<QueueStats, QueueError> {
         self.store.stats().await
+    }
+
+    /// The first `max` messages, oldest first, leased or not; nothing changes.
+    pub async fn list(&self, max: usize) -> Result<Vec<Listed>, QueueError> {
+        self.store.list(max).await
+    }
+
+    /// Send dead letter `id` of this dead-letter queue back to its queue, under the same id,
+    /// visible now with its attempts counted from 0; then remove it here. Copied first, so a
+    /// crash between the two leaves it in both queues, never in neither.
+    pub async fn requeue(&self, queues: &Queues, id: &str) -> Result<(), QueueError> {
+        let Some(base) = dead_letters_of(&self.name) else {
+            return Err(QueueError::Invalid(format!(
+                "`{}` is not a dead-letter queue (`NAME{DEAD_LETTER_SUFFIX}`)",
+                self.name
+            )));
+        };
+        let message = self.store.list(usize::MAX).await?.into_iter().find(|m| m.id == id);
+        let Some(message) = message else { return Err(QueueError::NoMessage(self.name.clone(), id.to_string())) };
+        let queue = queues.open(&self.app, base, QueueSettings { max_attempts: u32::MAX })?;
+        queue.store.insert(id, message.body).await?;
+        queue.sent.notify_waiters();
+        self.store.remove(id).await
+    }
+
+    /// Remove message `id`, leased or not (absent is fine).
+    pub async fn remove(&self, id: &str) -> Result<(), QueueError> {
+        self.store.remove(id).await
     }
 
     /// When the next message becomes visible (now or later), if any.

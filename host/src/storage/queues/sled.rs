@@ -15,7 +15,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Exhausted, Message, QueueBackend, QueueError, QueueStats, QueueStore, Received, bad_lease, storage};
+use super::{
+    Exhausted, Listed, Message, QueueBackend, QueueError, QueueStats, QueueStore, Received, bad_lease, storage,
+};
 use crate::clock::now_ms;
 use crate::store::Store;
 
@@ -242,6 +244,16 @@ impl QueueStore for SledQueue {
             if visible_ms <= now { stats.ready += 1 } else { stats.waiting += 1 }
         }
         Ok(stats)
+    }
+
+    async fn list(&self, max: usize) -> Result<Vec<Listed>, QueueError> {
+        let mut listed = Vec::new();
+        for entry in self.tree.scan_prefix(b"q").take(max) {
+            let (key, bytes) = entry.map_err(storage)?;
+            let Some(stored) = Stored::decode(&bytes) else { continue };
+            listed.push(Listed { id: format!("{:016x}", split_key(&key).1), body: stored.body });
+        }
+        Ok(listed)
     }
 
     fn next_visible_ms(&self) -> Option<u64> {

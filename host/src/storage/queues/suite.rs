@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{QueueBackend, QueueError, QueueSettings, QueueStats, Queues, SledQueues};
+use super::{Queue, QueueBackend, QueueError, QueueSettings, QueueStats, Queues, SledQueues};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -114,6 +114,31 @@ pub(crate) async fn check_dead_letters(backend: Arc<dyn QueueBackend>) {
         dead.retry(&queues, &message.lease, Duration::ZERO).await.unwrap();
     }
     assert_eq!(dead.stats().await.unwrap().ready, 2, "given back to the dead-letter queue");
+
+    // Listing changes nothing; a requeued dead letter is back in its queue under its id, with
+    // its attempts counted anew; a removed one is gone.
+    let listed = |queue: Arc<Queue>| async move {
+        let mut listed = queue.list(10).await.unwrap();
+        listed.sort_by(|a, b| a.id.cmp(&b.id));
+        listed.into_iter().map(|m| (m.id, m.body)).collect::<Vec<_>>()
+    };
+    let both = [(given_back.clone(), b"given back".to_vec()), (timed_out.clone(), b"timed out".to_vec())];
+    assert_eq!(listed(dead.clone()).await, both);
+    assert_eq!(listed(dead.clone()).await, both, "listing leases nothing");
+    assert_eq!(dead.list(1).await.unwrap().len(), 1);
+    dead.requeue(&queues, &given_back).await.unwrap();
+    assert_eq!(listed(queue.clone()).await, [both[0].clone()]);
+    let again = queue.receive(&queues, 10, LONG).await.unwrap();
+    assert_eq!(again.iter().map(|m| (m.id.as_str(), m.attempt)).collect::<Vec<_>>(), [(given_back.as_str(), 1)]);
+    queue.complete(&again[0].lease).await.unwrap();
+    assert_eq!(listed(dead.clone()).await, [both[1].clone()]);
+    dead.remove(&timed_out).await.unwrap();
+    assert!(dead.list(10).await.unwrap().is_empty());
+    assert_eq!(dead.stats().await.unwrap(), QueueStats { ready: 0, waiting: 0 });
+    let unknown = dead.requeue(&queues, &timed_out).await.unwrap_err().to_string();
+    assert!(unknown.contains(&format!("no message `{timed_out}`")), "{unknown}");
+    let not_dead = queue.requeue(&queues, &given_back).await.unwrap_err().to_string();
+    assert!(not_dead.contains("is not a dead-letter queue"), "{not_dead}");
 }
 
 /// `receive_to_run` leases as `receive` does: oldest first, at most `max`, each lease current

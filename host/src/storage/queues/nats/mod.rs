@@ -35,7 +35,7 @@ use tokio::sync::{Notify, OnceCell};
 use tokio::task::AbortHandle;
 
 use self::opened::{Delivery, Opened, Record};
-use super::{Exhausted, Message, QueueBackend, QueueError, QueueStats, QueueStore, Received, bad_lease};
+use super::{Exhausted, Listed, Message, QueueBackend, QueueError, QueueStats, QueueStore, Received, bad_lease};
 use crate::clock::now_ms;
 use crate::storage::nats::{Nats, random_id};
 
@@ -149,6 +149,23 @@ fn message_id(headers: Option<&HeaderMap>, sequence: u64) -> String {
 }
 
 impl NatsQueue {
+    /// The first `max` messages of the stream, oldest first, with their sequences.
+    async fn walk(&self, opened: &Opened, max: usize) -> Result<Vec<(u64, Listed)>, QueueError> {
+        let (first, last) = opened.sequences().await?;
+        let mut listed = Vec::new();
+        // Removed messages leave gaps in the sequence: those read as absent.
+        for sequence in first..=last {
+            if listed.len() == max {
+                break;
+            }
+            if let Some(message) = opened.message(sequence).await? {
+                let id = message_id(Some(&message.headers), sequence);
+                listed.push((sequence, Listed { id, body: message.payload.to_vec() }));
+            }
+        }
+        Ok(listed)
+    }
+
     async fn opened(&self) -> Result<&Opened, QueueError> {
         let open = || async {
             let opened = Opened::open(&self.nats, &self.app, &self.name).await?;
@@ -367,14 +384,23 @@ impl QueueStore for NatsQueue {
         let known = self.local.lock().unwrap().exhausted.remove(id);
         let sequence = match known {
             Some(sequence) => sequence,
-            // A message this node did not see exhausted: found by its id if that is its sequence.
-            None => match u64::from_str_radix(id, 16) {
-                Ok(sequence) => match opened.message(sequence).await? {
-                    Some(message) if message_id(Some(&message.headers), sequence) == id => sequence,
-                    _ => return Ok(()),
-                },
-                Err(_) => return Ok(()),
-            },
+            // A message this node did not see exhausted: found by its id if that is its sequence,
+            // else (a dead letter keeps the id it had in its queue) by a walk of the stream.
+            None => {
+                let at_id = match u64::from_str_radix(id, 16) {
+                    Ok(sequence) => {
+                        opened.message(sequence).await?.filter(|m| message_id(Some(&m.headers), sequence) == id)
+                    }
+                    Err(_) => None,
+                };
+                match at_id {
+                    Some(message) => message.sequence,
+                    None => match self.walk(opened, usize::MAX).await?.into_iter().find(|(_, m)| m.id == id) {
+                        Some((sequence, _)) => sequence,
+                        None => return Ok(()),
+                    },
+                }
+            }
         };
         {
             let mut local = self.local.lock().unwrap();
@@ -401,6 +427,11 @@ impl QueueStore for NatsQueue {
             }
         }
         Ok(QueueStats { ready, waiting })
+    }
+
+    async fn list(&self, max: usize) -> Result<Vec<Listed>, QueueError> {
+        let opened = self.opened().await?;
+        Ok(self.walk(opened, max).await?.into_iter().map(|(_, listed)| listed).collect())
     }
 
     fn next_visible_ms(&self) -> Option<u64> {

@@ -288,6 +288,13 @@ impl Opened {
             .map_err(|e| self.failed("reading a message", e))
     }
 
+    /// The first and last sequences the stream holds (first > last when it is empty).
+    pub async fn sequences(&self) -> Result<(u64, u64), QueueError> {
+        let info =
+            self.nats.retry(|| self.stream.get_info()).await.map_err(|e| self.failed("reading the stream", e))?;
+        Ok((info.state.first_sequence, info.state.last_sequence))
+    }
+
     /// Remove the message at `sequence` (absent is fine).
     pub async fn delete(&self, sequence: u64) -> Result<(), QueueError> {
         self.nats
