@@ -217,6 +217,26 @@ try {
     const short = document.querySelector('#queues tr[data-queue="messaging/short"]');
     return short?.dataset.dead === '0' && document.querySelector('#dead-line').textContent === 'None left.';
   });
+  // With their function paused, an event on `news` waits in both subscriptions; resumed, it is
+  // handled and neither lags.
+  const post = (path) => page.evaluate(async ([path]) => (await fetch(path, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"hello":"news"}', credentials: 'same-origin',
+  })).status, [path]);
+  const lagsBecome = async (expected) => {
+    for (let tries = 0; ; tries += 1) {
+      await page.locator('#queues-refresh').click();
+      await page.waitForTimeout(200);
+      const lags = await page.locator('#subscriptions tr[data-subscription]').evaluateAll((rows) =>
+        rows.map((r) => `${r.dataset.subscription}=${r.dataset.lag}`).sort().join(' '));
+      if (lags === expected) return;
+      check(tries < 75, `the news subscriptions' lags are "${lags}", expected "${expected}"`);
+    }
+  };
+  check(await post('/v1/apps/messaging/functions/messaging.on-event-a/pause') === 200, 'pausing messaging failed');
+  check(await post('/v1/apps/messaging/topics/news') === 201, 'publishing to news failed');
+  await lagsBecome('messaging/news-a=1 messaging/news-b=1');
+  check(await post('/v1/apps/messaging/functions/messaging.on-event-a/resume') === 200, 'resuming messaging failed');
+  await lagsBecome('messaging/news-a=0 messaging/news-b=0');
   await page.locator('.top nav a[data-view="dashboard"]').click();
 
   step = '6. screenshot';

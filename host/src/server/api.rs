@@ -42,6 +42,9 @@ fn describe_app(served: &Served) -> Value {
         "site": app.manifest().site.as_ref().map(|s| s.route.clone()),
         "datasets": app.manifest().granted(|g| &g.datasets),
         "queues": app.manifest().granted(|g| &g.queues),
+        "subscriptions": app.manifest().topic_triggers.iter()
+            .map(|t| json!({ "name": t.name, "topic": t.topic, "function": t.function }))
+            .collect::<Vec<_>>(),
         "version": version,
     })
 }

@@ -369,6 +369,8 @@ pub(super) async fn document(State(server): State<Shared>) -> axum::Json<Value> 
                     "site": { "type": ["string", "null"] },
                     "datasets": { "type": "array", "items": { "type": "string" } },
                     "queues": { "type": "array", "items": { "type": "string" } },
+                    "subscriptions": { "type": "array", "description": "The app's `[[trigger.topic]]` subscriptions", "items": { "type": "object", "properties": {
+                        "name": { "type": "string" }, "topic": { "type": "string" }, "function": { "type": "string" } } } },
                     "version": { "type": ["object", "null"], "description": "The deployed version it runs; null when served from a manifest file" } } },
                 "Call": { "type": "object", "properties": {
                     "app": { "type": "string" }, "function": { "type": "string" }, "trigger": { "type": "string" },

@@ -1,6 +1,7 @@
 // Dashboard for `host serve`: apps and functions, an invoke form, recent calls; (#executions) the
 // execution records with their logs, followed live; (#items) the items of the apps' datasets
-// with their annotations; and (#queues) the messages waiting in the apps' queues.
+// with their annotations; and (#queues) the messages waiting in the apps' queues, their dead
+// letters, and the lag of topic subscriptions.
 // Plain DOM, no dependencies; server data only ever goes through textContent and attributes.
 // API paths come from `ROUTES` (operation id -> path template), the server's route table, which
 // the server puts after the next line.
@@ -443,8 +444,11 @@ async function loadQueues() {
           type: 'button', class: 'link', 'data-action': 'dead-letters', onclick: () => showDeadLetters(app, queue),
         }, String(deadCount)) : '0'));
     }));
+    const subscriptions = await Promise.all(state.apps.flatMap((a) => (a.subscriptions ?? []).map((s) => subscriptionRow(a.name, s))));
     if (generation !== queuesGeneration) return;
     $('#queues tbody').replaceChildren(...(rows.length ? rows : [row(['No app is granted a queue.'], 'muted')]));
+    $('#subscriptions tbody').replaceChildren(...(subscriptions.length ? subscriptions
+      : [row(['No app subscribes to a topic.'], 'muted')]));
     line.textContent = `${plural(rows.length, 'queue')}, as of ${new Date().toLocaleTimeString([], { hour12: false })}`;
   } catch (e) {
     if (generation === queuesGeneration) line.textContent = e.message;
@@ -452,6 +456,22 @@ async function loadQueues() {
 }
 
 $('#queues-refresh').addEventListener('click', loadQueues);
+
+/** A subscription's row: its executions queued and running (counted up to 1000 each). */
+async function subscriptionRow(app, s) {
+  const count = async (status) => {
+    const query = new URLSearchParams({ app, trigger: s.name, status, limit: 1000 });
+    const r = await api(`${route('list_executions')}?${query}`);
+    if (!r.ok) throw new Error(errorText(r));
+    return r.body.length;
+  };
+  const [queued, running] = await Promise.all([count('queued'), count('running')]);
+  const shown = (n) => (n === 1000 ? '1000+' : String(n));
+  return el('tr', { 'data-subscription': `${app}/${s.name}`, 'data-lag': queued + running },
+    el('td', {}, app), el('td', {}, s.name), el('td', {}, el('code', {}, s.topic)), el('td', {}, el('code', {}, s.function)),
+    el('td', { class: 'num' }, shown(queued)), el('td', { class: 'num' }, shown(running)),
+    el('td', { class: 'num' }, shown(queued + running)));
+}
 
 const deadLetters = { app: '', queue: '' };
 
