@@ -37,6 +37,7 @@ use tokio::task::AbortHandle;
 use self::opened::{Delivery, Opened, Record};
 use super::{Exhausted, Listed, Message, QueueBackend, QueueError, QueueStats, QueueStore, Received, bad_lease};
 use crate::clock::now_ms;
+use crate::names::dead_letters_of;
 use crate::storage::nats::{Nats, random_id};
 
 mod keeper;
@@ -385,7 +386,9 @@ impl QueueStore for NatsQueue {
         let sequence = match known {
             Some(sequence) => sequence,
             // A message this node did not see exhausted: found by its id if that is its sequence,
-            // else (a dead letter keeps the id it had in its queue) by a walk of the stream.
+            // else, in a dead-letter queue (a dead letter keeps the id it had in its queue, and
+            // only an operator removes one), by a walk of the stream. Elsewhere it is gone
+            // already: a walk there would read a whole queue for nothing.
             None => {
                 let at_id = match u64::from_str_radix(id, 16) {
                     Ok(sequence) => {
@@ -395,10 +398,13 @@ impl QueueStore for NatsQueue {
                 };
                 match at_id {
                     Some(message) => message.sequence,
-                    None => match self.walk(opened, usize::MAX).await?.into_iter().find(|(_, m)| m.id == id) {
-                        Some((sequence, _)) => sequence,
-                        None => return Ok(()),
-                    },
+                    None if dead_letters_of(&self.name).is_some() => {
+                        match self.walk(opened, usize::MAX).await?.into_iter().find(|(_, m)| m.id == id) {
+                            Some((sequence, _)) => sequence,
+                            None => return Ok(()),
+                        }
+                    }
+                    None => return Ok(()),
                 }
             }
         };
