@@ -81,6 +81,9 @@ fn drive_the_dashboard(token: Option<&str>) {
     for body in ["one", "two"] {
         assert_eq!(send(server.addr, "POST", &format!("{queues}/direct"), &auth, body.as_bytes()).status, 201);
     }
+    // One of them leased (for the view's leased column).
+    let leased = send(server.addr, "POST", &format!("{queues}/direct/receive?visibility=10m"), &auth, b"");
+    assert_eq!(leased.json().as_array().map(Vec::len), Some(1), "{}", leased.text());
     for body in ["to requeue", "to delete"] {
         assert_eq!(send(server.addr, "POST", &format!("{queues}/short"), &auth, body.as_bytes()).status, 201);
     }
@@ -128,7 +131,7 @@ fn drive_the_dashboard(token: Option<&str>) {
     assert!(summary["executions"].as_u64().unwrap() >= 1, "{summary}");
     assert!(summary["charted"].as_u64().unwrap() >= 1, "the chart counts the form's call: {summary}");
     assert_eq!(summary["deployed"], "version 1 running", "{summary}");
-    assert_eq!(summary["queues"], serde_json::json!({ "direct": 2, "shortDead": 2 }), "{summary}");
+    assert_eq!(summary["queues"], serde_json::json!({ "direct": 1, "directLeased": 1, "shortDead": 2 }), "{summary}");
     // One dead letter was requeued from the page, the other deleted.
     let short = send(server.addr, "GET", &format!("{queues}/short/messages"), &auth, b"").json();
     assert_eq!(short.as_array().unwrap().len(), 1, "{short}");

@@ -194,13 +194,14 @@ try {
 
   step = '5e. queues';
   await page.locator('.top nav a[data-view="queues"]').click();
-  await waitUntil(page, 'the messaging queues with 2 ready in direct and a dead letter of short', () => {
+  await waitUntil(page, 'the messaging queues: direct with 1 ready and 1 leased, short with 2 dead letters', () => {
     const direct = document.querySelector('#queues tr[data-queue="messaging/direct"]');
     const short = document.querySelector('#queues tr[data-queue="messaging/short"]');
-    return direct?.dataset.ready === '2' && short?.dataset.dead === '2';
+    return direct?.dataset.ready === '1' && direct?.dataset.leased === '1' && short?.dataset.dead === '2';
   });
   const queues = {
     direct: Number(await page.locator('#queues tr[data-queue="messaging/direct"]').getAttribute('data-ready')),
+    directLeased: Number(await page.locator('#queues tr[data-queue="messaging/direct"]').getAttribute('data-leased')),
     shortDead: Number(await page.locator('#queues tr[data-queue="messaging/short"]').getAttribute('data-dead')),
   };
   await page.locator('#queues tr[data-queue="messaging/short"] button[data-action="dead-letters"]').click();

@@ -266,7 +266,7 @@ fn queue_and_topic_paths(app: &App, paths: &mut Map<String, Value>) {
                 "200",
                 json_response(
                     "Counts",
-                    json!({ "type": "object", "properties": { "queue": { "type": "string" }, "ready": { "type": "integer" }, "waiting": { "type": "integer" } } }),
+                    json!({ "type": "object", "properties": { "queue": { "type": "string" }, "ready": { "type": "integer" }, "waiting": { "type": "integer" }, "leased": { "type": "integer", "description": "Of `waiting`, the leased ones" } } }),
                 ),
             ),
             &[],

@@ -76,7 +76,7 @@ pub(super) async fn stats(
     Path((app, name)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let stats = queue(&server, &app, &name)?.stats().await?;
-    Ok(axum::Json(json!({ "queue": name, "ready": stats.ready, "waiting": stats.waiting })))
+    Ok(axum::Json(json!({ "queue": name, "ready": stats.ready, "waiting": stats.waiting, "leased": stats.leased })))
 }
 
 #[derive(Deserialize)]

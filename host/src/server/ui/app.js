@@ -437,9 +437,9 @@ async function loadQueues() {
     const rows = await Promise.all(queues.map(async ([app, queue]) => {
       const [live, dead] = await Promise.all([stats(app, queue), stats(app, `${queue}.dead`)]);
       const deadCount = dead.ready + dead.waiting;
-      return el('tr', { 'data-queue': `${app}/${queue}`, 'data-ready': live.ready, 'data-dead': deadCount },
+      return el('tr', { 'data-queue': `${app}/${queue}`, 'data-ready': live.ready, 'data-leased': live.leased, 'data-dead': deadCount },
         el('td', {}, app), el('td', {}, el('code', {}, queue)), el('td', { class: 'num' }, live.ready),
-        el('td', { class: 'num' }, live.waiting),
+        el('td', { class: 'num' }, live.leased), el('td', { class: 'num' }, live.waiting - live.leased),
         el('td', { class: 'num' }, deadCount > 0 ? el('button', {
           type: 'button', class: 'link', 'data-action': 'dead-letters', onclick: () => showDeadLetters(app, queue),
         }, String(deadCount)) : '0'));

@@ -90,6 +90,10 @@ pub struct QueueStats {
     pub ready: u64,
     /// Leased, or waiting for their delay.
     pub waiting: u64,
+    /// Of those waiting, the leased ones (the rest wait for a delay or a retry's backoff). On
+    /// NATS, the leases this process holds: the server counts a message held for its delay as
+    /// leased too.
+    pub leased: u64,
 }
 
 /// The settings of one queue (from the app's `[queue.NAME]`; callers convert).

@@ -238,10 +238,17 @@ impl QueueStore for SledQueue {
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         let now = now_ms();
-        let mut stats = QueueStats { ready: 0, waiting: 0 };
-        for key in self.tree.scan_prefix(b"q").keys() {
-            let (visible_ms, _) = split_key(&key.map_err(storage)?);
-            if visible_ms <= now { stats.ready += 1 } else { stats.waiting += 1 }
+        let mut stats = QueueStats { ready: 0, waiting: 0, leased: 0 };
+        for entry in self.tree.scan_prefix(b"q") {
+            let (key, bytes) = entry.map_err(storage)?;
+            let (visible_ms, _) = split_key(&key);
+            if visible_ms <= now {
+                stats.ready += 1;
+            } else {
+                stats.waiting += 1;
+                // A leased message is keyed by its lease's end: leased while that is ahead.
+                stats.leased += u64::from(Stored::decode(&bytes).is_some_and(|s| s.leased));
+            }
         }
         Ok(stats)
     }

@@ -19,21 +19,28 @@ pub(crate) async fn check_send_receive_complete(backend: Arc<dyn QueueBackend>) 
     let first = queue.send(b"one".to_vec(), Duration::ZERO).await.unwrap();
     let second = queue.send(b"two".to_vec(), Duration::ZERO).await.unwrap();
     assert!(first < second, "ids sort in sending order");
-    assert_eq!(queue.stats().await.unwrap(), QueueStats { ready: 2, waiting: 0 });
+    assert_eq!(queue.stats().await.unwrap(), QueueStats { ready: 2, waiting: 0, leased: 0 });
     let got = queue.receive(&queues, 10, LONG).await.unwrap();
     assert_eq!(
         got.iter().map(|m| (m.id.as_str(), m.body.as_slice(), m.attempt)).collect::<Vec<_>>(),
         [(first.as_str(), &b"one"[..], 1), (second.as_str(), &b"two"[..], 1)]
     );
-    assert_eq!(queue.stats().await.unwrap(), QueueStats { ready: 0, waiting: 2 });
+    assert_eq!(queue.stats().await.unwrap(), QueueStats { ready: 0, waiting: 2, leased: 2 });
     assert!(queue.receive(&queues, 10, LONG).await.unwrap().is_empty(), "leased messages are not handed out twice");
     for message in &got {
         queue.complete(&message.lease).await.unwrap();
     }
-    assert_eq!(queue.stats().await.unwrap(), QueueStats { ready: 0, waiting: 0 });
+    assert_eq!(queue.stats().await.unwrap(), QueueStats { ready: 0, waiting: 0, leased: 0 });
     assert_eq!(queue.next_visible_ms(), None);
     let done = queue.complete(&got[0].lease).await;
     assert_eq!(done, Err(QueueError::LeaseExpired(got[0].lease.clone())), "a completed lease is stale");
+    // A delayed message waits without being leased; leased, it counts as both.
+    queue.send(b"later".to_vec(), Duration::from_millis(300)).await.unwrap();
+    queue.send(b"now".to_vec(), Duration::ZERO).await.unwrap();
+    assert_eq!(queue.stats().await.unwrap(), QueueStats { ready: 1, waiting: 1, leased: 0 });
+    let now = queue.receive(&queues, 1, LONG).await.unwrap();
+    assert_eq!(queue.stats().await.unwrap(), QueueStats { ready: 0, waiting: 2, leased: 1 });
+    queue.complete(&now[0].lease).await.unwrap();
 }
 
 /// `max` and `max_bytes` bound one receive; arguments out of range are refused.
@@ -75,7 +82,7 @@ pub(crate) async fn check_retry_with_delay(backend: Arc<dyn QueueBackend>) {
     queue.send(b"x".to_vec(), Duration::ZERO).await.unwrap();
     let first = queue.receive(&queues, 1, LONG).await.unwrap().remove(0);
     queue.retry(&queues, &first.lease, Duration::from_millis(50)).await.unwrap();
-    assert_eq!(queue.stats().await.unwrap(), QueueStats { ready: 0, waiting: 1 });
+    assert_eq!(queue.stats().await.unwrap(), QueueStats { ready: 0, waiting: 1, leased: 0 });
     assert!(queue.receive(&queues, 1, LONG).await.unwrap().is_empty(), "not before its delay");
     assert!(queue.next_visible_ms().is_some());
     tokio::time::sleep(Duration::from_millis(80)).await;
@@ -102,7 +109,7 @@ pub(crate) async fn check_dead_letters(backend: Arc<dyn QueueBackend>) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(queue.receive(&queues, 10, LONG).await.unwrap().is_empty(), "exhausted messages are not delivered");
-    assert_eq!(queue.stats().await.unwrap(), QueueStats { ready: 0, waiting: 0 });
+    assert_eq!(queue.stats().await.unwrap(), QueueStats { ready: 0, waiting: 0, leased: 0 });
     let dead = queues.open("app", "fragile.dead", settings(u32::MAX)).unwrap();
     let mut got = dead.receive(&queues, 10, LONG).await.unwrap();
     got.sort_by(|a, b| a.id.cmp(&b.id));
@@ -134,7 +141,7 @@ pub(crate) async fn check_dead_letters(backend: Arc<dyn QueueBackend>) {
     assert_eq!(listed(dead.clone()).await, [both[1].clone()]);
     dead.remove(&timed_out).await.unwrap();
     assert!(dead.list(10).await.unwrap().is_empty());
-    assert_eq!(dead.stats().await.unwrap(), QueueStats { ready: 0, waiting: 0 });
+    assert_eq!(dead.stats().await.unwrap(), QueueStats { ready: 0, waiting: 0, leased: 0 });
     let unknown = dead.requeue(&queues, &timed_out).await.unwrap_err().to_string();
     assert!(unknown.contains(&format!("no message `{timed_out}`")), "{unknown}");
     let not_dead = queue.requeue(&queues, &given_back).await.unwrap_err().to_string();
@@ -165,7 +172,7 @@ pub(crate) async fn check_receive_to_run(backend: Arc<dyn QueueBackend>) {
     assert_eq!(ids(&again), [(sent[1].clone(), 2)]);
     queue.complete(&again[0].lease).await.unwrap();
     queue.complete(&last[0].lease).await.unwrap();
-    assert_eq!(queue.stats().await.unwrap(), QueueStats { ready: 0, waiting: 0 });
+    assert_eq!(queue.stats().await.unwrap(), QueueStats { ready: 0, waiting: 0, leased: 0 });
 }
 
 /// Messages sent through one backend are there when another opens the same data, and the

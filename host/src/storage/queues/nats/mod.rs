@@ -423,16 +423,19 @@ impl QueueStore for NatsQueue {
         let info = self.opened().await?.consumer_info(last_sent).await?;
         let (mut ready, mut waiting) = (info.num_pending, info.num_ack_pending as u64);
         // The server counts a delayed message as ready and a message given back as leased
-        // until it is handed out again; what this node saw corrects that.
+        // until it is handed out again; what this node saw corrects that. Leases are the ones
+        // this node holds: the server does not tell a lease from a message held for its delay.
         let now = now_ms();
+        let mut leased = 0;
         for &(at, how) in self.local.lock().unwrap().visible.values() {
+            leased += u64::from(how == Seen::Leased && at > now);
             if how == Seen::Sent && at > now && ready > 0 {
                 (ready, waiting) = (ready - 1, waiting + 1);
             } else if how == Seen::GivenBack && at <= now && waiting > 0 {
                 (ready, waiting) = (ready + 1, waiting - 1);
             }
         }
-        Ok(QueueStats { ready, waiting })
+        Ok(QueueStats { ready, waiting, leased: leased.min(waiting) })
     }
 
     async fn list(&self, max: usize) -> Result<Vec<Listed>, QueueError> {

@@ -88,7 +88,7 @@ async fn leases_settle_on_any_node() {
     assert_eq!(second.attempt, 2);
     assert!(on_a.complete(&first.lease).await.is_err(), "the first lease is stale on every node");
     on_a.complete(&second.lease).await.unwrap();
-    assert_eq!(on_b.stats().await.unwrap(), QueueStats { ready: 0, waiting: 0 });
+    assert_eq!(on_b.stats().await.unwrap(), QueueStats { ready: 0, waiting: 0, leased: 0 });
 
     let delayed = on_a.send(b"later".to_vec(), Duration::from_millis(300)).await.unwrap();
     assert!(on_b.receive(&b, 1, Duration::from_secs(60)).await.unwrap().is_empty(), "not before its delay");
@@ -185,7 +185,7 @@ async fn three_nodes_share_a_queue() {
     );
     assert_eq!(handled.len(), MESSAGES, "none lost");
     assert!(handled.values().all(|&n| n == 1), "each completed once: {handled:?}");
-    assert_eq!(queue.stats().await.unwrap(), QueueStats { ready: 0, waiting: 0 });
+    assert_eq!(queue.stats().await.unwrap(), QueueStats { ready: 0, waiting: 0, leased: 0 });
 }
 
 /// Latency of one message's send, receive and complete, on one node and across two.
