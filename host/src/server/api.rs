@@ -51,8 +51,13 @@ fn describe_app(served: &Served) -> Value {
 
 /// The app named `name` as it runs now, or a 404 naming the apps there are.
 pub(super) fn find(server: &Shared, name: &str) -> Result<Arc<App>, ApiError> {
+    find_served(server, name).map(|served| served.app)
+}
+
+/// [`find`], with where the app comes from (a file or a deployed version).
+fn find_served(server: &Shared, name: &str) -> Result<Served, ApiError> {
     let snapshot = server.running().snapshot();
-    snapshot.apps.get(name).map(|s| s.app.clone()).ok_or_else(|| ApiError {
+    snapshot.apps.get(name).cloned().ok_or_else(|| ApiError {
         extra: json!({ "available": snapshot.apps.keys().collect::<Vec<_>>() }),
         ..ApiError::not_found("unknown-app", format!("no app `{name}`"))
     })
@@ -69,10 +74,7 @@ pub(super) async fn show_app(
     State(server): State<Shared>,
     Path(app): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    find(&server, &app)?;
-    let served =
-        server.running().get(&app).ok_or_else(|| ApiError::not_found("unknown-app", format!("no app `{app}`")))?;
-    Ok(axum::Json(describe_app(&served)))
+    Ok(axum::Json(describe_app(&find_served(&server, &app)?)))
 }
 
 pub(super) async fn show_function(

@@ -1,7 +1,7 @@
 //! Operator access to an app's queues: `/v1/apps/{app}/queues/{queue}...` (send, look, receive,
-//! complete; list, requeue and remove messages, for dead letters). Only queues granted to some function of the app are reachable (a queue's grant
-//! covers `NAME.dead`). Bodies travel as raw bytes on the way in and as base64 in JSON on the way
-//! out.
+//! complete; list, requeue and remove messages, for dead letters). Only queues granted to some
+//! function of the app are reachable (a queue's grant covers `NAME.dead`). Bodies travel as raw
+//! bytes on the way in and as base64 in JSON on the way out.
 
 use std::time::Duration;
 
