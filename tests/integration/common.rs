@@ -181,9 +181,14 @@ impl ServeProcess {
         // Its log goes to a file in the data dir, shown if it exits before listening.
         let log = data.join("serve.log");
         let mut child = command.stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+        let started = std::time::Instant::now();
         while std::net::TcpStream::connect(addr).is_err() {
             if child.try_wait().unwrap().is_some() {
                 panic!("host serve exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            if started.elapsed() > std::time::Duration::from_secs(120) {
+                let _ = child.kill();
+                panic!("host serve not listening after 2 minutes: {}", std::fs::read_to_string(&log).unwrap_or_default());
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }

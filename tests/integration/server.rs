@@ -98,6 +98,9 @@ impl Answer {
     }
 }
 
+/// How long [`send`] waits for more of an answer: far more than any test's request takes.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Send one request with extra header lines; read the whole answer (chunked bodies decoded).
 pub fn send(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &[u8]) -> Answer {
     try_send(addr, method, path, headers, body).unwrap()
@@ -107,6 +110,8 @@ pub fn send(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: 
 /// answer head arrived (a server killed mid-request).
 pub fn try_send(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &[u8]) -> std::io::Result<Answer> {
     let mut stream = TcpStream::connect(addr)?;
+    // A server that never answers fails the test instead of hanging the whole run.
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
     if !headers.iter().any(|h| h.to_ascii_lowercase().starts_with("host:")) {
         head.push_str(&format!("Host: {addr}\r\n"));
@@ -119,7 +124,12 @@ pub fn try_send(addr: SocketAddr, method: &str, path: &str, headers: &[&str], bo
     stream.write_all(head.as_bytes())?;
     let _ = stream.write_all(body);
     let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
+    // A reset after the answer (a server refusing a body it did not read) still leaves the answer.
+    if let Err(e) = stream.read_to_end(&mut response)
+        && matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+    {
+        return Err(std::io::Error::new(e.kind(), format!("no answer from {addr} within {ANSWER_TIMEOUT:?}")));
+    }
     let incomplete = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no complete HTTP answer head");
     let split = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(incomplete)?;
     let head = String::from_utf8_lossy(&response[..split]).into_owned();
