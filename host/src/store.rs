@@ -40,7 +40,7 @@ pub const LAZY_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// What the flusher has finished: every ticket up to `upto` was flushed; those up to `ok_upto`
-/// are durable; `error` says why the others are not.
+/// are durable; `error` says why a flush failed (kept: see [`Store::failure`]).
 #[derive(Clone, Debug, Default)]
 struct Flushed {
     upto: u64,
@@ -144,6 +144,12 @@ impl Store {
         self.db.flush().map(drop)
     }
 
+    /// Why a flush failed, once one did. sled refuses every write after one failed (a full disk,
+    /// say) until the database is opened again, so this stays set until the host restarts.
+    pub fn failure(&self) -> Option<Arc<str>> {
+        self.flushed.borrow().error.clone()
+    }
+
     /// Group-commit counters.
     pub fn commit_stats(&self) -> CommitStats {
         let tickets = self.commits.waits.load(Ordering::Relaxed);
@@ -210,7 +216,7 @@ fn flusher(db: sled::Db, commits: Arc<GroupCommit>, done: watch::Sender<Flushed>
             match flushed {
                 Ok(_) => f.ok_upto = upto,
                 Err(e) => {
-                    tracing::error!(error = %e, "store flush failed");
+                    tracing::error!(error = %e, "store flush failed: writes fail until the host restarts");
                     f.error = Some(Arc::from(e.to_string()));
                 }
             }

@@ -136,6 +136,11 @@ pub fn running_on(data: &Path, manifests: &[&str]) -> Running {
     Running { host, apps, runtime, _triggers: triggers, _data: None }
 }
 
+/// A free loopback address to listen on.
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
 /// A `host serve` process (with the shared [`compiled_cache`]), killed when dropped, also when a
 /// test fails: an orphaned server would keep the test's output pipe open.
 pub struct ServeProcess {
@@ -169,7 +174,30 @@ impl ServeProcess {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> ServeProcess {
-        let addr = addr.unwrap_or_else(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap());
+        let addr = addr.unwrap_or_else(free_addr);
+        ServeProcess::spawn(ServeProcess::command(data, addr, manifests, args, env), data, addr)
+    }
+
+    /// Like [`ServeProcess::start`], with no file of the process growing past `limit_kib` (its
+    /// writes past it fail with `EFBIG`, as a full disk would fail them).
+    pub fn start_with_file_limit(data: &Path, manifests: &[&str], limit_kib: u64) -> ServeProcess {
+        let addr = free_addr();
+        let host = ServeProcess::command(data, addr, manifests, &[], &[]);
+        let mut limited = Command::new("sh");
+        // `ulimit -f` counts 512-byte blocks; an ignored SIGXFSZ is ignored after `exec` too.
+        limited.arg("-c").arg(format!("ulimit -f {}; trap '' XFSZ; exec \"$0\" \"$@\"", limit_kib * 2));
+        limited.arg(host.get_program()).args(host.get_args());
+        ServeProcess::spawn(limited, data, addr)
+    }
+
+    /// `host serve` of `manifests` on `data` and `addr` with the shared compiled cache.
+    fn command(
+        data: &Path,
+        addr: std::net::SocketAddr,
+        manifests: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
         command.envs(env.iter().copied());
         command.arg("--data").arg(data).arg("--cache").arg(compiled_cache());
@@ -178,6 +206,11 @@ impl ServeProcess {
         for m in manifests {
             command.arg("-f").arg(manifest(m));
         }
+        command
+    }
+
+    /// Start `command`, once it accepts connections on `addr`.
+    fn spawn(mut command: Command, data: &Path, addr: std::net::SocketAddr) -> ServeProcess {
         // Its log goes to a file in the data dir, shown if it exits before listening.
         let log = data.join("serve.log");
         let mut child = command.stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
@@ -188,7 +221,10 @@ impl ServeProcess {
             }
             if started.elapsed() > std::time::Duration::from_secs(120) {
                 let _ = child.kill();
-                panic!("host serve not listening after 2 minutes: {}", std::fs::read_to_string(&log).unwrap_or_default());
+                panic!(
+                    "host serve not listening after 2 minutes: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }

@@ -1,6 +1,6 @@
 //! The storage layer under real concurrency, through a real server on loopback: item uploads,
 //! updates, deletes and annotations racing each other; bucket key conflicts; temporary files
-//! left by a crash.
+//! left by a crash; a full disk.
 
 use std::sync::Barrier;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use host::server::ServerConfig;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::common::{COUNTER, PROBE, host_on};
+use crate::common::{COUNTER, PROBE, ServeProcess, host_on};
 use crate::server::{Answer, send, serve_apps};
 
 const ITEMS: &str = "/v1/apps/probe/datasets/inbox/items";
@@ -249,4 +249,53 @@ fn bucket_writes_and_deletes_sharing_a_folder_never_fail() {
         failures
     });
     assert_eq!(failures.concat(), Vec::<String>::new());
+}
+
+/// A full disk (here: the process may not grow a file past 16 MiB) fails writes with a
+/// `store-error` naming the cause, and `/healthz` says the store is failing, since sled refuses
+/// writes from then on; calls fail on their own while reads carry on. A restart with room again
+/// finds every acknowledged write, and `/healthz` is ok.
+#[test]
+fn a_full_disk_fails_writes_and_healthz_and_a_restart_finds_every_acknowledged_write() {
+    let data = tempfile::tempdir().unwrap();
+    let value = |n: usize| (0..64 * 1024).map(|i| (i * 13 + n * 7) as u8).collect::<Vec<u8>>();
+    let kv = |n: usize| format!("/v1/apps/counter/kv/default/k{n}");
+    let server = ServeProcess::start_with_file_limit(data.path(), &[COUNTER], 16 * 1024);
+    let health = send(server.addr, "GET", "/healthz", &[], b"");
+    assert_eq!((health.status, health.json()), (200, json!({ "status": "ok" })));
+
+    let mut acknowledged = 0;
+    let refused = loop {
+        let answer = send(server.addr, "PUT", &kv(acknowledged), &[], &value(acknowledged));
+        if answer.status != 204 {
+            break answer;
+        }
+        acknowledged += 1;
+        assert!(acknowledged < 1024, "64 MiB written under a 16 MiB file limit");
+    };
+    assert!(acknowledged > 0, "the first write was refused: {}", refused.text());
+    assert_eq!(refused.code(), (500, "store-error".into()), "{}", refused.text());
+    assert!(refused.text().contains("File too large"), "the cause is named: {}", refused.text());
+
+    let health = send(server.addr, "GET", "/healthz", &[], b"");
+    assert_eq!(health.code(), (503, "store-failed".into()), "{}", health.text());
+    assert!(health.text().contains("File too large"), "{}", health.text());
+    let again = send(server.addr, "PUT", &kv(acknowledged), &[], b"small");
+    assert_eq!(again.code(), (500, "store-error".into()), "writes stay refused: {}", again.text());
+    let call = send(server.addr, "POST", "/v1/apps/counter/functions/counter.increment", &[], br#"["c", 1]"#);
+    assert_eq!(call.code(), (422, "guest-error".into()), "the call fails on its own: {}", call.text());
+    assert!(call.text().contains("File too large"), "{}", call.text());
+    let read = send(server.addr, "GET", &kv(0), &[], b"");
+    assert_eq!((read.status, read.body == value(0)), (200, true), "reads carry on");
+
+    drop(server);
+    let server = ServeProcess::start(data.path(), None, &[COUNTER]);
+    let health = send(server.addr, "GET", "/healthz", &[], b"");
+    assert_eq!((health.status, health.json()), (200, json!({ "status": "ok" })));
+    for n in 0..acknowledged {
+        let read = send(server.addr, "GET", &kv(n), &[], b"");
+        assert_eq!((read.status, read.body.len()), (200, 64 * 1024), "k{n} of {acknowledged} acknowledged");
+        assert!(read.body == value(n), "k{n}: the bytes read back differ");
+    }
+    assert_eq!(send(server.addr, "PUT", &kv(acknowledged), &[], b"room again").status, 204);
 }

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
@@ -75,7 +75,7 @@ fn handler(route: Route) -> MethodRouter<Shared> {
         Route::CancelExecution => on(method, executions::cancel),
         Route::OpenApi => on(method, openapi::document),
         Route::Metrics => on(method, metrics),
-        Route::Healthz => on(method, || async { axum::Json(json!({ "status": "ok" })) }),
+        Route::Healthz => on(method, healthz),
         Route::Login => on(method, auth::login),
         Route::Logout => on(method, auth::logout),
         Route::Dashboard => on(method, || async { page(DASHBOARD_HTML) }),
@@ -111,6 +111,18 @@ fn script(text: &'static LazyLock<String>) -> Response {
 
 fn asset(content_type: &'static str, text: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], text).into_response()
+}
+
+/// `200 {"status": "ok"}`, or `503 store-failed` once the embedded store refuses writes: only a
+/// restart mends that, which is what a liveness probe is for.
+async fn healthz(State(server): State<Shared>) -> Response {
+    match server.host.store().and_then(|store| store.failure()) {
+        None => axum::Json(json!({ "status": "ok" })).into_response(),
+        Some(why) => {
+            let message = format!("the store refuses writes until the host restarts: {why}");
+            super::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store-failed", message).into_response()
+        }
+    }
 }
 
 async fn metrics(State(server): State<Shared>) -> Response {

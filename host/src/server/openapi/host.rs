@@ -61,8 +61,10 @@ pub(super) fn operation_of(route: Route, apps: &[&String]) -> Option<Value> {
             ),
             &[],
         ),
-        Route::Healthz => public(json!({ "200": json_response("Alive",
-            json!({ "type": "object", "properties": { "status": { "const": "ok" } } })) })),
+        Route::Healthz => public(json!({
+            "200": json_response("Alive", json!({ "type": "object", "properties": { "status": { "const": "ok" } } })),
+            "503": super::error_response("The embedded store refuses writes (a full disk, say) until the host restarts (`store-failed`)"),
+        })),
         Route::Login => {
             let mut login =
                 public(json!({ "204": { "description": "The session cookie is set (or no token is needed)" },
