@@ -9,7 +9,7 @@ use host::server::ServerConfig;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::common::{COUNTER, PROBE, ServeProcess, host_on};
+use crate::common::{COUNTER, MESSAGING, PROBE, ServeProcess, host_on};
 use crate::server::{Answer, send, serve_apps};
 
 const ITEMS: &str = "/v1/apps/probe/datasets/inbox/items";
@@ -260,7 +260,7 @@ fn a_full_disk_fails_writes_and_healthz_and_a_restart_finds_every_acknowledged_w
     let data = tempfile::tempdir().unwrap();
     let value = |n: usize| (0..64 * 1024).map(|i| (i * 13 + n * 7) as u8).collect::<Vec<u8>>();
     let kv = |n: usize| format!("/v1/apps/counter/kv/default/k{n}");
-    let server = ServeProcess::start_with_file_limit(data.path(), &[COUNTER], 16 * 1024);
+    let server = ServeProcess::start_with_file_limit(data.path(), &[COUNTER, MESSAGING], 16 * 1024);
     let health = send(server.addr, "GET", "/healthz", &[], b"");
     assert_eq!((health.status, health.json()), (200, json!({ "status": "ok" })));
 
@@ -282,14 +282,26 @@ fn a_full_disk_fails_writes_and_healthz_and_a_restart_finds_every_acknowledged_w
     assert!(health.text().contains("File too large"), "{}", health.text());
     let again = send(server.addr, "PUT", &kv(acknowledged), &[], b"small");
     assert_eq!(again.code(), (500, "store-error".into()), "writes stay refused: {}", again.text());
-    let call = send(server.addr, "POST", "/v1/apps/counter/functions/counter.increment", &[], br#"["c", 1]"#);
+    let increment = "/v1/apps/counter/functions/counter.increment";
+    let call = send(server.addr, "POST", increment, &[], br#"["c", 1]"#);
     assert_eq!(call.code(), (422, "guest-error".into()), "the call fails on its own: {}", call.text());
     assert!(call.text().contains("File too large"), "{}", call.text());
+    // Whatever else needs a write says so the same way.
+    for (what, path) in [
+        ("a job", format!("{increment}?async=true")),
+        ("an event", "/v1/apps/messaging/topics/news".to_string()),
+        ("a message", "/v1/apps/messaging/queues/jobs".to_string()),
+    ] {
+        let refused = send(server.addr, "POST", &path, &[], br#"["c", 1]"#);
+        assert_eq!(refused.code(), (500, "store-error".into()), "{what}: {}", refused.text());
+        assert!(refused.text().contains("File too large"), "{what}: {}", refused.text());
+        assert!(!refused.text().contains("Storage("), "{what}: a message, not a Rust value: {}", refused.text());
+    }
     let read = send(server.addr, "GET", &kv(0), &[], b"");
     assert_eq!((read.status, read.body == value(0)), (200, true), "reads carry on");
 
     drop(server);
-    let server = ServeProcess::start(data.path(), None, &[COUNTER]);
+    let server = ServeProcess::start(data.path(), None, &[COUNTER, MESSAGING]);
     let health = send(server.addr, "GET", "/healthz", &[], b"");
     assert_eq!((health.status, health.json()), (200, json!({ "status": "ok" })));
     for n in 0..acknowledged {

@@ -177,7 +177,7 @@ pub(super) async fn cancel(
             Err(ApiError::new(StatusCode::CONFLICT, "already-final", error.to_string()))
         }
         Err(error @ CancelError::Storage(_)) => {
-            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "host-error", error.to_string()))
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store-error", error.to_string()))
         }
     }
 }

@@ -259,6 +259,9 @@ impl From<Error> for ApiError {
                 ..ApiError::bad_request("bad-argument", message)
             },
             Error::Call(call) => call.into(),
+            Error::Queue(queue) => queue.into(),
+            Error::Publish(publish) => publish.into(),
+            Error::Record(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store-error", message),
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "host-error", message),
         }
     }

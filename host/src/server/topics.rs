@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::api::{body_error, find};
 use super::{ApiError, Shared};
+use crate::storage::topics::PublishError;
 
 /// Publish the raw request body to every subscription of the topic; 201 with the event id.
 /// Query parameters become the event's attributes.
@@ -28,11 +29,16 @@ pub(super) async fn publish(
         });
     }
     let body = body.map_err(|e| body_error(&server, e))?;
-    let id = server
-        .host
-        .topics()
-        .publish(&app, &topic, body.to_vec(), attributes)
-        .await
-        .map_err(|e| ApiError::bad_request("bad-argument", e.to_string()))?;
+    let id = server.host.topics().publish(&app, &topic, body.to_vec(), attributes).await?;
     Ok((StatusCode::CREATED, axum::Json(json!({ "id": id }))))
+}
+
+impl From<PublishError> for ApiError {
+    fn from(error: PublishError) -> ApiError {
+        let message = error.to_string();
+        match error {
+            PublishError::Invalid(_) => ApiError::bad_request("bad-argument", message),
+            PublishError::Storage(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store-error", message),
+        }
+    }
 }

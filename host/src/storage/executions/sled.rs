@@ -190,9 +190,9 @@ impl SledExecutions {
                 if queued {
                     queue.insert(run_key(&record.id), record.id.as_bytes())?;
                 }
-                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+                Ok::<_, sled::transaction::ConflictableTransactionError<String>>(())
             })
-            .map_err(|e| storage(format!("{e:?}")))
+            .map_err(storage)
     }
 
     /// Remove events of one log (a tree of the store) and queue their records, in one
@@ -227,7 +227,7 @@ impl SledExecutions {
                 }
                 Ok(())
             })
-            .map_err(|e| storage(format!("{e:?}")))
+            .map_err(storage)
     }
 }
 
