@@ -126,8 +126,7 @@ fn serve_answers_remote_calls_and_finishes_requests_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
     let token_file = data.path().join("token");
     std::fs::write(&token_file, "  t0ken-for-tests\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = crate::common::free_addr().to_string();
     let url = format!("http://{listen}");
     let mut server = Command::new(env!("CARGO_BIN_EXE_host"))
         .arg("--data")

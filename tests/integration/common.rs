@@ -137,7 +137,7 @@ pub fn running_on(data: &Path, manifests: &[&str]) -> Running {
 }
 
 /// A free loopback address to listen on.
-fn free_addr() -> std::net::SocketAddr {
+pub fn free_addr() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 

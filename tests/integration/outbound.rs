@@ -151,7 +151,7 @@ async fn limits_fail_the_request_with_a_named_error() {
     let stall = fetch(&app, "f", "GET", &server.url("/stall"), None).await.0;
     assert_eq!(stall, Err("connection read timeout".into()));
     // Nothing listens on a port that was just freed.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = crate::common::free_addr();
     let (answer, logs) = fetch(&app, "f", "GET", &format!("http://{closed}/"), None).await;
     assert_eq!(answer, Err("ConnectionRefused".into()));
     assert!(logs.contains(&format!("GET http://{closed} failed (connection-refused)")), "{logs}");

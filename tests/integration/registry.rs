@@ -2,7 +2,7 @@
 //! installed with `apt-get` when missing (as the NATS tests install `nats-server`), on a free
 //! port with its storage in a temp folder.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -38,7 +38,7 @@ impl Registry {
     /// Start one with `auth` added to its config.
     fn start_with(auth: &str) -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let addr = crate::common::free_addr();
         let config = dir.path().join("config.yml");
         std::fs::write(dir.path().join("htpasswd"), HTPASSWD).unwrap();
         let auth = auth.replace("path: htpasswd", &format!("path: {:?}", dir.path().join("htpasswd")));

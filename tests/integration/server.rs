@@ -106,8 +106,8 @@ pub fn send(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: 
     try_send(addr, method, path, headers, body).unwrap()
 }
 
-/// [`send`], with an error instead of a panic when the connection fails or closes before a whole
-/// answer head arrived (a server killed mid-request).
+/// [`send`], with an error instead of a panic when the connection fails, closes before a whole
+/// answer head arrived (a server killed mid-request), or stays silent for [`ANSWER_TIMEOUT`].
 pub fn try_send(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &[u8]) -> std::io::Result<Answer> {
     let mut stream = TcpStream::connect(addr)?;
     // A server that never answers fails the test instead of hanging the whole run.
@@ -458,16 +458,15 @@ fn shutdown_gives_up_after_the_grace_period() {
 #[test]
 fn hello_http_runs_unchanged_under_wasmtime_serve() {
     let component = manifest(HELLO_HTTP).parent().unwrap().join("../../target/wasm32-wasip2/release/hello_http.wasm");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = crate::common::free_addr();
     let wasmtime = crate::common::python_tools().join("wasmtime");
     let mut child = std::process::Command::new(wasmtime)
-        .args(["serve", "-Scli", "--addr", &format!("127.0.0.1:{port}")])
+        .args(["serve", "-Scli", "--addr", &addr.to_string()])
         .arg(&component)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     while TcpStream::connect(addr).is_err() {
         assert!(child.try_wait().unwrap().is_none(), "wasmtime serve exited");
         std::thread::sleep(Duration::from_millis(20));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{ServeProcess, TRAIN_CLASSIFIER, root};
+use crate::common::{ServeProcess, TRAIN_CLASSIFIER, free_addr, root};
 use crate::dashboard::{chromium, playwright};
 use crate::digits::{digits, png};
 use crate::outbound_sdk::{granting, origin};
@@ -49,9 +49,8 @@ pub fn train_in_browser(url: &str, screenshot: &str) -> Value {
 #[test]
 fn the_site_trains_a_classifier_that_survives_a_killed_host() {
     let data = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let listen = format!("127.0.0.1:{port}");
-    let addr: std::net::SocketAddr = listen.parse().unwrap();
+    let addr = free_addr();
+    let listen = addr.to_string();
     let server = ServeProcess::start(data.path(), Some(addr), &[TRAIN_CLASSIFIER]);
 
     // Every 10th digit is held out; the rest is the dataset, one folder per class.
